@@ -1,0 +1,3 @@
+from .fbank import fbank
+
+__all__ = ["fbank"]

@@ -1,0 +1,17 @@
+"""Typed errors. Every user-facing failure is one of these; the CLI prints the message in one line."""
+
+
+class AstAudioError(Exception):
+    """Base class: the message says what was expected, what was found, and what to do."""
+
+
+class ConfigError(AstAudioError, ValueError):
+    """An impossible or inconsistent configuration."""
+
+
+class AudioInputError(AstAudioError, ValueError):
+    """Audio that cannot be used: unreadable, empty, non-finite, wrong shape or rate."""
+
+
+class CheckpointError(AstAudioError, ValueError):
+    """A checkpoint that is missing, of an unknown format, or does not fit the requested model."""
