@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny AST configs and generated audio files. Nothing here downloads anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ast_audio import AST, ASTConfig, FrontendConfig
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+LABELS_DIR = SHARED / "data" / "labels"
+
+
+def tiny_config(**changes) -> ASTConfig:
+    """A 2-layer, 32-wide AST on 128 frames x 128 mel bins (fast on CPU)."""
+    base = dict(model_size="tiny224", input_tdim=128, embed_dim=32, depth=2, num_heads=4, num_classes=5)
+    base.update(changes)
+    return ASTConfig(**base)
+
+
+def tiny_model(seed: int = 0, **changes) -> AST:
+    torch.manual_seed(seed)
+    config = tiny_config(**changes)
+    frontend = FrontendConfig(num_mel_bins=config.input_fdim, target_length=config.input_tdim)
+    return AST(config, frontend=frontend).eval()
+
+
+def write_tone(path: Path, seconds: float = 2.0, freq: float = 440.0, sample_rate: int = 16000,
+               channels: int = 1, subtype: str = "PCM_16", amplitude: float = 0.5) -> Path:
+    """Write a sine tone (plus a little noise) with soundfile; returns the path."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    mono = amplitude * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.shape)
+    data = np.stack([mono] * channels, axis=1) if channels > 1 else mono
+    sf.write(str(path), data.astype(np.float32), sample_rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def tiny() -> AST:
+    return tiny_model()
