@@ -1,0 +1,193 @@
+"""Weight surgery: ImageNet ViT/DeiT -> AST (spec §1.4), and a trained AST -> another input size, stride or head
+(spec §1.5).
+
+Pure functions on state dicts and models; each logs what it changed. Nothing here reads files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+
+from ..config import ASTConfig, FrontendConfig
+from ..errors import CheckpointError, ConfigError
+from ..model import AST, adapt_pos_embed
+from .convert import StateDict
+
+log = logging.getLogger(__name__)
+
+HEAD_KEYS = frozenset({"mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias"})
+# ImageNet classifier heads of timm ViT/DeiT checkpoints: not used by AST (spec §1.4 step 3).
+IMAGENET_HEAD_KEYS = frozenset({"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"})
+
+# ASTConfig fields that `adapt_model` can change on trained weights; every other field is fixed by the weights.
+ADAPTABLE_FIELDS = ("input_tdim", "input_fdim", "fstride", "tstride", "num_classes", "pooling",
+                    "layer_norm_eps", "head_norm_eps")
+MODEL_KEYWORDS = ("labels", "multi_label", "frontend")
+
+
+def adapt_input_conv(weight: torch.Tensor, mode: Literal["sum", "mean"] = "sum") -> torch.Tensor:
+    """RGB patch kernels (D, 3, kh, kw) -> single-channel kernels (D, 1, kh, kw).
+
+    `"sum"` is what the reference code does (spec §1.4): feeding a spectrogram through the summed kernel equals
+    feeding the same spectrogram as three identical RGB channels. `"mean"` is the paper's wording ("average"),
+    which scales the first-layer response by 1/3.
+    """
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise CheckpointError(f"expected an RGB patch kernel (D, 3, kh, kw), got shape {tuple(weight.shape)}")
+    if mode == "sum":
+        return weight.sum(dim=1, keepdim=True)  # (D, 3, kh, kw) -> (D, 1, kh, kw)
+    if mode == "mean":
+        return weight.mean(dim=1, keepdim=True)
+    raise ConfigError(f"in_chans_reduce must be 'sum' (reference code) or 'mean' (paper wording), got {mode!r}")
+
+
+def unwrap_state_dict(obj: Any) -> Any:
+    """Strip the `{"model": state}` / `{"state_dict": state}` wrappers that DeiT and training scripts save."""
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+            return obj[wrapper]
+    return obj
+
+
+def from_imagenet(state_dict: Mapping[str, Any], config: ASTConfig,
+                  in_chans_reduce: Literal["sum", "mean"] = "sum") -> StateDict:
+    """A timm ViT/DeiT ImageNet state dict -> a complete native AST state dict for `config` (spec §1.4).
+
+    - patch conv: RGB kernels summed (or averaged) to one channel, bias copied; the kernel must be
+      fshape x tshape (16 x 16 ImageNet kernels cannot become, e.g., 128 x 2 frame patches);
+    - pos-embed: the square ImageNet grid (side = sqrt(patch count)) is cut/interpolated per axis to `config.grid`
+      with `adapt_pos_embed`; the prefix (cls, dist) embeddings are reused;
+    - a ViT without a distillation token (one prefix token) gets `dist_token` and its position embedding copied
+      from the cls ones. The two prefix tokens then start identical, so AST's (cls + dist) / 2 pooling initially
+      equals the ViT's own cls output;
+    - blocks and final norm copied; the ImageNet `head` / `head_dist` dropped; `mlp_head` freshly initialised
+      (taken from a new `AST(config)`, so it draws from torch's global RNG).
+
+    Accepts a `{"model": state}` wrapper. Any key beyond the expected set, or a missing one, raises CheckpointError.
+    """
+    state = dict(unwrap_state_dict(state_dict))
+    if "patch_embed.proj.weight" not in state or "pos_embed" not in state or "cls_token" not in state:
+        raise CheckpointError("not a timm ViT/DeiT state dict: expected patch_embed.proj.weight, cls_token and "
+                              f"pos_embed, found keys {sorted(state)[:5]}...")
+    weight = state["patch_embed.proj.weight"]
+    if weight.dim() != 4 or weight.shape[1] != 3:
+        raise CheckpointError(f"ImageNet patch kernel must be (D, 3, kh, kw), got {tuple(weight.shape)}")
+    dim, _, kh, kw = weight.shape
+    if (kh, kw) != (config.fshape, config.tshape):
+        raise ConfigError(f"the ImageNet patch kernel is {kh}x{kw} but the config asks for {config.fshape}x"
+                          f"{config.tshape} patches; only a matching kernel can be reused (train other patch "
+                          "shapes from scratch, without ImageNet weights)")
+    if dim != config.embed_dim:
+        raise ConfigError(f"the ImageNet model is {dim} wide but the config asks for embed_dim={config.embed_dim}")
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    if depth != config.depth:
+        raise ConfigError(f"the ImageNet model has {depth} blocks but the config asks for depth={config.depth}")
+
+    has_dist = "dist_token" in state
+    num_prefix = 2 if has_dist else 1
+    pos_embed = state.pop("pos_embed")
+    num_patches = pos_embed.shape[1] - num_prefix
+    side = math.isqrt(max(num_patches, 0))
+    if pos_embed.dim() != 3 or side * side != num_patches:
+        raise CheckpointError(f"ImageNet pos_embed of shape {tuple(pos_embed.shape)} is not {num_prefix} prefix "
+                              "embeddings plus a square grid")
+    if not has_dist:
+        state["dist_token"] = state["cls_token"].clone()
+        pos_embed = torch.cat([pos_embed[:, :1], pos_embed], dim=1)  # (1, 1 + s*s, D) -> (1, 2 + s*s, D)
+    state["pos_embed"] = adapt_pos_embed(pos_embed, (side, side), config.grid)
+    state["patch_embed.proj.weight"] = adapt_input_conv(weight, in_chans_reduce)
+    for key in IMAGENET_HEAD_KEYS:
+        state.pop(key, None)
+
+    model = AST(config)
+    expected = model.state_dict()
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    if missing != HEAD_KEYS or unexpected:
+        raise CheckpointError(f"ImageNet checkpoint does not fit the AST: missing {sorted(missing - HEAD_KEYS)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]} (expected only mlp_head.* to be new)")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(f"ImageNet {key} has shape {tuple(value.shape)}, the AST expects "
+                                  f"{tuple(expected[key].shape)}")
+    for key in HEAD_KEYS:
+        state[key] = expected[key]
+    log.info("ImageNet -> AST: %d prefix token(s), grid %dx%d -> %dx%d, RGB kernels %s, new %d-class head",
+             num_prefix, side, side, *config.grid, in_chans_reduce, config.num_classes)
+    return state
+
+
+def adapt_model(model: AST, **overrides: Any) -> AST:
+    """A new AST with `model`'s backbone adapted to changed input size, stride or classes (spec §1.5, generalised).
+
+    Keywords: ASTConfig fields in `ADAPTABLE_FIELDS` (input_tdim, input_fdim, fstride, tstride, num_classes,
+    pooling, layer_norm_eps, head_norm_eps), plus `labels` (CSV path or names), `multi_label` and `frontend`
+    (a FrontendConfig, or a dict of FrontendConfig fields applied on top of the current front end).
+
+    - the patch conv is rebuilt with the new stride and the same kernel (the reference keeps stride 10 here
+      and crashes, issue #73);
+    - `pos_embed` is cut/interpolated from the old grid to the new one (`adapt_pos_embed`, time axis first);
+    - the head is kept when `num_classes` is unchanged, else freshly initialised with default labels
+      (unless `labels` is given);
+    - the front end's target_length / num_mel_bins follow input_tdim / input_fdim; mean/std are kept unless
+      `frontend` overrides them.
+
+    A different kernel (fshape/tshape), width, depth, head count or MLP size cannot be adapted: ConfigError.
+    `model` is not modified.
+    """
+    from ..labels import resolve_labels
+
+    old = model.config
+    config_changes = {k: v for k, v in overrides.items() if k not in MODEL_KEYWORDS}
+    fields = set(old.to_dict())
+    unknown = sorted(set(config_changes) - fields)
+    if unknown:
+        raise ConfigError(f"unknown override(s) {unknown}; expected ASTConfig fields {list(ADAPTABLE_FIELDS)} "
+                          f"or {list(MODEL_KEYWORDS)}")
+    fixed = {k: v for k, v in config_changes.items() if k not in ADAPTABLE_FIELDS and getattr(old, k) != v}
+    if fixed:
+        name, value = next(iter(fixed.items()))
+        raise ConfigError(f"cannot change {name} from {getattr(old, name)!r} to {value!r} on trained weights: "
+                          f"only {', '.join(ADAPTABLE_FIELDS)} can be adapted; build a new model to train "
+                          "another architecture or patch shape from scratch")
+    config = old.replace(**config_changes)
+
+    frontend = model.frontend.replace(target_length=config.input_tdim, num_mel_bins=config.input_fdim)
+    user_frontend = overrides.get("frontend")
+    if isinstance(user_frontend, FrontendConfig):
+        frontend = user_frontend
+    elif isinstance(user_frontend, Mapping):
+        frontend = frontend.replace(**user_frontend)
+    elif user_frontend is not None:
+        raise ConfigError("frontend must be a FrontendConfig or a dict of its fields, got "
+                          f"{type(user_frontend).__name__}")
+
+    new_head = config.num_classes != old.num_classes
+    labels: Sequence[str] | None
+    if overrides.get("labels") is not None:
+        labels = resolve_labels(overrides["labels"])
+    else:
+        labels = None if new_head else model.labels
+    multi_label = overrides.get("multi_label", model.multi_label)
+
+    new = AST(config, frontend=frontend, labels=labels, multi_label=multi_label)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    if old.grid != config.grid:
+        state["pos_embed"] = adapt_pos_embed(state["pos_embed"], old.grid, config.grid)
+    if new_head:
+        for key in HEAD_KEYS:
+            state[key] = new.state_dict()[key]
+    new.load_state_dict(state, strict=True)
+    reference = next(model.parameters())
+    new.to(device=reference.device, dtype=reference.dtype)
+    new.train(model.training)
+    changed = {k: (getattr(old, k), getattr(config, k))
+               for k in ADAPTABLE_FIELDS if getattr(old, k) != getattr(config, k)}
+    log.info("adapted AST: %s%s", changed or "no config change", ", new head" if new_head else "")
+    return new
+
