@@ -1,0 +1,214 @@
+"""`ast-audio` command line: thin shells over the library (tag, convert, demo).
+
+Exit status: 0 success; 1 a user error, printed as one line `ast-audio: error: <message>` (add `--debug` for the
+traceback); 2 a usage error (argparse); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import AstAudioError
+
+PROG = "ast-audio"
+DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command (kept apart from `main` so it can be inspected and tested)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Audio Spectrogram Transformer: tag audio, convert "
+                                     "checkpoints, run the offline demo.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    tag = commands.add_parser("tag", help="tag audio files with an AST checkpoint",
+                              description="Tag audio files. Audio longer than the model's input is scored with "
+                              "overlapping sliding windows and aggregated (nothing is truncated).")
+    tag.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+    tag.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                     help=f"checkpoint folder, .pth file or hub id (default: {DEFAULT_CHECKPOINT})")
+    tag.add_argument("--labels", metavar="CSV", help="class-label CSV overriding the checkpoint's label names")
+    tag.add_argument("--top-k", type=_positive_int, default=10, help="labels shown per clip/window (default 10)")
+    tag.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    tag.add_argument("--window", type=_positive_float, metavar="S",
+                     help="sliding-window length in seconds (default: the model's input length)")
+    tag.add_argument("--hop", type=_positive_float, metavar="S",
+                     help="seconds between window starts (default: half the window)")
+    tag.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                     help="clip score from window scores (default max)")
+    tag.add_argument("--batch-size", type=_positive_int, default=8, help="windows per forward pass (default 8)")
+    tag.add_argument("--all-scores", action="store_true", help="json: include every class's clip score")
+    tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
+    tag.set_defaults(func=cmd_tag)
+
+    convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
+    convert.add_argument("source", metavar="SRC", help="checkpoint folder, .pth file or hub id")
+    convert.add_argument("out", metavar="OUT", help="output folder")
+    convert.add_argument("--format", choices=("native", "hf"), required=True,
+                         help="native: model.safetensors + config.json; hf: a transformers AST folder")
+    convert.add_argument("--labels", metavar="CSV", help="class-label CSV to store with the model")
+    convert.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    convert.set_defaults(func=cmd_convert)
+
+    demo = commands.add_parser("demo", help="offline demo: generate audio, train a small AST, evaluate, tag")
+    demo.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default ./demo-output)")
+    demo.add_argument("--seconds-budget", type=_positive_float, default=90.0, metavar="S",
+                      help="training time budget in seconds (default 90)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _load(checkpoint: str, labels: str | None):
+    from .weights.checkpoint import load_model
+
+    return load_model(checkpoint, labels=labels) if labels else load_model(checkpoint)
+
+
+def _format_table(results) -> str:
+    lines = []
+    for r in results:
+        n = len(r.windows)
+        extra = f", {n} windows, {r.aggregate} over windows" if n > 1 else ""
+        lines.append(f"{r.name}  ({r.duration_s:.2f} s{extra})")
+        width = max((len(label) for label, _ in r.top), default=0)
+        for rank, (label, score) in enumerate(r.top, 1):
+            lines.append(f"  {rank:>3}. {label:<{width}}  {score:.4f}")
+        if n > 1:
+            lines.append("  windows (top-1):")
+            for w in r.windows:
+                label, score = w.top[0]
+                lines.append(f"    {w.start_s:8.2f} - {w.end_s:8.2f} s  {label:<{width}}  {score:.4f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _format_csv(results) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "rank", "label", "score"])
+    for r in results:
+        for rank, (label, score) in enumerate(r.top, 1):
+            writer.writerow([r.name, rank, label, f"{score:.6g}"])
+    return buffer.getvalue()
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        from .utils import atomic_write_text
+
+        atomic_write_text(output, text)
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
+    from .audio.io import load_audio
+    from .infer import Tagger
+
+    tagger = Tagger(_load(args.checkpoint, args.labels))
+    # Check the options before spending time decoding files.
+    tagger.window_and_hop(args.window, args.hop)
+    waveforms, names, failed = [], [], 0
+    for path in args.files:
+        try:
+            waveforms.append(load_audio(path, sample_rate=tagger.sample_rate))
+            names.append(path)
+        except AstAudioError as exc:
+            if args.debug:
+                raise
+            message = _one_line(exc)
+            prefix = f"{path}: "
+            print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
+            failed += 1
+    results = tagger.tag(waveforms, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
+                         aggregate=args.aggregate, batch_size=args.batch_size, names=names) if waveforms else []
+    if args.format == "json":
+        text = json.dumps([r.to_dict(all_scores=args.all_scores) for r in results], indent=2) + "\n"
+    elif args.format == "csv":
+        text = _format_csv(results)
+    else:
+        text = _format_table(results)
+    _emit(text, args.output)
+    return 1 if failed else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert SRC to OUT in the native or transformers format; refuses to replace OUT without --force."""
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
+    model = _load(args.source, args.labels)
+    if args.format == "hf":
+        try:
+            from .weights.checkpoint import save_hf
+        except ImportError:
+            raise AstAudioError("--format hf needs ast_audio.weights.checkpoint.save_hf, which this build lacks; "
+                                "use --format native") from None
+        save_hf(model, out)
+    else:
+        from .weights.checkpoint import save_model
+
+        save_model(model, out)
+    print(f"wrote {args.format} checkpoint to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
+    from .demo import run_demo
+
+    run_demo(args.out, seconds_budget=args.seconds_budget, seed=args.seed)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ast-audio` script and `python -m ast_audio`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (AstAudioError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
