@@ -171,17 +171,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
     model = _load(args.source, args.labels)
-    if args.format == "hf":
-        try:
-            from .weights.checkpoint import save_hf
-        except ImportError:
-            raise AstAudioError("--format hf needs ast_audio.weights.checkpoint.save_hf, which this build lacks; "
-                                "use --format native") from None
-        save_hf(model, out)
-    else:
-        from .weights.checkpoint import save_model
+    from .weights.checkpoint import save_hf, save_model
 
-        save_model(model, out)
+    (save_hf if args.format == "hf" else save_model)(model, out)
     print(f"wrote {args.format} checkpoint to {out}")
     return 0
 

@@ -213,7 +213,7 @@ def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed
         f"after {epochs} epochs, {train_seconds:.1f} s of training")
 
     model_dir = save_model(model, out / "model")
-    log(f"      saved the model to {model_dir} (load it with ast_audio.weights.checkpoint.load_model)")
+    log(f"      saved the model to {model_dir} (ast_audio.load_model or `ast-audio tag --checkpoint` read it)")
 
     log("[5/5] tagging two test clips with the saved model:")
     tagger = Tagger(load_model(model_dir))

@@ -1,3 +1,3 @@
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, save_hf, save_model
 
-__all__ = ["load_model", "save_model"]
+__all__ = ["load_model", "save_hf", "save_model"]
