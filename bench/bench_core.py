@@ -11,9 +11,11 @@ torchaudio is not installable). Timings are medians of `--repeats` runs after on
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -37,6 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
 
     import transformers
     from transformers import ASTConfig as HFConfig
