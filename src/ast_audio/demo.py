@@ -7,7 +7,7 @@ and a background noise floor:
 - noise_burst: a 0.15-0.6 s burst of (optionally low-passed) white noise;
 - click_train: short decaying clicks repeated every 15-80 ms.
 
-The training loop is deliberately small (Adam, softmax cross-entropy, full-batch features held in memory) and
+The training loop is deliberately small (AdamW, softmax cross-entropy, full-batch features held in memory) and
 stands in for the real training engine.
 """
 
@@ -131,7 +131,7 @@ def norm_stats(frames: torch.Tensor, batch_size: int = 16) -> tuple[float, float
 
 def train(model: AST, x: torch.Tensor, y: torch.Tensor, seconds_budget: float, max_epochs: int = 40,
           batch_size: int = 16, lr: float = 5e-4, seed: int = 0, log: Callable[[str], None] = print) -> int:
-    """Train `model` on (B, T, F) inputs `x` and class indices `y` with Adam and cross-entropy.
+    """Train `model` on (B, T, F) inputs `x` and class indices `y` with AdamW and cross-entropy.
 
     Stops after `max_epochs` or once `seconds_budget` is spent (checked after each epoch). Returns the epochs run.
     """
