@@ -65,8 +65,8 @@ def main() -> None:
     for batch in (1, args.batch):
         xb = x[:batch]
         with torch.inference_mode():
-            t_ours = median_seconds(lambda: ours(xb), args.repeats) / batch
-            t_hf = median_seconds(lambda: hf(xb).logits, args.repeats) / batch
+            t_ours = median_seconds(lambda xb=xb: ours(xb), args.repeats) / batch
+            t_hf = median_seconds(lambda xb=xb: hf(xb).logits, args.repeats) / batch
         rows.append((batch, t_ours, t_hf))
     print("\nAST-base384, 10.24 s clip (1024 frames), fp32, CPU")
     print(f"{'batch':>5} {'ast-audio s/clip':>17} {'transformers s/clip':>20} {'speed-up':>9}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 
 from ast_audio import ASTConfig, CheckpointError, ConfigError
 from ast_audio.model import AST
 from ast_audio.weights.adapt import HEAD_KEYS, adapt_input_conv, adapt_model, from_imagenet
 from ast_audio.weights.checkpoint import load_model, save_model
+from conftest import tiny_model
 
 DIM = 32
 

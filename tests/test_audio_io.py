@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import write_tone
 
 from ast_audio.audio.io import decode_bytes, load_audio, load_audio_info, resample
 from ast_audio.errors import AudioInputError
+from conftest import write_tone
 
 
 def _peak_hz(x: torch.Tensor, sample_rate: int) -> float:

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from conftest import LABELS_DIR, tiny_model
 
 from ast_audio import AST, CheckpointError, ConfigError, FrontendConfig
 from ast_audio.config import SPEECHCOMMANDS_MEAN
@@ -17,6 +16,7 @@ from ast_audio.model import adapt_pos_embed
 from ast_audio.weights.adapt import adapt_model
 from ast_audio.weights.checkpoint import load_model, save_hf, save_model, stride_from_filename
 from ast_audio.weights.convert import native_to_reference
+from conftest import LABELS_DIR, tiny_model
 
 
 def logits(model: AST, seed: int = 0) -> torch.Tensor:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model, write_tone
 
 from ast_audio import AST
 from ast_audio.cli import build_parser, main
 from ast_audio.infer import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
+from conftest import tiny_model, write_tone
 
 LABELS = ("dog", "rain", "engine", "speech", "bird song")
 
@@ -61,7 +61,7 @@ def test_tag_json_with_bad_files_reports_them_and_tags_the_rest(setup):
     data = json.loads(proc.stdout)
     expected = _library_results(setup, top_k=3, hop_s=0.5)
     assert [d["file"] for d in data] == [str(setup["short"]), str(setup["long"])]
-    for d, r in zip(data, expected):
+    for d, r in zip(data, expected, strict=True):
         assert d["duration_s"] == pytest.approx(r.duration_s)
         assert [x["label"] for x in d["labels"]] == [label for label, _ in r.top]
         assert [x["score"] for x in d["labels"]] == pytest.approx([s for _, s in r.top], abs=1e-6)

@@ -8,8 +8,8 @@ import torch
 from transformers import ASTFeatureExtractor
 
 from ast_audio import FrontendConfig
-from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.fbank import fbank, num_frames
+from ast_audio.audio.features import FeatureExtractor
 from ast_audio.errors import AudioInputError
 
 MEAN, STD = -4.2677393, 4.5689974

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_model, write_tone
 
 from ast_audio import AST
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.io import load_audio
 from ast_audio.errors import AudioInputError, ConfigError
 from ast_audio.infer import Tagger, window_starts
+from conftest import tiny_config, tiny_model, write_tone
 
 RATE = 16000
 
@@ -89,7 +89,7 @@ def test_aggregation_matches_window_scores(tagger, aggregate):
 def test_batch_of_files_equals_per_file(tagger):
     clips = [_noise(s, seed=10 + i) for i, s in enumerate((0.5, 2.7, 1.1, 4.3))]
     together = tagger.tag(clips, batch_size=5)
-    for clip, result in zip(clips, together):
+    for clip, result in zip(clips, together, strict=True):
         (alone,) = tagger.tag(clip, batch_size=1)
         assert [(w.start_s, w.end_s) for w in alone.windows] == [(w.start_s, w.end_s) for w in result.windows]
         torch.testing.assert_close(result.scores, alone.scores, rtol=1e-5, atol=1e-6)
@@ -125,7 +125,7 @@ def test_top_k_is_capped_and_json_serialisable(tagger):
     assert len(result.top) == 5 == len(result.windows[0].top)  # the tiny model has 5 classes
     data = json.loads(json.dumps(result.to_dict(all_scores=True)))
     assert set(data) == {"file", "duration_s", "aggregate", "labels", "windows", "scores"}
-    assert data["scores"] == pytest.approx(dict(zip(tagger.labels, result.scores.tolist())))
+    assert data["scores"] == pytest.approx(dict(zip(tagger.labels, result.scores.tolist(), strict=True)))
     assert data["windows"][-1]["end_s"] == pytest.approx(2.0)
 
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ast_audio import AST, ASTConfig, grid_size
-from ast_audio.errors import ConfigError
 
 from .conftest import tiny_model
 

@@ -218,7 +218,7 @@ def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed
     log("[5/5] tagging two test clips with the saved model:")
     tagger = Tagger(load_model(model_dir))
     examples = [test_items[0][0], test_items[-1][0]]
-    for result, (path, label) in zip(tagger.tag(examples, top_k=2), (test_items[0], test_items[-1])):
+    for result, (path, label) in zip(tagger.tag(examples, top_k=2), (test_items[0], test_items[-1]), strict=True):
         tops = ", ".join(f"{name} {score:.3f}" for name, score in result.top)
         log(f"      {path.relative_to(out)} (true: {CLASSES[label]}): {tops}")
     return DemoResult(accuracy=accuracy, num_test=len(y_test), train_seconds=train_seconds, epochs=epochs,

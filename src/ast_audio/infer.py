@@ -67,7 +67,7 @@ class TagResult:
                         for w in self.windows],
         }
         if all_scores:
-            out["scores"] = dict(zip(self.labels, self.scores.tolist()))
+            out["scores"] = dict(zip(self.labels, self.scores.tolist(), strict=True))
         return out
 
 
@@ -84,7 +84,7 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
 
 def _top(scores: torch.Tensor, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
     values, index = scores.topk(min(k, scores.shape[0]))
-    return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+    return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
 
 
 class Tagger:
@@ -210,7 +210,7 @@ class Tagger:
 
         results = []
         first = 0
-        for w, name, w_starts in zip(waveforms, item_names, starts):
+        for w, name, w_starts in zip(waveforms, item_names, starts, strict=True):
             rows = range(first, first + len(w_starts))  # this input's rows of window_scores
             first += len(w_starts)
             per_window = window_scores[rows.start:rows.stop]  # (W_i, C)

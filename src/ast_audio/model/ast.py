@@ -104,16 +104,17 @@ class AST(nn.Module):
             single-label tasks (softmax scores, e.g. ESC-50).
     """
 
-    def __init__(self, config: ASTConfig, frontend: FrontendConfig | None = None, labels: list[str] | tuple[str, ...] | None = None,
-                 multi_label: bool = True) -> None:
+    def __init__(self, config: ASTConfig, frontend: FrontendConfig | None = None,
+                 labels: list[str] | tuple[str, ...] | None = None, multi_label: bool = True) -> None:
         super().__init__()
         self.config = config
         if frontend is None:
             frontend = FrontendConfig(num_mel_bins=config.input_fdim, target_length=config.input_tdim)
         if (frontend.num_mel_bins, frontend.target_length) != (config.input_fdim, config.input_tdim):
             raise ConfigError(
-                f"front end gives {frontend.target_length} frames x {frontend.num_mel_bins} bins but the model expects "
-                f"{config.input_tdim} x {config.input_fdim}; make target_length/num_mel_bins match input_tdim/input_fdim")
+                f"front end gives {frontend.target_length} frames x {frontend.num_mel_bins} bins but the model "
+                f"expects {config.input_tdim} x {config.input_fdim}; make target_length/num_mel_bins match "
+                "input_tdim/input_fdim")
         self.frontend = frontend
         labels = tuple(labels) if labels is not None else tuple(f"class_{i}" for i in range(config.num_classes))
         if len(labels) != config.num_classes:

@@ -122,6 +122,17 @@ def from_imagenet(state_dict: Mapping[str, Any], config: ASTConfig,
     return state
 
 
+def override_frontend(frontend: FrontendConfig, override: FrontendConfig | Mapping[str, Any] | None) -> FrontendConfig:
+    """The `frontend=` keyword applied to `frontend`: a FrontendConfig replaces it, a dict changes those fields."""
+    if override is None:
+        return frontend
+    if isinstance(override, FrontendConfig):
+        return override
+    if isinstance(override, Mapping):
+        return frontend.replace(**override)
+    raise ConfigError(f"frontend must be a FrontendConfig or a dict of its fields, got {type(override).__name__}")
+
+
 def adapt_model(model: AST, **overrides: Any) -> AST:
     """A new AST with `model`'s backbone adapted to changed input size, stride or classes (spec §1.5, generalised).
 
@@ -158,14 +169,7 @@ def adapt_model(model: AST, **overrides: Any) -> AST:
     config = old.replace(**config_changes)
 
     frontend = model.frontend.replace(target_length=config.input_tdim, num_mel_bins=config.input_fdim)
-    user_frontend = overrides.get("frontend")
-    if isinstance(user_frontend, FrontendConfig):
-        frontend = user_frontend
-    elif isinstance(user_frontend, Mapping):
-        frontend = frontend.replace(**user_frontend)
-    elif user_frontend is not None:
-        raise ConfigError("frontend must be a FrontendConfig or a dict of its fields, got "
-                          f"{type(user_frontend).__name__}")
+    frontend = override_frontend(frontend, overrides.get("frontend"))
 
     new_head = config.num_classes != old.num_classes
     labels: Sequence[str] | None

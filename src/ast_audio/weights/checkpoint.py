@@ -31,13 +31,22 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..config import (AUDIOSET_MEAN, AUDIOSET_STD, ESC50_MEAN, ESC50_STD, MODEL_SIZES, SPEECHCOMMANDS_MEAN,
-                      SPEECHCOMMANDS_STD, ASTConfig, FrontendConfig)
+from ..config import (
+    AUDIOSET_MEAN,
+    AUDIOSET_STD,
+    ESC50_MEAN,
+    ESC50_STD,
+    MODEL_SIZES,
+    SPEECHCOMMANDS_MEAN,
+    SPEECHCOMMANDS_STD,
+    ASTConfig,
+    FrontendConfig,
+)
 from ..errors import CheckpointError, ConfigError
 from ..model import AST
 from ..utils import atomic_path
 from . import hub
-from .adapt import MODEL_KEYWORDS, adapt_model, from_imagenet, unwrap_state_dict
+from .adapt import MODEL_KEYWORDS, adapt_model, from_imagenet, override_frontend, unwrap_state_dict
 from .convert import StateDict, hf_to_native, is_hf_state_dict, is_native_key, native_to_hf, reference_to_native
 
 NATIVE_FORMAT = "ast-audio"
@@ -483,14 +492,7 @@ def _build(loaded: _Loaded, overrides: dict[str, Any]) -> AST:
         if overrides.get("labels") is not None:
             labels = resolve_labels(overrides["labels"])
         multi_label = overrides.get("multi_label", multi_label)
-        user_frontend = overrides.get("frontend")
-        if isinstance(user_frontend, FrontendConfig):
-            frontend = user_frontend
-        elif isinstance(user_frontend, Mapping):
-            frontend = (frontend or default_frontend(config)).replace(**user_frontend)
-        elif user_frontend is not None:
-            raise ConfigError(f"frontend must be a FrontendConfig or a dict of its fields, got "
-                              f"{type(user_frontend).__name__}")
+        frontend = override_frontend(frontend or default_frontend(config), overrides.get("frontend"))
     model = AST(config, frontend=frontend, labels=labels, multi_label=multi_label)
     load_state_exact(model, loaded.state, loaded.source)
     if structural:
