@@ -130,6 +130,28 @@ def test_default_hub_checkpoint_offline_is_a_clean_error(setup, tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+def test_default_hub_checkpoint_from_the_cache_tags_offline(setup, tmp_path):
+    """`ast-audio tag FILE` with no --checkpoint reads the default hub id from huggingface_hub's cache (the layout
+    it writes: models--ORG--NAME/{refs/main, snapshots/<commit>/...}), with the network forbidden."""
+    from ast_audio.cli import DEFAULT_CHECKPOINT
+    from ast_audio.weights.checkpoint import save_hf
+
+    cache = tmp_path / "hub"
+    repo = cache / ("models--" + DEFAULT_CHECKPOINT.replace("/", "--"))
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    save_hf(load_model(setup["ckpt"]), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    proc = run_cli("tag", setup["short"], "--format", "json", "--top-k", "2",
+                   env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)
+    (expected,) = _library_results(setup, top_k=2)[:1]
+    assert [x["label"] for x in result["labels"]] == [label for label, _ in expected.top]
+    # transformers' single LayerNorm eps (1e-6 in the head instead of 1e-5) moves scores by ~1e-6 only.
+    assert [x["score"] for x in result["labels"]] == pytest.approx([s for _, s in expected.top], abs=1e-4)
+
+
 def test_convert_native_round_trip_and_overwrite_refusal(setup, tmp_path):
     out = tmp_path / "copy"
     proc = run_cli("convert", setup["ckpt"], out, "--format", "native")
