@@ -16,13 +16,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AstAudioError
+from .utils import one_line
 
 PROG = "ast-audio"
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _positive_int(text: str) -> int:
@@ -151,7 +148,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         except AstAudioError as exc:
             if args.debug:
                 raise
-            message = _one_line(exc)
+            message = one_line(exc)
             prefix = f"{path}: "
             print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
             failed += 1
@@ -200,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AstAudioError, OSError) as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

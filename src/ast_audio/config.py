@@ -150,9 +150,14 @@ class FrontendConfig:
         return int(self.sample_rate * self.frame_shift_ms / 1000)
 
     @property
+    def input_samples(self) -> int:
+        """Samples that fill `target_length` frames exactly (164080 for 1024 frames at 16 kHz)."""
+        return (self.target_length - 1) * self.hop_samples + self.window_samples
+
+    @property
     def duration_s(self) -> float:
         """Audio seconds that fill `target_length` frames exactly (10.255 s for 1024 frames at 16 kHz)."""
-        return ((self.target_length - 1) * self.hop_samples + self.window_samples) / self.sample_rate
+        return self.input_samples / self.sample_rate
 
     def replace(self, **changes: Any) -> FrontendConfig:
         return dataclasses.replace(self, **changes)

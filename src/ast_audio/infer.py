@@ -127,8 +127,7 @@ class Tagger:
         """Validate window_s / hop_s (seconds; None = defaults) and return them as sample counts (window, hop)."""
         rate, frontend = self.sample_rate, self.model.frontend
         if window_s is None:
-            # Exactly the samples that fill target_length frames (164080 for 1024 frames at 16 kHz).
-            window = (frontend.target_length - 1) * frontend.hop_samples + frontend.window_samples
+            window = frontend.input_samples  # exactly fills target_length frames
             window_s = window / rate
         else:
             if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):

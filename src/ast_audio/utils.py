@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes, one-line messages."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp_path, ignore_errors=True)
         elif tmp_path.exists():
             tmp_path.unlink()
+
+
+def one_line(text: object) -> str:
+    """`text` with every run of whitespace (newlines included) collapsed to one space: error messages stay one line."""
+    return " ".join(str(text).split())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -26,6 +26,7 @@ import soxr
 import torch
 
 from ..errors import AudioInputError
+from ..utils import one_line
 
 # The shortest clip that gives one fbank frame: the 25 ms analysis window (400 samples at 16 kHz).
 MIN_DURATION_S = 0.025
@@ -52,13 +53,9 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate > 0 else 0.0
 
 
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
 def _decode_error(name: str, exc: Exception) -> AudioInputError:
     reason = getattr(exc, "error_string", None) or str(exc)
-    return AudioInputError(f"{name}: cannot decode audio ({_one_line(reason)}); expected a file libsndfile reads "
+    return AudioInputError(f"{name}: cannot decode audio ({one_line(reason)}); expected a file libsndfile reads "
                            f"(wav, flac, ogg, mp3, aiff, ...); check that it is not truncated, or {_CONVERT_HINT}")
 
 

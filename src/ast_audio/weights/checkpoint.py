@@ -226,7 +226,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _check_state(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
+def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, raising a CheckpointError that names the first mismatching keys/shapes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -238,11 +239,6 @@ def _check_state(model: AST, state: Mapping[str, torch.Tensor], source: str) -> 
         if value.shape != expected[key].shape:
             raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
                                   f"{tuple(expected[key].shape)}")
-
-
-def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`, raising a CheckpointError that names the first mismatching keys/shapes."""
-    _check_state(model, state, source)
     model.load_state_dict(state, strict=True)
 
 
