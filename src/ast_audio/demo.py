@@ -183,10 +183,11 @@ def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed
     log(f"      {len(train_items)} train / {len(test_items)} test clips")
 
     log("[2/5] computing log-mel features and normalisation statistics from the training set")
-    raw = FrontendConfig(target_length=INPUT_TDIM, mean=0.0, std=0.5)  # (x - 0) / (2 * 0.5) = x: unnormalised
-    raw_frames = FeatureExtractor(raw)([load_audio(p) for p, _ in train_items])  # (B, T, F)
+    unnormalised = FeatureExtractor(FrontendConfig(target_length=INPUT_TDIM))
+    # B x (T_i, F) -> (B, INPUT_TDIM, F): padded/cropped log-mel, before normalisation
+    raw_frames = torch.stack([unnormalised.pad_or_crop(unnormalised.frames(load_audio(p))) for p, _ in train_items])
     mean, std = norm_stats(raw_frames)
-    frontend = raw.replace(mean=mean, std=std)
+    frontend = unnormalised.config.replace(mean=mean, std=std)
     extractor = FeatureExtractor(frontend)
     log(f"      mean {mean:.4f}, std {std:.4f} (average of per-batch statistics, padding included)")
     x_train = extractor.normalize(raw_frames)
