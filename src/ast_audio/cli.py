@@ -1,4 +1,4 @@
-"""`ast-audio` command line: thin shells over the library (tag, convert, demo).
+"""`ast-audio` command line: thin shells over the library (tag, convert, demo here; the rest in ast_audio.commands).
 
 Exit status: 0 success; 1 a user error, printed as one line `ast-audio: error: <message>` (add `--debug` for the
 traceback); 2 a usage error (argparse); 130 interrupted.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import json
 import sys
@@ -15,31 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .commands import COMMAND_MODULES, DEFAULT_CHECKPOINT
+from .commands import positive_float as _positive_float
+from .commands import positive_int as _positive_int
 from .errors import AstAudioError
 from .utils import one_line
 
 PROG = "ast-audio"
-DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training time budget in seconds (default 90)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=cmd_demo)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 

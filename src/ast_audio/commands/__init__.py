@@ -1,0 +1,65 @@
+"""Sub-commands of `ast-audio` that live beside their library code.
+
+Each module named in `COMMAND_MODULES` has `register(commands)`, which adds its sub-parsers to the argparse
+sub-parser group and sets `func` on each. A `func(args) -> int` raises AstAudioError (or OSError) for user
+errors; `ast_audio.cli.main` prints those as one line and exits 1. Keep heavy imports (torch models,
+matplotlib, fastapi, onnx) inside the `func`s so `ast-audio --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+COMMAND_MODULES = (
+    "ast_audio.commands.train",  # train, eval, average
+    "ast_audio.commands.data",  # prepare, stats
+    "ast_audio.commands.events",  # events, calibrate, explain
+    "ast_audio.commands.serve",  # serve
+    "ast_audio.commands.export",  # export
+    "ast_audio.commands.bench",  # bench
+)
+
+DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (seconds, rates, ...)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """argparse type: a number in [0, 1] (thresholds, probabilities)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def add_checkpoint_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """`--checkpoint`: native folder, reference .pth, transformers folder or hub id."""
+    if required:
+        parser.add_argument("--checkpoint", required=True,
+                            help="checkpoint folder, .pth file or hub id")
+    else:
+        parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                            help=f"checkpoint folder, .pth file or hub id (default: {DEFAULT_CHECKPOINT})")
