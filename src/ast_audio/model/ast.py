@@ -121,6 +121,7 @@ class AST(nn.Module):
             raise ConfigError(f"{len(labels)} label names given for {config.num_classes} classes")
         self.labels = labels
         self.multi_label = bool(multi_label)
+        self.precision = "fp32"  # set by ast_audio.precision.apply_precision ("bf16", "int8")
 
         dim = config.embed_dim
         self.patch_embed = PatchEmbed(config)
@@ -150,7 +151,7 @@ class AST(nn.Module):
         if x.dim() != 3 or x.shape[1:] != (self.config.input_tdim, self.config.input_fdim):
             raise ValueError(f"expected input (B, {self.config.input_tdim}, {self.config.input_fdim}) "
                              f"= (batch, frames, mel bins), got {tuple(x.shape)}")
-        x = self.patch_embed(x)  # (B, T, F) -> (B, N, D)
+        x = self.patch_embed(x.to(self.pos_embed.dtype))  # (B, T, F) -> (B, N, D); bf16 models take bf16 input
         B = x.shape[0]
         prefix = torch.cat([self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1)], dim=1)  # (B, P, D)
         x = torch.cat([prefix, x], dim=1)  # (B, P + N, D)
@@ -179,8 +180,8 @@ class AST(nn.Module):
         return x if pre_logits else self.mlp_head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) normalised fbank -> (B, num_classes) raw logits."""
-        return self.forward_head(self.pool(self.forward_features(x)))
+        """(B, T, F) normalised fbank -> (B, num_classes) raw logits (float32 whatever the precision)."""
+        return self.forward_head(self.pool(self.forward_features(x))).float()
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, D) pooled embedding for downstream use (the maintainer's recipe, spec §5.6)."""
