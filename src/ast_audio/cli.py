@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--batch-size", type=_positive_int, default=8, help="windows per forward pass (default 8)")
     tag.add_argument("--all-scores", action="store_true", help="json: include every class's clip score")
     tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
+    tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
+                     "instead of a checkpoint (labels and front end come from the graph)")
     tag.set_defaults(func=cmd_tag)
 
     convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
@@ -123,7 +125,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from .audio.io import load_audio
     from .infer import Tagger
 
-    tagger = Tagger(_load(args.checkpoint, args.labels))
+    if getattr(args, "onnx", None):
+        from .export import load_onnx_tagger
+
+        tagger = load_onnx_tagger(args.onnx, labels=args.labels)
+    else:
+        tagger = Tagger(_load(args.checkpoint, args.labels))
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     waveforms, names, failed = [], [], 0

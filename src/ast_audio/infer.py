@@ -201,6 +201,11 @@ class Tagger:
         window_scores = torch.empty(len(spans), len(self.labels))  # (num windows, C)
         for lo in range(0, len(spans), batch_size):
             chunk = [waveforms[i][s:e] for i, s, e in spans[lo:lo + batch_size]]
+            if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export.py)
+                same = all(c.shape[0] == chunk[0].shape[0] for c in chunk)
+                parts = [torch.stack(chunk)] if same else [c.unsqueeze(0) for c in chunk]  # (B, W) or B x (1, W_i)
+                window_scores[lo:lo + len(chunk)] = torch.cat([self.scores(p) for p in parts])
+                continue
             if all(c.shape[0] == chunk[0].shape[0] for c in chunk):
                 batch = self.features(torch.stack(chunk))  # B x (W,) -> (B, W) -> (B, T, F)
             else:

@@ -108,3 +108,32 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
     mel = power @ banks.to(device=power.device, dtype=power.dtype)  # (B, T, F)
     out = mel.clamp_min(KALDI_EPSILON).log()
     return out[0] if squeeze else out
+
+
+def frame_transform(sample_rate: int = 16000, num_mel_bins: int = 128, frame_length_ms: float = 25.0,
+                    frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Kaldi fbank's linear part as one matrix, for graphs without an FFT (ONNX export).
+
+    From a raw frame f (window samples) to the real and imaginary parts of its zero-padded DFT, every step is
+    linear: per-frame DC removal C = I - 11'/W, pre-emphasis P (y[i] = x[i] - a x[i-1], y[0] = (1 - a) x[0]),
+    the symmetric Hann window, and the DFT. Only the K FFT bins that some mel filter weights are kept.
+
+    Returns:
+        transform: (2K, window) float64, rows [Re bins..., Im bins...]: spectrum = transform @ frame.
+        banks: (K, num_mel_bins) float64 mel weights of the kept bins: mel energies = |spectrum|^2 @ banks.
+    """
+    window = int(sample_rate * frame_length_ms / 1000)
+    fft_size = 1 << (window - 1).bit_length()
+    all_banks = mel_banks(num_mel_bins, fft_size, sample_rate, float(low_freq), float(high_freq))
+    used = (all_banks > 0).any(dim=1).nonzero().squeeze(1)  # FFT bins with some weight, (K,)
+    centre = torch.eye(window, dtype=torch.float64) - 1.0 / window  # DC removal
+    emphasis = torch.eye(window, dtype=torch.float64) - preemphasis * torch.diag(torch.ones(window - 1,
+                                                                                  dtype=torch.float64), -1)
+    emphasis[0, 0] = 1.0 - preemphasis  # x[-1] := x[0]
+    hann = torch.hann_window(window, periodic=False, dtype=torch.float64)
+    n = torch.arange(window, dtype=torch.float64)
+    angle = 2 * math.pi * used.double().unsqueeze(1) * n / fft_size  # (K, window)
+    dft = torch.cat([torch.cos(angle), -torch.sin(angle)])  # (2K, window)
+    transform = dft @ torch.diag(hann) @ emphasis @ centre  # (2K, window)
+    return transform, all_banks[used].contiguous()
