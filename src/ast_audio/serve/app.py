@@ -1,0 +1,499 @@
+"""HTTP service: a FastAPI app that tags, finds events in and explains uploaded audio, and serves a small page.
+
+`create_app(model_or_checkpoint, settings)` builds the app around one model loaded once; `run_server` binds the
+port, loads the model and runs it on uvicorn (what `ast-audio serve` calls).
+
+Endpoints (JSON errors are always `{"error": "<one line>"}`):
+    GET  /healthz      status, number of labels, precision, version, limits
+    POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
+    POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n)
+                       -> {"events": [...], "timeline": {...}}
+    POST /v1/explain   multipart `file` (+ class)                             -> image/png
+    GET  /             the page (index.html, app.js, style.css, all served from memory)
+
+Why the pieces look the way they do:
+- The body limit is a pure ASGI middleware so it runs before anything reads the body: a Content-Length above the
+  limit is answered 413 without reading a byte; a chunked body (or any body) is counted as it arrives and the
+  request is cut off with 413 once it passes the limit, so at most `max_upload_bytes` are ever buffered.
+- Uploads are decoded with `ast_audio.audio.io.decode_bytes` from memory: no endpoint ever opens a path that a
+  client names (the upload's filename is only echoed back as a display name).
+- Decoding and inference run in worker threads (anyio, with a capacity limiter of `threads`), so the event loop
+  keeps answering /healthz and accepting uploads while a model runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Any
+
+import anyio
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..audio.io import decode_bytes
+from ..errors import AstAudioError, ConfigError
+from ..infer import Tagger
+from ..model import AST
+from ..utils import one_line
+
+logger = logging.getLogger("ast_audio.serve")
+
+PRECISIONS = ("fp32", "bf16", "int8")
+MIB = 1024 * 1024
+# Content types accepted for the `file` part. Browsers and curl label unknown files application/octet-stream,
+# and a part without a type is left to the decoder; anything else that is not audio/* is refused with 415.
+GENERIC_TYPES = ("application/octet-stream", "application/ogg", "")
+MAX_NAME_CHARS = 200
+# Served pages may load nothing from outside this server (the page must work offline).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                           "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+                "style.css": "text/css; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and knobs of the service.
+
+    Attributes:
+        max_upload_mb: largest request body accepted, in MiB (multipart overhead included); larger -> 413.
+        max_duration_s: longest audio accepted, in seconds, checked from the file header before decoding -> 422.
+        threads: inference worker threads; more requests than this wait in a queue (the event loop never does).
+        batch_size: windows per forward pass.
+        precision: what the model was loaded with ("fp32", "bf16", "int8"); reported by /healthz.
+        top_k: default number of labels returned by /v1/tag.
+        debug: put tracebacks of unexpected errors (500) into the JSON error body.
+    """
+
+    max_upload_mb: float = 20.0
+    max_duration_s: float = 600.0
+    threads: int = 2
+    batch_size: int = 8
+    precision: str = "fp32"
+    top_k: int = 10
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "max_duration_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        for name in ("threads", "batch_size", "top_k"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MIB)
+
+
+class ApiError(Exception):
+    """An error answered with `status` and the JSON body {"error": message}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = one_line(message)
+
+
+class _BodyTooLarge(Exception):
+    """Raised from inside `receive` when the request body passes the limit (caught by BodyLimitMiddleware)."""
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": one_line(message)}).encode()
+
+
+def _too_large_message(limit: int) -> str:
+    return (f"request body is larger than the {limit / MIB:g} MiB allowed (max_upload_mb); send a shorter or "
+            "compressed file (flac, ogg), or start the server with a larger --max-upload-mb")
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: refuse request bodies over `max_bytes` with 413 and a JSON error body.
+
+    A declared Content-Length over the limit is refused before the body is read. Otherwise the body is counted
+    as the server receives it, and once the count passes the limit the request is abandoned (the app stops
+    reading) and 413 is sent with `Connection: close`, so nothing past the limit is buffered or processed.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
+        body = _error_body(message)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                       send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = [value for key, value in scope["headers"] if key.lower() == b"content-length"]
+        if declared:
+            try:
+                length = int(declared[0])
+            except ValueError:
+                await self._reject(send, 400, f"invalid Content-Length header {declared[0][:40]!r}")
+                return
+            if length > self.max_bytes:
+                await self._reject(send, 413, _too_large_message(self.max_bytes))
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:  # cannot happen with these endpoints (they read the whole body first), but never send twice
+                raise
+            await self._reject(send, 413, _too_large_message(self.max_bytes))
+
+
+def _is_audio_type(content_type: str | None) -> bool:
+    """True for audio/* and the generic types a browser or curl sends for a file it cannot name."""
+    if content_type is None:
+        return True
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main.startswith("audio/") or main in GENERIC_TYPES
+
+
+def _display_name(filename: str | None) -> str:
+    """The upload's base name, for display only (it is never opened): no folders, no control characters."""
+    if not filename:
+        return "upload"
+    name = PureWindowsPath(PurePosixPath(filename).name).name
+    name = "".join(ch for ch in name if ch.isprintable())[:MAX_NAME_CHARS]
+    return name or "upload"
+
+
+def _form_number(fields: Mapping[str, str], name: str, kind: type, default: Any = None,
+                 low: float | None = None, high: float | None = None) -> Any:
+    """Parse an optional form field as int or float within [low, high]; a bad value is a 422."""
+    text = fields.get(name)
+    if text is None or text.strip() == "":
+        return default
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise ApiError(422, f"form field {name}={text[:40]!r} is not {expected}") from None
+    if kind is float and not math.isfinite(value):
+        raise ApiError(422, f"form field {name}={text[:40]!r} must be a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise ApiError(422, f"form field {name}={value!r} must be {bounds}")
+    return value
+
+
+@dataclass
+class Upload:
+    """A validated upload: display name, encoded bytes, the other (text) form fields."""
+
+    name: str
+    data: bytes
+    fields: dict[str, str]
+
+
+async def read_upload(request: Request) -> Upload:
+    """Parse the multipart body: one `file` part that looks like audio, plus text fields; errors are ApiErrors."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ApiError(415, f"expected a multipart/form-data body with an audio `file` field, got Content-Type "
+                            f"{content_type[:80] or 'none'!r}; e.g. curl -F file=@clip.wav URL")
+    try:
+        form = await request.form(max_files=1, max_fields=32)
+    except StarletteHTTPException as exc:  # malformed multipart, too many parts
+        raise ApiError(422, f"cannot parse the multipart body: {exc.detail}") from None
+    try:
+        upload = form.get("file")
+        if upload is None:
+            raise ApiError(422, "missing the multipart field `file`; send the audio as a file part named file "
+                                "(e.g. curl -F file=@clip.wav URL)")
+        if isinstance(upload, str):
+            raise ApiError(422, "the `file` field is text, not a file part; send it as a file "
+                                "(e.g. curl -F file=@clip.wav URL)")
+        if not _is_audio_type(upload.content_type):
+            raise ApiError(415, f"the uploaded file has content type {upload.content_type!r}, not audio; expected "
+                                "audio/* (wav, flac, ogg, mp3, ...) or application/octet-stream")
+        data = await upload.read()
+        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        name = _display_name(upload.filename)
+    finally:
+        await form.close()
+    if not data:
+        raise ApiError(422, f"{name}: the uploaded file is empty (0 bytes); expected encoded audio")
+    return Upload(name=name, data=data, fields=fields)
+
+
+class Service:
+    """The model and what every request needs: the Tagger, settings, a thread limiter and a plot lock."""
+
+    def __init__(self, model: AST, settings: ServeSettings) -> None:
+        self.model = model
+        self.tagger = Tagger(model)
+        self.settings = settings
+        self.limiter = anyio.CapacityLimiter(settings.threads)
+        # matplotlib's global state is not thread-safe: one picture at a time.
+        self.plot_lock = threading.Lock()
+
+    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run `func(*args)` in a worker thread (at most `settings.threads` at once); the event loop stays free."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+
+    def decode(self, upload: Upload) -> torch.Tensor:
+        return decode_bytes(upload.data, sample_rate=self.tagger.sample_rate,
+                            max_duration_s=self.settings.max_duration_s, name=upload.name)
+
+    # -- work done in worker threads ----------------------------------------------------------------------------
+
+    def tag(self, upload: Upload, top_k: int, window_s: float | None, hop_s: float | None) -> dict[str, Any]:
+        waveform = self.decode(upload)
+        result = self.tagger.tag(waveform, top_k=top_k, window_s=window_s, hop_s=hop_s,
+                                 batch_size=self.settings.batch_size, names=[upload.name])[0]
+        return result.to_dict()
+
+    def events(self, upload: Upload, window_s: float | None, hop_s: float | None, config: Any,
+               top_n: int) -> dict[str, Any]:
+        from ..events import detect_events, score_stream
+
+        waveform = self.decode(upload)
+        timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
+                                batch_size=self.settings.batch_size)
+        events = detect_events(timeline, config)
+        return {"file": upload.name, "duration_s": round(float(timeline.duration_s), 6),
+                "window_s": float(timeline.window_s), "hop_s": float(timeline.hop_s),
+                "events": [event.to_dict() for event in events],
+                "timeline": timeline_json(timeline, events, top_n, config.threshold)}
+
+    def explain_png(self, upload: Upload, class_name: str | None) -> bytes:
+        from ..explain import explain
+        from ..plots import plot_explanation
+
+        waveform = self.decode(upload)
+        explanation = explain(self.model, waveform, class_name=class_name)
+        buffer = io.BytesIO()
+        with self.plot_lock:
+            plot_explanation(explanation, buffer)
+        return buffer.getvalue()
+
+
+def timeline_json(timeline: Any, events: list[Any], top_n: int, threshold: float) -> dict[str, Any]:
+    """The window scores the page draws: the `top_n` classes by peak score, plus every class with an event.
+
+    Returns {"starts_s": [...], "ends_s": [...], "threshold": t, "classes": [{"label", "peak", "scores"}]},
+    classes ordered by peak score, best first.
+    """
+    scores = timeline.scores.float()  # (N windows, C)
+    peaks = scores.max(dim=0).values if scores.shape[0] else torch.zeros(scores.shape[1])  # (C,)
+    order = peaks.argsort(descending=True).tolist()
+    chosen = order[:top_n]
+    with_events = {timeline.labels.index(e.label) for e in events if e.label in timeline.labels}
+    chosen += [i for i in order if i in with_events and i not in chosen]
+    return {
+        "starts_s": [round(float(s), 6) for s in timeline.starts_s.tolist()],
+        "ends_s": [round(float(s), 6) for s in timeline.ends_s.tolist()],
+        "threshold": threshold,
+        "classes": [{"label": timeline.labels[i], "peak": float(peaks[i]),
+                     "scores": [round(float(v), 6) for v in scores[:, i].tolist()]} for i in chosen],
+    }
+
+
+def _load_static() -> dict[str, bytes]:
+    folder = resources.files("ast_audio.serve") / "static"
+    return {name: (folder / name).read_bytes() for name in STATIC_FILES}
+
+
+def _resolve_model(model_or_checkpoint: AST | str | os.PathLike, precision: str) -> AST:
+    if isinstance(model_or_checkpoint, AST):
+        return model_or_checkpoint
+    from ..weights.checkpoint import load_model
+
+    # fp32 is load_model's default; other precisions are passed on only when asked for.
+    extra = {} if precision == "fp32" else {"precision": precision}
+    return load_model(model_or_checkpoint, **extra)
+
+
+def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSettings | None = None) -> FastAPI:
+    """Build the service around one model: an `AST`, or a checkpoint `load_model` reads (loaded now, once).
+
+    Raises:
+        CheckpointError / ConfigError: the checkpoint cannot be loaded, or the settings are invalid.
+    """
+    settings = settings or ServeSettings()
+    service = Service(_resolve_model(model_or_checkpoint, settings.precision), settings)
+    static = _load_static()
+    app = FastAPI(title="ast-audio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(AstAudioError)
+    async def _user_error(request: Request, exc: AstAudioError) -> JSONResponse:
+        return JSONResponse({"error": one_line(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": one_line(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        body: dict[str, Any] = {"error": f"internal error: {one_line(exc) or type(exc).__name__}"}
+        if settings.debug:
+            body["traceback"] = traceback.format_exception(exc)
+        return JSONResponse(body, status_code=500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "labels": len(service.tagger.labels),
+                "precision": settings.precision, "sample_rate": service.tagger.sample_rate,
+                "max_window_s": round(service.tagger.max_window_s, 6), "multi_label": service.model.multi_label,
+                "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s},
+                "threads": settings.threads}
+
+    @app.post("/v1/tag")
+    async def tag(request: Request) -> JSONResponse:
+        upload = await read_upload(request)
+        top_k = _form_number(upload.fields, "top_k", int, settings.top_k, low=1)
+        window_s = _form_number(upload.fields, "window_s", float, None, low=0)
+        hop_s = _form_number(upload.fields, "hop_s", float, None, low=0)
+        return JSONResponse(await service.run(service.tag, upload, top_k, window_s, hop_s))
+
+    @app.post("/v1/events")
+    async def events(request: Request) -> JSONResponse:
+        from ..events import EventConfig
+
+        upload = await read_upload(request)
+        fields = upload.fields
+        window_s = _form_number(fields, "window_s", float, None, low=0)
+        hop_s = _form_number(fields, "hop_s", float, None, low=0)
+        median = _form_number(fields, "median", int, 1, low=1)
+        if median % 2 == 0:
+            raise ApiError(422, f"form field median={median} must be odd (a centred median over windows)")
+        config = EventConfig(threshold=_form_number(fields, "threshold", float, 0.5, low=0, high=1),
+                             median_windows=median,
+                             min_duration_s=_form_number(fields, "min_duration", float, 0.0, low=0),
+                             merge_gap_s=_form_number(fields, "merge_gap", float, 0.0, low=0))
+        top_n = _form_number(fields, "top_n", int, 5, low=1)
+        return JSONResponse(await service.run(service.events, upload, window_s, hop_s, config, top_n))
+
+    @app.post("/v1/explain")
+    async def explain(request: Request) -> Response:
+        upload = await read_upload(request)
+        class_name = upload.fields.get("class") or None
+        if class_name is not None and class_name not in service.tagger.labels:
+            raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
+                                f"{len(service.tagger.labels)} labels (see /v1/tag)")
+        png = await service.run(service.explain_png, upload, class_name)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    def _static_response(name: str) -> Response:
+        return Response(static[name], media_type=STATIC_FILES[name],
+                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    @app.get("/")
+    async def index() -> Response:
+        return _static_response("index.html")
+
+    @app.get("/app.js")
+    async def app_js() -> Response:
+        return _static_response("app.js")
+
+    @app.get("/style.css")
+    async def style_css() -> Response:
+        return _static_response("style.css")
+
+    return app
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on host:port before the model loads, so a taken port fails fast with a clear message."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve --host {host!r} ({exc.strerror}); use an address such as 127.0.0.1 "
+                          "or 0.0.0.0") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lets a restart reuse a TIME_WAIT port only
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using it? "
+                          "stop it or choose another --port (0 picks a free one)") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, host: str = "127.0.0.1",
+               port: int = 8000, log_level: str = "warning") -> int:
+    """Bind host:port, load the model once, print one startup line with the URL, serve until interrupted."""
+    import uvicorn
+
+    sock = bind_socket(host, port)
+    try:
+        app = create_app(checkpoint, settings)
+        service: Service = app.state.service
+        source = checkpoint if not isinstance(checkpoint, AST) else "<model>"
+        print(f"ast-audio serve: listening on {server_url(sock)} (checkpoint {source}, "
+              f"{len(service.tagger.labels)} labels, {settings.precision}, {settings.threads} inference threads; "
+              f"limits {settings.max_upload_mb:g} MiB, {settings.max_duration_s:g} s)", file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("debug", "info"),
+                                lifespan="off", http="h11", timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+__all__ = ["ServeSettings", "create_app", "run_server", "bind_socket", "timeline_json", "BodyLimitMiddleware"]
