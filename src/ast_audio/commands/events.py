@@ -1,9 +1,319 @@
-"""`ast-audio` sub-commands: placeholder until implemented (see ast_audio.commands)."""
+"""`ast-audio events`, `calibrate`, `explain`: thin shells over ast_audio.events / explain / plots."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from . import add_checkpoint_arg, positive_float, positive_int, unit_float
+
+PROG = "ast-audio"
+PRECISIONS = ("fp32", "bf16", "int8")
+# Files longer than this many seconds get a progress bar on stderr.
+PROGRESS_MIN_S = 60.0
+
+
+def _odd_int(text: str) -> int:
+    value = positive_int(text)
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd number of windows (1, 3, 5, ...), got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return positive_float(text)
+
+
+def _add_filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", action="append", metavar="NAMES",
+                        help="only these classes: comma-separated names (repeatable; names that contain commas, "
+                        "e.g. 'Male speech, man speaking', are recognised whole)")
+    parser.add_argument("--exclude", action="append", metavar="NAMES", help="drop these classes (as --only)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add this module's sub-parsers to `commands`."""
+    """Add events, calibrate and explain."""
+    events = commands.add_parser(
+        "events", help="sound events (onset/offset per class) in recordings of any length",
+        description="Stream each FILE through sliding windows, then turn per-class window scores into events: "
+        "median smoothing over windows, hysteresis thresholding, minimum duration, merge gap. An event runs over "
+        "the stretch of time nearest to its active windows' centres (docs/events.md).")
+    events.add_argument("files", nargs="+", metavar="FILE", help="audio files (any length, rate, channels)")
+    add_checkpoint_arg(events)
+    group = events.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T",
+                       help="high threshold for every class (default 0.5)")
+    group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
+                       "(classes not in the file use 0.5)")
+    events.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R",
+                        help="low threshold = R x high: an event continues while the score stays above it "
+                        "(default 0.5; 1 = no hysteresis)")
+    events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds "
+                        "(default: the model's input length)")
+    events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
+                        "the window); events are placed to within about half a hop")
+    events.add_argument("--median", type=_odd_int, default=1, metavar="N",
+                        help="median filter over N windows (odd; default 1 = off)")
+    events.add_argument("--min-duration", type=_nonneg_float, default=0.0, metavar="S",
+                        help="drop events shorter than S seconds (default 0)")
+    events.add_argument("--merge-gap", type=_nonneg_float, default=0.0, metavar="S",
+                        help="merge events of a class at most S seconds apart (default 0)")
+    _add_filter_args(events)
+    events.add_argument("--format", choices=("json", "csv", "audacity", "srt"), default="json",
+                        help="json (default), csv (file,label,onset,offset,score), audacity (label track), srt")
+    events.add_argument("--output", "-o", metavar="OUT", help="write here (atomically) instead of stdout; with "
+                        "several files and --format audacity/srt, a folder receiving one file per input")
+    events.add_argument("--plot", metavar="PNG", help="also draw the top classes' window scores with the events "
+                        "shaded (several inputs: PNG-<input name>.png each)")
+    events.add_argument("--plot-classes", type=positive_int, default=5, metavar="N",
+                        help="classes drawn by --plot (default 5)")
+    events.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    events.set_defaults(func=cmd_events)
+
+    calibrate = commands.add_parser(
+        "calibrate", help="per-class thresholds from a labelled set (F1-optimal or a target precision)",
+        description="Score every clip of a labelled set (clip score = max over windows) and choose, per class, the "
+        "threshold with the best F1, or the lowest one reaching --target-precision. Writes label,threshold,f1,"
+        "precision,recall; `events --thresholds` and `tag --thresholds` read it.")
+    add_checkpoint_arg(calibrate)
+    calibrate.add_argument("--layout", choices=("folder", "audioset", "esc50", "speechcommands"), default="folder",
+                           help="data set layout (as `ast-audio train`; default folder)")
+    calibrate.add_argument("--data", required=True, metavar="PATH",
+                           help="folder of class sub-folders, CSV (path,label[;label]) or JSON manifest, or the "
+                           "layout's data (see `ast-audio train --help`)")
+    calibrate.add_argument("--eval-data", metavar="PATH", help="audioset: eval JSON; folder: validation data")
+    calibrate.add_argument("--label-csv", metavar="CSV", help="index,mid,display_name CSV (audioset)")
+    calibrate.add_argument("--fold", type=positive_int, help="esc50: the fold used (1..5)")
+    calibrate.add_argument("--split", choices=("valid", "test", "train", "all"), default="valid",
+                           help="which split to calibrate on (default valid; a folder without splits: all)")
+    calibrate.add_argument("--mode", choices=("f1", "precision"), default="f1", help="f1 (default) or precision")
+    calibrate.add_argument("--target-precision", type=unit_float, default=0.9, metavar="P",
+                           help="--mode precision: the precision to reach (default 0.9)")
+    calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds")
+    calibrate.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows")
+    calibrate.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    calibrate.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
+    calibrate.add_argument("--output", "-o", required=True, metavar="CSV", help="thresholds CSV to write")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    explain = commands.add_parser(
+        "explain", help="PNG: the log-mel spectrogram with the model's evidence over it",
+        description="Attention rollout from the cls/dist tokens over the patch grid (or, with --class, gradient-"
+        "weighted rollout for that class), mapped back to time-frequency cells, drawn over the log-mel spectrogram.")
+    explain.add_argument("file", metavar="FILE", help="audio file")
+    explain.add_argument("--output", "-o", required=True, metavar="PNG", help="picture to write")
+    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: "
+                         "class-agnostic rollout)")
+    explain.add_argument("--start", type=_nonneg_float, default=0.0, metavar="S",
+                         help="explain the model input window starting at S seconds (default 0)")
+    explain.add_argument("--top-k", type=positive_int, default=3, help="labels in the title (default 3)")
+    explain.add_argument("--width", type=positive_int, default=1200, help="picture width in pixels (default 1200)")
+    explain.add_argument("--height", type=positive_int, default=600, help="picture height in pixels (default 600)")
+    add_checkpoint_arg(explain)
+    explain.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    explain.set_defaults(func=cmd_explain)
+
+
+def load_checkpoint(checkpoint: str, precision: str = "fp32"):
+    """load_model with `precision` passed only when it is not fp32."""
+    from ..weights.checkpoint import load_model
+
+    return load_model(checkpoint, precision=precision) if precision != "fp32" else load_model(checkpoint)
+
+
+def _report(path: str, exc: Exception) -> None:
+    from ..utils import one_line
+
+    message = one_line(exc)
+    prefix = f"{path}: "
+    print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
+
+
+def _progress_bar(total_s: float, name: str):
+    """A tqdm bar over audio seconds on stderr, or None when tqdm is missing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=round(total_s, 1), unit="s", desc=Path(name).name, file=sys.stderr, leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+
+def _plot_path(plot: str, name: str, many: bool) -> Path:
+    path = Path(plot)
+    return path.with_name(f"{path.stem}-{Path(name).stem}{path.suffix or '.png'}") if many else path
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Events for FILE...: bad files are reported on stderr and skipped; exit 1 if any failed."""
+    import json
+
+    from ..audio.io import load_audio_info
+    from ..errors import AstAudioError, ConfigError
+    from ..events import EventConfig, detect_events, format_events, parse_names, read_thresholds, score_stream
+    from ..infer import Tagger
+    from ..utils import atomic_write_text
+
+    tagger = Tagger(load_checkpoint(args.checkpoint, args.precision))
+    tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
+    labels = tagger.labels
+    config = EventConfig(threshold=args.threshold,
+                         thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
+                         hysteresis=args.hysteresis, median_windows=args.median, min_duration_s=args.min_duration,
+                         merge_gap_s=args.merge_gap,
+                         only=tuple(parse_names(args.only, labels)) if args.only else None,
+                         exclude=tuple(parse_names(args.exclude, labels)) if args.exclude else ())
+    from ..events import check_labels, selected_classes
+
+    if config.thresholds:
+        check_labels(list(config.thresholds), labels, what="class in --thresholds")
+    selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
+
+    many = len(args.files) > 1
+    split_outputs = many and args.format in ("audacity", "srt") and args.output is not None
+    if split_outputs and Path(args.output).exists() and not Path(args.output).is_dir():
+        raise ConfigError(f"{args.output} is a file; with several inputs and --format {args.format}, -o must be a "
+                          "folder (one label file per input)")
+    results = []  # (name, timeline, events)
+    failed = 0
+    for path in args.files:
+        bar = None
+        try:
+            if not args.no_progress:
+                total = load_audio_info(path).duration_s
+                if total >= PROGRESS_MIN_S:
+                    bar = _progress_bar(total, path)
+
+            def progress(done: float, total: float, bar=bar) -> None:
+                if bar is not None:
+                    bar.update(round(done, 1) - bar.n)
+
+            timeline = score_stream(tagger, path, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
+                                    progress=progress)
+        except AstAudioError as exc:
+            if args.debug:
+                raise
+            _report(path, exc)
+            failed += 1
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
+        events = detect_events(timeline, config)
+        results.append((path, timeline, events))
+        if args.plot:
+            from ..plots import plot_timeline
+
+            plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.plot_classes,
+                          title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
+                          f"hop {timeline.hop_s:g} s")
+
+    if args.format == "json":
+        text = json.dumps([{"file": name, "duration_s": round(tl.duration_s, 6), "window_s": round(tl.window_s, 6),
+                            "hop_s": round(tl.hop_s, 6), "events": [e.to_dict() for e in events]}
+                           for name, tl, events in results], indent=2) + "\n"
+    elif args.format == "csv":
+        text = "".join(format_events(events, "csv", file=name).split("\n", 1)[1] if k else
+                       format_events(events, "csv", file=name) for k, (name, _, events) in enumerate(results))
+        if not results:
+            text = format_events([], "csv")
+    elif split_outputs:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        suffix = ".txt" if args.format == "audacity" else ".srt"
+        for name, _, events in results:
+            atomic_write_text(out / f"{Path(name).stem}{suffix}", format_events(events, args.format))
+        return 1 if failed else 0
+    else:
+        text = "\n".join(format_events(events, args.format) for _, _, events in results)
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(args.output, text)
+    return 1 if failed else 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Per-class thresholds from a labelled set; unreadable clips are reported and skipped (exit 1 at the end)."""
+    import torch
+
+    from ..errors import AstAudioError, ConfigError
+    from ..events import calibration_table, write_thresholds
+    from ..infer import Tagger
+    from ..train.data import load_splits
+
+    splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.label_csv)
+    if args.split == "all":
+        manifests = [m for m in (splits.train, splits.valid, splits.test) if m is not None]
+    else:
+        chosen = getattr(splits, args.split)
+        if chosen is None:
+            raise ConfigError(f"this data set has no {args.split} split; use --split valid or train")
+        manifests = [chosen]
+    tagger = Tagger(load_checkpoint(args.checkpoint, args.precision))
+    tagger.window_and_hop(args.window, args.hop)
+    model_index = {label: i for i, label in enumerate(tagger.labels)}
+    data_labels = manifests[0].labels
+    unknown = [label for label in data_labels if label not in model_index]
+    if unknown:
+        raise ConfigError(f"data set classes {', '.join(repr(u) for u in unknown[:5])} are not classes of the model "
+                          f"(which has e.g. {', '.join(repr(n) for n in tagger.labels[:5])}); calibrate a model "
+                          "trained on this label set")
+    scores, targets, failed = [], [], 0
+    examples = [e for m in manifests for e in m.examples]
+    for example in examples:
+        try:
+            result = tagger.tag(example.source, top_k=1, window_s=args.window, hop_s=args.hop,
+                                batch_size=args.batch_size)[0]
+        except AstAudioError as exc:
+            if args.debug:
+                raise
+            _report(example.source, exc)
+            failed += 1
+            continue
+        row = torch.zeros(len(tagger.labels))
+        for t in example.targets:
+            row[model_index[data_labels[t]]] = 1.0
+        scores.append(result.scores)
+        targets.append(row)
+    if not scores:
+        raise ConfigError(f"no clip of {args.data} could be scored; nothing to calibrate")
+    score_matrix, target_matrix = torch.stack(scores), torch.stack(targets)  # (N, C) each
+    table = calibration_table(score_matrix, target_matrix, tagger.labels, mode=args.mode,
+                              target_precision=args.target_precision)
+    present = [label for label, col in zip(tagger.labels, target_matrix.sum(0).tolist(), strict=True) if col > 0]
+    kept = {label: table[label]["threshold"] for label in present}
+    write_thresholds(kept, args.output, stats={label: table[label] for label in present})
+    missing = len(tagger.labels) - len(present)
+    print(f"calibrated {len(kept)} classes on {len(scores)} clips ({args.mode}"
+          f"{f', target precision {args.target_precision:g}' if args.mode == 'precision' else ''}); "
+          f"wrote {args.output}" + (f"; {missing} classes without positives left out" if missing else ""),
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Draw the explanation of one model window of FILE as a PNG."""
+    from ..events import read_window
+    from ..explain import explain
+    from ..plots import plot_explanation
+
+    model = load_checkpoint(args.checkpoint, args.precision)
+    if args.class_name is not None:
+        from ..events import check_labels
+
+        check_labels([args.class_name], model.labels)
+    waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)
+    expl = explain(model, waveform, class_name=args.class_name, top_k=args.top_k)
+    expl.start_s = args.start if args.start else 0.0
+    plot_explanation(expl, args.output, width_px=args.width, height_px=args.height)
+    tops = ", ".join(f"{label} {score:.3f}" for label, score in expl.labels)
+    print(f"wrote {args.output} ({expl.method}{f' for {args.class_name}' if args.class_name else ''}; top: {tops})",
+          file=sys.stderr)
+    return 0
