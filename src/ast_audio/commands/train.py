@@ -1,9 +1,174 @@
-"""`ast-audio` sub-commands: placeholder until implemented (see ast_audio.commands)."""
+"""`ast-audio train`, `eval` and `average`: thin shells over ast_audio.train.engine / average.
+
+Examples:
+    ast-audio train --recipe esc50 --data ESC-50-master --out runs/esc50
+    ast-audio train --recipe folder --data my_sounds/ --init none --epochs 20 --out runs/mine
+    torchrun --nproc_per_node 4 -m ast_audio train --recipe audioset-balanced --data bal.json \
+        --eval-data eval.json --label-csv class_labels_indices.csv --init imagenet:deit_base_384.pth
+    ast-audio eval --checkpoint runs/mine/model --layout folder --data my_sounds/
+    ast-audio average runs/as/models/epoch_1 runs/as/models/epoch_2 --out runs/as/wa
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import positive_float, positive_int
+
+RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
+LAYOUTS = ("audioset", "esc50", "speechcommands", "folder")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="PATH",
+                        help="audioset: train JSON datafile; esc50 / speechcommands: the release folder; folder: a "
+                        "directory of class sub-folders or a CSV/JSON manifest")
+    parser.add_argument("--eval-data", metavar="PATH", help="audioset: the evaluation JSON datafile; folder: an "
+                        "explicit validation folder/manifest")
+    parser.add_argument("--label-csv", metavar="CSV", help="class_labels_indices.csv (index,mid,display_name)")
+    parser.add_argument("--fold", type=positive_int, metavar="K", help="ESC-50 validation fold (1-5)")
+
+
+def _set_pairs(pairs: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE: VALUE is parsed as JSON when it can be (numbers, true/false, null, lists), else a string."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            values[key.replace("-", "_")] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.replace("-", "_")] = text
+    return values
+
+
+def config_from_args(args: argparse.Namespace):
+    """The recipe with the command-line overrides applied (a TrainConfig)."""
+    from ..errors import ConfigError
+    from ..train.recipes import make_recipe
+
+    overrides: dict[str, Any] = dict(data=args.data, eval_data=args.eval_data, label_csv=args.label_csv,
+                                     fold=args.fold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                     seed=args.seed, device=args.device, model_size=args.model_size,
+                                     fstride=args.fstride, tstride=args.tstride, init=args.init,
+                                     num_workers=args.num_workers, target_length=args.target_length)
+    if args.model_config:
+        try:
+            model_config = json.loads(args.model_config)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--model-config must be a JSON object such as '{{\"embed_dim\": 32, \"depth\": 2, "
+                              f"\"num_heads\": 4}}': {exc}") from None
+        if not isinstance(model_config, dict):
+            raise ConfigError("--model-config must be a JSON object of ASTConfig fields")
+        overrides["model_config"] = model_config
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        overrides.update(_set_pairs(args.set or []))
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return make_recipe(args.recipe, **overrides)
+    except TypeError as exc:
+        raise ConfigError(f"bad --set value: {exc}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a recipe into --out (see ast_audio.train.engine.run)."""
+    config = config_from_args(args)
+    if args.print_config:
+        sys.stdout.write(config.to_json() + "\n")
+        return 0
+    from ..train.engine import run
+
+    run(config, Path(args.out), resume=args.resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Print the metrics of a checkpoint (or an ensemble) on a data split as JSON."""
+    from ..train.engine import evaluate_checkpoints
+
+    result = evaluate_checkpoints([args.checkpoint, *(args.ensemble or [])], args.layout, args.data,
+                                  split=args.split, fold=args.fold, eval_data=args.eval_data,
+                                  label_csv=args.label_csv, seed=args.seed, batch_size=args.batch_size,
+                                  num_workers=args.num_workers, device=args.device)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.output:
+        from ..utils import atomic_write_text
+
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    """Average the weights of CKPT... into --out (native format)."""
+    from ..errors import AstAudioError
+    from ..train.average import average_checkpoints
+    from ..weights.checkpoint import save_model
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise AstAudioError(f"{out} already exists; choose another --out or pass --force to replace it")
+    model = average_checkpoints(args.checkpoints)
+    save_model(model, out)
+    print(f"averaged {len(args.checkpoints)} checkpoints into {out}")
+    return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add this module's sub-parsers to `commands`."""
+    """Add train, eval and average."""
+    train = commands.add_parser(
+        "train", help="train an AST with one of the paper's recipes or on your own folder of sounds",
+        description="Train with a recipe (defaults = the reference's egs/*/run*.sh, spec §3.2). Run under "
+        "`torchrun --nproc_per_node N -m ast_audio train ...` for several processes (DDP).")
+    train.add_argument("--recipe", choices=RECIPES, required=True)
+    _add_data_args(train)
+    train.add_argument("--out", default="runs/train", metavar="DIR", help="output folder (default runs/train)")
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int, help="global batch size (over all processes)")
+    train.add_argument("--lr", type=positive_float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    train.add_argument("--model-size", choices=("tiny224", "small224", "base224", "base384"))
+    train.add_argument("--fstride", type=positive_int)
+    train.add_argument("--tstride", type=positive_int)
+    train.add_argument("--target-length", type=positive_int, metavar="FRAMES", help="input frames (10 ms each)")
+    train.add_argument("--init", metavar="SPEC", help="none | imagenet:PATH | audioset[:PATH] | checkpoint:PATH "
+                       "(default: the recipe's)")
+    train.add_argument("--num-workers", type=int, help="data loader processes per training process")
+    train.add_argument("--model-config", metavar="JSON", help="ASTConfig fields for a model trained from scratch, "
+                       "e.g. '{\"embed_dim\": 32, \"depth\": 2, \"num_heads\": 4}' (tests, small experiments)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="set any TrainConfig field (repeatable), e.g. --set mixup=0.5 --set timem=40")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    ev = commands.add_parser("eval", help="mAP / mAUC / d' / accuracy of a checkpoint (or an ensemble) on a data set")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint folder, .pth file or hub id")
+    ev.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints: average their scores")
+    ev.add_argument("--layout", choices=LAYOUTS, required=True)
+    _add_data_args(ev)
+    ev.add_argument("--split", choices=("train", "valid", "test"), help="default: test if the layout has one, "
+                    "else valid")
+    ev.add_argument("--batch-size", type=positive_int, default=24)
+    ev.add_argument("--num-workers", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the folder layout's holdout split")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--output", "-o", metavar="PATH", help="write the JSON here instead of stdout")
+    ev.set_defaults(func=cmd_eval)
+
+    avg = commands.add_parser("average", help="average the weights of checkpoints of the same model (WA)")
+    avg.add_argument("checkpoints", nargs="+", metavar="CKPT")
+    avg.add_argument("--out", required=True, metavar="DIR")
+    avg.add_argument("--force", action="store_true", help="replace --out if it exists")
+    avg.set_defaults(func=cmd_average)
