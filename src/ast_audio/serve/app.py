@@ -235,7 +235,8 @@ class Upload:
 async def read_upload(request: Request) -> Upload:
     """Parse the multipart body: one `file` part that looks like audio, plus text fields; errors are ApiErrors."""
     content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    # A url-encoded form is parsed too: it cannot hold a file, so it gets the "missing `file`" 422 below.
+    if not content_type.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(415, f"expected a multipart/form-data body with an audio `file` field, got Content-Type "
                             f"{content_type[:80] or 'none'!r}; e.g. curl -F file=@clip.wav URL")
     try:

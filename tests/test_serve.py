@@ -1,0 +1,386 @@
+"""HTTP service: the real `ast-audio serve` process on 127.0.0.1, called with httpx (and raw sockets where httpx
+cannot send what is tested). Results are checked against the library run in this process on the same file."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+import ast_audio
+from ast_audio import Tagger, load_audio, load_model
+from serve_helpers import AST_AUDIO, LABELS, run_server, save_tiny_checkpoint, write_pattern
+
+MAX_UPLOAD_MB = 1  # small limits so the tests can cross them with small files
+MAX_DURATION_S = 20
+TOL = 1e-5  # scores travel as JSON floats (repr of float32 widened to float64): equal up to rounding
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "model")
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    with run_server(checkpoint, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration-s", str(MAX_DURATION_S),
+                    "--workers-threads", "2") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tagger(checkpoint) -> Tagger:
+    return Tagger(load_model(checkpoint))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_pattern(tmp_path_factory.mktemp("audio") / "pattern.wav", seconds=6.0)
+
+
+def post(server, path: str, file: tuple | None = None, data: dict | None = None, **kwargs) -> httpx.Response:
+    files = {"file": file} if file is not None else None
+    return httpx.post(server.url + path, files=files, data=data, timeout=120, **kwargs)
+
+
+def wav_part(path: Path, content_type: str = "audio/wav") -> tuple:
+    return (path.name, path.read_bytes(), content_type)
+
+
+def assert_error(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    message = response.json()["error"]
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def test_startup_line_and_healthz(server):
+    startup = [line for line in server.lines if "listening on" in line]
+    assert len(startup) == 1 and startup[0].startswith("ast-audio serve: listening on http://127.0.0.1:")
+    response = httpx.get(server.url + "/healthz", timeout=30)
+    assert response.status_code == 200
+    health = response.json()
+    assert health["status"] == "ok"
+    assert health["labels"] == len(LABELS)
+    assert health["precision"] == "fp32"
+    assert health["version"] == ast_audio.__version__
+    assert health["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_duration_s": MAX_DURATION_S}
+
+
+def _check_tag(got: dict, expected: dict) -> None:
+    assert got["file"] == expected["file"]
+    assert got["duration_s"] == pytest.approx(expected["duration_s"], abs=1e-9)
+    assert [x["label"] for x in got["labels"]] == [x["label"] for x in expected["labels"]]
+    np.testing.assert_allclose([x["score"] for x in got["labels"]], [x["score"] for x in expected["labels"]],
+                               atol=TOL, rtol=0)
+    assert len(got["windows"]) == len(expected["windows"])
+    for g, e in zip(got["windows"], expected["windows"], strict=True):
+        assert (g["start_s"], g["end_s"]) == pytest.approx((e["start_s"], e["end_s"]), abs=1e-9)
+        assert [x["label"] for x in g["labels"]] == [x["label"] for x in e["labels"]]
+        np.testing.assert_allclose([x["score"] for x in g["labels"]], [x["score"] for x in e["labels"]],
+                                   atol=TOL, rtol=0)
+
+
+def test_tag_equals_library(server, tagger, clip):
+    response = post(server, "/v1/tag", wav_part(clip), data={"top_k": "3", "window_s": "1.0", "hop_s": "0.5"})
+    assert response.status_code == 200, response.text
+    got = response.json()
+    expected = tagger.tag(str(clip), top_k=3, window_s=1.0, hop_s=0.5)[0].to_dict()
+    expected["file"] = clip.name  # the server echoes the upload's base name, never a server path
+    _check_tag(got, expected)
+    assert len(got["labels"]) == 3 and len(got["windows"]) == 11  # 6 s, 1 s windows every 0.5 s
+
+
+def test_tag_defaults_and_octet_stream(server, tagger, clip):
+    """No form fields: the model's window, half-window hop, top 10 capped at the 5 classes; curl's default type."""
+    response = post(server, "/v1/tag", wav_part(clip, "application/octet-stream"))
+    assert response.status_code == 200, response.text
+    expected = tagger.tag(str(clip), top_k=10)[0].to_dict()
+    expected["file"] = clip.name
+    _check_tag(response.json(), expected)
+    assert len(response.json()["labels"]) == len(LABELS)
+
+
+def test_filename_is_only_a_display_name(server, clip):
+    """A client-named path is not opened; only its base name is echoed."""
+    response = post(server, "/v1/tag", ("../../etc/passwd", clip.read_bytes(), "audio/wav"))
+    assert response.status_code == 200, response.text
+    assert response.json()["file"] == "passwd"
+    response = post(server, "/v1/tag", ("/etc/hostname", b"", "audio/wav"))
+    assert_error(response, 422, "hostname", "empty")
+
+
+def test_events_equal_library(server, tagger, clip):
+    from ast_audio.events import EventConfig, detect_events, score_stream
+
+    fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.6", "median": "3", "min_duration": "0.5",
+              "merge_gap": "0.3", "top_n": "2"}
+    response = post(server, "/v1/events", wav_part(clip), data=fields)
+    assert response.status_code == 200, response.text
+    got = response.json()
+
+    timeline = score_stream(tagger, load_audio(clip), window_s=1.0, hop_s=0.25)
+    events = detect_events(timeline, EventConfig(threshold=0.6, median_windows=3, min_duration_s=0.5,
+                                                 merge_gap_s=0.3))
+    assert events, "the fixture should produce at least one event at threshold 0.6"
+    assert [e["label"] for e in got["events"]] == [e.label for e in events]
+    np.testing.assert_allclose([[e["onset_s"], e["offset_s"], e["score"]] for e in got["events"]],
+                               [[e.onset_s, e.offset_s, e.score] for e in events], atol=TOL, rtol=0)
+    assert got["duration_s"] == pytest.approx(6.0)
+
+    # Timeline: every window, the 2 classes with the highest peak plus every class with an event (numpy order).
+    line = got["timeline"]
+    np.testing.assert_allclose(line["starts_s"], timeline.starts_s.numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(line["ends_s"], timeline.ends_s.numpy(), atol=1e-6, rtol=0)
+    scores = timeline.scores.numpy()  # (N windows, C)
+    peaks = scores.max(axis=0)
+    order = list(np.argsort(-peaks, kind="stable"))
+    wanted = set(order[:2]) | {timeline.labels.index(e.label) for e in events}
+    assert [c["label"] for c in line["classes"]] == [timeline.labels[i] for i in order if i in wanted]
+    for c in line["classes"]:
+        i = timeline.labels.index(c["label"])
+        np.testing.assert_allclose(c["scores"], scores[:, i], atol=TOL, rtol=0)
+        assert c["peak"] == pytest.approx(float(peaks[i]), abs=TOL)
+    assert line["threshold"] == 0.6
+
+
+def test_explain_png(server, clip):
+    import matplotlib.image
+
+    response = post(server, "/v1/explain", wav_part(clip))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    png = response.content
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # IHDR
+    assert (width, height) == (1200, 600)
+    pixels = matplotlib.image.imread(io.BytesIO(png))  # an independent decoder reads the whole picture
+    assert pixels.shape[:2] == (600, 1200) and pixels.std() > 0
+
+    response = post(server, "/v1/explain", wav_part(clip), data={"class": "Siren"})
+    assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
+    assert_error(post(server, "/v1/explain", wav_part(clip), data={"class": "Trombone"}), 422, "Trombone")
+
+
+# ---- limits and bad input --------------------------------------------------------------------------------------
+
+
+def raw_http(url: str, request: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the response until the server closes: (status, headers, body)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def test_413_from_content_length_before_reading(server):
+    """A 10 GiB Content-Length with no body sent: answered at once, so the body was never waited for."""
+    host = urlsplit(server.url).netloc
+    request = (f"POST /v1/tag HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+               f"Content-Length: {10 * 2**30}\r\n\r\n").encode()
+    status, headers, body = raw_http(server.url, request)
+    assert status == 413
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert "max_upload_mb" in json.loads(body)["error"]
+
+
+def test_413_real_upload_over_limit(server, tmp_path):
+    big = write_pattern(tmp_path / "big.wav", seconds=40.0)  # 1.28 MB: the size limit answers before any decoding
+    assert big.stat().st_size > MAX_UPLOAD_MB * 2**20
+    assert_error(post(server, "/v1/tag", wav_part(big)), 413, "max_upload_mb")
+
+
+def test_413_chunked_body_stops_reading_at_limit(server):
+    """No Content-Length (chunked): the server cuts the upload off once it passes the limit.
+
+    The body generator counts what httpx managed to send: far less than the 200 MiB offered, so the server
+    stopped reading (and closed the connection) instead of draining or buffering the whole body.
+    """
+    offered = 200 * 2**20
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield (b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+               b"Content-Type: audio/wav\r\n\r\n")
+        while sent < offered:
+            sent += 65536
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    response = httpx.post(server.url + "/v1/tag", content=body(), timeout=60,
+                          headers={"content-type": "multipart/form-data; boundary=b"})
+    assert "content-length" not in response.request.headers  # it really was chunked
+    assert_error(response, 413, "max_upload_mb")
+    assert sent < offered / 4
+
+
+def test_415_non_audio(server, clip):
+    assert_error(post(server, "/v1/tag", ("notes.txt", b"hello", "text/plain")), 415, "text/plain")
+    assert_error(post(server, "/v1/tag", (clip.name, clip.read_bytes(), "image/png")), 415, "image/png")
+    response = httpx.post(server.url + "/v1/tag", json={"file": "/etc/passwd"}, timeout=30)
+    assert_error(response, 415, "multipart/form-data")
+
+
+def test_422_corrupt_and_empty(server, clip):
+    rng = np.random.default_rng(1)
+    assert_error(post(server, "/v1/tag", ("noise.wav", rng.bytes(5000), "audio/wav")), 422, "noise.wav",
+                 "cannot decode")
+    truncated = clip.read_bytes()[:30]  # a RIFF header cut short
+    assert_error(post(server, "/v1/events", ("cut.wav", truncated, "audio/wav")), 422, "cut.wav")
+    assert_error(post(server, "/v1/explain", ("empty.wav", b"", "audio/wav")), 422, "empty")
+
+
+def test_422_missing_or_text_file_field(server, clip):
+    assert_error(post(server, "/v1/tag", data={"top_k": "3"}), 422, "missing", "file")
+    response = httpx.post(server.url + "/v1/tag", files={"other": wav_part(clip)}, timeout=30)
+    assert_error(response, 422, "missing")
+    response = httpx.post(server.url + "/v1/tag", files={"file": (None, "just text")}, timeout=30)
+    assert_error(response, 422, "text")
+
+
+def test_422_bad_form_values(server, clip):
+    assert_error(post(server, "/v1/tag", wav_part(clip), data={"top_k": "many"}), 422, "top_k")
+    assert_error(post(server, "/v1/tag", wav_part(clip), data={"top_k": "0"}), 422, "top_k")
+    assert_error(post(server, "/v1/tag", wav_part(clip), data={"window_s": "1.0", "hop_s": "2.0"}), 422, "hop_s")
+    assert_error(post(server, "/v1/tag", wav_part(clip), data={"window_s": "nan"}), 422, "window_s")
+    assert_error(post(server, "/v1/events", wav_part(clip), data={"median": "2"}), 422, "median")
+    assert_error(post(server, "/v1/events", wav_part(clip), data={"threshold": "1.5"}), 422, "threshold")
+
+
+def test_duration_limit(server, tmp_path):
+    """25 s of 8 kHz audio (400 kB, under the size limit) is over the 20 s limit: refused from its header."""
+    path = tmp_path / "long.wav"
+    sf.write(str(path), np.zeros(25 * 8000, dtype=np.float32), 8000, subtype="PCM_16")
+    assert path.stat().st_size < MAX_UPLOAD_MB * 2**20
+    for endpoint in ("/v1/tag", "/v1/events", "/v1/explain"):
+        assert_error(post(server, endpoint, wav_part(path)), 422, "25.00 s", "max_duration_s")
+
+
+def test_unknown_paths_and_methods_are_json(server):
+    assert_error(httpx.get(server.url + "/nope", timeout=30), 404)
+    assert_error(httpx.get(server.url + "/v1/tag", timeout=30), 405)
+    assert_error(httpx.get(server.url + "/static/../../etc/passwd", timeout=30), 404)
+
+
+def test_page_and_assets_are_local(server):
+    page = httpx.get(server.url + "/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    html = page.text
+    for needed in ('id="file"', 'id="analyse"', 'id="record"', 'id="timeline"', 'id="explain-img"',
+                   'src="app.js"', 'href="style.css"'):
+        assert needed in html
+    script = httpx.get(server.url + "/app.js", timeout=30)
+    style = httpx.get(server.url + "/style.css", timeout=30)
+    assert script.status_code == style.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert style.headers["content-type"].startswith("text/css")
+    for text in (html, script.text, style.text):  # nothing is fetched from another host
+        assert not re.search(r"(src|href)\s*=\s*[\"'](https?:)?//", text)
+        assert not re.search(r"url\(\s*[\"']?(https?:)?//", text)
+        assert not re.search(r"(fetch|import)\(\s*[\"'`](https?:)?//", text)
+
+
+def test_inference_does_not_block_the_event_loop(server, tagger, tmp_path):
+    """Two slow /v1/tag requests (1800 windows each) in flight; /healthz keeps answering meanwhile.
+
+    If inference ran on the event loop, no /healthz would be answered between the moment the model starts and the
+    first slow response; here answers keep coming through the second half of that span. The concurrent results
+    also equal the library's (the model is shared by the worker threads).
+    """
+    path = write_pattern(tmp_path / "slow.wav", seconds=10.0)
+    fields = {"window_s": "1.0", "hop_s": "0.005", "top_k": "3"}
+    done: dict[int, tuple[httpx.Response, float]] = {}
+
+    def slow(i: int) -> None:
+        response = httpx.post(server.url + "/v1/tag", files={"file": wav_part(path)}, data=fields, timeout=300)
+        done[i] = (response, time.monotonic())
+
+    threads = [threading.Thread(target=slow, args=(i,)) for i in range(2)]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    answered = []
+    with httpx.Client(timeout=60) as client:
+        while any(thread.is_alive() for thread in threads):
+            response = client.get(server.url + "/healthz")
+            assert response.status_code == 200 and response.json()["status"] == "ok"
+            answered.append(time.monotonic())
+            time.sleep(0.02)
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(done) == 2
+    first_done = min(t for _, t in done.values())
+    during = [t for t in answered if t < first_done]
+    assert len(during) >= 5, f"/healthz answered {len(during)} times while inference ran"
+    assert any(t > start + (first_done - start) / 2 for t in during), "/healthz stalled during inference"
+
+    expected = tagger.tag(str(path), top_k=3, window_s=1.0, hop_s=0.005)[0].to_dict()
+    expected["file"] = path.name
+    for response, _ in done.values():
+        assert response.status_code == 200, response.text
+        assert len(response.json()["windows"]) == 1801
+        _check_tag(response.json(), expected)
+
+
+# ---- the command ------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(AST_AUDIO), *args], capture_output=True, text=True, timeout=180)
+
+
+def test_cli_unloadable_checkpoint_is_one_line(tmp_path):
+    result = run_cli("serve", "--checkpoint", str(tmp_path / "missing"), "--port", "0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ast-audio: error: ") and "missing" in lines[0]
+    assert "Traceback" not in result.stderr
+    debug = run_cli("--debug", "serve", "--checkpoint", str(tmp_path / "missing"), "--port", "0")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_cli_port_taken(checkpoint):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--checkpoint", str(checkpoint), "--port", str(port))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ast-audio: error: cannot listen on 127.0.0.1:")
+    assert str(port) in lines[0] and "--port" in lines[0]
+
+
+def test_cli_rejects_bad_options():
+    result = run_cli("serve", "--port", "70000")
+    assert result.returncode == 2 and "port" in result.stderr
+    result = run_cli("serve", "--precision", "fp8")
+    assert result.returncode == 2 and "precision" in result.stderr
