@@ -503,6 +503,7 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
         # ---- validation (all ranks, gathered), the reference's cum ensemble
         pred = predict(model, valid_data, info, per_rank * config.eval_batch_factor, config.num_workers, amp,
                        "validate" if config.progress else None)
+        bad_log.extend(f"epoch {epoch} (validation): {b.error}" for b in pred.bad)
         row = _epoch_row(epoch, epoch_lr, loss_sum / max(loss_count, 1), pred, loss_fn, multi_label_scores,
                          cum_sum, cum_count, time.perf_counter() - t0, int(skipped) + len(pred.bad))
         rows.append(row)
