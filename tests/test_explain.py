@@ -1,0 +1,208 @@
+"""Explanations (attention rollout, gradient rollout, patch -> cell mapping) and the pictures (ast_audio.plots)."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ast_audio.audio.features import FeatureExtractor
+from ast_audio.errors import ConfigError
+from ast_audio.events import EventConfig, Timeline, detect_events
+from ast_audio.explain import Explanation, explain, gradient_rollout, patches_to_cells, rollout
+from ast_audio.plots import (
+    explanation_figure,
+    hz_to_mel_bin,
+    mel_bin_to_hz,
+    plot_explanation,
+    plot_timeline,
+    timeline_figure,
+)
+from conftest import tiny_model
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the PNG signature and IHDR chunk (PNG spec §5.2, §11.2.2)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def tone(seconds: float = 1.3, freq: float = 1000.0) -> torch.Tensor:
+    t = torch.arange(int(seconds * 16000)) / 16000
+    return 0.3 * torch.sin(2 * torch.pi * freq * t) + 0.01 * torch.randn(t.shape, generator=torch.Generator()
+                                                                         .manual_seed(0))
+
+
+def numpy_attention_maps(model, x: torch.Tensor) -> list[np.ndarray]:
+    """Per-layer (H, S, S) attention probabilities softmax(q k^T / sqrt(d)), computed in numpy from each block's
+    LayerNorm output (captured with hooks) and its qkv weights: independent of the model's attention code."""
+    inputs: list[np.ndarray] = []
+    hooks = [b.norm1.register_forward_hook(lambda m, i, o: inputs.append(o[0].detach().double().numpy()))
+             for b in model.blocks]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    maps = []
+    for block, h in zip(model.blocks, inputs, strict=True):
+        w = block.attn.qkv.weight.detach().double().numpy()
+        b = block.attn.qkv.bias.detach().double().numpy()
+        qkv = h @ w.T + b  # (S, 3D)
+        dim = qkv.shape[1] // 3
+        heads = block.attn.num_heads
+        d = dim // heads
+        out = []
+        for k in range(heads):
+            q, key = qkv[:, k * d:(k + 1) * d], qkv[:, dim + k * d:dim + (k + 1) * d]
+            logits = q @ key.T / np.sqrt(d)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out.append(e / e.sum(axis=1, keepdims=True))
+        maps.append(np.stack(out))
+    return maps
+
+
+def numpy_rollout(maps: list[np.ndarray]) -> np.ndarray:
+    """Abnar & Zuidema (2020): Â_l = (mean_h A_l + I) with rows normalised to 1; rollout = Â_L ... Â_1."""
+    result = np.eye(maps[0].shape[-1])
+    for a in maps:
+        a = a.mean(axis=0) + np.eye(a.shape[-1])
+        a = a / a.sum(axis=1, keepdims=True)
+        result = a @ result
+    return result
+
+
+def test_rollout_matches_numpy_definition():
+    model = tiny_model(seed=3)
+    features = FeatureExtractor(model.frontend)
+    x = features(tone())
+    ours = rollout([m[0] for m in model.attention_maps(x)]).numpy()
+    reference = numpy_rollout(numpy_attention_maps(model, x))
+    np.testing.assert_allclose(ours, reference, atol=1e-5)  # float32 attention vs float64 numpy: 1e-5
+    np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-9)  # rows stay distributions
+
+    expl = explain(model, tone())
+    f_dim, t_dim = model.config.grid
+    expected_patch = reference[:2, 2:].mean(axis=0).reshape(f_dim, t_dim)  # cls/dist rows -> patch grid
+    np.testing.assert_allclose(expl.patch_relevance.numpy(), expected_patch, atol=1e-5)
+
+
+def test_gradient_rollout_matches_numpy_definition():
+    """Chefer et al. 2021: R = I, R += mean_h((dy_c/dA ⊙ A)^+) R; gradients from autograd on a separate forward."""
+    model = tiny_model(seed=4)
+    x = FeatureExtractor(model.frontend)(tone())
+    tokens, maps = model.forward_features(x, return_attention=True)
+    logit = model.forward_head(model.pool(tokens))[0, 2]
+    grads = torch.autograd.grad(logit, maps)
+    a = [m[0].detach().double().numpy() for m in maps]
+    g = [gr[0].double().numpy() for gr in grads]
+    reference = np.eye(a[0].shape[-1])
+    for am, gm in zip(a, g, strict=True):
+        reference = reference + np.clip(gm * am, 0, None).mean(axis=0) @ reference
+    np.testing.assert_allclose(gradient_rollout([m[0].detach() for m in maps], [gr[0] for gr in grads]).numpy(),
+                               reference, atol=1e-9)
+    expl = explain(model, tone(), class_name="class_2")
+    f_dim, t_dim = model.config.grid
+    np.testing.assert_allclose(expl.patch_relevance.numpy(), reference[:2, 2:].mean(axis=0).reshape(f_dim, t_dim),
+                               atol=1e-5)
+    assert expl.method == "gradient-rollout" and expl.class_name == "class_2"
+    assert all(p.grad is None for p in model.parameters())  # no gradients left behind
+
+
+def test_patches_to_cells_hand_computed():
+    """A 2 x 3 grid of 3 x 3 patches at stride 2 over 6 x 8 cells, by hand:
+    rows 0-1 only patch row 0, row 2 both rows, rows 3-4 patch row 1, row 5 none; columns likewise with
+    column pairs (0,1) (2) (3) (4) (5,6) (7): 0 alone, 0+1, 1 alone, 1+2, 2 alone, none."""
+    patch = torch.tensor([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]])
+    cells = patches_to_cells(patch, (6, 8), (3, 3), (2, 2)).numpy()
+    row0 = [1, 1, 1.5, 2, 3, 4, 4, 0]  # patch row 0 across the columns: means of the covering patches
+    row1 = [8, 8, 12, 16, 24, 32, 32, 0]
+    both = [(a + b) / 2 for a, b in zip(row0, row1, strict=True)]
+    # the cell (2, 2) is covered by 4 patches: (1 + 2 + 8 + 16) / 4 = 6.75 = mean of row0/row1 means (same counts)
+    expected = np.array([row0, row0, both, row1, row1, [0] * 8], dtype=np.float64)
+    np.testing.assert_allclose(cells, expected, atol=1e-12)
+    assert cells[2, 2] == pytest.approx(6.75)
+
+
+def test_explain_shapes_and_errors():
+    model = tiny_model()
+    wave = tone(3.0)
+    expl = explain(model, wave, top_k=2)
+    frames = model.frontend.target_length  # 3 s is longer than the 1.295 s input: one full input window
+    assert expl.fbank.shape == (frames, 128) and expl.relevance.shape == (frames, 128)
+    assert float(expl.relevance.min()) >= 0 and float(expl.relevance.max()) == pytest.approx(1.0)
+    assert len(expl.labels) == 2 and expl.method == "rollout" and expl.class_name == ""
+    torch.testing.assert_close(expl.fbank, FeatureExtractor(model.frontend).frames(wave[:model.frontend.input_samples]))
+    short = explain(model, wave[:8000])  # 0.5 s: 48 frames of audio, padded inside the model
+    assert short.fbank.shape == (48, 128) and short.relevance.shape == (48, 128)
+    later = explain(model, wave, start_s=1.5)
+    assert later.start_s == 1.5
+    with pytest.raises(ConfigError, match="unknown class"):
+        explain(model, wave, class_name="nope")
+    with pytest.raises(ConfigError, match="outside the audio"):
+        explain(model, wave, start_s=10.0)
+
+
+def test_mel_axis_conversion_matches_kaldi_bank_centres():
+    """The secondary Hz axis: the bin -> Hz map puts each bin at the peak of its Kaldi filter (1 FFT bin)."""
+    from ast_audio.audio.fbank import mel_banks
+
+    banks = mel_banks(128, 512, 16000).numpy()  # (257, 128)
+    peak_hz = banks.argmax(axis=0) * 16000 / 512
+    used = banks.max(axis=0) > 0  # Kaldi's lowest filters can catch no FFT bin at all
+    np.testing.assert_allclose(mel_bin_to_hz(np.arange(128), 128, 16000)[used], peak_hz[used], atol=16000 / 512)
+    np.testing.assert_allclose(hz_to_mel_bin(mel_bin_to_hz(np.arange(128.0), 128, 16000), 128, 16000),
+                               np.arange(128.0), atol=1e-9)
+
+
+def test_explanation_figure_axes_and_png_size(tmp_path):
+    model = tiny_model()
+    expl = explain(model, tone(), top_k=2)
+    fig = explanation_figure(expl, width_px=900, height_px=450)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "mel bin"
+    assert ax.get_xlim() == pytest.approx((0.0, expl.fbank.shape[0] * 0.01))
+    assert ax.get_ylim() == pytest.approx((0.0, 128.0))
+    assert expl.labels[0][0] in ax.get_title() and "rollout" in ax.get_title()
+    secondary = [child for child in ax.get_children() if type(child).__name__ == "SecondaryAxis"]
+    assert secondary and secondary[0].get_ylabel() == "frequency (Hz)"
+    assert tuple(fig.get_size_inches() * fig.dpi) == pytest.approx((900, 450))
+    out = tmp_path / "e.png"
+    plot_explanation(expl, out, width_px=900, height_px=450)
+    assert png_size(out.read_bytes()) == (900, 450)
+    buffer = io.BytesIO()
+    plot_explanation(expl, buffer)
+    assert png_size(buffer.getvalue()) == (1200, 600)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(out)).shape[:2] == (450, 900)  # decodes as a real image
+
+
+def test_timeline_figure_axes_events_and_png(tmp_path):
+    n = 40
+    starts = np.arange(n) * 0.5
+    scores = np.zeros((n, 3), dtype=np.float32)
+    scores[10:20, 1] = 0.9
+    scores[30:35, 2] = 0.8
+    timeline = Timeline(starts_s=torch.tensor(starts), ends_s=torch.tensor(starts + 1.0),
+                        scores=torch.tensor(scores), labels=("a", "b", "c"), duration_s=20.5, hop_s=0.5,
+                        window_s=1.0)
+    events = detect_events(timeline, EventConfig())
+    fig = timeline_figure(timeline, events, top_n=2)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "window score"
+    assert ax.get_xlim() == pytest.approx((0.0, 20.5)) and ax.get_ylim() == pytest.approx((0.0, 1.02))
+    assert [line.get_label() for line in ax.get_lines()] == ["b", "c"]  # the classes with events, top_n = 2
+    spans = [p for p in ax.patches if type(p).__name__ in ("Polygon", "Rectangle")]
+    assert len(spans) == len(events) == 2
+    out = tmp_path / "t.png"
+    plot_timeline(timeline, events, out)
+    assert png_size(out.read_bytes()) == (1200, 500)
+
+
+def test_explanation_dataclass_fields():
+    expl = Explanation(fbank=torch.zeros(3, 4), relevance=torch.zeros(3, 4), labels=[], class_name="",
+                       sample_rate=16000, frame_shift_s=0.01)
+    assert expl.method == "rollout" and expl.start_s == 0.0
