@@ -1,0 +1,392 @@
+"""WebDataset-style tar shards: pack a manifest's clips once, stream them on every node.
+
+Two million AudioSet clips as two million files are slow to list, copy and open on every node. `prepare_shards`
+decodes each clip once (mono, resampled to `sample_rate` with soxr, so ESC-50's 44.1 kHz is resampled once here),
+re-encodes it losslessly, and writes `shard-000000.tar`, ... with members `{n:09d}.flac` (or `.wav`) and
+`{n:09d}.json` ({"key", "targets", "index", "source"}), plus `index.json` (labels, mids, multi_label, shard list
+and counts, skipped clips). Plain `tarfile`, no webdataset dependency; any WebDataset reader can read the shards.
+
+`ShardDataset` streams them: shards are split over DDP ranks (torch.distributed if initialised, or explicit
+rank/world) and then over DataLoader workers; with fewer shards than ranks or workers the split falls back to
+every n-th clip, so each clip is read once per epoch by exactly one (rank, worker). A seeded shuffle buffer
+mixes clips across shards; mixup partners are drawn from the buffer (the reference draws them from the whole
+set, which a stream cannot do). Features and per-item randomness are those of `ClipDataset`, seeded by
+(seed, epoch, clip index).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..audio.io import decode_bytes, load_audio
+from ..config import FrontendConfig
+from ..errors import AstAudioError, ConfigError
+from ..utils import atomic_path, atomic_write_text, one_line
+from .augment import AugmentConfig, hard_targets, mix_targets, mix_waveforms, remove_dc, sample_beta
+from .data import BadClip, ClipDataset, Example, Manifest, item_seed
+
+logger = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+FORMAT_NAME = "ast-audio-shards"
+FORMAT_VERSION = 1
+# Lossless storage: FLAC at 24 bits keeps 16-bit sources bit-exact and resampled audio to ~1e-7; WAV stores float32.
+_SUBTYPES = {"flac": "PCM_24", "wav": "FLOAT"}
+
+
+def _encode(example: Example, sample_rate: int, audio_format: str) -> tuple[bytes | None, str]:
+    """Decode one clip and re-encode it; (None, error) for a clip that cannot be read."""
+    try:
+        waveform = load_audio(example.source, sample_rate=sample_rate)
+    except (AstAudioError, OSError) as exc:
+        return None, one_line(exc)
+    buffer = io.BytesIO()
+    sf.write(buffer, waveform.numpy(), sample_rate, format=audio_format.upper(), subtype=_SUBTYPES[audio_format])
+    return buffer.getvalue(), ""
+
+
+def _encode_star(args: tuple[Example, int, str]) -> tuple[bytes | None, str]:
+    return _encode(*args)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # reproducible shards
+    tar.addfile(info, io.BytesIO(data))
+
+
+def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size: int = 1000,
+                   sample_rate: int = 16000, audio_format: str = "flac", num_workers: int = 0,
+                   force: bool = False) -> Path:
+    """Pack `manifest` into tar shards under `out_dir` (written atomically: a failed run leaves nothing).
+
+    Clips that cannot be decoded are skipped, logged, and listed in index.json's "skipped" with their error.
+
+    Args:
+        shard_size: clips per shard (1000 clips of 10 s FLAC is ~200-300 MB).
+        sample_rate: stored rate in Hz (the front end's; ESC-50's 44.1 kHz is resampled once here).
+        audio_format: "flac" (lossless, 24-bit) or "wav" (float32).
+        num_workers: processes decoding and encoding in parallel (0 = in this process).
+        force: replace an existing `out_dir`.
+
+    Returns:
+        `out_dir`.
+    """
+    out = Path(out_dir)
+    if audio_format not in _SUBTYPES:
+        raise ConfigError(f"audio_format must be one of {', '.join(_SUBTYPES)}, got {audio_format!r}")
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be a positive number of clips, got {shard_size}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ConfigError(f"{out}: already exists; choose a new output folder or pass --force to replace it")
+    if len(manifest) == 0:
+        raise ConfigError("the manifest has no clips to pack")
+    jobs = [(example, sample_rate, audio_format) for example in manifest.examples]
+    shards: list[dict] = []
+    skipped: list[dict] = []
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        tar: tarfile.TarFile | None = None
+        count = 0
+        pool = ProcessPoolExecutor(num_workers) if num_workers > 0 else None
+        try:
+            encoded = pool.map(_encode_star, jobs, chunksize=16) if pool else map(_encode_star, jobs)
+            for index, (example, (data, error)) in enumerate(zip(manifest.examples, encoded, strict=True)):
+                if data is None:
+                    logger.warning("skipped %s: %s", example.key, error)
+                    skipped.append({"key": example.key, "error": error})
+                    continue
+                if tar is None or count == shard_size:
+                    if tar is not None:
+                        tar.close()
+                    name = f"shard-{len(shards):06d}.tar"
+                    tar = tarfile.open(tmp / name, "w")
+                    shards.append({"name": name, "count": 0})
+                    count = 0
+                stem = f"{index:09d}"
+                meta = {"key": example.key, "targets": list(example.targets), "index": index,
+                        "source": example.source}
+                _add(tar, f"{stem}.{audio_format}", data)
+                _add(tar, f"{stem}.json", json.dumps(meta).encode())
+                count += 1
+                shards[-1]["count"] = count
+        finally:
+            if tar is not None:
+                tar.close()
+            if pool is not None:
+                pool.shutdown()
+        if not shards:
+            raise ConfigError(f"none of the {len(manifest)} clips could be decoded, e.g. {skipped[0]['error']}")
+        index_doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "labels": list(manifest.labels),
+                     "mids": list(manifest.mids), "multi_label": manifest.multi_label, "sample_rate": sample_rate,
+                     "audio_format": audio_format, "clips": sum(s["count"] for s in shards),
+                     "source_clips": len(manifest), "shards": shards, "skipped": skipped}
+        atomic_write_text(tmp / INDEX_NAME, json.dumps(index_doc, indent=1) + "\n")
+    return out
+
+
+def is_shard_folder(path: str | os.PathLike) -> bool:
+    """True if `path` is a folder written by `prepare_shards`."""
+    index = Path(path) / INDEX_NAME
+    if not index.is_file():
+        return False
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_index(path: str | os.PathLike) -> dict:
+    """index.json of a shard folder; ConfigError naming the folder if it is not one."""
+    folder = Path(path)
+    index = folder / INDEX_NAME
+    if not is_shard_folder(folder):
+        raise ConfigError(f"{folder}: not a shard folder (no valid {INDEX_NAME}); create one with `ast-audio prepare`")
+    doc = json.loads(index.read_text(encoding="utf-8"))
+    if doc.get("version") != FORMAT_VERSION:
+        raise ConfigError(f"{index}: shard format version {doc.get('version')}, expected {FORMAT_VERSION}; "
+                          "re-create the shards with this version's `ast-audio prepare`")
+    for shard in doc["shards"]:
+        if not (folder / shard["name"]).is_file():
+            raise ConfigError(f"{folder / shard['name']}: shard listed in {index} is missing; copy it or re-prepare")
+    return doc
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What one (rank, worker) reads: shard ids, and a modulus filter on the clip's position in that stream."""
+
+    shards: tuple[int, ...]
+    modulus: int  # keep the clips whose running position p (over `shards`, in order) has p % modulus == remainder
+    remainder: int
+    # Nested filter for the clip-level rank split (applied first): global clip ordinal % rank_mod == rank_rem.
+    rank_mod: int
+    rank_rem: int
+
+
+def _rank_part(num_shards: int, rank: int, world: int) -> tuple[tuple[int, ...], int, int]:
+    if num_shards >= world:
+        return tuple(range(rank, num_shards, world)), 1, 0
+    return tuple(range(num_shards)), world, rank  # fewer shards than ranks: every world-th clip
+
+
+def _slot(num_shards: int, rank: int, world: int, worker: int, workers: int) -> _Slot:
+    shards, rank_mod, rank_rem = _rank_part(num_shards, rank, world)
+    if rank_mod == 1 and len(shards) >= workers:
+        return _Slot(shards[worker::workers], 1, 0, 1, 0)
+    return _Slot(shards, workers, worker, rank_mod, rank_rem)
+
+
+def _slot_count(counts: list[int], slot: _Slot) -> int:
+    """Clips a slot yields, from the shard counts alone (no I/O)."""
+    n = sum(counts[s] for s in slot.shards)
+    if slot.rank_mod > 1:  # over all shards in order: ordinals congruent to rank_rem
+        n = len(range(slot.rank_rem, n, slot.rank_mod))
+    return len(range(slot.remainder, n, slot.modulus))
+
+
+class ShardDataset(torch.utils.data.IterableDataset):
+    """Stream a shard folder: the same items as `ClipDataset` ((T, F), (C,), key) or `BadClip`.
+
+    Args:
+        folder: written by `prepare_shards`.
+        frontend, augment, seed, normalize: as `ClipDataset`.
+        shuffle: shuffle shard order and clips (buffer of `buffer_size` encoded clips) per epoch; False for eval.
+        rank, world_size: DDP position; default: torch.distributed's if initialised, else 0 of 1.
+        equalize: every rank yields the same number of clips (the smallest rank's count), so DDP ranks run the
+            same number of steps; the few clips dropped change with the epoch. Default True.
+    """
+
+    def __init__(self, folder: str | os.PathLike, frontend: FrontendConfig, augment: AugmentConfig | None = None,
+                 *, seed: int = 0, normalize: bool = True, shuffle: bool = True, buffer_size: int = 500,
+                 rank: int | None = None, world_size: int | None = None, equalize: bool = True) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        self.labels = tuple(self.index["labels"])
+        self.mids = tuple(self.index["mids"])
+        self.multi_label = bool(self.index["multi_label"])
+        self.counts = [int(s["count"]) for s in self.index["shards"]]
+        self.shuffle = shuffle
+        self.buffer_size = max(1, int(buffer_size))
+        self.seed = seed
+        self.epoch = 0
+        self.equalize = equalize
+        self._rank, self._world = rank, world_size
+        if (rank is None) != (world_size is None):
+            raise ConfigError("give both rank and world_size, or neither (to use torch.distributed's)")
+        if world_size is not None and not 0 <= rank < world_size:
+            raise ConfigError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+        # The per-clip pipeline (fbank, masks, normalisation, noise) is ClipDataset's, over an empty manifest.
+        empty = Manifest((), self.labels, self.mids, self.multi_label)
+        self.pipeline = ClipDataset(empty, frontend, augment, seed=seed, normalize=normalize)
+        self.mixup_fallbacks = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_clips(self) -> int:
+        return sum(self.counts)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def world(self) -> tuple[int, int]:
+        """(rank, world_size): explicit, else torch.distributed's if initialised, else (0, 1)."""
+        if self._world is not None:
+            return int(self._rank), int(self._world)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _rank_count(self, rank: int, world: int) -> int:
+        return _slot_count(self.counts, _slot(len(self.counts), rank, world, 0, 1))
+
+    def __len__(self) -> int:
+        """Clips this rank yields per epoch."""
+        rank, world = self.world()
+        if self.equalize:
+            return min(self._rank_count(r, world) for r in range(world))
+        return self._rank_count(rank, world)
+
+    def _quota(self, rank: int, world: int, worker: int, workers: int) -> int:
+        """This worker's share of the rank's equalised count: drops come from the last workers first."""
+        counts = [_slot_count(self.counts, _slot(len(self.counts), rank, world, w, workers)) for w in range(workers)]
+        if not self.equalize:
+            return counts[worker]
+        drop = sum(counts) - min(self._rank_count(r, world) for r in range(world))
+        for w in reversed(range(workers)):
+            take = min(drop, counts[w])
+            counts[w] -= take
+            drop -= take
+        return counts[worker]
+
+    def _records(self, slot: _Slot, generator: torch.Generator) -> Iterator[tuple[dict, bytes | None, str]]:
+        """(meta, audio bytes or None, error) of the slot's clips, in (shuffled) shard order."""
+        order = list(slot.shards)
+        if self.shuffle and slot.rank_mod == 1 and slot.modulus == 1:
+            # Shard order may only be shuffled when no ordinal filter depends on it.
+            order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+        rank_ordinal = position = 0
+        for shard_id in order:
+            path = self.folder / self.index["shards"][shard_id]["name"]
+            for meta, data, error in _read_shard(path):
+                keep_rank = rank_ordinal % slot.rank_mod == slot.rank_rem
+                rank_ordinal += 1
+                if not keep_rank:
+                    continue
+                keep = position % slot.modulus == slot.remainder
+                position += 1
+                if keep:
+                    yield meta, data, error
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, str] | BadClip]:
+        rank, world = self.world()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        slot = _slot(len(self.counts), rank, world, worker, workers)
+        quota = self._quota(rank, world, worker, workers)
+        stream_seed = int(np.random.SeedSequence([self.seed, self.epoch, rank, worker, 7]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(stream_seed)
+        buffer: list[tuple[dict, bytes | None, str]] = []
+        produced = 0
+        for record in self._records(slot, generator):
+            if produced >= quota:
+                return
+            if not self.shuffle:
+                produced += 1
+                yield self._item(record, buffer)
+                continue
+            if len(buffer) < self.buffer_size:
+                buffer.append(record)
+                continue
+            j = int(torch.randint(0, len(buffer), (1,), generator=generator))
+            record, buffer[j] = buffer[j], record
+            produced += 1
+            yield self._item(record, buffer)
+        while buffer and produced < quota:
+            j = int(torch.randint(0, len(buffer), (1,), generator=generator))
+            record = buffer.pop(j)
+            produced += 1
+            yield self._item(record, buffer + [record])
+        # A damaged shard ended early: report the missing clips as bad ones, so that every rank still yields its
+        # quota (DDP ranks must run the same number of steps).
+        for k in range(quota - produced):
+            yield BadClip(f"{self.folder}#missing-{rank}-{worker}-{k}",
+                          f"{self.folder}: a shard ended before its listed clip count (see the error logged above); "
+                          "re-create the shards with `ast-audio prepare`")
+
+    def _decode(self, meta: dict, data: bytes | None, error: str) -> torch.Tensor:
+        if data is None:
+            raise AstAudioError(error)
+        name = f"{self.folder}:{meta['key']}"
+        return remove_dc(decode_bytes(data, sample_rate=self.pipeline.frontend.sample_rate, name=name))
+
+    def _item(self, record: tuple[dict, bytes | None, str],
+              buffer: list[tuple[dict, bytes | None, str]]) -> tuple[torch.Tensor, torch.Tensor, str] | BadClip:
+        meta, data, error = record
+        key = meta["key"]
+        try:
+            waveform = self._decode(meta, data, error)
+        except AstAudioError as exc:
+            return BadClip(key, one_line(exc))
+        targets = hard_targets(meta["targets"], self.num_classes)
+        aug = self.pipeline.augment
+        if aug is None:
+            return self.pipeline.features(waveform), targets, key
+        generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, int(meta["index"])))
+        if aug.mixup > 0 and buffer and float(torch.rand(1, generator=generator)) < aug.mixup:
+            partner_meta, partner_data, partner_error = buffer[int(torch.randint(0, len(buffer), (1,),
+                                                                                 generator=generator))]
+            lam = sample_beta(aug.mixup_alpha, aug.mixup_alpha, generator)
+            try:
+                partner = self._decode(partner_meta, partner_data, partner_error)
+            except AstAudioError as exc:
+                self.mixup_fallbacks += 1
+                logger.warning("mixup partner of %s skipped (item left unmixed): %s", key, one_line(exc))
+            else:
+                waveform = mix_waveforms(waveform, partner, lam)
+                targets = mix_targets(meta["targets"], partner_meta["targets"], lam, self.num_classes)
+        return self.pipeline.features(waveform, generator), targets, key
+
+
+def _read_shard(path: Path) -> Iterator[tuple[dict, bytes | None, str]]:
+    """Stream one tar: (meta, audio bytes, "") per clip, or (meta, None, error) if the shard is damaged there."""
+    pending: dict[str, dict] = {}
+    try:
+        with tarfile.open(path, "r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                stem, _, ext = member.name.rpartition(".")
+                handle = tar.extractfile(member)
+                content = handle.read() if handle is not None else b""
+                entry = pending.setdefault(stem, {})
+                entry[ext] = content
+                if "json" in entry and len(entry) == 2:
+                    del pending[stem]
+                    meta = json.loads(entry.pop("json"))
+                    (audio,) = entry.values()
+                    yield meta, audio, ""
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        message = f"{path}: damaged shard ({one_line(exc)}); re-create it with `ast-audio prepare`"
+        for entry in pending.values():
+            if "json" in entry:
+                yield json.loads(entry["json"]), None, message
+        logger.error(message)
+        return
