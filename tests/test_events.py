@@ -259,7 +259,7 @@ def test_events_cells_merge_min_duration_thresholds_filters():
     assert [(e.onset_s, e.offset_s) for e in smoothed] == [(1.5, 4.5), (8.5, 11.0)]
     with pytest.raises(ConfigError, match="unknown class name"):
         detect_events(tl, EventConfig(only=("nope",)))
-    with pytest.raises(ConfigError, match="unknown threshold class"):
+    with pytest.raises(ConfigError, match="unknown class name.*in the per-class thresholds"):
         detect_events(tl, EventConfig(thresholds={"zz": 0.5}))
     with pytest.raises(ConfigError, match="odd"):
         EventConfig(median_windows=4)

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--batch-size", type=_positive_int, default=8, help="windows per forward pass (default 8)")
     tag.add_argument("--all-scores", action="store_true", help="json: include every class's clip score")
     tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
+    tag.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`: report "
+                     "every listed class whose score reaches its threshold (instead of the top-k)")
+    tag.add_argument("--only", action="append", metavar="NAMES", help="report only these classes (comma-separated)")
+    tag.add_argument("--exclude", action="append", metavar="NAMES", help="never report these classes")
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
     tag.set_defaults(func=cmd_tag)
@@ -133,6 +137,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
         tagger = Tagger(_load(args.checkpoint, args.labels))
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
+    from .commands.events import tag_label_filter
+
+    refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
     waveforms, names, failed = [], [], 0
     for path in args.files:
         try:
@@ -147,6 +154,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
             failed += 1
     results = tagger.tag(waveforms, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
                          aggregate=args.aggregate, batch_size=args.batch_size, names=names) if waveforms else []
+    for result in results:
+        refine(result)
     if args.format == "json":
         text = json.dumps([r.to_dict(all_scores=args.all_scores) for r in results], indent=2) + "\n"
     elif args.format == "csv":

@@ -291,15 +291,16 @@ class Event:
                 "score": round(self.score, 6)}
 
 
-def check_labels(names: Sequence[str], labels: Sequence[str], what: str = "class") -> None:
-    """Raise a one-line ConfigError if any of `names` is not one of the model's `labels`."""
+def check_labels(names: Sequence[str], labels: Sequence[str], where: str = "") -> None:
+    """Raise a one-line ConfigError if any of `names` is not one of the model's `labels` (`where`: e.g. a file)."""
     known = set(labels)
     unknown = [n for n in names if n not in known]
     if unknown:
         examples = ", ".join(repr(n) for n in list(labels)[:5])
         more = f" (and {len(labels) - 5} more)" if len(labels) > 5 else ""
-        raise ConfigError(f"unknown {what} name(s) {', '.join(repr(n) for n in unknown[:5])}; the model's classes "
-                          f"are {examples}{more}; check spelling and case")
+        place = f" in {where}" if where else ""
+        raise ConfigError(f"unknown class name(s) {', '.join(repr(n) for n in unknown[:5])}{place}; the model's "
+                          f"classes are {examples}{more}; check spelling and case")
 
 
 def selected_classes(labels: Sequence[str], only: Sequence[str] | None = None,
@@ -341,7 +342,7 @@ def detect_events(timeline: Timeline, config: EventConfig = EventConfig()) -> li
     """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label."""
     labels = timeline.labels
     if config.thresholds:
-        check_labels(list(config.thresholds), labels, what="threshold class")
+        check_labels(list(config.thresholds), labels, where="the per-class thresholds")
     classes = selected_classes(labels, config.only, config.exclude)
     raw = timeline.scores.numpy().astype(np.float64)  # (N, C)
     smooth = median_smooth(raw, config.median_windows)

@@ -171,7 +171,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..events import check_labels, selected_classes
 
     if config.thresholds:
-        check_labels(list(config.thresholds), labels, what="class in --thresholds")
+        check_labels(list(config.thresholds), labels, where=args.thresholds)
     selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
 
     many = len(args.files) > 1
@@ -317,3 +317,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({expl.method}{f' for {args.class_name}' if args.class_name else ''}; top: {tops})",
           file=sys.stderr)
     return 0
+
+
+def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
+    """For `ast-audio tag`: a function that rewrites a TagResult's top labels according to --only / --exclude
+    (clip and windows) and --thresholds (clip labels: every listed class at or above its threshold, best first).
+    Names are checked now, before any audio is decoded."""
+    from ..events import filter_top, parse_names, read_thresholds, selected_classes
+
+    thresholds = read_thresholds(args.thresholds) if getattr(args, "thresholds", None) else None
+    only = parse_names(args.only, labels) if getattr(args, "only", None) else None
+    exclude = parse_names(args.exclude, labels) if getattr(args, "exclude", None) else ()
+    if thresholds is not None:
+        from ..events import check_labels
+
+        check_labels(list(thresholds), labels, where=args.thresholds)
+    if thresholds is None and only is None and not exclude:
+        return lambda result: None
+    keep = selected_classes(labels, only, exclude)
+
+    def refine(result) -> None:
+        result.top = filter_top(result.scores, labels, top_k=args.top_k, thresholds=thresholds, keep=keep)
+        for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
+            window.top = filter_top(window.scores, labels, top_k=args.top_k, keep=keep)
+
+    return refine
