@@ -105,20 +105,28 @@ function drawTimeline(data) {
     style.backgroundColor : getComputedStyle(canvas).backgroundColor;
   ctx.fillRect(0, 0, cssWidth, cssHeight);
 
-  const pad = { left: 44, right: 12, top: 12, bottom: 32 };
+  const timeline = data.timeline;
+  const colour = new Map(timeline.classes.map((c, i) => [c.label, PALETTE[i % PALETTE.length]]));
+  // One lane per class with events above the plot, so overlapping events of different classes stay apart.
+  const lanes = timeline.classes.map((c) => c.label).filter((label) => data.events.some((e) => e.label === label));
+  const lane = 9;
+  const pad = { left: 44, right: 12, top: 12 + lanes.length * lane, bottom: 32 };
   const width = cssWidth - pad.left - pad.right;
   const height = cssHeight - pad.top - pad.bottom;
   const duration = Math.max(data.duration_s, 1e-6);
   const x = (t) => pad.left + (t / duration) * width;
   const y = (s) => pad.top + (1 - s) * height;
-  const timeline = data.timeline;
-  const colour = new Map(timeline.classes.map((c, i) => [c.label, PALETTE[i % PALETTE.length]]));
 
-  // Events: shaded spans in their class's colour.
-  ctx.globalAlpha = 0.18;
+  // Events: a bar in the class's lane, and a faint shade over the plot.
   for (const event of data.events) {
+    const row = lanes.indexOf(event.label);
+    const x0 = x(event.onset_s);
+    const w = Math.max(2, x(event.offset_s) - x0);
     ctx.fillStyle = colour.get(event.label) || "#888";
-    ctx.fillRect(x(event.onset_s), pad.top, Math.max(1, x(event.offset_s) - x(event.onset_s)), height);
+    ctx.globalAlpha = 1;
+    ctx.fillRect(x0, 6 + row * lane, w, lane - 3);
+    ctx.globalAlpha = 0.08;
+    ctx.fillRect(x0, pad.top, w, height);
   }
   ctx.globalAlpha = 1;
 
