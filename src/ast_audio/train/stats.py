@@ -42,17 +42,19 @@ def norm_stats(dataset: ClipDataset | torch.utils.data.IterableDataset, *, batch
         batch_size: clips per batch (the reference uses 1000); all-bad batches are skipped.
         num_batches: stop after this many batches (None = the whole set).
         num_workers: DataLoader worker processes.
-        seed: shuffle order (the reference shuffles, unseeded).
+        seed: the clip order is torch.randperm(N) from this seed (the reference shuffles, unseeded).
     """
     if _normalizes(dataset):
         raise ConfigError("statistics must be computed on unnormalised features: build the dataset with "
                           "normalize=False")
     if batch_size < 1 or (num_batches is not None and num_batches < 1):
         raise ConfigError(f"batch_size and num_batches must be positive, got {batch_size}, {num_batches}")
-    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=not iterable, collate_fn=collate, num_workers=num_workers,
-        generator=None if iterable else torch.Generator().manual_seed(seed))
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        order = None  # a stream shuffles itself (ShardDataset's buffer)
+    else:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate,
+                                         num_workers=num_workers)
     means, stds, bad, clips = [], [], [], 0
     for batch in loader:
         bad.extend(batch.bad)
