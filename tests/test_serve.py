@@ -174,6 +174,9 @@ def test_explain_png(server, clip):
     response = post(server, "/v1/explain", wav_part(clip), data={"class": "Siren"})
     assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
     assert_error(post(server, "/v1/explain", wav_part(clip), data={"class": "Trombone"}), 422, "Trombone")
+    response = post(server, "/v1/explain", wav_part(clip), data={"start_s": "4.5"})  # a later window
+    assert response.status_code == 200 and response.content != png
+    assert_error(post(server, "/v1/explain", wav_part(clip), data={"start_s": "60"}), 422, "start_s")
 
 
 # ---- limits and bad input --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
     POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
     POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n)
                        -> {"events": [...], "timeline": {...}}
-    POST /v1/explain   multipart `file` (+ class)                             -> image/png
+    POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
     GET  /             the page (index.html, app.js, style.css, all served from memory)
 
 Why the pieces look the way they do:
@@ -304,12 +304,12 @@ class Service:
                 "events": [event.to_dict() for event in events],
                 "timeline": timeline_json(timeline, events, top_n, config.threshold)}
 
-    def explain_png(self, upload: Upload, class_name: str | None) -> bytes:
+    def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
         from ..explain import explain
         from ..plots import plot_explanation
 
         waveform = self.decode(upload)
-        explanation = explain(self.model, waveform, class_name=class_name)
+        explanation = explain(self.model, waveform, class_name=class_name, start_s=start_s)
         buffer = io.BytesIO()
         with self.plot_lock:
             plot_explanation(explanation, buffer)
@@ -426,7 +426,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         if class_name is not None and class_name not in service.tagger.labels:
             raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
                                 f"{len(service.tagger.labels)} labels (see /v1/tag)")
-        png = await service.run(service.explain_png, upload, class_name)
+        start_s = _form_number(upload.fields, "start_s", float, 0.0, low=0)
+        png = await service.run(service.explain_png, upload, class_name, start_s)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     def _static_response(name: str) -> Response:

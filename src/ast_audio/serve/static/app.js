@@ -251,7 +251,7 @@ async function analyse() {
                         min_duration: option("min_duration"), merge_gap: option("merge_gap") })
       .then((r) => r.json()).then(renderEvents)
       .catch((err) => { showError("events-error", `Events: ${err.message}`); throw err; }),
-    post("v1/explain", {})
+    post("v1/explain", { start_s: option("start_s") })
       .then((r) => r.blob()).then((blob) => renderExplanation(blob, source.name))
       .catch((err) => { $("explain-img").hidden = true; showError("explain-error", `Explanation: ${err.message}`);
                         throw err; }),
