@@ -106,7 +106,7 @@ def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size
             encoded = pool.map(_encode_star, jobs, chunksize=16) if pool else map(_encode_star, jobs)
             for index, (example, (data, error)) in enumerate(zip(manifest.examples, encoded, strict=True)):
                 if data is None:
-                    logger.warning("skipped %s: %s", example.key, error)
+                    logger.info("skipped %s: %s", example.key, error)  # listed in index.json; the CLI prints it
                     skipped.append({"key": example.key, "error": error})
                     continue
                 if tar is None or count == shard_size:
