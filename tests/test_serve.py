@@ -387,3 +387,19 @@ def test_cli_rejects_bad_options():
     assert result.returncode == 2 and "port" in result.stderr
     result = run_cli("serve", "--precision", "fp8")
     assert result.returncode == 2 and "precision" in result.stderr
+
+
+@pytest.mark.slow
+def test_int8_server_equals_library_int8(checkpoint, clip):
+    """--precision reaches load_model: /healthz says int8 and the tags equal an int8 model loaded here."""
+    with run_server(checkpoint, "--precision", "int8") as int8_server:
+        health = httpx.get(int8_server.url + "/healthz", timeout=30).json()
+        assert health["precision"] == "int8"
+        response = post(int8_server, "/v1/tag", wav_part(clip), data={"top_k": "5"})
+    assert response.status_code == 200, response.text
+    expected = Tagger(load_model(checkpoint, precision="int8")).tag(str(clip), top_k=5)[0].to_dict()
+    expected["file"] = clip.name
+    _check_tag(response.json(), expected)
+    fp32 = dict(Tagger(load_model(checkpoint)).tag(str(clip), top_k=5)[0].top)
+    int8 = {x["label"]: x["score"] for x in response.json()["labels"]}
+    assert max(abs(int8[label] - fp32[label]) for label in LABELS) > 1e-5  # it really ran the quantised model
