@@ -44,6 +44,8 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim)
+        # When set (int8 models: bf16), the fused attention runs in this dtype; q, k, v are cast on the way in.
+        self.sdpa_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, N, D = x.shape
@@ -56,7 +58,11 @@ class Attention(nn.Module):
             out = weights @ v
         else:
             weights = None
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d)
+            if self.sdpa_dtype is not None and self.sdpa_dtype != q.dtype:
+                dtype = self.sdpa_dtype
+                out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype)).to(q.dtype)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d)
         out = out.transpose(1, 2).reshape(B, N, D)  # (B, H, N, d) -> (B, N, D)
         return self.proj(out), weights
 

@@ -1,0 +1,528 @@
+"""Inference benchmark and fast-path accuracy report behind `ast-audio bench`.
+
+Speed (`run_bench`): per-clip latency at batch 1 and throughput at batch B of ast-audio's AST in each precision,
+of its ONNX export (fp32 and int8, onnxruntime), and of transformers' ASTForAudioClassification on the same weights
+(fp32 SDPA and bf16), all in one process with their repeats interleaved (round r times every variant once), so
+that a noisy, shared machine slows them alike. A variant's time is the best of its repeats (interference only ever
+adds time); medians are kept in the JSON too. Ratios are throughputs at batch B against transformers. Each
+variant's "fraction of peak" is model FLOPs per clip / seconds per clip / the measured torch.mm rate of its
+compute dtype (`matmul_peak`). The real-time factor tags a generated waveform of `seconds` s with the Tagger
+(decoding excluded, fbank included) in non-overlapping windows, and extrapolates to an hour.
+
+Accuracy (`accuracy_report`): trains a small AST on generated labelled clips (ast_audio.demo's classes and
+training loop), then on held-out generated clips reports each fast path's top-1 agreement with fp32, mean and
+max absolute logit difference, and its own accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ASTConfig
+from .model import AST
+from .precision import PRECISIONS, apply_precision, check_precision, compile_model
+
+# Targets of issue 5 (ratios in one run on the 2-core AVX-512 machine).
+TARGETS = {"bf16_vs_hf_bf16": 1.5, "bf16_fraction_of_peak": 0.75, "fp32_vs_hf_fp32": 1.8, "int8_vs_hf_fp32": 2.5,
+           "realtime_factor": 25.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FLOPs and the matmul peak
+
+
+def ast_flops(config: ASTConfig) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) of one clip's forward pass, by part, from the config.
+
+    Counts the patch convolution, per block the qkv / attention scores / attention-weighted values / output
+    projection / two MLP products, and the head; LayerNorm, softmax, GELU and adds are left out (< 1%).
+    AST-base384 on 1024 frames: 1212 patches + 2 tokens, 260.5 GFLOP.
+    """
+    n, d = config.num_patches + 2, config.embed_dim  # tokens, width
+    hidden = int(d * config.mlp_ratio)
+    parts = {
+        "patch_embed": 2.0 * config.num_patches * config.fshape * config.tshape * d,
+        "qkv": 2.0 * n * d * 3 * d * config.depth,
+        "attention": 2.0 * 2 * n * n * d * config.depth,  # q @ k^T and p @ v over all heads
+        "proj": 2.0 * n * d * d * config.depth,
+        "mlp": 2.0 * 2 * n * d * hidden * config.depth,
+        "head": 2.0 * d * config.num_classes,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_peak(dtype: str, repeats: int = 5) -> float:
+    """Measured GFLOP/s of torch.mm ("fp32", "bf16") or torch._int_mm ("int8", GOP/s) on large matrices.
+
+    The best rate over a square 2048^3 product and the two AST-base MLP shapes at batch 2 (2428 tokens x 768 x 3072
+    and back), each the best of `repeats`: the rate the model's products could reach at most on this machine.
+    """
+    shapes = [(2048, 2048, 2048), (2428, 768, 3072), (2428, 3072, 768)]
+    best = 0.0
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for m, k, n in shapes:
+            if dtype == "int8":
+                a = torch.randint(-127, 128, (m, k), dtype=torch.int8, generator=gen)
+                b = torch.randint(-127, 128, (k, n), dtype=torch.int8, generator=gen)
+                product = torch._int_mm
+            else:
+                torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+                a = torch.randn(m, k, generator=gen).to(torch_dtype)
+                b = torch.randn(k, n, generator=gen).to(torch_dtype)
+                product = torch.mm
+            try:
+                seconds = _best_seconds(lambda a=a, b=b, product=product: product(a, b), repeats)
+                best = max(best, 2.0 * m * k * n / seconds / 1e9)
+            except RuntimeError:  # e.g. no int8 matmul kernel on this build
+                continue
+    return best
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass
+class VariantResult:
+    """One implementation's speed: seconds per clip at batch 1 and at batch `batch` (best of the repeats)."""
+
+    name: str
+    compute_dtype: str  # the matmul peak it is compared with: fp32, bf16 or int8
+    latency_s: float | None = None  # batch 1, seconds per clip
+    batch_s_per_clip: float | None = None  # batch B, seconds per clip
+    latency_median_s: float | None = None
+    batch_median_s_per_clip: float | None = None
+    max_abs_logit_diff: float | None = None  # against ast-audio fp32, batch 1
+    setup_s: float = 0.0  # building / converting / exporting / compiling (first call included when compiling)
+    fraction_of_peak: float | None = None
+    note: str = ""
+
+    @property
+    def throughput(self) -> float | None:
+        """Clips per second at batch B."""
+        return 1.0 / self.batch_s_per_clip if self.batch_s_per_clip else None
+
+
+@dataclass
+class BenchResult:
+    """Everything `run_bench` measured (JSON-ready via `to_dict`)."""
+
+    model: str
+    flops_per_clip: float
+    batch: int
+    repeats: int
+    threads: int
+    torch_version: str
+    peaks_gflops: dict[str, float]
+    variants: list[VariantResult]
+    notes: list[str] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    realtime: dict[str, dict[str, float]] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for row, variant in zip(out["variants"], self.variants, strict=True):
+            row["throughput_clips_per_s"] = variant.throughput
+        return out
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Call every function once per round for `repeats` rounds (after one warm-up round); seconds per call."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def random_base_model(seed: int = 0) -> AST:
+    """AST-base384 (768 wide, 12 blocks, 1024 frames, 527 classes) with timm-style random weights."""
+    torch.manual_seed(seed)
+    return AST(ASTConfig()).eval()
+
+
+def _our_variants(model: AST, precisions: Sequence[str], compile: bool,
+                  log: Callable[[str], None]) -> list[tuple[VariantResult, Callable[[torch.Tensor], torch.Tensor]]]:
+    out = []
+    for precision in precisions:
+        start = time.perf_counter()
+        converted = apply_precision(copy.deepcopy(model), precision)
+        setup = time.perf_counter() - start
+        dtype = precision
+        out.append((VariantResult(f"ast-audio {precision}", dtype, setup_s=setup), converted))
+        if compile:
+            compiled = compile_model(apply_precision(copy.deepcopy(model), precision))
+            out.append((VariantResult(f"ast-audio {precision} compiled", dtype,
+                                      note="torch.compile (inductor, frozen weights)"), compiled))
+    log(f"ast-audio: {', '.join(v.name for v, _ in out)}")
+    return out
+
+
+def _onnx_variants(model: AST, folder: Path, log: Callable[[str], None]):
+    try:
+        from .export import OnnxModel, export_onnx
+    except Exception as exc:  # the export module missing or broken: say so, bench the rest
+        log(f"onnx: not available ({_first_line(exc)})")
+        return []
+    out = []
+    for precision in ("fp32", "int8"):
+        try:
+            start = time.perf_counter()
+            path = folder / f"model-{precision}.onnx"
+            export_onnx(model, path, precision=precision, with_frontend=False, check=False)
+            session = OnnxModel(path)
+            setup = time.perf_counter() - start
+        except Exception as exc:
+            log(f"onnx {precision}: not available ({_first_line(exc)})")
+            continue
+        out.append((VariantResult(f"onnxruntime {precision}", precision, setup_s=setup),
+                    lambda x, session=session: torch.from_numpy(session(x))))
+    return out
+
+
+def _transformers_variants(model: AST, folder: Path, log: Callable[[str], None]):
+    try:
+        import transformers
+        from transformers import ASTForAudioClassification
+    except ImportError as exc:
+        log(f"transformers: not installed ({exc}); skipping the comparison")
+        return []
+    from .errors import ConfigError
+    from .weights.checkpoint import save_hf
+
+    try:
+        save_hf(model, folder / "hf")
+    except ConfigError as exc:
+        log(f"transformers: cannot express this model ({exc}); skipping the comparison")
+        return []
+    transformers.utils.logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        hf = ASTForAudioClassification.from_pretrained(folder / "hf", attn_implementation="sdpa").eval()
+        setup = time.perf_counter() - start
+        hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
+    log(f"transformers {transformers.__version__}: fp32 (SDPA), bf16 (SDPA, weights cast)")
+    return [(VariantResult("transformers fp32", "fp32", setup_s=setup), lambda x: hf(input_values=x).logits),
+            (VariantResult("transformers bf16", "bf16"),
+             lambda x: hf_bf16(input_values=x.to(torch.bfloat16)).logits.float())]
+
+
+def realtime_factor(model: AST, seconds: float, batch: int, seed: int = 0) -> dict[str, float]:
+    """Tag a generated `seconds`-long waveform in non-overlapping windows of the model's input length with the
+    Tagger (fbank + model, no decoding) and extrapolate to an hour: {'seconds', 'windows', 'wall_s',
+    'realtime_factor', 'hour_s'}."""
+    from .infer import Tagger
+
+    tagger = Tagger(model)
+    rate = tagger.sample_rate
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    wave = 0.3 * torch.sin(2 * math.pi * 440.0 * t) + 0.05 * torch.randn(t.shape, generator=gen)
+    window_s = tagger.max_window_s
+    tagger.tag(wave[: int(window_s * rate * 2)], window_s=window_s, hop_s=window_s, batch_size=batch)  # warm-up
+    start = time.perf_counter()
+    result = tagger.tag(wave, window_s=window_s, hop_s=window_s, batch_size=batch)[0]
+    wall = time.perf_counter() - start
+    factor = seconds / wall
+    return {"seconds": seconds, "windows": len(result.windows), "wall_s": wall, "realtime_factor": factor,
+            "hour_s": 3600.0 / factor}
+
+
+def run_bench(model: AST | None = None, *, precisions: Sequence[str] = PRECISIONS, onnx: bool = False,
+              compare: bool = True, batch: int = 8, repeats: int = 3, seconds: float = 60.0, compile: bool = False,
+              peaks: bool = True, log: Callable[[str], None] = print, seed: int = 0) -> BenchResult:
+    """Benchmark `model` (default: random AST-base384 weights) as described in the module docstring.
+
+    Args:
+        model: an fp32 AST (e.g. `load_model(checkpoint)`).
+        precisions: ast-audio precisions to time.
+        onnx: also export fp32 and int8 ONNX graphs (ast_audio.export) and time them in onnxruntime.
+        compare: time transformers' AST on the same weights (skipped with a note when it is not installed).
+        batch: batch size of the throughput measurement.
+        repeats: interleaved timed rounds (after one warm-up round).
+        seconds: length of the generated waveform for the real-time factor (0 to skip it).
+        compile: also time `compile_model` versions of each precision.
+        peaks: measure the matmul peaks (needed for the fraction of peak).
+    """
+    precisions = [check_precision(p) for p in precisions]
+    if model is None:
+        model, name = random_base_model(seed), "AST-base384, random weights"
+    else:
+        name = f"AST {model.config.embed_dim} wide, {model.config.depth} blocks"
+    model = model.float().eval()
+    if getattr(model, "precision", "fp32") != "fp32":
+        from .errors import ConfigError
+
+        raise ConfigError("run_bench needs the fp32 model (it converts copies to each precision)")
+    config = model.config
+    flops = ast_flops(config)["total"]
+    tokens = config.num_patches + 2
+    name += f", {config.input_tdim} frames ({tokens} tokens), {flops / 1e9:.1f} GFLOP/clip"
+    log(f"model: {name}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    peak = {}
+    if peaks:
+        for dtype in ("fp32", "bf16", "int8"):
+            peak[dtype] = matmul_peak(dtype)
+        log("matmul peak (torch.mm, GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        log(message)
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, config.input_tdim, config.input_fdim, generator=gen) * 0.5
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        variants = _our_variants(model, precisions, compile, log)
+        if onnx:
+            variants += _onnx_variants(model, Path(tmp), note)
+        if compare:
+            variants += _transformers_variants(model, Path(tmp), note)
+
+        reference = model(x[:1])
+        for result, fn in variants:
+            if result.name.endswith("compiled"):  # the first calls compile (batch 1 and batch B)
+                start = time.perf_counter()
+                fn(x[:1])
+                fn(x)
+                result.setup_s = time.perf_counter() - start
+            result.max_abs_logit_diff = float((fn(x[:1]).float() - reference).abs().max())
+
+        for size, attr in ((1, "latency"), (batch, "batch")):
+            xb = x[:size]
+            times = interleaved_times({r.name: (lambda fn=fn, xb=xb: fn(xb)) for r, fn in variants}, repeats)
+            for result, _ in variants:
+                best, median = min(times[result.name]) / size, statistics.median(times[result.name]) / size
+                if attr == "latency":
+                    result.latency_s, result.latency_median_s = best, median
+                else:
+                    result.batch_s_per_clip, result.batch_median_s_per_clip = best, median
+            log(f"timed batch {size}: " + ", ".join(f"{r.name} {min(times[r.name]) / size:.4g} s/clip"
+                                                    for r, _ in variants))
+
+        realtime = {}
+        if seconds > 0:
+            for precision in precisions:
+                converted = apply_precision(copy.deepcopy(model), precision)
+                realtime[precision] = realtime_factor(converted, seconds, batch, seed)
+                log(f"real time ({precision}): {realtime[precision]['realtime_factor']:.1f}x")
+
+    results = [r for r, _ in variants]
+    for r in results:
+        if peak.get(r.compute_dtype) and r.batch_s_per_clip:
+            r.fraction_of_peak = flops / r.batch_s_per_clip / (peak[r.compute_dtype] * 1e9)
+    by_name = {r.name: r for r in results}
+    ratios = {}
+    for r in results:
+        for ref in ("transformers fp32", "transformers bf16"):
+            if r.name.startswith("transformers") and not (r.name, ref) == ("transformers bf16", "transformers fp32"):
+                continue
+            if ref in by_name and r.throughput and by_name[ref].throughput:
+                ratios[f"{r.name} / {ref}"] = r.throughput / by_name[ref].throughput
+    bench = BenchResult(model=name, flops_per_clip=flops, batch=batch, repeats=repeats,
+                        threads=torch.get_num_threads(), torch_version=torch.__version__, peaks_gflops=peak,
+                        variants=results, notes=notes, ratios=ratios, realtime=realtime)
+    bench.targets = check_targets(bench)
+    return bench
+
+
+def check_targets(bench: BenchResult) -> dict[str, dict[str, Any]]:
+    """Issue 5's targets against this run's ratios: {target: {value, goal, met}}; missing measurements skipped."""
+    by_name = {r.name: r for r in bench.variants}
+    values: dict[str, float | None] = {
+        "bf16_vs_hf_bf16": bench.ratios.get("ast-audio bf16 / transformers bf16"),
+        "bf16_fraction_of_peak": by_name["ast-audio bf16"].fraction_of_peak if "ast-audio bf16" in by_name else None,
+        "fp32_vs_hf_fp32": bench.ratios.get("ast-audio fp32 / transformers fp32"),
+        "int8_vs_hf_fp32": bench.ratios.get("ast-audio int8 / transformers fp32"),
+        "realtime_factor": max((v["realtime_factor"] for v in bench.realtime.values()), default=None),
+    }
+    return {k: {"value": v, "goal": TARGETS[k], "met": v >= TARGETS[k]} for k, v in values.items() if v is not None}
+
+
+def format_bench(bench: BenchResult) -> str:
+    """The human-readable report printed by `ast-audio bench`."""
+    lines = [f"{bench.model}", f"torch {bench.torch_version}, {bench.threads} threads; best of {bench.repeats} "
+             f"interleaved repeats after a warm-up; batch-{bench.batch} throughput"]
+    if bench.peaks_gflops:
+        lines.append("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in bench.peaks_gflops.items())
+                     + f"; model: {bench.flops_per_clip / 1e9:.1f} GFLOP/clip")
+    lines.append("")
+    header = (f"{'variant':<30} {'batch 1 s/clip':>14} {'batch ' + str(bench.batch) + ' s/clip':>15} "
+              f"{'clips/s':>8} {'of peak':>8} {'max|dlogit|':>12} {'setup s':>8}")
+    lines += [header, "-" * len(header)]
+    for r in bench.variants:
+        frac = f"{100 * r.fraction_of_peak:.0f}% {r.compute_dtype}" if r.fraction_of_peak is not None else "-"
+        lines.append(f"{r.name:<30} {r.latency_s:>14.4g} {r.batch_s_per_clip:>15.4g} {r.throughput:>8.4g} "
+                     f"{frac:>8} {r.max_abs_logit_diff:>12.2e} {r.setup_s:>8.1f}")
+    if bench.ratios:
+        lines += ["", "throughput ratios (batch " + str(bench.batch) + "):"]
+        lines += [f"  {k:<55} {v:6.2f}x" for k, v in bench.ratios.items()]
+    if bench.realtime:
+        lines += ["", "an hour of audio (Tagger: fbank + model, non-overlapping windows, batch "
+                  f"{bench.batch}; extrapolated from a generated waveform):"]
+        for precision, rt in bench.realtime.items():
+            lines.append(f"  {precision}: {rt['windows']} windows of {rt['seconds']:.0f} s in {rt['wall_s']:.1f} s -> "
+                         f"{rt['realtime_factor']:.1f}x real time, an hour in {rt['hour_s']:.0f} s "
+                         f"(50% overlap, the tag default: {rt['realtime_factor'] / 2:.1f}x)")
+    if bench.targets:
+        lines += ["", "issue 5 targets (this run):"]
+        for k, t in bench.targets.items():
+            shown = f"{100 * t['value']:.0f}%" if k.endswith("peak") else f"{t['value']:.2f}x"
+            goal = f"{100 * t['goal']:.0f}%" if k.endswith("peak") else f"{t['goal']:g}x"
+            lines.append(f"  {k:<24} {shown:>8}  (goal >= {goal})  {'met' if t['met'] else 'NOT met'}")
+    if bench.notes:
+        lines += ["", "notes:"] + [f"  {n}" for n in bench.notes]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accuracy of the fast paths
+
+
+@dataclass
+class AccuracyRow:
+    """One fast path against fp32 on the held-out clips."""
+
+    name: str
+    top1_agreement: float  # fraction of clips whose top class equals fp32's
+    mean_abs_logit_diff: float
+    max_abs_logit_diff: float
+    accuracy: float  # top-1 accuracy against the true labels
+
+
+@dataclass
+class AccuracyReport:
+    classes: tuple[str, ...]
+    num_train: int
+    num_test: int
+    model: str
+    train_seconds: float
+    rows: list[AccuracyRow]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _generated_split(per_class: int, rng, extractor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, F) unnormalised padded fbank frames and (B,) class indices of `per_class` clips of each demo class."""
+    from .demo import CLASSES, synth_clip
+
+    frames, labels = [], []
+    for label, kind in enumerate(CLASSES):
+        for _ in range(per_class):
+            clip = torch.from_numpy(synth_clip(kind, rng))
+            frames.append(extractor.pad_or_crop(extractor.frames(clip)))  # (T_i, F) -> (T, F)
+            labels.append(label)
+    return torch.stack(frames), torch.tensor(labels)
+
+
+def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, seconds_budget: float = 60.0,
+                    precisions: Sequence[str] = PRECISIONS, onnx: bool = True, seed: int = 0,
+                    log: Callable[[str], None] = print) -> AccuracyReport:
+    """Train the demo's small AST on generated clips, then compare each precision (and the ONNX graphs) to fp32
+    on `test_per_class` fresh clips per class. Deterministic for a given seed (up to training-time budget cuts)."""
+    import numpy as np
+
+    from .audio.features import FeatureExtractor
+    from .config import FrontendConfig
+    from .demo import CLASSES, INPUT_TDIM, norm_stats, train
+
+    precisions = [check_precision(p) for p in precisions]
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    unnormalised = FeatureExtractor(FrontendConfig(target_length=INPUT_TDIM))
+    train_frames, y_train = _generated_split(train_per_class, rng, unnormalised)
+    test_frames, y_test = _generated_split(test_per_class, rng, unnormalised)
+    mean, std = norm_stats(train_frames)
+    extractor = FeatureExtractor(unnormalised.config.replace(mean=mean, std=std))
+    x_train, x_test = extractor.normalize(train_frames), extractor.normalize(test_frames)
+
+    config = ASTConfig(model_size="tiny224", embed_dim=64, depth=2, num_heads=4, input_tdim=INPUT_TDIM,
+                       num_classes=len(CLASSES))
+    model = AST(config, frontend=extractor.config, labels=CLASSES, multi_label=False)
+    log(f"training a small AST ({config.embed_dim} wide, {config.depth} blocks) on {len(y_train)} generated clips "
+        f"for up to {seconds_budget:g} s")
+    start = time.perf_counter()
+    train(model, x_train, y_train, seconds_budget=seconds_budget, seed=seed, log=lambda _: None)
+    train_seconds = time.perf_counter() - start
+
+    notes: list[str] = []
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        for precision in precisions:
+            converted = apply_precision(copy.deepcopy(model), precision)
+            outputs[f"ast-audio {precision}"] = converted(x_test).float()
+    if onnx:
+        try:
+            from .export import OnnxModel, export_onnx
+
+            with tempfile.TemporaryDirectory() as tmp:
+                for precision in ("fp32", "int8"):
+                    path = Path(tmp) / f"{precision}.onnx"
+                    export_onnx(model, path, precision=precision, check=False)
+                    outputs[f"onnxruntime {precision}"] = torch.from_numpy(OnnxModel(path)(x_test)).float()
+        except Exception as exc:
+            notes.append(f"onnx: not available ({_first_line(exc)})")
+            log(notes[-1])
+    with torch.inference_mode():
+        reference = model(x_test)
+    top_ref = reference.argmax(dim=1)
+    rows = []
+    for name, logits in outputs.items():
+        diff = (logits - reference).abs()
+        rows.append(AccuracyRow(name=name, top1_agreement=float((logits.argmax(dim=1) == top_ref).float().mean()),
+                                mean_abs_logit_diff=float(diff.mean()), max_abs_logit_diff=float(diff.max()),
+                                accuracy=float((logits.argmax(dim=1) == y_test).float().mean())))
+    described = f"{config.embed_dim} wide, {config.depth} blocks, {INPUT_TDIM} frames, {len(CLASSES)} classes"
+    return AccuracyReport(classes=CLASSES, num_train=len(y_train), num_test=len(y_test), model=described,
+                          train_seconds=train_seconds, rows=rows, notes=notes)
+
+
+def format_accuracy(report: AccuracyReport) -> str:
+    lines = [f"small AST ({report.model}) trained {report.train_seconds:.0f} s on {report.num_train} generated clips; "
+             f"{report.num_test} held-out generated clips ({', '.join(report.classes)})", ""]
+    header = f"{'path':<20} {'top-1 agreement':>16} {'mean|dlogit|':>13} {'max|dlogit|':>12} {'accuracy':>9}"
+    lines += [header, "-" * len(header)]
+    for r in report.rows:
+        lines.append(f"{r.name:<20} {100 * r.top1_agreement:>15.2f}% {r.mean_abs_logit_diff:>13.2e} "
+                     f"{r.max_abs_logit_diff:>12.2e} {100 * r.accuracy:>8.2f}%")
+    if report.notes:
+        lines += ["", "notes:"] + [f"  {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
