@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--exclude", action="append", metavar="NAMES", help="never report these classes")
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
+    tag.add_argument("--precision", default="fp32", metavar="P",
+                     help="fp32 (default, faithful), bf16 or int8 (faster on CPUs with bf16/VNNI; see docs/speed.md)")
     tag.set_defaults(func=cmd_tag)
 
     convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
@@ -80,10 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(checkpoint: str, labels: str | None):
+def _load(checkpoint: str, labels: str | None, precision: str = "fp32"):
     from .weights.checkpoint import load_model
 
-    return load_model(checkpoint, labels=labels) if labels else load_model(checkpoint)
+    extra = {"labels": labels} if labels else {}
+    return load_model(checkpoint, precision=precision, **extra)
 
 
 def _format_table(results) -> str:
@@ -132,9 +135,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if getattr(args, "onnx", None):
         from .export import load_onnx_tagger
 
+        if args.precision != "fp32":
+            raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
+                                "exported (`ast-audio export --precision int8`)")
         tagger = load_onnx_tagger(args.onnx, labels=args.labels)
     else:
-        tagger = Tagger(_load(args.checkpoint, args.labels))
+        tagger = Tagger(_load(args.checkpoint, args.labels, args.precision))
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     from .commands.events import tag_label_filter
