@@ -117,6 +117,21 @@ def test_uneven_shards_give_equal_rank_counts(folder_manifest, tmp_path):
     assert sorted(len(k) for k in unequal) == [5, 7]
 
 
+def test_equal_batches_per_rank_and_short_workers_repeat(folder_manifest, tmp_path):
+    """DDP needs the same number of steps on every rank: equal per-worker shares give equal batch counts."""
+    out = prepare_shards(folder_manifest, tmp_path / "s", shard_size=5)  # 5, 5, 2
+    for rank in range(2):
+        ds = ShardDataset(out, FRONT, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+        batches = list(loader)
+        # shares 3 + 2 per rank -> ceil(3/2) + ceil(2/2) = 3 batches on both ranks
+        assert len(batches) == ds.batches_per_epoch(2, num_workers=2) == 3
+    # One rank, 2 workers: worker 0 reads shards 0 and 2 (7 clips) for a share of 6, worker 1 shard 1 (5 clips)
+    # for a share of 6, so it repeats one clip: 12 clips yielded, 11 distinct.
+    keys, length = _run(out, 0, 1, 2)
+    assert len(keys) == length == 12 and len(set(keys)) == 11
+
+
 def test_shuffle_is_seeded_by_epoch(folder_manifest, tmp_path):
     out = prepare_shards(folder_manifest, tmp_path / "s", shard_size=4)
     ds = ShardDataset(out, FRONT, buffer_size=4, seed=1)

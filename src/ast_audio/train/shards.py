@@ -17,6 +17,7 @@ set, which a stream cannot do). Features and per-item randomness are those of `C
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -265,16 +266,38 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return self._rank_count(rank, world)
 
     def _quota(self, rank: int, world: int, worker: int, workers: int) -> int:
-        """This worker's share of the rank's equalised count: drops come from the last workers first."""
-        counts = [_slot_count(self.counts, _slot(len(self.counts), rank, world, w, workers)) for w in range(workers)]
+        """Clips this worker yields per epoch.
+
+        equalize: the smallest rank's count Q, split evenly over the workers (Q // workers, the first Q % workers
+        get one more). Every rank then has the same number of clips *and* of DataLoader batches, since a worker's
+        last batch may be partial. A worker with more clips than its share stops early (the dropped tail changes
+        with the epoch's shard order); one with fewer repeats its first clips (at most about one shard).
+        """
         if not self.equalize:
-            return counts[worker]
-        drop = sum(counts) - min(self._rank_count(r, world) for r in range(world))
-        for w in reversed(range(workers)):
-            take = min(drop, counts[w])
-            counts[w] -= take
-            drop -= take
-        return counts[worker]
+            return _slot_count(self.counts, _slot(len(self.counts), rank, world, worker, workers))
+        total = min(self._rank_count(r, world) for r in range(world))
+        return total // workers + (1 if worker < total % workers else 0)
+
+    def batches_per_epoch(self, batch_size: int, num_workers: int = 0) -> int:
+        """DataLoader batches this rank gets per epoch (each worker's last batch may be partial)."""
+        rank, world = self.world()
+        workers = max(1, num_workers)
+        return sum(-(-self._quota(rank, world, w, workers) // batch_size) for w in range(workers))
+
+    def _passes(self, slot: _Slot, generator: torch.Generator) -> Iterator[tuple[dict, bytes | None, str]]:
+        """The slot's records, pass after pass (a worker short of its equalised share repeats its first clips).
+
+        A pass shorter than the index promises (a damaged shard) ends the stream instead: the missing clips are then
+        reported as bad ones rather than hidden by repeats.
+        """
+        expected = _slot_count(self.counts, slot)
+        while True:
+            seen = 0
+            for record in self._records(slot, generator):
+                seen += 1
+                yield record
+            if seen < expected or seen == 0:
+                return
 
     def _records(self, slot: _Slot, generator: torch.Generator) -> Iterator[tuple[dict, bytes | None, str]]:
         """(meta, audio bytes or None, error) of the slot's clips, in (shuffled) shard order."""
@@ -305,9 +328,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         generator = torch.Generator().manual_seed(stream_seed)
         buffer: list[tuple[dict, bytes | None, str]] = []
         produced = 0
-        for record in self._records(slot, generator):
-            if produced >= quota:
-                return
+        for record in itertools.islice(self._passes(slot, generator), quota):
             if not self.shuffle:
                 produced += 1
                 yield self._item(record, buffer)
