@@ -181,3 +181,26 @@ def test_shard_members_are_webdataset_style(folder_manifest, tmp_path):
     assert names[:2] == ["000000000.flac", "000000000.json"]
     first = folder_manifest.examples[0]
     assert meta["key"] == first.key and meta["targets"] == list(first.targets)
+
+
+def _dist_worker(rank: int, world: int, folder: str, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = ShardDataset(folder, FRONT)  # rank and world from torch.distributed
+        loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate)
+        keys = [k for batch in loader for k in batch.keys]
+        with open(f"{out_dir}/rank{rank}.json", "w") as f:
+            json.dump({"keys": keys, "len": len(ds), "world": list(ds.world())}, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_rank_and_world_from_torch_distributed(folder_manifest, tmp_path):
+    """Two real gloo processes, two DataLoader workers each: every clip exactly once."""
+    out = prepare_shards(folder_manifest, tmp_path / "s", shard_size=3)
+    torch.multiprocessing.start_processes(_dist_worker, args=(2, str(out), str(tmp_path / "init"), str(tmp_path)),
+                                          nprocs=2, start_method="fork")  # fork: no re-import of torch
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in results] == [[0, 2], [1, 2]] and [r["len"] for r in results] == [6, 6]
+    seen = results[0]["keys"] + results[1]["keys"]
+    assert Counter(seen) == Counter(e.key for e in folder_manifest.examples)

@@ -206,7 +206,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
         folder: written by `prepare_shards`.
         frontend, augment, seed, normalize: as `ClipDataset`.
         shuffle: shuffle shard order and clips (buffer of `buffer_size` encoded clips) per epoch; False for eval.
-        rank, world_size: DDP position; default: torch.distributed's if initialised, else 0 of 1.
+        rank, world_size: DDP position; default: torch.distributed's if it is initialised when the dataset is built
+            (so build it after init_process_group), else 0 of 1.
         equalize: every rank yields the same number of clips (the smallest rank's count), so DDP ranks run the
             same number of steps; the few clips dropped change with the epoch. Default True.
     """
@@ -226,9 +227,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.seed = seed
         self.epoch = 0
         self.equalize = equalize
-        self._rank, self._world = rank, world_size
         if (rank is None) != (world_size is None):
             raise ConfigError("give both rank and world_size, or neither (to use torch.distributed's)")
+        if world_size is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Read here, in the main process: DataLoader worker processes do not see the process group.
+            rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self._rank, self._world = (rank, world_size) if world_size is not None else (0, 1)
         if world_size is not None and not 0 <= rank < world_size:
             raise ConfigError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
         # The per-clip pipeline (fbank, masks, normalisation, noise) is ClipDataset's, over an empty manifest.
@@ -248,12 +252,8 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.epoch = int(epoch)
 
     def world(self) -> tuple[int, int]:
-        """(rank, world_size): explicit, else torch.distributed's if initialised, else (0, 1)."""
-        if self._world is not None:
-            return int(self._rank), int(self._world)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
+        """(rank, world_size): explicit, else torch.distributed's when this dataset was built, else (0, 1)."""
+        return int(self._rank), int(self._world)
 
     def _rank_count(self, rank: int, world: int) -> int:
         return _slot_count(self.counts, _slot(len(self.counts), rank, world, 0, 1))
