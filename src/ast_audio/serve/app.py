@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import math
 import os
 import socket
@@ -50,8 +49,6 @@ from ..errors import AstAudioError, ConfigError
 from ..infer import Tagger
 from ..model import AST
 from ..utils import one_line
-
-logger = logging.getLogger("ast_audio.serve")
 
 PRECISIONS = ("fp32", "bf16", "int8")
 MIB = 1024 * 1024
@@ -379,7 +376,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        # Starlette re-raises the exception after this response, and uvicorn logs it with its traceback.
         body: dict[str, Any] = {"error": f"internal error: {one_line(exc) or type(exc).__name__}"}
         if settings.debug:
             body["traceback"] = traceback.format_exception(exc)
