@@ -134,6 +134,12 @@ def test_explain_shapes_and_errors():
     assert expl.fbank.shape == (frames, 128) and expl.relevance.shape == (frames, 128)
     assert float(expl.relevance.min()) >= 0 and float(expl.relevance.max()) == pytest.approx(1.0)
     assert len(expl.labels) == 2 and expl.method == "rollout" and expl.class_name == ""
+    # relevance = the cell map min-max scaled over the covered cells: 12 patches of 16 at stride 10 cover 0..125.
+    cells = patches_to_cells(expl.patch_relevance, (128, 128), (16, 16), (10, 10)).T.numpy()  # (T, F)
+    inside = cells[:126, :126]
+    np.testing.assert_allclose(expl.relevance[:126, :126].numpy(), (inside - inside.min()) / np.ptp(inside),
+                               atol=1e-6)
+    assert float(expl.relevance[126:].abs().sum() + expl.relevance[:, 126:].abs().sum()) == 0.0
     torch.testing.assert_close(expl.fbank, FeatureExtractor(model.frontend).frames(wave[:model.frontend.input_samples]))
     short = explain(model, wave[:8000])  # 0.5 s: 48 frames of audio, padded inside the model
     assert short.fbank.shape == (48, 128) and short.relevance.shape == (48, 128)

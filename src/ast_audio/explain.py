@@ -30,7 +30,9 @@ from .model.ast import NUM_PREFIX_TOKENS
 @dataclass
 class Explanation:
     """fbank: (T, F) log-mel frames of the explained window, unnormalised (as `FeatureExtractor.frames` gives them,
-    cropped to the model input); relevance: (T, F) in [0, 1] (max 1); labels: top (label, score) of that window;
+    cropped to the model input); relevance: (T, F) in [0, 1], min-max scaled over the cells the patches cover
+    (uncovered edge cells 0); patch_relevance: the unscaled (f_dim, t_dim) patch values; labels: top (label,
+    score) of that window;
     class_name: the class explained ("" for the class-agnostic rollout); method: "rollout" or "gradient-rollout";
     start_s: where the explained window starts in the input."""
 
@@ -80,6 +82,31 @@ def patches_to_cells(patch: torch.Tensor, size: tuple[int, int], kernel: tuple[i
     out = torch.zeros(size, dtype=torch.float64)
     f, t = min(size[0], total.shape[0]), min(size[1], total.shape[1])
     out[:f, :t] = total[:f, :t] / count[:f, :t]
+    return out
+
+
+def _coverage(config) -> torch.Tensor:
+    """(F, T_input) number of patches covering each cell."""
+    f_dim, t_dim = config.grid
+    ones = torch.ones(1, 1, config.fshape, config.tshape, dtype=torch.float64)
+    count = torch.nn.functional.conv_transpose2d(torch.ones(1, 1, f_dim, t_dim, dtype=torch.float64), ones,
+                                                 stride=(config.fstride, config.tstride))[0, 0]
+    out = torch.zeros(config.input_fdim, config.input_tdim, dtype=torch.float64)
+    out[:count.shape[0], :count.shape[1]] = count[:config.input_fdim, :config.input_tdim]
+    return out
+
+
+def _min_max(values: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
+    """Scale the covered cells to [0, 1] (min -> 0, max -> 1; all equal -> 1); uncovered cells stay 0.
+
+    Rollout keeps every token's own residual share, so raw relevance varies only a few percent around its mean;
+    min-max scaling shows where it is highest, not how much higher (the plot's colour bar says "relative")."""
+    out = torch.zeros_like(values)
+    if not covered.any():
+        return out
+    inside = values[covered]
+    low, high = inside.min(), inside.max()
+    out[covered] = (inside - low) / (high - low) if high > low else torch.ones_like(inside)
     return out
 
 
@@ -145,8 +172,7 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
     cells = patches_to_cells(patch, (config.input_fdim, config.input_tdim), (config.fshape, config.tshape),
                              (config.fstride, config.tstride))  # (F, T_input)
     relevance = cells.T[:frames.shape[0]]  # (T_input, F) -> (T, F), the frames that hold audio
-    peak = relevance.max()
-    relevance = (relevance / peak if peak > 0 else relevance).float()
+    relevance = _min_max(relevance, covered=_coverage(config).T[:frames.shape[0]] > 0).float()
     return Explanation(fbank=frames, relevance=relevance,
                        labels=[(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)],
                        class_name=class_name or "", sample_rate=frontend.sample_rate,

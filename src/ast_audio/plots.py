@@ -91,7 +91,7 @@ def explanation_figure(expl: Explanation, *, width_px: int = 1200, height_px: in
     ticks = [f for f in (100, 250, 500, 1000, 2000, 4000, 8000, 16000) if f < rate / 2]
     hz.set_yticks(ticks)
     hz.set_ylabel("frequency (Hz)")
-    fig.colorbar(image, ax=ax, pad=0.08, fraction=0.04, label="relevance")
+    fig.colorbar(image, ax=ax, pad=0.08, fraction=0.04, label="relevance (min-max scaled)")
     top = ", ".join(f"{label} {score:.2f}" for label, score in expl.labels)
     what = (f"evidence for '{expl.class_name}' (gradient-weighted rollout)" if expl.class_name
             else "attention rollout (cls/dist tokens)")
