@@ -204,3 +204,10 @@ def test_rank_and_world_from_torch_distributed(folder_manifest, tmp_path):
     assert [r["world"] for r in results] == [[0, 2], [1, 2]] and [r["len"] for r in results] == [6, 6]
     seen = results[0]["keys"] + results[1]["keys"]
     assert Counter(seen) == Counter(e.key for e in folder_manifest.examples)
+
+
+def test_parallel_prepare_writes_the_same_shards(folder_manifest, tmp_path):
+    serial = prepare_shards(folder_manifest, tmp_path / "a", shard_size=5)
+    parallel = prepare_shards(folder_manifest, tmp_path / "b", shard_size=5, num_workers=2)
+    for name in ("shard-000000.tar", "shard-000001.tar", "shard-000002.tar"):
+        assert (serial / name).read_bytes() == (parallel / name).read_bytes()  # mtime 0: byte-identical tars
