@@ -44,7 +44,7 @@ class Explanation:
     frame_shift_s: float
     method: str = "rollout"
     start_s: float = 0.0
-    patch_relevance: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (f_dim, t_dim)
+    patch_relevance: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (f_dim, t_dim) float64
 
 
 def rollout(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -178,4 +178,4 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
                        class_name=class_name or "", sample_rate=frontend.sample_rate,
                        frame_shift_s=frontend.frame_shift_ms / 1000, method=method,
                        start_s=start / frontend.sample_rate,
-                       patch_relevance=patch.float())
+                       patch_relevance=patch)
