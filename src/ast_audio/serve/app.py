@@ -72,7 +72,8 @@ class ServeSettings:
         max_duration_s: longest audio accepted, in seconds, checked from the file header before decoding -> 422.
         threads: inference worker threads; more requests than this wait in a queue (the event loop never does).
         batch_size: windows per forward pass.
-        precision: what the model was loaded with ("fp32", "bf16", "int8"); reported by /healthz.
+        precision: how a checkpoint is loaded ("fp32", "bf16", "int8"; `load_model(precision=...)`). A model passed
+            in as an `AST` keeps its own; /healthz reports `model.precision`.
         top_k: default number of labels returned by /v1/tag.
         debug: put tracebacks of unexpected errors (500) into the JSON error body.
     """
@@ -344,9 +345,7 @@ def _resolve_model(model_or_checkpoint: AST | str | os.PathLike, precision: str)
         return model_or_checkpoint
     from ..weights.checkpoint import load_model
 
-    # fp32 is load_model's default; other precisions are passed on only when asked for.
-    extra = {} if precision == "fp32" else {"precision": precision}
-    return load_model(model_or_checkpoint, **extra)
+    return load_model(model_or_checkpoint, precision=precision)
 
 
 def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSettings | None = None) -> FastAPI:
@@ -385,7 +384,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "labels": len(service.tagger.labels),
-                "precision": settings.precision, "sample_rate": service.tagger.sample_rate,
+                "precision": service.model.precision, "sample_rate": service.tagger.sample_rate,
                 "max_window_s": round(service.tagger.max_window_s, 6), "multi_label": service.model.multi_label,
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s},
                 "threads": settings.threads}
@@ -485,7 +484,7 @@ def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, hos
         service: Service = app.state.service
         source = checkpoint if not isinstance(checkpoint, AST) else "<model>"
         print(f"ast-audio serve: listening on {server_url(sock)} (checkpoint {source}, "
-              f"{len(service.tagger.labels)} labels, {settings.precision}, {settings.threads} inference threads; "
+              f"{len(service.tagger.labels)} labels, {service.model.precision}, {settings.threads} inference threads; "
               f"limits {settings.max_upload_mb:g} MiB, {settings.max_duration_s:g} s)", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("debug", "info"),
                                 lifespan="off", http="h11", timeout_graceful_shutdown=5)
