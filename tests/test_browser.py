@@ -73,10 +73,15 @@ def canvas_ink(page) -> int:
     }""")
 
 
-def check_results(page, top_label: str) -> None:
+def check_results(page, top_label: str, top_score: float | None = None) -> None:
     page.wait_for_selector("#results[data-state=done]", timeout=WAIT_MS)
     labels = page.locator("#tags li .label").all_inner_texts()
     assert labels and labels[0] == top_label
+    if top_score is not None:  # the score text and the bar's length
+        assert page.inner_text("#tags li:first-child .score") == f"{top_score:.3f}"
+        width = page.evaluate("() => { const bar = document.querySelector('#tags li:first-child .bar');"
+                              " return bar.firstChild.getBoundingClientRect().width / bar.clientWidth; }")
+        assert width == pytest.approx(top_score, abs=0.01)  # 1% of the bar: sub-pixel rounding
     assert canvas_ink(page) > 1000, "the timeline canvas is blank"
     assert page.get_attribute("#timeline", "data-drawn") == "true"
     assert page.locator("#legend span").count() >= 1
@@ -92,13 +97,13 @@ def test_upload_shows_tags_timeline_and_explanation(browser, server, checkpoint,
     from playwright.sync_api import expect
 
     clip = write_pattern(tmp_path / "pattern.wav", seconds=6.0)
-    top_label = Tagger(load_model(checkpoint)).tag(str(clip), top_k=5)[0].top[0][0]
+    top_label, top_score = Tagger(load_model(checkpoint)).tag(str(clip), top_k=5)[0].top[0]
     context, page, problems, requests = open_page(browser, server)
     try:
         expect(page.locator("#model-info")).to_contain_text("Model with 5 labels", timeout=WAIT_MS)
         page.set_input_files("#file", str(clip))
         page.click("#analyse")
-        check_results(page, top_label)
+        check_results(page, top_label, top_score)
         assert "pattern.wav: 6.00 s" in page.inner_text("#tags-meta")
         # Every event the server found is listed in the accessible table (or "no events" is said).
         rows = page.locator("#events-table tbody tr").count()
