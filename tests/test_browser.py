@@ -27,6 +27,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def server(checkpoint):
     with run_server(checkpoint) as running:
         yield running
+    assert "Traceback" not in running.output(), running.output()  # no request ended in a server error (500)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ def server(checkpoint):
     with run_server(checkpoint, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration-s", str(MAX_DURATION_S),
                     "--workers-threads", "2") as running:
         yield running
+    assert "Traceback" not in running.output(), running.output()  # no request ended in a server error (500)
 
 
 @pytest.fixture(scope="module")
