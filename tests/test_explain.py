@@ -151,6 +151,15 @@ def test_explain_shapes_and_errors():
         explain(model, wave, start_s=10.0)
 
 
+def test_explain_int8_class_is_a_clear_error_rollout_works():
+    from ast_audio.precision import apply_precision
+
+    model = apply_precision(tiny_model(), "int8")
+    assert explain(model, tone()).relevance.shape == (128, 128)
+    with pytest.raises(ConfigError, match="int8"):
+        explain(model, tone(), class_name="class_1")
+
+
 def test_mel_axis_conversion_matches_kaldi_bank_centres():
     """The secondary Hz axis: the bin -> Hz map puts each bin at the peak of its Kaldi filter (1 FFT bin)."""
     from ast_audio.audio.fbank import mel_banks

@@ -152,6 +152,10 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         matrix = rollout([m[0] for m in maps])
         method = "rollout"
     else:
+        if getattr(model, "precision", "fp32") == "int8":
+            raise ConfigError("a class-specific explanation needs gradients through the transformer blocks, which "
+                              "int8-quantized layers do not have; use precision fp32 (default) or bf16, or drop "
+                              "the class for the class-agnostic rollout")
         with torch.enable_grad():
             tokens, maps = model.forward_features(x, return_attention=True)
             for m in maps:
@@ -159,6 +163,9 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
             logits = model.forward_head(model.pool(tokens))
             model.zero_grad(set_to_none=True)
             logits[0, labels.index(class_name)].backward()
+        if any(m.grad is None for m in maps):
+            raise ConfigError("the model's output has no gradient with respect to its attention maps (quantized or "
+                              "frozen layers?); use a fp32 model for a class-specific explanation")
         matrix = gradient_rollout([m[0].detach() for m in maps], [m.grad[0] for m in maps])
         model.zero_grad(set_to_none=True)
         method = "gradient-rollout"
