@@ -25,6 +25,7 @@ from serve_helpers import AST_AUDIO, LABELS, run_server, save_tiny_checkpoint, w
 
 MAX_UPLOAD_MB = 1  # small limits so the tests can cross them with small files
 MAX_DURATION_S = 20
+THRESHOLDS = {"Siren": 0.99}  # served with --thresholds: Siren (peak 0.95 on the clip) must never fire
 TOL = 1e-5  # scores travel as JSON floats (repr of float32 widened to float64): equal up to rounding
 
 
@@ -34,9 +35,13 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint):
+def server(checkpoint, tmp_path_factory):
+    from ast_audio.events import write_thresholds
+
+    thresholds = tmp_path_factory.mktemp("thresholds") / "thresholds.csv"
+    write_thresholds(THRESHOLDS, thresholds)
     with run_server(checkpoint, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration-s", str(MAX_DURATION_S),
-                    "--workers-threads", "2") as running:
+                    "--workers-threads", "2", "--thresholds", str(thresholds)) as running:
         yield running
     assert "Traceback" not in running.output(), running.output()  # no request ended in a server error (500)
 
@@ -128,16 +133,18 @@ def test_filename_is_only_a_display_name(server, clip):
 def test_events_equal_library(server, tagger, clip):
     from ast_audio.events import EventConfig, detect_events, score_stream
 
-    fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.6", "median": "3", "min_duration": "0.5",
+    fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.5", "median": "3", "min_duration": "0.5",
               "merge_gap": "0.3", "top_n": "2"}
     response = post(server, "/v1/events", wav_part(clip), data=fields)
     assert response.status_code == 200, response.text
     got = response.json()
 
     timeline = score_stream(tagger, load_audio(clip), window_s=1.0, hop_s=0.25)
-    events = detect_events(timeline, EventConfig(threshold=0.6, median_windows=3, min_duration_s=0.5,
-                                                 merge_gap_s=0.3))
-    assert events, "the fixture should produce at least one event at threshold 0.6"
+    events = detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, min_duration_s=0.5,
+                                                 merge_gap_s=0.3, thresholds=THRESHOLDS))
+    assert events, "the fixture should produce events at threshold 0.5"
+    siren = timeline.labels.index("Siren")
+    assert timeline.scores[:, siren].max() > 0.5 and "Siren" not in [e["label"] for e in got["events"]]
     assert [e["label"] for e in got["events"]] == [e.label for e in events]
     np.testing.assert_allclose([[e["onset_s"], e["offset_s"], e["score"]] for e in got["events"]],
                                [[e.onset_s, e.offset_s, e.score] for e in events], atol=TOL, rtol=0)
@@ -156,7 +163,28 @@ def test_events_equal_library(server, tagger, clip):
         i = timeline.labels.index(c["label"])
         np.testing.assert_allclose(c["scores"], scores[:, i], atol=TOL, rtol=0)
         assert c["peak"] == pytest.approx(float(peaks[i]), abs=TOL)
-    assert line["threshold"] == 0.6
+        assert c["threshold"] == THRESHOLDS.get(c["label"], 0.5)
+    assert line["threshold"] == 0.5
+
+
+def test_events_only_and_exclude(server, clip):
+    fields = {"window_s": "1.0", "hop_s": "0.5", "threshold": "0.4"}
+    response = httpx.post(server.url + "/v1/events", files={"file": wav_part(clip)},
+                          data={**fields, "only": "Tone"}, timeout=120)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["events"] and {e["label"] for e in got["events"]} == {"Tone"}
+    assert [c["label"] for c in got["timeline"]["classes"]] == ["Tone"]
+
+    everything = post(server, "/v1/events", wav_part(clip), data={**fields, "top_n": "5"}).json()
+    assert {"Speech", "Tone"} <= {e["label"] for e in everything["events"]}
+    response = httpx.post(server.url + "/v1/events", files={"file": wav_part(clip)},  # a repeated field
+                          data={**fields, "top_n": "5", "exclude": ["Speech", "Tone"]}, timeout=120)
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["events"] == [e for e in everything["events"] if e["label"] not in ("Speech", "Tone")]
+    assert {c["label"] for c in got["timeline"]["classes"]} == set(LABELS) - {"Speech", "Tone"}
+    assert_error(post(server, "/v1/events", wav_part(clip), data={"only": "Trombone"}), 422, "Trombone")
 
 
 def test_explain_png(server, clip):
@@ -408,3 +436,14 @@ def test_int8_server_equals_library_int8(checkpoint, clip):
     fp32 = dict(Tagger(load_model(checkpoint)).tag(str(clip), top_k=5)[0].top)
     int8 = {x["label"]: x["score"] for x in response.json()["labels"]}
     assert max(abs(int8[label] - fp32[label]) for label in LABELS) > 1e-5  # it really ran the quantised model
+
+
+def test_cli_thresholds_with_unknown_class(checkpoint, tmp_path):
+    from ast_audio.events import write_thresholds
+
+    path = tmp_path / "thresholds.csv"
+    write_thresholds({"Trombone": 0.5}, path)
+    result = run_cli("serve", "--checkpoint", str(checkpoint), "--port", "0", "--thresholds", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ast-audio: error: ") and "Trombone" in lines[0]

@@ -39,6 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers-threads", type=positive_int, default=2, metavar="N",
                        help="inference worker threads; further requests queue (default 2)")
     serve.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    serve.add_argument("--thresholds", metavar="CSV",
+                       help="per-class event thresholds for /v1/events (a CSV from `ast-audio calibrate`); the "
+                            "request's `threshold` applies to the other classes")
     serve.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
                        help="uvicorn log level; info and debug also log every request (default warning)")
     # Also accepted after the sub-command; SUPPRESS keeps a global `ast-audio --debug serve` from being reset.
@@ -51,7 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Bind the port, load the checkpoint, serve until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
     from ..serve.app import ServeSettings, run_server
 
+    thresholds = None
+    if args.thresholds:
+        from ..events import read_thresholds
+
+        thresholds = read_thresholds(args.thresholds)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
                              threads=args.workers_threads, batch_size=args.batch_size, precision=args.precision,
-                             debug=bool(getattr(args, "debug", False)))
+                             debug=bool(getattr(args, "debug", False)), thresholds=thresholds)
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

@@ -6,7 +6,8 @@ port, loads the model and runs it on uvicorn (what `ast-audio serve` calls).
 Endpoints (JSON errors are always `{"error": "<one line>"}`):
     GET  /healthz      status, number of labels, precision, version, limits
     POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
-    POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n)
+    POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n,
+                       only, exclude)
                        -> {"events": [...], "timeline": {...}}
     POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
     GET  /             the page (index.html, app.js, style.css, all served from memory)
@@ -76,6 +77,8 @@ class ServeSettings:
             in as an `AST` keeps its own; /healthz reports `model.precision`.
         top_k: default number of labels returned by /v1/tag.
         debug: put tracebacks of unexpected errors (500) into the JSON error body.
+        thresholds: per-class event thresholds (e.g. `read_thresholds` of a `calibrate` CSV) used by /v1/events;
+            the request's `threshold` applies to the classes not listed. Names are checked against the model.
     """
 
     max_upload_mb: float = 20.0
@@ -85,6 +88,7 @@ class ServeSettings:
     precision: str = "fp32"
     top_k: int = 10
     debug: bool = False
+    thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_duration_s"):
@@ -223,11 +227,13 @@ def _form_number(fields: Mapping[str, str], name: str, kind: type, default: Any 
 
 @dataclass
 class Upload:
-    """A validated upload: display name, encoded bytes, the other (text) form fields."""
+    """A validated upload: display name, encoded bytes, the other (text) form fields (last value, and every value
+    of a repeated field in `lists`)."""
 
     name: str
     data: bytes
     fields: dict[str, str]
+    lists: dict[str, list[str]]
 
 
 async def read_upload(request: Request) -> Upload:
@@ -253,13 +259,17 @@ async def read_upload(request: Request) -> Upload:
             raise ApiError(415, f"the uploaded file has content type {upload.content_type!r}, not audio; expected "
                                 "audio/* (wav, flac, ogg, mp3, ...) or application/octet-stream")
         data = await upload.read()
-        fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        texts = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
+        fields = dict(texts)
+        lists: dict[str, list[str]] = {}
+        for key, value in texts:
+            lists.setdefault(key, []).append(value)
         name = _display_name(upload.filename)
     finally:
         await form.close()
     if not data:
         raise ApiError(422, f"{name}: the uploaded file is empty (0 bytes); expected encoded audio")
-    return Upload(name=name, data=data, fields=fields)
+    return Upload(name=name, data=data, fields=fields, lists=lists)
 
 
 class Service:
@@ -291,7 +301,7 @@ class Service:
 
     def events(self, upload: Upload, window_s: float | None, hop_s: float | None, config: Any,
                top_n: int) -> dict[str, Any]:
-        from ..events import detect_events, score_stream
+        from ..events import detect_events, score_stream, selected_classes
 
         waveform = self.decode(upload)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
@@ -300,7 +310,9 @@ class Service:
         return {"file": upload.name, "duration_s": round(float(timeline.duration_s), 6),
                 "window_s": float(timeline.window_s), "hop_s": float(timeline.hop_s),
                 "events": [event.to_dict() for event in events],
-                "timeline": timeline_json(timeline, events, top_n, config.threshold)}
+                "timeline": timeline_json(timeline, events, top_n, config.threshold,
+                                          keep=selected_classes(timeline.labels, config.only, config.exclude),
+                                          thresholds=config.thresholds)}
 
     def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
         from ..explain import explain
@@ -314,15 +326,21 @@ class Service:
         return buffer.getvalue()
 
 
-def timeline_json(timeline: Any, events: list[Any], top_n: int, threshold: float) -> dict[str, Any]:
-    """The window scores the page draws: the `top_n` classes by peak score, plus every class with an event.
+def timeline_json(timeline: Any, events: list[Any], top_n: int, threshold: float, keep: list[int] | None = None,
+                  thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The window scores the page draws: the `top_n` classes by peak score (among `keep`, default all), plus every
+    class with an event.
 
-    Returns {"starts_s": [...], "ends_s": [...], "threshold": t, "classes": [{"label", "peak", "scores"}]},
-    classes ordered by peak score, best first.
+    Returns {"starts_s": [...], "ends_s": [...], "threshold": t, "classes": [{"label", "peak", "threshold",
+    "scores"}]}, classes ordered by peak score, best first; a class's threshold is its entry in `thresholds`, else t.
     """
+    thresholds = thresholds or {}
     scores = timeline.scores.float()  # (N windows, C)
     peaks = scores.max(dim=0).values if scores.shape[0] else torch.zeros(scores.shape[1])  # (C,)
-    order = peaks.argsort(descending=True).tolist()
+    order = peaks.argsort(descending=True, stable=True).tolist()
+    if keep is not None:
+        kept = set(keep)
+        order = [i for i in order if i in kept]
     chosen = order[:top_n]
     with_events = {timeline.labels.index(e.label) for e in events if e.label in timeline.labels}
     chosen += [i for i in order if i in with_events and i not in chosen]
@@ -331,6 +349,7 @@ def timeline_json(timeline: Any, events: list[Any], top_n: int, threshold: float
         "ends_s": [round(float(s), 6) for s in timeline.ends_s.tolist()],
         "threshold": threshold,
         "classes": [{"label": timeline.labels[i], "peak": float(peaks[i]),
+                     "threshold": float(thresholds.get(timeline.labels[i], threshold)),
                      "scores": [round(float(v), 6) for v in scores[:, i].tolist()]} for i in chosen],
     }
 
@@ -356,6 +375,10 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     """
     settings = settings or ServeSettings()
     service = Service(_resolve_model(model_or_checkpoint, settings.precision), settings)
+    if settings.thresholds:
+        from ..events import check_labels
+
+        check_labels(list(settings.thresholds), service.tagger.labels, where="the thresholds")
     static = _load_static()
     app = FastAPI(title="ast-audio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
@@ -399,10 +422,10 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
 
     @app.post("/v1/events")
     async def events(request: Request) -> JSONResponse:
-        from ..events import EventConfig
+        from ..events import EventConfig, parse_names
 
         upload = await read_upload(request)
-        fields = upload.fields
+        fields, labels = upload.fields, service.tagger.labels
         window_s = _form_number(fields, "window_s", float, None, low=0)
         hop_s = _form_number(fields, "hop_s", float, None, low=0)
         median = _form_number(fields, "median", int, 1, low=1)
@@ -411,7 +434,10 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         config = EventConfig(threshold=_form_number(fields, "threshold", float, 0.5, low=0, high=1),
                              median_windows=median,
                              min_duration_s=_form_number(fields, "min_duration", float, 0.0, low=0),
-                             merge_gap_s=_form_number(fields, "merge_gap", float, 0.0, low=0))
+                             merge_gap_s=_form_number(fields, "merge_gap", float, 0.0, low=0),
+                             thresholds=settings.thresholds,
+                             only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
+                             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
         top_n = _form_number(fields, "top_n", int, 5, low=1)
         return JSONResponse(await service.run(service.events, upload, window_s, hop_s, config, top_n))
 
