@@ -157,6 +157,14 @@ function drawTimeline(data) {
   ctx.moveTo(pad.left, y(timeline.threshold));
   ctx.lineTo(pad.left + width, y(timeline.threshold));
   ctx.stroke();
+  for (const cls of timeline.classes) { // calibrated per-class thresholds, in the class's colour
+    if (cls.threshold === undefined || cls.threshold === timeline.threshold) continue;
+    ctx.strokeStyle = colour.get(cls.label);
+    ctx.beginPath();
+    ctx.moveTo(pad.left, y(cls.threshold));
+    ctx.lineTo(pad.left + width, y(cls.threshold));
+    ctx.stroke();
+  }
   ctx.setLineDash([]);
 
   // One line per class through the window centres (a single window is drawn as a flat segment).
