@@ -221,3 +221,22 @@ def test_explanation_dataclass_fields():
     expl = Explanation(fbank=torch.zeros(3, 4), relevance=torch.zeros(3, 4), labels=[], class_name="",
                        sample_rate=16000, frame_shift_s=0.01)
     assert expl.method == "rollout" and expl.start_s == 0.0
+
+
+def test_drawing_from_threads_gives_the_serial_pictures():
+    """Figures live outside pyplot, so concurrent drawings (a server's worker threads) do not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_model()
+    expls = [explain(model, tone(freq=f)) for f in (500.0, 2000.0)]
+
+    def draw(expl) -> bytes:
+        buffer = io.BytesIO()
+        plot_explanation(expl, buffer, width_px=400, height_px=200)
+        return buffer.getvalue()
+
+    serial = [draw(e) for e in expls]
+    assert serial[0] != serial[1]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(draw, expls * 4))
+    assert threaded == serial * 4

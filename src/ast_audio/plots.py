@@ -1,8 +1,9 @@
 """PNG pictures: the explanation over the log-mel spectrogram, and the event timeline of a long recording.
 
 matplotlib is imported inside the functions, with the Agg backend (no display needed), so importing this
-module costs nothing and only commands that draw need the `plot` extra. `explanation_figure` and
-`timeline_figure` return the Figure (the tests read its axes); `plot_*` save it as PNG.
+module costs nothing and only commands that draw need the `plot` extra. Figures are made without pyplot (each on
+its own Agg canvas), so nothing global is shared between drawings and a server may draw from several threads.
+`explanation_figure` and `timeline_figure` return the Figure (the tests read its axes); `plot_*` save it as PNG.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ if TYPE_CHECKING:
 DPI = 100
 
 
-def _pyplot() -> Any:
+def _matplotlib() -> Any:
+    """matplotlib with the Agg backend; a clear error if the `plot` extra is missing."""
     try:
         import matplotlib
     except ImportError:
         raise ConfigError("drawing needs matplotlib; install it with `pip install 'ast-audio[plot]'`") from None
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    return matplotlib
 
-    return plt
+
+def _figure(width_px: int, height_px: int) -> Any:
+    """A Figure on its own Agg canvas, outside pyplot's global state (so threads may draw at the same time)."""
+    _matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def mel_bin_to_hz(bins: np.ndarray | float, num_bins: int, sample_rate: int, low_freq: float = 20.0) -> np.ndarray:
@@ -51,17 +62,13 @@ def hz_to_mel_bin(hz: np.ndarray | float, num_bins: int, sample_rate: int, low_f
 
 
 def _save(fig: Any, out: str | os.PathLike | BinaryIO) -> None:
-    plt = _pyplot()
-    try:
-        if isinstance(out, (str, os.PathLike)):
-            from .utils import atomic_path
+    if isinstance(out, (str, os.PathLike)):
+        from .utils import atomic_path
 
-            with atomic_path(out) as tmp:
-                fig.savefig(tmp, format="png", dpi=DPI)
-        else:
-            fig.savefig(out, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    else:
+        fig.savefig(out, format="png", dpi=DPI)
 
 
 def explanation_figure(expl: Explanation, *, width_px: int = 1200, height_px: int = 600) -> Any:
@@ -69,13 +76,13 @@ def explanation_figure(expl: Explanation, *, width_px: int = 1200, height_px: in
 
     x: time in seconds from the start of the explained window's file position; left y: mel bin; right y: Hz.
     """
-    plt = _pyplot()
+    fig = _figure(width_px, height_px)
     fbank = expl.fbank.numpy()  # (T, F)
     relevance = expl.relevance.numpy()  # (T, F)
     num_frames, num_bins = fbank.shape
     t0 = expl.start_s
     t1 = t0 + num_frames * expl.frame_shift_s
-    fig, ax = plt.subplots(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    ax = fig.add_subplot()
     extent = (t0, t1, 0, num_bins)
     ax.imshow(fbank.T, origin="lower", aspect="auto", extent=extent, cmap="gray_r", interpolation="nearest")
     overlay = np.ma.masked_less(relevance.T, 0.05)  # leave the least relevant cells clear
@@ -109,7 +116,8 @@ def plot_explanation(expl: Explanation, out: str | os.PathLike | BinaryIO, *, wi
 def timeline_figure(timeline: Timeline, events: Sequence[Event], *, top_n: int = 5, width_px: int = 1200,
                     height_px: int = 500, title: str | None = None) -> Any:
     """Window scores (at the window centres) of the top_n classes by peak score, events shaded in the same colour."""
-    plt = _pyplot()
+    fig = _figure(width_px, height_px)
+    colours = _matplotlib().colormaps["tab10"]
     scores = timeline.scores.numpy()  # (N, C)
     centres = timeline.centres_s.numpy()
     event_labels = {e.label for e in events}
@@ -117,8 +125,7 @@ def timeline_figure(timeline: Timeline, events: Sequence[Event], *, top_n: int =
     # Classes with events first (by peak), then the others by peak.
     order = sorted(range(len(timeline.labels)),
                    key=lambda c: (timeline.labels[c] not in event_labels, -float(peak[c])))[:top_n]
-    fig, ax = plt.subplots(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    colours = plt.get_cmap("tab10")
+    ax = fig.add_subplot()
     for k, c in enumerate(order):
         label = timeline.labels[c]
         colour = colours(k % 10)
