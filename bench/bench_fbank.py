@@ -12,7 +12,9 @@ Times, in one run and on the same 10 s, 16 kHz clips:
   `ast_audio.audio.io.load_audio` does), as ms per second of audio, when soundfile and soxr are importable.
 
 Timings are medians over `--repeats` rounds in which every contender runs once (interleaved, so load from other
-processes on a shared machine hits all of them alike), after one warm-up. Ratios are what to compare.
+processes on a shared machine hits all of them alike), after one warm-up, as wall time and as CPU time of this
+process (all threads); ratios are to ast-audio's batched fbank, per clip. On a busy machine the CPU times are the
+steadier measure of each one's own cost.
 """
 
 from __future__ import annotations
@@ -62,17 +64,20 @@ def clips(count: int, seconds: float = 10.0, rate: int = 16000) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each contender, running all of them once per round."""
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """(median wall seconds, median CPU seconds of this process) per call of each contender, running all of them
+    once per round. CPU time (all threads) is the steadier measure of work on a machine shared with other jobs."""
     for fn in contenders.values():
         fn()  # warm-up (caches, allocator, lazy imports)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in contenders}
 
 
 def bench_fbank(repeats: int, batch: int) -> None:
@@ -113,13 +118,13 @@ def bench_fbank(repeats: int, batch: int) -> None:
         print("transformers not importable: its extractor is skipped")
 
     seconds = interleaved(contenders, repeats)
-    ms = {name: 1e3 * s / per_call[name] for name, s in seconds.items()}
-    base = ms[f"ast-audio fbank, batch of {batch}"]
+    ms = {name: (1e3 * wall / per_call[name], 1e3 * cpu / per_call[name]) for name, (wall, cpu) in seconds.items()}
+    base_wall, base_cpu = ms[f"ast-audio fbank, batch of {batch}"]
     print(f"\nKaldi fbank of 10 s at 16 kHz (998 frames x 128 bins), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of {repeats}")
-    print(f"{'':48} {'ms/clip':>8} {'vs ast-audio batch':>19}")
-    for name, value in ms.items():
-        print(f"{name:48} {value:8.3f} {value / base:18.2f}x")
+          f"{torch.get_num_threads()} threads, medians of {repeats} interleaved rounds; ratio = time / ast-audio batch")
+    print(f"{'':48} {'wall ms/clip':>12} {'ratio':>7} {'CPU ms/clip':>12} {'ratio':>7}")
+    for name, (wall, cpu) in ms.items():
+        print(f"{name:48} {wall:12.3f} {wall / base_wall:6.2f}x {cpu:12.3f} {cpu / base_cpu:6.2f}x")
 
 
 def bench_decode(minutes: float, repeats: int) -> None:
@@ -147,7 +152,7 @@ def bench_decode(minutes: float, repeats: int) -> None:
             "soxr 44.1 -> 16 kHz mono (HQ)": lambda: soxr.resample(decoded, rate, 16000, quality="HQ"),
             "soxr 44.1 -> 16 kHz mono (VHQ)": lambda: soxr.resample(decoded, rate, 16000, quality="VHQ"),
         }
-        timed = interleaved(contenders, max(3, repeats // 5))
+        timed = {name: wall for name, (wall, _) in interleaved(contenders, max(3, repeats // 5)).items()}
     print(f"\nDecoding and resampling a {minutes:g} min 44.1 kHz stereo file (soundfile {sf.__version__}, "
           f"soxr {soxr.__version__})")
     print(f"{'':40} {'s total':>8} {'ms per s of audio':>18} {'x real time':>12}")

@@ -93,10 +93,6 @@ def _constants(num_bins: int, fft_size: int, sample_rate: int, low_freq: float, 
     return hann, tuple(blocks)
 
 
-def _complex(dtype: torch.dtype) -> torch.dtype:
-    return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
 def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128,
           frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0, preemphasis: float = 0.97,
           low_freq: float = 20.0, high_freq: float = 0.0, remove_clip_dc: bool = True,
@@ -117,7 +113,7 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
 
     How it is fast (no float64, no per-op allocation of batch-sized temporaries): frames are a strided view of the
     signal; chunks of `chunk_frames` frames go through DC removal, pre-emphasis and the window straight into a
-    zero-padded (chunk, 512) buffer that is reused, one rfft per chunk writes into a reused spectrum, which is
+    zero-padded (chunk, 512) buffer that is reused, one rfft per chunk gives the spectrum, which is
     squared in place and reduced to mel energies by band-limited matmuls (`_constants`) writing into the output,
     instead of a dense 257 x 128 product. Chunks keep the working set in cache: the whole-batch version streamed
     ~50 MB of fresh temporaries per batch of 8 and was slower per clip than single clips. Every clip is computed
@@ -147,38 +143,39 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
                               x.device, x.dtype)
     batch, frames = x.shape[0], 1 + (x.shape[1] - window) // hop
 
-    if remove_clip_dc:
-        # Row by row: a (B, N) mean reduces in another order than a (N,) one, and one ulp of difference in the clip
-        # mean moves the quietest bins by ~1e-4, so a batch would not give its clips' single results.
-        x = x - torch.stack([row.mean() for row in x]).unsqueeze(1)  # (B, N) - (B, 1)
     out = x.new_empty(batch, frames, num_mel_bins)
     # Work in chunks of frames through buffers allocated once: a whole batch at once would stream ~50 MB of
     # temporaries through memory (and page faults) per call and was slower per clip than one clip at a time.
     chunk = min(frames, chunk_frames)
     centred = x.new_empty(chunk, window)
     buffer = x.new_zeros(chunk, fft_size)  # the windowed frame, then zeros up to the FFT size
-    spectrum = torch.empty(chunk, fft_size // 2 + 1, dtype=_complex(x.dtype), device=x.device)
-    strided_all = x.unfold(1, window, hop)  # (B, N) -> (B, T, window), a view: snip_edges framing without a copy
+    covered = sum(block[3].shape[1] for block in blocks)
     for b in range(batch):
+        # The clip mean of each row alone: a (B, N) mean reduces in another order than an (N,) one, and one ulp of
+        # difference moves the quietest bins by ~1e-4, so a batch would not give its clips' single results.
+        clip_mean = x[b].mean() if remove_clip_dc else None
         for t0 in range(0, frames, chunk):
             n = min(chunk, frames - t0)
-            strided = strided_all[b, t0:t0 + n]  # (n, window) view
+            segment = x[b, t0 * hop:(t0 + n - 1) * hop + window]  # the samples of frames t0 .. t0 + n - 1
+            if clip_mean is not None:
+                segment = segment - clip_mean  # a chunk-sized temporary, not a copy of the clip
+            strided = segment.unfold(0, window, hop)  # (n, window) view: snip_edges framing without a copy
             c, framed = centred[:n], buffer[:n, :window]
-            torch.sub(strided, strided.mean(dim=1, keepdim=True), out=c)  # per-frame DC removal
+            c.copy_(strided)  # contiguous rows: the mean below then reduces as torchaudio's does, and faster
+            c.sub_(c.mean(dim=1, keepdim=True))  # per-frame DC removal
             # Pre-emphasis y[i] = x[i] - a x[i-1], x[-1] := x[0], with torchaudio's rounding (product, difference).
             torch.mul(c[:, :-1], preemphasis, out=framed[:, 1:])
             torch.sub(c[:, 1:], framed[:, 1:], out=framed[:, 1:])
             torch.mul(c[:, 0], 1.0 - preemphasis, out=framed[:, 0])
             framed.mul_(hann)
-            spec = spectrum[:n]
-            torch.fft.rfft(buffer[:n], out=spec)  # (n, 512) -> (n, 257) complex
+            spec = torch.fft.rfft(buffer[:n])  # (n, 512) -> (n, 257) complex (out= measured slower: a copy)
             squares = torch.view_as_real(spec).square_().view(n, -1)  # (n, 2 * 257): re^2, im^2, re^2, ...
             mel = out[b, t0:t0 + n]  # (n, F)
-            if sum(block[3].shape[1] for block in blocks) < num_mel_bins:
+            if covered < num_mel_bins:
                 mel.fill_(KALDI_EPSILON)  # filters that catch no FFT bin stay at the floor
             for lo, hi, first, weights in blocks:
                 torch.matmul(squares[:, lo:hi], weights, out=mel[:, first:first + weights.shape[1]])
-    out = out.clamp_min_(KALDI_EPSILON).log_()
+            mel.clamp_min_(KALDI_EPSILON).log_()
     return out[0] if squeeze else out
 
 
