@@ -142,6 +142,16 @@ def test_events_filters_and_threshold_errors(setup, tmp_path, capsys):
     assert rc == 2 and "odd" in err
 
 
+def test_progress_bar_on_stderr_for_long_files(setup, tmp_path, capsys):
+    long = write_tone(tmp_path / "long.wav", seconds=61.0)
+    args = ("events", long, "--checkpoint", setup["ckpt"], "--window", "1.28", "--hop", "1.28", "--batch-size", "16")
+    rc, out, err = run_main(capsys, *args)
+    assert rc == 0 and json.loads(out)[0]["duration_s"] == pytest.approx(61.0)
+    assert "long.wav:" in err and "61/61 s audio" in err  # tqdm's bar over audio seconds, on stderr
+    rc, out, err = run_main(capsys, *args, "--no-progress")
+    assert rc == 0 and err == ""
+
+
 def test_calibrate_then_events_and_tag_use_the_thresholds(setup, tmp_path):
     from ast_audio.train.data import load_splits
     from fake_datasets import make_folder
