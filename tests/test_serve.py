@@ -25,6 +25,7 @@ from serve_helpers import AST_AUDIO, LABELS, run_server, save_tiny_checkpoint, w
 
 MAX_UPLOAD_MB = 1  # small limits so the tests can cross them with small files
 MAX_DURATION_S = 20
+UPLOAD_TIMEOUT_S = 3
 THRESHOLDS = {"Siren": 0.99}  # served with --thresholds: Siren (peak 0.95 on the clip) must never fire
 TOL = 1e-5  # scores travel as JSON floats (repr of float32 widened to float64): equal up to rounding
 
@@ -41,7 +42,8 @@ def server(checkpoint, tmp_path_factory):
     thresholds = tmp_path_factory.mktemp("thresholds") / "thresholds.csv"
     write_thresholds(THRESHOLDS, thresholds)
     with run_server(checkpoint, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration-s", str(MAX_DURATION_S),
-                    "--workers-threads", "2", "--thresholds", str(thresholds)) as running:
+                    "--workers-threads", "2", "--thresholds", str(thresholds),
+                    "--upload-timeout-s", str(UPLOAD_TIMEOUT_S)) as running:
         yield running
     assert "Traceback" not in running.output(), running.output()  # no request ended in a server error (500)
 
@@ -84,7 +86,8 @@ def test_startup_line_and_healthz(server):
     assert health["labels"] == len(LABELS)
     assert health["precision"] == "fp32"
     assert health["version"] == ast_audio.__version__
-    assert health["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_duration_s": MAX_DURATION_S}
+    assert health["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_duration_s": MAX_DURATION_S,
+                                "upload_timeout_s": UPLOAD_TIMEOUT_S}
 
 
 def _check_tag(got: dict, expected: dict) -> None:
@@ -271,6 +274,22 @@ def test_413_chunked_body_stops_reading_at_limit(server):
     assert "content-length" not in response.request.headers  # it really was chunked
     assert_error(response, 413, "max_upload_mb")
     assert sent < offered / 4
+
+
+def test_408_body_that_never_arrives(server):
+    """A client that declares 10000 bytes and sends the start of a file part is answered 408 after the upload
+    timeout, not held for ever."""
+    host = urlsplit(server.url).netloc
+    start_of_part = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.wav"\r\n'
+                     b"Content-Type: audio/wav\r\n\r\n" + b"\0" * 100)
+    request = (f"POST /v1/tag HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+               f"Content-Length: 10000\r\n\r\n").encode() + start_of_part
+    start = time.monotonic()
+    status, headers, body = raw_http(server.url, request, timeout=UPLOAD_TIMEOUT_S + 60)
+    assert status == 408 and headers["connection"] == "close"
+    assert "upload_timeout_s" in json.loads(body)["error"]
+    assert time.monotonic() - start >= UPLOAD_TIMEOUT_S - 0.1  # it waited for the body first (no early answer)
+    assert httpx.get(server.url + "/healthz", timeout=30).status_code == 200
 
 
 def test_415_non_audio(server, clip):

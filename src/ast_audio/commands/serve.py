@@ -36,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="largest request body in MiB; larger uploads get 413 (default 20)")
     serve.add_argument("--max-duration-s", type=positive_float, default=600.0, metavar="S",
                        help="longest audio in seconds, checked from the file header (default 600)")
+    serve.add_argument("--upload-timeout-s", type=positive_float, default=60.0, metavar="S",
+                       help="the request body must arrive within this many seconds, else 408 (default 60)")
     serve.add_argument("--workers-threads", type=positive_int, default=2, metavar="N",
                        help="inference worker threads; further requests queue (default 2)")
     serve.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
@@ -60,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         thresholds = read_thresholds(args.thresholds)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
+                             upload_timeout_s=args.upload_timeout_s,
                              threads=args.workers_threads, batch_size=args.batch_size, precision=args.precision,
                              debug=bool(getattr(args, "debug", False)), thresholds=thresholds)
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

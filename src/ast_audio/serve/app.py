@@ -71,6 +71,7 @@ class ServeSettings:
     Attributes:
         max_upload_mb: largest request body accepted, in MiB (multipart overhead included); larger -> 413.
         max_duration_s: longest audio accepted, in seconds, checked from the file header before decoding -> 422.
+        upload_timeout_s: the whole request body must arrive within this many seconds of the request -> 408.
         threads: inference worker threads; more requests than this wait in a queue (the event loop never does).
         batch_size: windows per forward pass.
         precision: how a checkpoint is loaded ("fp32", "bf16", "int8"; `load_model(precision=...)`). A model passed
@@ -83,6 +84,7 @@ class ServeSettings:
 
     max_upload_mb: float = 20.0
     max_duration_s: float = 600.0
+    upload_timeout_s: float = 60.0
     threads: int = 2
     batch_size: int = 8
     precision: str = "fp32"
@@ -91,7 +93,7 @@ class ServeSettings:
     thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_duration_s"):
+        for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -120,6 +122,10 @@ class _BodyTooLarge(Exception):
     """Raised from inside `receive` when the request body passes the limit (caught by BodyLimitMiddleware)."""
 
 
+class _BodyTooSlow(Exception):
+    """Raised from inside `receive` when the body has not arrived within the upload timeout."""
+
+
 def _error_body(message: str) -> bytes:
     return json.dumps({"error": one_line(message)}).encode()
 
@@ -130,16 +136,19 @@ def _too_large_message(limit: int) -> str:
 
 
 class BodyLimitMiddleware:
-    """Pure ASGI middleware: refuse request bodies over `max_bytes` with 413 and a JSON error body.
+    """Pure ASGI middleware: refuse request bodies over `max_bytes` with 413, or slower than `timeout_s` with 408.
 
     A declared Content-Length over the limit is refused before the body is read. Otherwise the body is counted
     as the server receives it, and once the count passes the limit the request is abandoned (the app stops
     reading) and 413 is sent with `Connection: close`, so nothing past the limit is buffered or processed.
+    A body still incomplete `timeout_s` after the request started is abandoned the same way with 408, so a client
+    that trickles an upload cannot hold a request open for ever. Errors are JSON {"error": ...}.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def _reject(self, send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
         body = _error_body(message)
@@ -165,14 +174,23 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        complete = False
+        deadline = anyio.current_time() + self.timeout_s if self.timeout_s is not None else math.inf
 
         async def limited_receive() -> dict:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; later receives only wait for a disconnect
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time()) if deadline < math.inf else None):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _BodyTooLarge
+                complete = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -187,6 +205,12 @@ class BodyLimitMiddleware:
             if started:  # cannot happen with these endpoints (they read the whole body first), but never send twice
                 raise
             await self._reject(send, 413, _too_large_message(self.max_bytes))
+        except _BodyTooSlow:
+            if started:
+                raise
+            await self._reject(send, 408, f"the request body did not arrive within {self.timeout_s:g} s "
+                                          "(upload_timeout_s); check the connection, or start the server with a "
+                                          "larger --upload-timeout-s")
 
 
 def _is_audio_type(content_type: str | None) -> bool:
@@ -382,7 +406,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     static = _load_static()
     app = FastAPI(title="ast-audio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.upload_timeout_s)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -409,7 +433,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         return {"status": "ok", "version": __version__, "labels": len(service.tagger.labels),
                 "precision": service.model.precision, "sample_rate": service.tagger.sample_rate,
                 "max_window_s": round(service.tagger.max_window_s, 6), "multi_label": service.model.multi_label,
-                "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s},
+                "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s,
+                           "upload_timeout_s": settings.upload_timeout_s},
                 "threads": settings.threads}
 
     @app.post("/v1/tag")
