@@ -370,9 +370,9 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     say: Printer = printer if main else (lambda _msg: None)
     checkpoint_dir = out / "checkpoint"
 
-    if not resume and main and ((out / "model").exists() or checkpoint_dir.exists()):
+    taken = D.broadcast_object(info, (out / "model").exists() or checkpoint_dir.exists())  # rank 0's view, for all
+    if taken and not resume:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    D.barrier(info)
 
     splits = load_splits(config.layout, config.data, fold=config.fold, eval_data=config.eval_data,
                          label_csv=config.label_csv, holdout=config.holdout, seed=config.seed)
