@@ -15,7 +15,8 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
 Why the pieces look the way they do:
 - The body limit is a pure ASGI middleware so it runs before anything reads the body: a Content-Length above the
   limit is answered 413 without reading a byte; a chunked body (or any body) is counted as it arrives and the
-  request is cut off with 413 once it passes the limit, so at most `max_upload_bytes` are ever buffered.
+  request is cut off with 413 once it passes the limit, so at most `max_upload_bytes` are ever buffered. The same
+  middleware answers 408 when the body has not arrived within `upload_timeout_s`.
 - Uploads are decoded with `ast_audio.audio.io.decode_bytes` from memory: no endpoint ever opens a path that a
   client names (the upload's filename is only echoed back as a display name).
 - Decoding and inference run in worker threads (anyio, with a capacity limiter of `threads`), so the event loop
