@@ -159,6 +159,20 @@ def test_build_model_inits(tmp_path):
                                                  strict=True))
 
 
+def test_build_model_from_imagenet(tmp_path):
+    from test_adapt import make_imagenet
+
+    deit = make_imagenet(side=24, depth=2, dim=32)
+    torch.save(deit, tmp_path / "deit.pth")
+    config = make_recipe("speechcommands", init=f"imagenet:{tmp_path / 'deit.pth'}")
+    model = E.build_model(config, ["yes", "no"], True)
+    # spec §1.4: RGB kernels summed; SC grid 12 x 12 = centre rows and columns 6..17 of the 24 x 24 ImageNet grid
+    torch.testing.assert_close(model.patch_embed.proj.weight, deit["patch_embed.proj.weight"].sum(1, keepdim=True))
+    grid = deit["pos_embed"][0, 2:].reshape(24, 24, 32)[6:18, 6:18].reshape(144, 32)
+    torch.testing.assert_close(model.pos_embed[0, 2:], grid)
+    assert model.labels == ("yes", "no") and model.frontend.target_length == 128
+
+
 def test_imagenet_init_needs_a_path():
     with pytest.raises(Exception, match="imagenet:PATH"):
         E.build_model(make_recipe("speechcommands"), ["a"], True)

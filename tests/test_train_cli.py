@@ -153,11 +153,16 @@ def test_esc50_all_folds_summary(tmp_path):
         assert load_model(out / f"fold{k}" / "model").config.num_classes == 2
 
 
-def test_speechcommands_schedule_and_test_split(tmp_path):
+def test_speechcommands_from_imagenet_schedule_and_test_split(tmp_path):
+    from test_adapt import make_imagenet
+
     data = make_speechcommands(tmp_path / "sc", clips_per_word=6)
+    deit = make_imagenet(side=24, depth=2, dim=32)  # a small random DeiT with the real timm key names
+    torch.save({"model": deit}, tmp_path / "deit.pth")
     out = tmp_path / "out"
-    assert _train("--recipe", "speechcommands", "--data", str(data), "--out", str(out), "--epochs", "3",
-                  "--batch-size", "4", "--set", "lr_scheduler_start=2") == 0
+    assert main(["train", "--recipe", "speechcommands", "--data", str(data), "--out", str(out), "--epochs", "3",
+                 "--batch-size", "4", "--set", "lr_scheduler_start=2", "--init", f"imagenet:{tmp_path / 'deit.pth'}",
+                 "--num-workers", "0", "--no-progress"]) == 0
     lrs = [float(r["lr"]) for r in _rows(out / "metrics.csv")]
     assert lrs == pytest.approx([2.5e-4, 2.5e-4, 2.5e-4 * 0.85], rel=1e-5)  # decays after epoch 2's validation
     test = json.loads((out / "test_result.json").read_text())
@@ -165,6 +170,7 @@ def test_speechcommands_schedule_and_test_split(tmp_path):
     model = load_model(out / "model")
     assert model.multi_label is True  # SC trains with BCE (spec §3.1): sigmoid scores
     assert model.frontend.mean == pytest.approx(-6.845978)
+    assert (model.config.embed_dim, model.config.depth, model.config.grid) == (32, 2, (12, 12))  # 128 frames
 
 
 def test_audioset_full_weight_averaging(tmp_path):
