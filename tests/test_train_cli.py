@@ -238,3 +238,24 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a[key], b[key]), key  # bitwise: CPU, fixed seed, deterministic data
     assert _rows(full / "metrics.csv") != [] and [r["train_loss"] for r in _rows(full / "metrics.csv")] == \
         [r["train_loss"] for r in _rows(killed / "metrics.csv")]
+
+
+def test_training_streams_tar_shards(tmp_path, capsys):
+    train_json, eval_json, label_csv = make_audioset(tmp_path / "as", classes=3, train_clips=8, eval_clips=4)
+    shards = tmp_path / "shards"
+    assert main(["prepare", "--layout", "audioset", "--data", str(train_json), "--eval-data", str(eval_json),
+                 "--label-csv", str(label_csv), "--out", str(shards), "--shard-size", "3"]) == 0
+    out = tmp_path / "out"
+    common = ["--recipe", "audioset-balanced", "--data", str(shards), "--label-csv", str(label_csv), "--epochs", "2",
+              "--batch-size", "4", "--target-length", "64"]
+    assert _train(*common, "--out", str(out)) == 1  # no validation set given
+    assert "--eval-data" in capsys.readouterr().err
+    assert _train(*common, "--eval-data", str(eval_json), "--out", str(out)) == 0
+    rows = _rows(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["skipped"] == "0" for r in rows)
+    assert "training audioset-balanced: 8 train / 4 valid clips" in capsys.readouterr().err
+    assert load_model(out / "model").config.num_classes == 3
+    full = ["--recipe", "audioset-full", "--data", str(shards), "--eval-data", str(eval_json), "--label-csv",
+            str(label_csv), "--out", str(tmp_path / "full")]
+    assert _train(*full) == 1
+    assert "balanced sampling" in capsys.readouterr().err

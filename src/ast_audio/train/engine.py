@@ -374,10 +374,16 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     if taken and not resume:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
-    splits = load_splits(config.layout, config.data, fold=config.fold, eval_data=config.eval_data,
-                         label_csv=config.label_csv, holdout=config.holdout, seed=config.seed)
-    train_set = splits.train
-    config = config.resolve(train_set.multi_label)
+    shard_index = _shard_index(config)
+    if shard_index is None:
+        splits = load_splits(config.layout, config.data, fold=config.fold, eval_data=config.eval_data,
+                             label_csv=config.label_csv, holdout=config.holdout, seed=config.seed)
+        labels, multi_label = splits.train.labels, splits.train.multi_label
+    else:
+        splits = _shard_splits(config, shard_index)
+        labels, multi_label = tuple(shard_index["labels"]), bool(shard_index["multi_label"])
+    num_classes = len(labels)
+    config = config.resolve(multi_label)
     multi_label_scores = config.loss == "bce"
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch_size {config.batch_size} (global) must divide by the {info.world_size} processes")
@@ -393,7 +399,7 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     else:
         if resume:
             say(f"no checkpoint in {out}; starting from epoch 1")
-        model = build_model(config, train_set.labels, multi_label_scores)
+        model = build_model(config, labels, multi_label_scores)
     model.to(info.device).train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -403,24 +409,35 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     frontend = frontend_of(config)
     augment = AugmentConfig(mixup=config.mixup, mixup_alpha=config.mixup_alpha, freqm=config.freqm,
                             timem=config.timem, noise=config.noise)
-    train_data = ClipDataset(train_set, frontend, augment, seed=config.seed)
     valid_data = ClipDataset(splits.valid, frontend, None, seed=config.seed)
-    weights = balanced_weights(train_set) if config.balanced_sampling else None
-    sampler = EpochSampler(len(train_set), weights=weights, shuffle=True, seed=config.seed,
-                           num_replicas=info.world_size, rank=info.rank)
-    loader = torch.utils.data.DataLoader(train_data, batch_size=per_rank, sampler=sampler, collate_fn=collate,
-                                         num_workers=config.num_workers, drop_last=False)
+    sampler: EpochSampler | None = None
+    if shard_index is None:
+        train_data: Any = ClipDataset(splits.train, frontend, augment, seed=config.seed)
+        weights = balanced_weights(splits.train) if config.balanced_sampling else None
+        sampler = EpochSampler(len(splits.train), weights=weights, shuffle=True, seed=config.seed,
+                               num_replicas=info.world_size, rank=info.rank)
+        loader = torch.utils.data.DataLoader(train_data, batch_size=per_rank, sampler=sampler, collate_fn=collate,
+                                             num_workers=config.num_workers, drop_last=False)
+        num_train = len(splits.train)
+    else:  # a stream of tar shards, split over ranks and workers by ShardDataset itself
+        from .shards import ShardDataset
+
+        train_data = ShardDataset(config.data, frontend, augment, seed=config.seed, shuffle=True)
+        loader = torch.utils.data.DataLoader(train_data, batch_size=per_rank, collate_fn=collate,
+                                             num_workers=config.num_workers)
+        num_train = train_data.num_clips
 
     start_epoch, global_step = 1, 0
     rows: list[dict[str, Any]] = []
-    cum_sum = torch.zeros(len(splits.valid), train_set.num_classes, dtype=torch.float64)
+    cum_sum = torch.zeros(len(splits.valid), num_classes, dtype=torch.float64)
     cum_count = torch.zeros(len(splits.valid), dtype=torch.float64)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        sampler.load_state_dict(state["sampler"])
+        if sampler is not None:
+            sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
         start_epoch, global_step = int(state["epoch"]) + 1, int(state["global_step"])
         rows = [dict(r) for r in state["metrics"]]
@@ -436,8 +453,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
         fold = f", fold {config.fold}" if config.fold is not None else ""
-        say(f"training {config.recipe}{fold}: {len(train_set)} train / {len(splits.valid)} valid clips, "
-            f"{train_set.num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
+        say(f"training {config.recipe}{fold}: {num_train} train / {len(splits.valid)} valid clips, "
+            f"{num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
             f"{len(loader)} steps x {config.batch_size} clips on {info.world_size} x {info.device}"
             f"{', ' + str(amp).removeprefix('torch.') if amp else ''}")
     writer = _tensorboard(out, config, main)
@@ -445,7 +462,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
 
     for epoch in range(start_epoch, config.epochs + 1):
         t0 = time.perf_counter()
-        sampler.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         train_data.set_epoch(epoch)
         loss_sum, loss_count, skipped, all_bad_run = 0.0, 0, 0, 0
         bar = _progress(len(loader), f"epoch {epoch}/{config.epochs}" if config.progress else None, info)
@@ -468,7 +486,7 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
                 continue
             if len(batch) == 0:  # DDP: every rank must take part in the gradient all-reduce; add zero gradient
                 x = torch.zeros(1, config.target_length, config.num_mel_bins, device=info.device)
-                y = torch.zeros(1, train_set.num_classes, device=info.device)
+                y = torch.zeros(1, num_classes, device=info.device)
                 weight = 0.0
             else:
                 x, y, weight = batch.x.to(info.device, non_blocking=True), batch.y.to(info.device), 1.0
@@ -525,7 +543,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
                 "format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch, "global_step": global_step,
                 "config": json.dumps(config.to_dict()), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
-                "sampler": sampler.state_dict(), "rng": _rng_state(), "metrics": rows, "cum_sum": cum_sum,
+                "sampler": sampler.state_dict() if sampler is not None else {}, "rng": _rng_state(), "metrics": rows,
+                "cum_sum": cum_sum,
                 "cum_count": cum_count})
             say(_format_row(row, config))
         D.barrier(info)
@@ -546,6 +565,33 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
             say(f"curves.png skipped: {exc}")
     D.barrier(info)
     return RunResult(out=out, rows=rows, model_dir=model_dir, selection=selection)
+
+
+def _shard_index(config: TrainConfig) -> dict[str, Any] | None:
+    """index.json of `config.data` if it is a shard folder written by `ast-audio prepare`, else None."""
+    from .shards import is_shard_folder, read_index
+
+    if config.data is None or not is_shard_folder(config.data):
+        return None
+    if config.balanced_sampling:
+        raise ConfigError(f"{config.data}: balanced sampling needs random access to every clip, which tar shards do "
+                          "not give; train from the JSON datafile, or pass --set balanced_sampling=false")
+    return read_index(config.data)
+
+
+def _shard_splits(config: TrainConfig, index: dict[str, Any]):
+    """Validation set of a shard-trained run: --eval-data as files (the whole of it: it is the evaluation set)."""
+    from .data import Splits, load_splits
+
+    if config.eval_data is None:
+        raise ConfigError(f"{config.data} holds training shards: give the validation set with --eval-data (an "
+                          "AudioSet JSON datafile, or a folder/manifest of files)")
+    whole = load_splits(config.layout, config.eval_data, fold=config.fold, eval_data=config.eval_data,
+                        label_csv=config.label_csv, holdout=config.holdout, seed=config.seed)
+    if tuple(whole.valid.labels) != tuple(index["labels"]):
+        raise ConfigError(f"{config.eval_data}: its labels differ from those of the shards in {config.data}; "
+                          "prepare the shards and the validation set with the same label CSV")
+    return Splits(train=whole.valid, valid=whole.valid, test=None)
 
 
 def _tensorboard(out: Path, config: TrainConfig, main: bool):
