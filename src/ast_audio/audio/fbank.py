@@ -166,8 +166,7 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
             # Pre-emphasis y[i] = x[i] - a x[i-1], x[-1] := x[0], with torchaudio's rounding (product, difference).
             torch.mul(c[:, :-1], preemphasis, out=framed[:, 1:])
             torch.sub(c[:, 1:], framed[:, 1:], out=framed[:, 1:])
-            torch.mul(c[:, 0], 1.0 - preemphasis, out=framed[:, 0])
-            framed.mul_(hann)
+            framed.mul_(hann)  # column 0 is never written and stays 0: Kaldi's (1 - a) x[0] gets w[0] = 0 anyway
             spec = torch.fft.rfft(buffer[:n])  # (n, 512) -> (n, 257) complex (out= measured slower: a copy)
             squares = torch.view_as_real(spec).square_().view(n, -1)  # (n, 2 * 257): re^2, im^2, re^2, ...
             mel = out[b, t0:t0 + n]  # (n, F)
