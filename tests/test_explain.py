@@ -215,6 +215,13 @@ def test_timeline_figure_axes_events_and_png(tmp_path):
     out = tmp_path / "t.png"
     plot_timeline(timeline, events, out)
     assert png_size(out.read_bytes()) == (1200, 500)
+    from ast_audio.events import Event
+
+    with_truth = timeline_figure(timeline, events, top_n=2, truth=[Event("b", 5.0, 10.0, 1.0)]).axes[0]
+    bars = with_truth.get_lines()[2:]  # after the two score curves
+    assert len(bars) == 1 and tuple(bars[0].get_xdata()) == (5.0, 10.0)
+    assert bars[0].get_color() == with_truth.get_lines()[0].get_color()  # coloured like class b's curve
+    assert with_truth.get_ylim() == pytest.approx((0.0, 1.15))
 
 
 def test_explanation_dataclass_fields():

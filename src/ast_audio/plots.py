@@ -114,8 +114,9 @@ def plot_explanation(expl: Explanation, out: str | os.PathLike | BinaryIO, *, wi
 
 
 def timeline_figure(timeline: Timeline, events: Sequence[Event], *, top_n: int = 5, width_px: int = 1200,
-                    height_px: int = 500, title: str | None = None) -> Any:
-    """Window scores (at the window centres) of the top_n classes by peak score, events shaded in the same colour."""
+                    height_px: int = 500, title: str | None = None, truth: Sequence[Event] = ()) -> Any:
+    """Window scores (at the window centres) of the top_n classes by peak score, events shaded in the same colour;
+    `truth` (reference events, e.g. annotations) drawn as bars above the scores, coloured like their class."""
     fig = _figure(width_px, height_px)
     colours = _matplotlib().colormaps["tab10"]
     scores = timeline.scores.numpy()  # (N, C)
@@ -133,8 +134,14 @@ def timeline_figure(timeline: Timeline, events: Sequence[Event], *, top_n: int =
         for e in events:
             if e.label == label:
                 ax.axvspan(e.onset_s, e.offset_s, color=colour, alpha=0.18, lw=0)
+    shown_colours = {timeline.labels[c]: colours(k % 10) for k, c in enumerate(order)}
+    for e in truth:
+        ax.plot([e.onset_s, e.offset_s], [1.06, 1.06], color=shown_colours.get(e.label, "0.5"), lw=6,
+                solid_capstyle="butt")
+    if truth:
+        ax.text(0.0, 1.09, " truth", fontsize=8, va="bottom")
     ax.set_xlim(0.0, timeline.duration_s)
-    ax.set_ylim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.15 if truth else 1.02)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("window score")
     ax.grid(alpha=0.3)
@@ -148,6 +155,8 @@ def timeline_figure(timeline: Timeline, events: Sequence[Event], *, top_n: int =
 
 
 def plot_timeline(timeline: Timeline, events: Sequence[Event], out: str | os.PathLike | BinaryIO, *,
-                  top_n: int = 5, width_px: int = 1200, height_px: int = 500, title: str | None = None) -> None:
+                  top_n: int = 5, width_px: int = 1200, height_px: int = 500, title: str | None = None,
+                  truth: Sequence[Event] = ()) -> None:
     """Save `timeline_figure` as a PNG (atomically when `out` is a path)."""
-    _save(timeline_figure(timeline, events, top_n=top_n, width_px=width_px, height_px=height_px, title=title), out)
+    _save(timeline_figure(timeline, events, top_n=top_n, width_px=width_px, height_px=height_px, title=title,
+                          truth=truth), out)

@@ -70,6 +70,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "shaded (several inputs: PNG-<input name>.png each)")
     events.add_argument("--plot-classes", type=positive_int, default=5, metavar="N",
                         help="classes drawn by --plot (default 5)")
+    events.add_argument("--plot-truth", metavar="CSV", help="--plot: also draw reference events from a CSV with "
+                        "label,onset,offset columns (e.g. annotations) above the scores")
     events.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -174,6 +176,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
     selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
 
+    truth = read_reference_events(args.plot_truth) if args.plot_truth else []
     many = len(args.files) > 1
     split_outputs = many and args.format in ("audacity", "srt") and args.output is not None
     if split_outputs and Path(args.output).exists() and not Path(args.output).is_dir():
@@ -211,7 +214,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
             plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.plot_classes,
                           title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
-                          f"hop {timeline.hop_s:g} s")
+                          f"hop {timeline.hop_s:g} s", truth=truth)
 
     if args.format == "json":
         text = json.dumps([{"file": name, "duration_s": round(tl.duration_s, 6), "window_s": round(tl.window_s, 6),
@@ -237,6 +240,22 @@ def cmd_events(args: argparse.Namespace) -> int:
     else:
         atomic_write_text(args.output, text)
     return 1 if failed else 0
+
+
+def read_reference_events(path: str) -> list:
+    """Reference events from a CSV with label,onset,offset columns (score 1)."""
+    import csv
+
+    from ..errors import ConfigError
+    from ..events import Event
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        return [Event(row["label"], float(row["onset"]), float(row["offset"]), 1.0) for row in rows]
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: cannot read reference events ({exc}); expected a CSV with the columns "
+                          "label,onset,offset (seconds)") from None
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
