@@ -384,3 +384,21 @@ def test_calibrate_class_without_positives_and_bad_shapes():
     assert table["all"]["threshold"] == 0.8 and table["all"]["f1"] == 1.0
     with pytest.raises(ConfigError, match="must both be"):
         calibrate(s, y[:, :1], ["a", "b"])
+
+
+def test_timeline_to_dict_and_cells():
+    scores = np.array([[0.1, 0.9], [0.8, 0.3], [0.5, 0.6]])
+    tl = Timeline(starts_s=torch.tensor([0.0, 1.0, 1.5], dtype=torch.float64),
+                  ends_s=torch.tensor([2.0, 3.0, 3.5], dtype=torch.float64),
+                  scores=torch.tensor(scores, dtype=torch.float32), labels=("a", "b"), duration_s=3.5, hop_s=1.0,
+                  window_s=2.0)
+    start, end = tl.cells()  # centres 1.0, 2.0, 2.5 (the last hop is short): bounds 0, 1.5, 2.25, 3.5
+    np.testing.assert_allclose(start, [0.0, 1.5, 2.25])
+    np.testing.assert_allclose(end, [1.5, 2.25, 3.5])
+    full = json.loads(json.dumps(tl.to_dict()))
+    assert full["labels"] == ["a", "b"] and full["duration_s"] == 3.5 and len(full["windows"]) == 3
+    assert full["windows"][1] == {"start_s": 1.0, "end_s": 3.0, "scores": {"a": 0.8, "b": 0.3}}
+    top = tl.to_dict(top_k=1)
+    assert [list(w["scores"]) for w in top["windows"]] == [["b"], ["a"], ["b"]]
+    with pytest.raises(ConfigError, match="threshold for 'a'"):
+        EventConfig(thresholds={"a": 1.5})
