@@ -94,3 +94,22 @@ def test_bench_bad_options_one_line(option, message):
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message)
+
+
+def test_bench_accuracy_cli(tmp_path):
+    """--accuracy end to end (1 training epoch, so only the report's consistency is checked, not the model)."""
+    out = tmp_path / "accuracy.json"
+    run = subprocess.run([CLI, "bench", "--accuracy", "--onnx", "--train-epochs", "1", "--test-per-class", "3",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(out.read_text())
+    assert data["num_test"] == 12 and data["epochs"] == 1 and len(data["classes"]) == 4
+    rows = {r["name"]: r for r in data["rows"]}
+    assert {"ast-audio fp32", "ast-audio bf16", "ast-audio int8"} <= set(rows)
+    assert rows["ast-audio fp32"]["top1_agreement"] == 1.0 and rows["ast-audio fp32"]["max_abs_logit_diff"] == 0.0
+    for row in rows.values():
+        assert 0.0 <= row["top1_agreement"] <= 1.0 and row["mean_abs_logit_diff"] <= row["max_abs_logit_diff"]
+        assert abs(row["accuracy"] * 12 - round(row["accuracy"] * 12)) < 1e-5  # a count out of 12 clips
+    if "onnxruntime fp32" in rows:
+        assert rows["onnxruntime fp32"]["max_abs_logit_diff"] < 1e-4
+    assert "top-1 agreement" in run.stdout
