@@ -23,6 +23,7 @@ import argparse
 import importlib
 import importlib.util
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +33,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+if "--threads" in sys.argv[:-1]:
+    # Before numpy/torch load their BLAS and OpenMP runtimes: transformers' numpy extractor otherwise leaves
+    # OpenBLAS threads spinning that steal the core from whichever contender runs next.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, sys.argv[sys.argv.index("--threads") + 1])
+
+import torch  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
