@@ -175,6 +175,8 @@ def test_refusals(tmp_path, exported):
         export_onnx(model, tmp_path / "a.onnx", precision="bf16")
     with pytest.raises(ExportError, match="opset 13 is too old"):
         export_onnx(model, tmp_path / "a.onnx", opset=13)
+    with pytest.raises(ExportError, match="opset 99 is newer than"):
+        export_onnx(model, tmp_path / "a.onnx", opset=99)
     bf16 = tiny_model().to(torch.bfloat16)
     with pytest.raises(ExportError, match="float32 weights"):
         export_onnx(bf16, tmp_path / "a.onnx")

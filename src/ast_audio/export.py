@@ -266,6 +266,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < MIN_OPSET:
         raise ExportError(f"opset {opset!r} is too old: the graph needs ONNX opset {MIN_OPSET} or newer "
                           f"(LayerNormalization); use --opset {DEFAULT_OPSET}")
+    max_opset = _max_opset(dynamo)
+    if opset > max_opset:
+        raise ExportError(f"opset {opset} is newer than this torch's {'dynamo' if dynamo else 'TorchScript'} ONNX "
+                          f"exporter supports (up to {max_opset}); use --opset {DEFAULT_OPSET}")
     if dynamo and with_frontend:
         raise ExportError("the front-end graph is exported with the TorchScript-based exporter only; drop dynamo")
     _check_model(model)
@@ -308,14 +312,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
                     torch.onnx.export(module, (dummy,), str(fp32_path), input_names=[input_name],
                                       output_names=["logits"], opset_version=opset, dynamo=False,
                                       dynamic_axes=dynamic_axes, do_constant_folding=True)
-        except AstAudioError:
-            raise
         except Exception as exc:
+            fp32_path.unlink(missing_ok=True)
             raise ExportError(f"torch.onnx.export failed at opset {opset} ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); try --opset {DEFAULT_OPSET}") from exc
         if precision == "int8":
-            _quantize(fp32_path, tmp)
-            fp32_path.unlink()
+            try:
+                _quantize(fp32_path, tmp)
+            finally:
+                fp32_path.unlink(missing_ok=True)
         _set_metadata(tmp, _metadata(model, precision, with_frontend, exporter))
         report = ExportReport(path=path, precision=precision, with_frontend=with_frontend, opset=opset,
                               exporter=exporter, max_abs_diff=float("nan"), top1_agreement=float("nan"),
@@ -331,6 +336,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
         report.size_bytes = tmp.stat().st_size
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _max_opset(dynamo: bool) -> int:
+    """The newest opset torch's exporter writes (20 for the TorchScript exporter in torch 2.5-2.13)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MAX_OPSET if dynamo else _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):  # private module: if it moves, let torch.onnx.export decide
+        return 10**6
 
 
 def _quantize(src: Path, dst: Path) -> None:
