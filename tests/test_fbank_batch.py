@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from ast_audio.audio.fbank import KALDI_EPSILON, fbank, frame_transform
+from ast_audio.errors import AudioInputError
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_fbank.safetensors"
 TORCHAUDIO_ATOL = 1e-3  # the bound against torchaudio's Kaldi fbank
@@ -143,3 +144,11 @@ def test_half_precision_input_is_computed_in_float32():
     out = fbank(wave.to(torch.bfloat16))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, fbank(wave.to(torch.bfloat16).float()), atol=0, rtol=0)
+
+
+def test_gradient_requests_are_refused_clearly():
+    wave = _wave(4000, seed=4).requires_grad_()
+    with pytest.raises(AudioInputError, match="not differentiable.*detach"):
+        fbank(wave)
+    with torch.no_grad():
+        torch.testing.assert_close(fbank(wave), fbank(wave.detach()), atol=0, rtol=0)

@@ -129,6 +129,9 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
                               "scale integer samples first (ast_audio.audio.io.load_audio does)")
     if waveform.dim() not in (1, 2):
         raise AudioInputError(f"expected a waveform of shape (N,) or (B, N), got {tuple(waveform.shape)}")
+    if waveform.requires_grad and torch.is_grad_enabled():
+        raise AudioInputError("fbank writes into reused buffers and is not differentiable; pass waveform.detach() "
+                              "(or call it under torch.no_grad())")
     squeeze = waveform.dim() == 1
     x = waveform.unsqueeze(0) if squeeze else waveform  # (B, N)
     window = int(sample_rate * frame_length_ms / 1000)
