@@ -730,6 +730,9 @@ def run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pr
     """Run a recipe: one training run, or, for ESC-50 without a fold, every fold and the fold-averaged summary."""
     out = Path(out)
     info = D.setup(config.device)
+    # seed_everything switches deterministic kernels on for training; give the caller's setting back afterwards
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         if config.layout != "esc50" or config.fold is not None:
             return train_run(config, out, resume=resume, printer=printer, info=info)
@@ -753,6 +756,7 @@ def run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, pr
                     f"{', '.join(f'{v:.4f}' for v in summary['fold_values'])})")
         return summary
     finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         D.cleanup()
 
 
