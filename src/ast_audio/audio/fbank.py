@@ -114,13 +114,13 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
     How it is fast (no float64, no per-op allocation of batch-sized temporaries): frames are a strided view of the
     signal; chunks of `chunk_frames` frames (512: the fastest of 128-1024 measured) go through DC removal,
     pre-emphasis and the window into a reused zero-padded (chunk, 512) buffer, one rfft per chunk gives the
-    spectrum, whose squares go to a per-clip buffer that band-limited matmuls (`_constants`) reduce to mel
-    energies in the output, once per clip, instead of a dense 257 x 128 product. Chunks keep the working set in
-    cache: the whole-batch version streamed ~50 MB of fresh temporaries per batch of 8 and was slower per clip than
-    single clips. Every clip is computed alone, so a batch gives exactly its clips' single results. The time-domain
-    steps keep torchaudio's order of float32 operations on purpose: the quietest bins (the lowest mel filters,
-    where pre-emphasis removes almost everything) carry float32 rounding of ~1e-3 in log energy, and computing them
-    in another order would give another ~1e-3 of rounding instead of the same one.
+    spectrum, which is squared in place and reduced to mel energies by band-limited matmuls (`_constants`),
+    writing into the output, instead of a dense 257 x 128 product. Chunks keep the working set in cache: the
+    whole-batch version streamed ~50 MB of fresh temporaries per batch of 8 and was slower per clip than single
+    clips. Every clip is computed alone, so a batch gives exactly its clips' single results. The time-domain steps
+    keep torchaudio's order of float32 operations on purpose: the quietest bins (the lowest mel filters, where
+    pre-emphasis removes almost everything) carry float32 rounding of ~1e-3 in log energy, and computing them in
+    another order would give another ~1e-3 of rounding instead of the same one.
     """
     if not isinstance(waveform, torch.Tensor):
         waveform = torch.as_tensor(waveform)
@@ -152,7 +152,6 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
     chunk = min(frames, chunk_frames)
     centred = x.new_empty(chunk, window)
     buffer = x.new_zeros(chunk, fft_size)  # the windowed frame, then zeros up to the FFT size
-    squares = x.new_empty(frames, 2 * (fft_size // 2 + 1))  # one clip's re^2, im^2, re^2, ... per frame
     covered = sum(block[3].shape[1] for block in blocks)
     for b in range(batch):
         # The clip mean of each row alone: a (B, N) mean reduces in another order than an (N,) one, and one ulp of
@@ -174,14 +173,14 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
             torch.mul(c[:, :-1], preemphasis, out=framed[:, 1:])
             torch.sub(c[:, 1:], framed[:, 1:], out=framed[:, 1:])
             framed.mul_(hann)  # column 0 is never written and stays 0: Kaldi's (1 - a) x[0] gets w[0] = 0 anyway
-            spec = torch.view_as_real(torch.fft.rfft(buffer[:n])).view(n, -1)  # (n, 512) -> (n, 2 * 257) re, im
-            torch.square(spec, out=squares[t0:t0 + n])
-        mel = out[b]  # (T, F): the mel blocks run once per clip, on all its frames (fewer, larger matmuls)
-        if covered < num_mel_bins:
-            mel.fill_(KALDI_EPSILON)  # filters that catch no FFT bin stay at the floor
-        for lo, hi, first, weights in blocks:
-            torch.matmul(squares[:, lo:hi], weights, out=mel[:, first:first + weights.shape[1]])
-        mel.clamp_min_(KALDI_EPSILON).log_()
+            spec = torch.fft.rfft(buffer[:n])  # (n, 512) -> (n, 257) complex (out= measured slower: a copy)
+            squares = torch.view_as_real(spec).square_().view(n, -1)  # (n, 2 * 257): re^2, im^2, re^2, ...
+            mel = out[b, t0:t0 + n]  # (n, F)
+            if covered < num_mel_bins:
+                mel.fill_(KALDI_EPSILON)  # filters that catch no FFT bin stay at the floor
+            for lo, hi, first, weights in blocks:
+                torch.matmul(squares[:, lo:hi], weights, out=mel[:, first:first + weights.shape[1]])
+            mel.clamp_min_(KALDI_EPSILON).log_()
     return out[0] if squeeze else out
 
 
