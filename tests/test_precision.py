@@ -228,3 +228,24 @@ def test_cli_tag_precision(tmp_path, random_tiny):
     assert bad.returncode == 1
     expected = "ast-audio: error: precision must be one of fp32, bf16, int8, got 'fp16'"
     assert bad.stderr.strip().splitlines() == [expected]
+
+
+def test_fused_fp32_opt_in_and_int8_from_fused(random_tiny):
+    """fuse=True keeps fp32 results (1e-4) and the state dict; int8 from a fused model unfuses first; traced
+    graphs (ONNX export) see only standard ops."""
+    import copy
+
+    x = inputs()
+    reference = logits(random_tiny, x)
+    fused = apply_precision(copy.deepcopy(random_tiny), "fp32", fuse=True)
+    assert isinstance(fused.blocks[0].attn.qkv, FusedLinear) and isinstance(fused.blocks[0].mlp.act, torch.nn.Identity)
+    assert list(fused.state_dict()) == list(random_tiny.state_dict())
+    assert (logits(fused, x) - reference).abs().max().item() < FP32_ATOL
+    with torch.no_grad():
+        traced = torch.jit.trace(fused, x[:1], check_trace=False)
+    graph = str(traced.inlined_graph)
+    assert "mkldnn" not in graph and "aten::gelu" in graph and "aten::linear" in graph
+    int8 = apply_precision(copy.deepcopy(fused), "int8")
+    assert "quantized" in type(int8.blocks[0].mlp.fc1).__module__ and isinstance(int8.blocks[0].mlp.act, torch.nn.GELU)
+    span = (reference.max() - reference.min()).item()
+    assert (logits(int8, x) - reference).abs().max().item() < INT8_REL * span

@@ -1,6 +1,9 @@
 """Inference precisions: one name chooses how an `AST` computes (`load_model(..., precision=...)`, `--precision`).
 
-- "fp32": the model as loaded; faithful (logits within 1e-4 of transformers' ASTForAudioClassification).
+- "fp32": the model as loaded, faithful (logits within 1e-4 of transformers' ASTForAudioClassification, whose
+  kernels it shares). `apply_precision(model, "fp32", fuse=True)` opts into `FusedLinear` for fp32 too: 20-30%
+  faster here, but oneDNN's summation order moves logits by up to 1.4e-4 on adversarial random 768-wide weights
+  (tests/test_hf_parity.py), so it is not the default.
 - "bf16": weights and activations in bfloat16, so matrix products run on oneDNN's bf16 kernels (AVX-512 BF16 /
   AMX on recent x86 CPUs). On a CPU with oneDNN bf16 support the transformer blocks' Linear layers also use
   weights pre-packed once into oneDNN's blocked layout, with the MLP's GELU fused into the first product
@@ -84,7 +87,8 @@ class FusedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = (x.device.type == "cpu" and x.dtype == self.weight.dtype and torch.backends.mkldnn.is_available()
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)))
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and not _tracing())
         if not fast:
             y = F.linear(x, self.weight, self.bias)
             return F.gelu(y) if self.activation == "gelu" else y
@@ -95,17 +99,48 @@ class FusedLinear(nn.Linear):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation}"
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles drop the packed cache (an opaque oneDNN tensor for fp32); it is rebuilt on use."""
+        state = dict(self.__dict__)
+        state["_packed"], state["_packed_key"] = None, None
+        return state
+
+
+def _tracing() -> bool:
+    """True while torch.jit / torch.onnx trace or dynamo compiles: they get the plain ops (exportable, and
+    inductor does its own packing)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
+
 
 def fuse_linears(model: nn.Module) -> nn.Module:
-    """Swap each block's qkv/proj/fc1/fc2 for `FusedLinear` (fc1 with GELU fused, the separate act removed)."""
+    """Swap each block's qkv/proj/fc1/fc2 for `FusedLinear` (fc1 with GELU fused, the separate act removed).
+    Idempotent; parameters and state-dict keys are unchanged."""
     for block in getattr(model, "blocks", []):
         attn, mlp = block.attn, block.mlp
+        if isinstance(attn.qkv, FusedLinear):
+            continue
         attn.qkv, attn.proj = FusedLinear(attn.qkv), FusedLinear(attn.proj)
         if isinstance(mlp.act, nn.GELU) and mlp.act.approximate == "none":
             mlp.fc1, mlp.act = FusedLinear(mlp.fc1, "gelu"), nn.Identity()
         else:
             mlp.fc1 = FusedLinear(mlp.fc1)
         mlp.fc2 = FusedLinear(mlp.fc2)
+    return model
+
+
+def unfuse_linears(model: nn.Module) -> nn.Module:
+    """Undo `fuse_linears`: plain nn.Linear layers (sharing the parameters) and a separate GELU again."""
+    for block in getattr(model, "blocks", []):
+        attn, mlp = block.attn, block.mlp
+        for owner, name in ((attn, "qkv"), (attn, "proj"), (mlp, "fc1"), (mlp, "fc2")):
+            layer = getattr(owner, name)
+            if isinstance(layer, FusedLinear):
+                plain = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                                  device="meta", dtype=layer.weight.dtype)
+                plain.weight, plain.bias = layer.weight, layer.bias
+                setattr(owner, name, plain)
+                if layer.activation == "gelu":
+                    mlp.act = nn.GELU()
     return model
 
 
@@ -117,6 +152,7 @@ def quantize_linears(model: nn.Module) -> nn.Module:
     """
     from torch.ao.quantization import quantize_dynamic
 
+    unfuse_linears(model)  # quantize_dynamic matches the exact nn.Linear type
     blocks = getattr(model, "blocks", model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
@@ -128,19 +164,23 @@ def apply_precision(model: nn.Module, precision: str, fuse: bool | None = None) 
     """Convert an fp32 AST to `precision` in place (returns it, in eval mode) and record `model.precision`.
 
     Args:
-        fuse: bf16 only: use `FusedLinear` (default: when oneDNN has native bf16 kernels on this CPU).
+        fuse: fp32 and bf16: use `FusedLinear` (default: never for fp32, which stays on transformers' kernels;
+            for bf16 when oneDNN has native bf16 kernels on this CPU).
 
     Raises:
         ConfigError: unknown precision, or a model already converted to another precision.
     """
     precision = check_precision(precision)
     current = getattr(model, "precision", "fp32")
-    if current == precision:
-        return model
-    if current != "fp32":
+    if current != "fp32" and current != precision:
         raise ConfigError(f"the model is already {current}; load it again to use {precision}")
     model.eval()
-    if precision == "bf16":
+    if current == precision and precision != "fp32":
+        return model
+    if precision == "fp32":
+        if fuse:
+            fuse_linears(model)
+    elif precision == "bf16":
         model.to(torch.bfloat16)
         if fuse if fuse is not None else onednn_bf16_available():
             fuse_linears(model)
