@@ -222,7 +222,9 @@ def test_all_files_bad_exits_1_without_output(setup):
 @pytest.mark.slow
 def test_demo_trains_well_above_chance(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cli("demo", "--out", out, "--seconds-budget", "60")
+    # The budget only guards against a hung run: on an idle machine the 40 epochs take about 25 s, so the
+    # accuracy bound is checked after the full schedule, not after however many epochs a loaded machine allows.
+    proc = run_cli("demo", "--out", out, "--seconds-budget", "600")
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "test accuracy:" in x)
     accuracy = float(line.split("test accuracy:")[1].split()[0])
