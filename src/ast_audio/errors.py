@@ -15,3 +15,7 @@ class AudioInputError(AstAudioError, ValueError):
 
 class CheckpointError(AstAudioError, ValueError):
     """A checkpoint that is missing, of an unknown format, or does not fit the requested model."""
+
+
+class ExportError(AstAudioError):
+    """A model, option or output path that cannot be exported (one line: what, and what to do)."""

@@ -38,7 +38,7 @@ import torch.nn as nn
 
 from .audio.fbank import KALDI_EPSILON, frame_transform
 from .config import ASTConfig, FrontendConfig
-from .errors import AstAudioError, AudioInputError, ConfigError
+from .errors import AudioInputError, ConfigError, ExportError
 
 EXPORT_PRECISIONS = ("fp32", "int8")
 DEFAULT_OPSET = 18
@@ -51,10 +51,6 @@ FORMAT_VERSION = 1
 # closer of the two to exact maths), which the model may amplify a little (measured 1.7e-5 on AST-base logits).
 FP32_TOLERANCE = 1e-3
 FP32_FRONTEND_TOLERANCE = 1e-2
-
-
-class ExportError(AstAudioError):
-    """A model, option or output path that cannot be exported (one line: what, and what to do)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
