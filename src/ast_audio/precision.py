@@ -196,8 +196,9 @@ def apply_precision(model: nn.Module, precision: str, fuse: bool | None = None) 
 def compile_model(model: nn.Module) -> nn.Module:
     """Compile `model.forward` with TorchInductor (weights frozen as constants, oneDNN-packed), in place.
 
-    Costs a one-off compilation (about 25 s for AST-base on 2 cores) and recompiles for each new batch shape;
-    it paid off only a little over the eager bf16 fast path here, so it is opt-in (`ast-audio bench --compile`).
+    Costs a one-off compilation (18-25 s for AST-base on 2 cores) and recompiles for each new batch shape; it was
+    7-13% slower than the eager bf16 `FusedLinear` path here (docs/speed.md), so it is opt-in
+    (`ast-audio bench --compile`).
     Use the model under `torch.inference_mode()` / `torch.no_grad()`.
     """
     model.forward = torch.compile(model.forward, options={"freezing": True})
