@@ -410,8 +410,9 @@ def format_bench(bench: BenchResult) -> str:
         lines += ["", "an hour of audio (Tagger: fbank + model, non-overlapping windows, batch "
                   f"{bench.batch}; best of {bench.repeats} runs on a generated waveform, extrapolated):"]
         for precision, rt in bench.realtime.items():
-            lines.append(f"  {precision}: {rt['windows']} windows of {rt['seconds']:.0f} s in {rt['wall_s']:.1f} s -> "
-                         f"{rt['realtime_factor']:.1f}x real time, an hour in {rt['hour_s']:.0f} s "
+            lines.append(f"  {precision}: {rt['seconds']:.0f} s of audio ({rt['windows']} windows) in "
+                         f"{rt['wall_s']:.1f} s -> {rt['realtime_factor']:.1f}x real time, "
+                         f"an hour in {rt['hour_s']:.0f} s "
                          f"(50% overlap, the tag default: {rt['realtime_factor'] / 2:.1f}x)")
     if bench.targets:
         lines += ["", "issue 5 targets (this run):"]
