@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv with the local CPU torch wheel and ast-audio (editable, with test extras), and install the
-# system packages the tests need (tools/install-system-deps.sh: chromium, espeak-ng) where they are missing.
+# system packages the tests need (tools/install-system-deps.sh: chromium) where they are missing.
 # torch is pinned to 2.13.0 first so no later resolution can pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")"

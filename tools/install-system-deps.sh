@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond pip: Debian's chromium (the web page is tested in a real headless
-# browser) and espeak-ng (spoken words for the learning check). Installs only what is missing, with apt-get as
+# browser). Installs only what is missing, with apt-get as
 # root; otherwise prints the command to run (the browser test then fails with the same advice; it never skips).
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages: ${missing[*]}" >&2
