@@ -60,7 +60,8 @@ class FusedLinear(nn.Linear):
 
     Why: a plain `F.linear` writes the pre-activation tensor to memory before a separate GELU pass (and may re-lay
     the weight out per call: not checked); prepacking plus fusion made a bf16 AST-base forward 1.15-1.21x faster
-    in two same-run comparisons on a loaded machine (docs/speed.md). Off the CPU, with autograd on, or without oneDNN it falls back to `F.linear` (+ `F.gelu`).
+    in two same-run comparisons on a loaded machine (docs/speed.md). Off the CPU, with autograd on, or without
+    oneDNN it falls back to `F.linear` (+ `F.gelu`).
     """
 
     def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
