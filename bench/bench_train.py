@@ -17,24 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench_core import median_seconds  # bench/ is on sys.path when this script runs
 
 
 def make_clips(root: Path, count: int) -> Path:

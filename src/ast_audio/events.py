@@ -96,7 +96,7 @@ def _mono_blocks(path: Path, target_rate: int) -> Iterator[np.ndarray]:
     import soundfile as sf
     import soxr
 
-    from .audio.io import MAX_FLOAT_PEAK, RESAMPLE_QUALITY, _decode_error, load_audio_info
+    from .audio.io import RESAMPLE_QUALITY, _decode_error, checked_mono, load_audio_info
 
     info = load_audio_info(path)  # checks existence / emptiness / header, one-line errors naming the file
     name = str(path)
@@ -108,16 +108,7 @@ def _mono_blocks(path: Path, target_rate: int) -> Iterator[np.ndarray]:
             while True:
                 data = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (n, channels)
                 last = data.shape[0] < BLOCK_FRAMES
-                if data.shape[0]:
-                    if not np.isfinite(data).all():
-                        raise AudioInputError(f"{name}: samples are NaN or infinite; expected finite samples in "
-                                              "[-1, 1], repair or re-export the file")
-                    peak = float(np.abs(data).max())
-                    if peak > MAX_FLOAT_PEAK:
-                        raise AudioInputError(f"{name}: peak sample is {peak:g} ({info.subtype}); expected samples "
-                                              "in [-1, 1]; the file looks int-scaled, divide it by 32768 and re-save")
-                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (n, C) -> (n,)
-                mono = np.ascontiguousarray(mono, dtype=np.float32)
+                mono = checked_mono(name, data, info.subtype)  # (n, C) -> (n,)
                 if stream is not None:
                     mono = stream.resample_chunk(mono, last=last)
                 if mono.shape[0]:

@@ -104,22 +104,29 @@ def resample(waveform: torch.Tensor, orig_rate: int, target_rate: int) -> torch.
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
 
 
+def checked_mono(name: str, data: np.ndarray, subtype: str) -> np.ndarray:
+    """(N, C) decoded float32 samples (a whole file or one block of it) -> contiguous (N,) float32 channel mean,
+    after checking that every sample is finite and within [-1, 1] (one-line AudioInputError naming `name`)."""
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioInputError(f"{name}: {bad} sample(s) are NaN or infinite; expected finite samples in [-1, 1], "
+                              "repair or re-export the file")
+    if data.size:
+        peak = float(np.abs(data).max())
+        if peak > MAX_FLOAT_PEAK:
+            raise AudioInputError(f"{name}: peak sample is {peak:g} ({subtype}); expected samples in [-1, 1]; "
+                                  "the file looks int-scaled, divide it by 32768 (or its full scale) and re-save")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (N, C) -> (N,)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
 def _finish(name: str, data: np.ndarray, rate: int, sample_rate: int, max_duration_s: float | None,
             subtype: str) -> torch.Tensor:
     """(N, C) decoded float32 -> validated (N,) mono float32 tensor at `sample_rate`."""
     if data.shape[0] == 0:
         raise AudioInputError(f"{name}: audio has 0 samples; expected at least {MIN_DURATION_S * 1000:g} ms of audio")
     _check_duration(name, data.shape[0], rate, max_duration_s)  # header frames can be estimates (mp3)
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioInputError(f"{name}: {bad} sample(s) are NaN or infinite; expected finite samples in [-1, 1], "
-                              "repair or re-export the file")
-    peak = float(np.abs(data).max())
-    if peak > MAX_FLOAT_PEAK:
-        raise AudioInputError(f"{name}: peak sample is {peak:g} ({subtype}); expected samples in [-1, 1]; "
-                              "the file looks int-scaled, divide it by 32768 (or its full scale) and re-save")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]  # (N, C) -> (N,)
-    waveform = resample(torch.from_numpy(np.ascontiguousarray(mono)), rate, sample_rate)
+    waveform = resample(torch.from_numpy(checked_mono(name, data, subtype)), rate, sample_rate)
     min_samples = int(sample_rate * MIN_DURATION_S)
     if waveform.shape[0] < min_samples:
         raise AudioInputError(f"{name}: audio is {waveform.shape[0] / sample_rate * 1000:.1f} ms long, shorter than "
