@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from bench_core import median_seconds  # bench/ is on sys.path when this script runs
+
+from ast_audio.bench import time_calls
+
+
+def median_seconds(fn, repeats: int) -> float:
+    return statistics.median(time_calls(fn, repeats))
 
 
 def make_clips(root: Path, count: int) -> Path:

@@ -68,14 +68,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall seconds of `repeats` calls of `fn` after one untimed warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
 def matmul_peak(dtype: str, repeats: int = 5) -> float:
@@ -99,7 +100,7 @@ def matmul_peak(dtype: str, repeats: int = 5) -> float:
                 b = torch.randn(k, n, generator=gen).to(torch_dtype)
                 product = torch.mm
             try:
-                seconds = _best_seconds(lambda a=a, b=b, product=product: product(a, b), repeats)
+                seconds = min(time_calls(lambda a=a, b=b, product=product: product(a, b), repeats))
                 best = max(best, 2.0 * m * k * n / seconds / 1e9)
             except RuntimeError:  # e.g. no int8 matmul kernel on this build
                 continue
