@@ -31,6 +31,7 @@ from ..audio.features import FeatureExtractor
 from ..audio.io import load_audio
 from ..config import FrontendConfig
 from ..errors import AstAudioError, ConfigError
+from ..labels import read_label_table
 from ..utils import one_line
 from .augment import (
     AugmentConfig,
@@ -132,33 +133,14 @@ def read_class_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[str,
     if not path.is_file():
         raise ConfigError(f"{path}: label CSV not found; expected the class_labels_indices.csv "
                           "(header index,mid,display_name) of the data set, check --label-csv")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: cannot read label CSV ({one_line(exc)})") from None
-    if not rows or [c.strip() for c in rows[0]] != ["index", "mid", "display_name"]:
-        raise ConfigError(f"{path}: label CSV must start with the header index,mid,display_name, found "
-                          f"{','.join(rows[0]) if rows else 'an empty file'!r}")
-    by_index: dict[int, tuple[str, str]] = {}
-    for line_no, row in enumerate(rows[1:], start=2):
-        if len(row) != 3:
-            raise ConfigError(f"{path}:{line_no}: expected 3 fields index,mid,display_name, got {len(row)}; "
-                              "quote names that contain commas")
-        index_text, mid, name = (cell.strip() for cell in row)
-        try:
-            index = int(index_text)
-        except ValueError:
-            raise ConfigError(f"{path}:{line_no}: index {index_text!r} is not an integer") from None
-        if index in by_index or not mid or not name:
-            raise ConfigError(f"{path}:{line_no}: duplicate index {index} or empty mid/display_name")
-        by_index[index] = (mid, name)
-    if sorted(by_index) != list(range(len(by_index))) or not by_index:
-        raise ConfigError(f"{path}: indices must be 0..n-1 with none missing (found {len(by_index)} rows)")
-    mids = tuple(by_index[i][0] for i in range(len(by_index)))
+    rows = read_label_table(path, error=ConfigError)  # header, fields, indices 0..n-1, names
+    for index, (mid, _name) in enumerate(rows):
+        if not mid:
+            raise ConfigError(f"{path}: empty mid for index {index}; every class needs its own mid")
+    mids = tuple(mid for mid, _name in rows)
     if len(set(mids)) != len(mids):
         raise ConfigError(f"{path}: a mid appears twice; every class needs its own mid")
-    return mids, tuple(by_index[i][1] for i in range(len(by_index)))
+    return mids, tuple(name for _mid, name in rows)
 
 
 def _read_json_datafile(path: Path) -> list[dict]:
