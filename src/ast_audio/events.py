@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .errors import AudioInputError, ConfigError
+from .infer import top_labels
 
 if TYPE_CHECKING:
     from .infer import Tagger
@@ -79,9 +80,7 @@ class Timeline:
             if top_k is None:
                 scores = {label: round(float(v), 6) for label, v in zip(self.labels, row.tolist(), strict=True)}
             else:
-                values, index = row.topk(min(top_k, row.shape[0]))
-                scores = {self.labels[j]: round(float(v), 6) for v, j in zip(values.tolist(), index.tolist(),
-                                                                              strict=True)}
+                scores = {label: round(v, 6) for label, v in top_labels(row, self.labels, top_k)}
             windows.append({"start_s": round(float(self.starts_s[i]), 6), "end_s": round(float(self.ends_s[i]), 6),
                             "scores": scores})
         return {"duration_s": round(self.duration_s, 6), "hop_s": round(self.hop_s, 6),

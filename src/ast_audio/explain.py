@@ -23,6 +23,7 @@ import torch
 
 from .audio.features import FeatureExtractor
 from .errors import AudioInputError, ConfigError
+from .infer import top_labels
 from .model import AST
 from .model.ast import NUM_PREFIX_TOKENS
 
@@ -171,7 +172,6 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         method = "gradient-rollout"
     logits = logits.detach().float()
     probs = (logits.sigmoid() if model.multi_label else logits.softmax(dim=-1))[0]
-    values, index = probs.topk(min(top_k, probs.shape[0]))
 
     config = model.config
     f_dim, t_dim = config.grid
@@ -181,7 +181,7 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
     relevance = cells.T[:frames.shape[0]]  # (T_input, F) -> (T, F), the frames that hold audio
     relevance = _min_max(relevance, covered=_coverage(config).T[:frames.shape[0]] > 0).float()
     return Explanation(fbank=frames, relevance=relevance,
-                       labels=[(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)],
+                       labels=top_labels(probs, labels, top_k),
                        class_name=class_name or "", sample_rate=frontend.sample_rate,
                        frame_shift_s=frontend.frame_shift_ms / 1000, method=method,
                        start_s=start / frontend.sample_rate,

@@ -82,7 +82,8 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def _top(scores: torch.Tensor, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+def top_labels(scores: torch.Tensor, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The `k` best (label, score) pairs of a (C,) score vector, best first."""
     values, index = scores.topk(min(k, scores.shape[0]))
     return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
 
@@ -220,10 +221,10 @@ class Tagger:
             per_window = window_scores[rows.start:rows.stop]  # (W_i, C)
             clip = per_window.max(dim=0).values if aggregate == "max" else per_window.mean(dim=0)
             windows = [WindowScores(start_s=spans[j][1] / self.sample_rate, end_s=spans[j][2] / self.sample_rate,
-                                    scores=window_scores[j], top=_top(window_scores[j], self.labels, top_k))
+                                    scores=window_scores[j], top=top_labels(window_scores[j], self.labels, top_k))
                        for j in rows]
             results.append(TagResult(name=name, duration_s=w.shape[0] / self.sample_rate, labels=self.labels,
-                                     scores=clip, top=_top(clip, self.labels, top_k), windows=windows,
+                                     scores=clip, top=top_labels(clip, self.labels, top_k), windows=windows,
                                      aggregate=aggregate))
         return results
 
