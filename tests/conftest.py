@@ -43,3 +43,25 @@ def write_tone(path: Path, seconds: float = 2.0, freq: float = 440.0, sample_rat
 @pytest.fixture
 def tiny() -> AST:
     return tiny_model()
+
+
+def pytest_report_header(config):
+    """The CPU the suite runs on, as torch reports it, and what --precision auto picks there (paths differ per CPU)."""
+    from ast_audio.precision import choose_precision, cpu_info
+
+    return [f"cpu: {cpu_info().describe()}", choose_precision("auto").describe()]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _graph_cache(tmp_path_factory):
+    """ONNX Runtime graphs built by the tests (precision ort-*/auto) go to a per-run folder, never ~/.cache; the
+    variable is inherited by the CLI subprocesses the tests start."""
+    import os
+
+    old = os.environ.get("AST_AUDIO_CACHE")
+    os.environ["AST_AUDIO_CACHE"] = str(tmp_path_factory.mktemp("ast-audio-cache"))
+    yield
+    if old is None:
+        os.environ.pop("AST_AUDIO_CACHE", None)
+    else:
+        os.environ["AST_AUDIO_CACHE"] = old

@@ -9,6 +9,10 @@ Tolerances (tiny models):
 - int8 vs fp32 on the same random weights: <= 12% of the range (measured 7.7%; per-tensor int8 rounds to 1/255 of
   each tensor's range, and random weights have no outliers-free structure to exploit);
   on a trained model, top-1 agreement >= 99% (the issue's target) and mean |logit difference| < 0.05.
+- ort-fp32 vs eager fp32: 1e-4 absolute (float32 rounding of other kernels, measured ~2e-7); ort-int8 as int8
+  (per-channel weights round no worse than per-tensor ones).
+
+auto is tested per CPU class by faking the capability report (`CpuInfo`), and for real on the CPU at hand.
 """
 
 from __future__ import annotations
@@ -24,7 +28,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ast_audio import ConfigError, load_model, save_hf, save_model
 from ast_audio.bench import accuracy_report, ast_flops
-from ast_audio.precision import PRECISIONS, FusedLinear, apply_precision, check_precision, parse_precisions
+from ast_audio.precision import (
+    AUTO_BY_CLASS,
+    PRECISIONS,
+    CpuInfo,
+    FusedLinear,
+    apply_precision,
+    check_precision,
+    choose_precision,
+    cpu_info,
+    parse_cpuinfo,
+    parse_precisions,
+    warn_if_emulated,
+)
 from ast_audio.weights.convert import native_to_reference
 
 from .conftest import tiny_model, write_tone
@@ -63,13 +79,16 @@ def random_tiny():
 
 
 def test_check_and_parse_precision():
-    assert [check_precision(p) for p in PRECISIONS] == ["fp32", "bf16", "int8"]
-    assert parse_precisions(" bf16,fp32,bf16 ") == ["bf16", "fp32"]
-    for bad in ("fp16", "BF16", "", None, 8):
-        with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, int8"):
+    assert [check_precision(p) for p in PRECISIONS] == ["fp32", "bf16", "int8", "ort-fp32", "ort-int8"]
+    assert check_precision("auto") == "auto"
+    assert parse_precisions(" bf16,fp32,bf16,auto ") == ["bf16", "fp32", "auto"]
+    for bad in ("fp16", "", None, 16):
+        with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, int8, ort-fp32, ort-int8"):
             check_precision(bad)
-    with pytest.raises(ConfigError, match="fp64"):
-        parse_precisions("fp32,fp64")
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        check_precision("auto", allow_auto=False)
+    with pytest.raises(ConfigError, match="comma-separated"):
+        parse_precisions(" , ")
 
 
 def test_fp32_parity_with_transformers(tmp_path):
@@ -114,40 +133,83 @@ def test_bf16_and_int8_close_to_fp32(random_tiny):
         assert 0 < diff < bound * span, (model.precision, diff, span)
 
 
-def test_fused_linear_matches_definition():
-    """FusedLinear (oneDNN prepacked, fused exact GELU) against linear + erf-GELU computed in float64."""
+def _fused_matches_definition(fused_for) -> list[FusedLinear]:
+    """Every (dtype, activation) FusedLinear from `fused_for(linear, dtype, activation)` against a float64
+    definition; returns the bf16 layers (to see which path they took)."""
+    import copy
+
     torch.manual_seed(0)
     linear = torch.nn.Linear(48, 96)
     x = torch.randn(2, 7, 48)
     pre = x.double() @ linear.weight.double().T + linear.bias.double()
     gelu = 0.5 * pre * (1 + torch.erf(pre / math.sqrt(2)))  # exact GELU by definition
+    bf16_layers = []
     for dtype, rtol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
         for activation, expected in (("none", pre), ("gelu", gelu)):
-            import copy
-
-            fused = FusedLinear(copy.deepcopy(linear).to(dtype), activation)
+            fused = fused_for(copy.deepcopy(linear).to(dtype), activation)
             assert list(fused.state_dict()) == ["weight", "bias"]  # same keys as nn.Linear
             with torch.inference_mode():
                 out = fused(x.to(dtype)).double()
             scale = expected.abs().max().item()
             assert (out - expected).abs().max().item() < rtol * scale, (dtype, activation)
+            if dtype == torch.bfloat16:
+                bf16_layers.append(fused)
+    return bf16_layers
+
+
+def test_fused_linear_matches_definition():
+    """On this CPU: bf16 packs the weight where oneDNN has native bf16 (AVX512-BF16/AMX) and falls back to
+    F.linear where it cannot (AVX2: oneDNN refuses to reorder bf16 weights), both computing the definition."""
+    import copy
+
+    for layer in _fused_matches_definition(FusedLinear):
+        if cpu_info().native_bf16:
+            assert layer.fallback is None and layer._packed is not None
+        else:  # what runs on AVX2-only CPUs: the fallback, with oneDNN's reason kept
+            assert layer.fallback and layer._packed is None
     # autograd on: the plain path, and gradients flow
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 96)
+    x = torch.randn(2, 7, 48, requires_grad=True)
+    pre = x.detach().double() @ linear.weight.double().T + linear.bias.double()
+    gelu = 0.5 * pre * (1 + torch.erf(pre / math.sqrt(2)))
     fused = FusedLinear(copy.deepcopy(linear), "gelu")
-    out = fused(x.requires_grad_())
+    out = fused(x)
     out.sum().backward()
     assert x.grad is not None and (out.double() - gelu).abs().max().item() < 1e-5
 
 
+def test_fused_linear_falls_back_when_onednn_refuses(monkeypatch):
+    """The fallback path on every CPU: a oneDNN refusal to pack (as on AVX2 for bf16) is caught once, remembered,
+    and the plain F.linear computes the same function; nothing raises."""
+    calls = []
+
+    def refuse(self):
+        calls.append(1)
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert or "
+                           "avx512bw, avx512vl and avx512dq")
+
+    monkeypatch.setattr(FusedLinear, "_packed_weight", refuse)
+    layers = _fused_matches_definition(FusedLinear)
+    assert all(layer.fallback.startswith("mkldnn_reorder_linear_weight") for layer in layers)
+    assert len(calls) == 4  # one attempt per layer (fp32 and bf16, two activations), never retried
+    with torch.inference_mode():
+        layers[0](torch.randn(1, 48).to(torch.bfloat16))
+    assert len(calls) == 4
+
+
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_a_trained_model():
-    """A small AST trained on generated clips: int8 and bf16 pick fp32's top class on >= 99% of held-out clips.
-    (The demo's data size and schedule: about 25 s of training on 2 quiet cores.)"""
-    report = accuracy_report(train_per_class=60, test_per_class=25, epochs=40, onnx=False, log=lambda _: None)
+    """A small AST trained on generated clips: every fast path (bf16, int8, ONNX Runtime fp32/int8) picks fp32's top
+    class on >= 99% of held-out clips. (The demo's data size and schedule: about 25 s of training on 2 quiet
+    cores.)"""
+    report = accuracy_report(train_per_class=60, test_per_class=25, epochs=40, log=lambda _: None)
     rows = {r.name: r for r in report.rows}
     fp32 = rows["ast-audio fp32"]
     assert fp32.top1_agreement == 1.0 and fp32.max_abs_logit_diff == 0.0
     assert fp32.accuracy >= 0.8, "the model must have learned for agreement to mean anything"
-    for name in ("ast-audio bf16", "ast-audio int8"):
+    assert rows["ast-audio ort-fp32"].max_abs_logit_diff < FP32_ATOL
+    for name in ("ast-audio bf16", "ast-audio int8", "ast-audio ort-int8"):
         assert rows[name].top1_agreement >= 0.99, (name, rows[name])
         assert 0 < rows[name].mean_abs_logit_diff < 0.05
         assert abs(rows[name].accuracy - fp32.accuracy) <= 0.02
@@ -226,7 +288,8 @@ def test_cli_tag_precision(tmp_path, random_tiny):
     bad = subprocess.run([CLI, "tag", str(audio), "--checkpoint", str(tmp_path / "model"), "--precision", "fp16"],
                          capture_output=True, text=True)
     assert bad.returncode == 1
-    expected = "ast-audio: error: precision must be one of fp32, bf16, int8, got 'fp16'"
+    expected = ("ast-audio: error: precision must be one of auto, fp32, bf16, int8, ort-fp32, ort-int8, got "
+                "'fp16'")
     assert bad.stderr.strip().splitlines() == [expected]
 
 
@@ -249,3 +312,220 @@ def test_fused_fp32_opt_in_and_int8_from_fused(random_tiny):
     assert "quantized" in type(int8.blocks[0].mlp.fc1).__module__ and isinstance(int8.blocks[0].mlp.act, torch.nn.GELU)
     span = (reference.max() - reference.min()).item()
     assert (logits(int8, x) - reference).abs().max().item() < INT8_REL * span
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# auto: the choice per CPU class (faked reports), and the real path of this CPU
+
+AMX_FLAGS = frozenset("avx2 avx512f avx512bw avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8".split())
+ZEN4_FLAGS = frozenset("avx2 avx512f avx512bw avx512_bf16 avx512_vnni".split())
+CASCADE_FLAGS = frozenset("avx2 avx512f avx512bw avx512_vnni".split())
+HASWELL_FLAGS = frozenset("avx2 fma".split())
+
+FAKE_CPUS = {  # class -> the report torch and the OS give on such a CPU
+    "amx": CpuInfo("x86_64", "AVX512", True, AMX_FLAGS, "Intel Xeon (Sapphire Rapids)"),
+    "avx512-bf16": CpuInfo("x86_64", "AVX512", True, ZEN4_FLAGS, "AMD EPYC (Zen 4)"),
+    "avx512": CpuInfo("x86_64", "AVX512", False, CASCADE_FLAGS, "Intel Xeon (Cascade Lake)"),
+    "avx2": CpuInfo("x86_64", "AVX2", False, HASWELL_FLAGS, "Intel Core (Haswell)"),
+    "arm": CpuInfo("aarch64", "DEFAULT", False, frozenset("fp asimd bf16".split()), "Neoverse-V1"),
+    "other": CpuInfo("x86_64", "DEFAULT", False, frozenset(), "old x86"),
+}
+
+
+@pytest.mark.parametrize("cpu_class, with_ort, without_ort", [
+    ("amx", "bf16", "bf16"),
+    ("avx512-bf16", "ort-int8", "int8"),
+    ("avx512", "ort-int8", "int8"),
+    ("avx2", "ort-int8", "int8"),
+    ("arm", "fp32", "fp32"),
+    ("other", "fp32", "fp32"),
+])
+def test_auto_per_cpu_class(cpu_class, with_ort, without_ort):
+    """What auto picks on each CPU class, as docs/speed.md's table says; never an emulated bf16, never ONNX Runtime
+    when it is not installed; the reason is one line and names the class."""
+    cpu = FAKE_CPUS[cpu_class]
+    assert cpu.cpu_class == cpu_class
+    for onnxruntime, expected in ((True, with_ort), (False, without_ort)):
+        choice = choose_precision("auto", cpu=cpu, onnxruntime=onnxruntime)
+        assert choice.precision == expected and choice.requested == "auto"
+        assert choice.reason.startswith(cpu_class) and "\n" not in choice.describe()
+        assert choice.describe().startswith(f"precision auto -> {expected}: ")
+        if expected == "bf16":
+            assert cpu.native_bf16
+        if not onnxruntime and with_ort != without_ort:
+            assert "pip install 'ast-audio[export]'" in choice.reason
+    assert set(AUTO_BY_CLASS) == set(FAKE_CPUS)  # every class auto knows is tested here
+
+
+def test_auto_on_gpus_and_for_explanations():
+    assert choose_precision("auto", device="cuda", cuda_bf16=True).precision == "bf16"
+    assert choose_precision("auto", device="cuda", cuda_bf16=False).precision == "fp32"
+    assert choose_precision("auto", device="mps").precision == "fp32"
+    with pytest.raises(ConfigError, match="runs ONNX Runtime on the CPU"):
+        choose_precision("ort-int8", device="cuda")
+    # explanations need torch internals: native bf16 or fp32, never int8/ONNX Runtime
+    for cpu in FAKE_CPUS.values():
+        choice = choose_precision("auto", cpu=cpu, torch_only=True)
+        assert choice.precision == ("bf16" if cpu.native_bf16 else "fp32")
+    # an explicit precision is taken as asked
+    assert choose_precision("int8", cpu=FAKE_CPUS["amx"]) .precision == "int8"
+
+
+def test_cpuinfo_parsing_and_restricted_isa():
+    """/proc/cpuinfo text of an x86 and an ARM machine; and torch's own capability report honours
+    ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, so a newer x86 CPU restricted to AVX2 is classed avx2."""
+    flags, name = parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 avx512f "
+                                "avx512_bf16\n\nprocessor\t: 1\nflags\t: other\n")
+    assert name == "AMD EPYC 9R14" and flags == {"fpu", "avx2", "avx512f", "avx512_bf16"}
+    flags, name = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd bf16 sve\nCPU part\t: 0xd40\n")
+    assert flags == {"fp", "asimd", "bf16", "sve"} and name == ""
+    here = cpu_info()
+    code = "from ast_audio.precision import cpu_info; c = cpu_info(); print(c.cpu_class, c.native_bf16)"
+    env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    import os
+
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True)
+    if here.x86 and "avx2" in here.flags:
+        assert run.stdout.split() == ["avx2", "False"]
+    else:  # the variables have no effect off x86 (ARM stays arm, an old x86 other)
+        assert run.stdout.split()[0] == here.cpu_class
+
+
+def test_bf16_warns_where_it_is_emulated(recwarn):
+    from ast_audio.errors import AstAudioWarning
+
+    assert warn_if_emulated("bf16", cpu=FAKE_CPUS["avx2"]) is True
+    warning = recwarn.pop(AstAudioWarning)
+    assert "bf16 is emulated on this CPU (avx2" in str(warning.message) and "--precision auto (ort-int8" in str(
+        warning.message) or "--precision auto (int8" in str(warning.message)
+    assert warn_if_emulated("bf16", cpu=FAKE_CPUS["amx"]) is False
+    assert warn_if_emulated("int8", cpu=FAKE_CPUS["avx2"]) is False
+    assert warn_if_emulated("bf16", device="cuda", cpu=FAKE_CPUS["avx2"]) is False
+    assert not [w for w in recwarn if issubclass(w.category, AstAudioWarning)]
+
+
+def test_cli_bf16_on_an_avx2_cpu_warns_in_one_line_and_works(tmp_path, random_tiny):
+    """An x86 CPU restricted to AVX2 (as an AVX2-only machine reports itself): --precision bf16 still tags, with one
+    warning line saying it is emulated and what to use instead."""
+    import json
+    import os
+
+    save_model(random_tiny, tmp_path / "model")
+    audio = write_tone(tmp_path / "tone.wav", seconds=1.0)
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    run = subprocess.run([CLI, "tag", str(audio), "--checkpoint", str(tmp_path / "model"), "--precision", "bf16",
+                          "--format", "json"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["labels"]
+    if cpu_info().x86 and "avx2" in cpu_info().flags:
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ast-audio: warning: bf16 is emulated on this CPU (avx2")
+
+
+def test_auto_runs_for_real_on_this_cpu(tmp_path, random_tiny):
+    """load_model(precision="auto") on this machine: the precision choose_precision names, close to fp32 within that
+    precision's bound, and --verbose says what was picked and why in one line."""
+    save_model(random_tiny, tmp_path / "model")
+    x = inputs()
+    base = logits(random_tiny, x)
+    span = (base.max() - base.min()).item()
+    expected = choose_precision("auto")
+    model = load_model(tmp_path / "model", precision="auto")
+    assert model.precision == expected.precision and model.precision_choice == expected
+    bound = {"fp32": FP32_ATOL, "ort-fp32": FP32_ATOL, "bf16": BF16_REL * span, "int8": INT8_REL * span,
+             "ort-int8": INT8_REL * span}[expected.precision]
+    assert (logits(model, x) - base).abs().max().item() < bound
+    audio = write_tone(tmp_path / "tone.wav", seconds=1.0)
+    run = subprocess.run([CLI, "--verbose", "tag", str(audio), "--checkpoint", str(tmp_path / "model"),
+                          "--precision", "auto", "--format", "json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"ast-audio: {expected.describe()}" in run.stderr.splitlines()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX Runtime as a backend
+
+
+def test_ort_precisions_match_eager_and_are_cached(tmp_path, random_tiny):
+    """ort-fp32 reproduces the eager model (1e-4), ort-int8 stays within the int8 bound; the graph has attention
+    fused (MultiHeadAttention, no separate Softmax) and is built once per set of weights."""
+    import copy
+
+    import onnx
+
+    from ast_audio.export import runtime_model
+
+    x = inputs()
+    base = logits(random_tiny, x)
+    span = (base.max() - base.min()).item()
+    cache = tmp_path / "cache"
+    fp32 = runtime_model(copy.deepcopy(random_tiny), "ort-fp32", cache=cache)
+    assert fp32.precision == "ort-fp32" and fp32.labels == random_tiny.labels
+    assert (logits(fp32, x) - base).abs().max().item() < FP32_ATOL
+    int8 = runtime_model(copy.deepcopy(random_tiny), "ort-int8", cache=cache)
+    assert 0 < (logits(int8, x) - base).abs().max().item() < INT8_REL * span
+    graphs = sorted(cache.glob("*.onnx"))
+    assert len(graphs) == 2
+    for path in graphs:
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ops.count("MultiHeadAttention") == random_tiny.config.depth and "Softmax" not in ops
+    stamps = [p.stat().st_mtime_ns for p in graphs]
+    again = runtime_model(copy.deepcopy(random_tiny), "ort-int8", cache=cache)  # cached: nothing rebuilt
+    assert sorted(cache.glob("*.onnx")) == graphs and [p.stat().st_mtime_ns for p in graphs] == stamps
+    assert torch.equal(logits(again, x), logits(int8, x))
+    other = copy.deepcopy(random_tiny)
+    with torch.no_grad():
+        other.mlp_head[1].bias.add_(1.0)
+    runtime_model(other, "ort-fp32", cache=cache)  # other weights: another graph
+    assert len(list(cache.glob("*.onnx"))) == 3
+
+
+def test_ort_with_unwritable_cache_builds_in_a_temporary_folder(tmp_path, random_tiny):
+    import copy
+
+    from ast_audio.export import runtime_model
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    model = runtime_model(copy.deepcopy(random_tiny), "ort-fp32", cache=blocker / "cache")
+    x = inputs()
+    assert (logits(model, x) - logits(random_tiny, x)).abs().max().item() < FP32_ATOL
+    assert blocker.read_text() == "not a folder"
+
+
+def test_ort_and_int8_models_refuse_explanations(random_tiny):
+    from ast_audio.explain import explain
+
+    wave = torch.randn(16000) * 0.1
+    model = apply_precision(__import__("copy").deepcopy(random_tiny), "ort-fp32")
+    with pytest.raises(ConfigError, match="attention maps of the torch model.*use --precision auto, fp32 or bf16"):
+        explain(model, wave)
+
+
+def test_every_command_checks_the_precision_in_one_line(tmp_path, random_tiny):
+    """tag, events, calibrate, explain and serve take the same --precision and refuse a bad one the same way,
+    before reading the checkpoint."""
+    audio = write_tone(tmp_path / "tone.wav", seconds=1.0)
+    expected = ("ast-audio: error: precision must be one of auto, fp32, bf16, int8, ort-fp32, ort-int8, got "
+                "'fp8'")
+    for command in (["tag", str(audio)], ["events", str(audio)], ["explain", str(audio), "-o", "x.png"],
+                    ["calibrate", "--data", str(tmp_path), "-o", "t.csv"], ["serve"]):
+        run = subprocess.run([CLI, *command, "--checkpoint", str(tmp_path / "missing"), "--precision", "fp8"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1 and run.stderr.strip().splitlines() == [expected], (command, run.stderr)
+
+
+@pytest.mark.slow
+def test_server_start_up_line_says_what_auto_picked(tmp_path, random_tiny):
+    """`serve --precision auto`: the one start-up line names the precision auto picked and why; /healthz agrees."""
+    import httpx
+
+    from .serve_helpers import run_server
+
+    save_model(random_tiny, tmp_path / "model")
+    choice = choose_precision("auto")
+    with run_server(tmp_path / "model", "--precision", "auto") as server:
+        startup = [line for line in server.lines if "listening on" in line]
+        assert len(startup) == 1 and choice.describe() in startup[0]
+        assert httpx.get(server.url + "/healthz", timeout=30).json()["precision"] == choice.precision

@@ -430,8 +430,8 @@ def test_cli_port_taken(checkpoint):
     assert str(port) in lines[0] and "--port" in lines[0]
 
 
-@pytest.mark.parametrize(("option", "value"), [("--port", "70000"), ("--precision", "fp8"),
-                                               ("--max-upload-mb", "0"), ("--workers-threads", "-1")])
+@pytest.mark.parametrize(("option", "value"), [("--port", "70000"), ("--max-upload-mb", "0"),
+                                               ("--workers-threads", "-1")])
 def test_cli_rejects_bad_options(option, value, capsys):
     from ast_audio.cli import main
 

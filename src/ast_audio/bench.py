@@ -1,16 +1,20 @@
 """Inference benchmark and fast-path accuracy report behind `ast-audio bench`.
 
-Speed (`run_bench`): per-clip latency at batch 1 and throughput at batch B of ast-audio's AST in each precision,
-of its ONNX export (fp32 and int8, onnxruntime), and of transformers' ASTForAudioClassification on the same weights
-(fp32 SDPA and bf16), all in one process with their repeats interleaved (round r times every variant once), so
-that a noisy, shared machine slows them alike. A variant's time is the best of its repeats (interference only ever
-adds time); medians are kept in the JSON too. Ratios are throughputs at batch B against transformers. Each
-variant's "fraction of peak" is model FLOPs per clip / seconds per clip / the measured torch.mm rate of its
-compute dtype (`matmul_peak`). The real-time factor tags a generated waveform of `seconds` s with the Tagger
+Speed (`run_bench`): per-clip latency at batch 1 and throughput at batch B of ast-audio's AST in each precision
+(fp32, bf16, int8, ONNX Runtime fp32/int8; `auto` is whichever of them `choose_precision` picks here) and of the
+peer paths a user would otherwise take on the same weights: transformers' ASTForAudioClassification (fp32 SDPA,
+and bf16 where the CPU has it natively) and transformers' own model exported to ONNX and run by ONNX Runtime
+(fp32, and int8 by `quantize_dynamic`'s defaults). All in one process, with their repeats interleaved (round r times
+every variant once) so that a noisy, shared machine slows them alike; a variant's time is the best of its repeats
+(interference only ever adds time), medians are kept in the JSON. Variants this CPU would emulate (bf16 without
+AVX512-BF16/AMX: ~100x slower) are skipped with a one-line reason, so the default run takes minutes on any CPU.
+The headline is auto's throughput over the fastest peer's. Each variant's "fraction of peak" is model FLOPs per
+clip / seconds per clip / the measured matmul rate of its compute dtype (`matmul_peak`, sizes that take
+milliseconds). The real-time factor tags a generated waveform of `seconds` s with auto's model through the Tagger
 (decoding excluded, fbank included) in non-overlapping windows, and extrapolates to an hour.
 
 Accuracy (`accuracy_report`): trains a small AST on generated labelled clips (ast_audio.demo's classes and
-training loop), then on held-out generated clips reports each fast path's top-1 agreement with fp32, mean and
+training loop), then on held-out generated clips reports each precision's top-1 agreement with fp32, mean and
 max absolute logit difference, and its own accuracy.
 """
 
@@ -31,11 +35,22 @@ import torch
 
 from .config import ASTConfig
 from .model import AST
-from .precision import PRECISIONS, apply_precision, check_precision, compile_model
+from .precision import (
+    ORT_PRECISIONS,
+    PRECISIONS,
+    apply_precision,
+    check_precision,
+    choose_precision,
+    compile_model,
+    cpu_info,
+    onnxruntime_available,
+)
 
-# Targets of issue 5 (ratios in one run on the 2-core AVX-512 machine).
-TARGETS = {"bf16_vs_hf_bf16": 1.5, "bf16_fraction_of_peak": 0.75, "fp32_vs_hf_fp32": 1.8, "int8_vs_hf_fp32": 2.5,
-           "realtime_factor": 25.0}
+# Issue 9's targets (ratios in one run on the CPU at hand): auto at least as fast as the fastest peer, aim 1.25x.
+TARGETS = {"auto_vs_fastest_peer": 1.0}
+AIM = {"auto_vs_fastest_peer": 1.25}
+DEFAULT_BATCH = 4
+DEFAULT_REPEATS = 2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -79,13 +94,20 @@ def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak(dtype: str, repeats: int = 5) -> float:
-    """Measured GFLOP/s of torch.mm ("fp32", "bf16") or torch._int_mm ("int8", GOP/s) on large matrices.
+def native_dtypes() -> tuple[str, ...]:
+    """The matmul dtypes this CPU runs natively: fp32 and int8 always, bf16 where oneDNN has bf16 kernels."""
+    return ("fp32", "bf16", "int8") if cpu_info().native_bf16 else ("fp32", "int8")
 
-    The best rate over a square 2048^3 product and the two AST-base MLP shapes at batch 2 (2428 tokens x 768 x 3072
-    and back), each the best of `repeats`: the rate the model's products could reach at most on this machine.
+
+def matmul_peak(dtype: str, repeats: int = 3) -> float:
+    """Measured GFLOP/s of torch.mm ("fp32", "bf16") or torch._int_mm ("int8", GOP/s).
+
+    The best rate over the two AST-base MLP products at one clip (1024 tokens x 768 x 3072 and back, 4.8 GFLOP
+    each: tens of milliseconds in fp32 on 2 AVX2 cores), each the best of `repeats`: the rate the model's
+    products can reach at most on this machine. Call it only for `native_dtypes()` (emulated bf16 runs at ~1
+    GFLOP/s).
     """
-    shapes = [(2048, 2048, 2048), (2428, 768, 3072), (2428, 3072, 768)]
+    shapes = [(1024, 768, 3072), (1024, 3072, 768)]
     best = 0.0
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
@@ -117,6 +139,7 @@ class VariantResult:
 
     name: str
     compute_dtype: str  # the matmul peak it is compared with: fp32, bf16 or int8
+    peer: bool = False  # another implementation (transformers, its ONNX export), not ast-audio
     latency_s: float | None = None  # batch 1, seconds per clip
     batch_s_per_clip: float | None = None  # batch B, seconds per clip
     latency_median_s: float | None = None
@@ -142,8 +165,12 @@ class BenchResult:
     repeats: int
     threads: int
     torch_version: str
+    cpu: str  # CpuInfo.describe()
+    cpu_class: str
+    auto: dict[str, str]  # {"precision", "reason", "variant"}
     peaks_gflops: dict[str, float]
     variants: list[VariantResult]
+    skipped: dict[str, str] = field(default_factory=dict)  # variant -> why it was not timed
     notes: list[str] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     realtime: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -175,46 +202,47 @@ def random_base_model(seed: int = 0) -> AST:
     return AST(ASTConfig()).eval()
 
 
-def _our_variants(model: AST, precisions: Sequence[str], compile: bool,
-                  log: Callable[[str], None]) -> list[tuple[VariantResult, Callable[[torch.Tensor], torch.Tensor]]]:
-    out = []
+Variant = tuple[VariantResult, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def emulated_reason(precision: str) -> str | None:
+    """Why `precision` is not worth timing on this CPU (it would be emulated), or None."""
+    if precision == "bf16" and not cpu_info().native_bf16:
+        return (f"skipped: bf16 would be emulated on this CPU ({cpu_info().cpu_class}, no AVX512-BF16/AMX), "
+                "about 100x slower than fp32")
+    return None
+
+
+def _our_variants(model: AST, precisions: Sequence[str], compile: bool, folder: Path,
+                  skip: Callable[[str, str], None]) -> list[Variant]:
+    out: list[Variant] = []
     for precision in precisions:
+        reason = emulated_reason(precision)
+        if reason is None and precision in ORT_PRECISIONS and not onnxruntime_available():
+            reason = "skipped: onnx/onnxruntime not installed (pip install 'ast-audio[export]')"
+        if reason:
+            skip(f"ast-audio {precision}", reason)
+            continue
         start = time.perf_counter()
-        converted = apply_precision(copy.deepcopy(model), precision)
-        setup = time.perf_counter() - start
-        dtype = precision
-        out.append((VariantResult(f"ast-audio {precision}", dtype, setup_s=setup), converted))
-        if compile:
+        if precision in ORT_PRECISIONS:
+            from .export import runtime_model
+
+            converted = runtime_model(model, precision, cache=folder / "graphs")
+        else:
+            converted = apply_precision(copy.deepcopy(model), precision)
+        dtype = precision.removeprefix("ort-")
+        out.append((VariantResult(f"ast-audio {precision}", dtype, setup_s=time.perf_counter() - start), converted))
+        if compile and precision not in ORT_PRECISIONS:
             compiled = compile_model(apply_precision(copy.deepcopy(model), precision))
             out.append((VariantResult(f"ast-audio {precision} compiled", dtype,
                                       note="torch.compile (inductor, frozen weights)"), compiled))
-    log(f"ast-audio: {', '.join(v.name for v, _ in out)}")
     return out
 
 
-def _onnx_variants(model: AST, folder: Path, log: Callable[[str], None]):
-    try:
-        from .export import OnnxModel, export_onnx
-    except Exception as exc:  # the export module missing or broken: say so, bench the rest
-        log(f"onnx: not available ({_first_line(exc)})")
-        return []
-    out = []
-    for precision in ("fp32", "int8"):
-        try:
-            start = time.perf_counter()
-            path = folder / f"model-{precision}.onnx"
-            export_onnx(model, path, precision=precision, with_frontend=False, check=False)
-            session = OnnxModel(path)
-            setup = time.perf_counter() - start
-        except Exception as exc:
-            log(f"onnx {precision}: not available ({_first_line(exc)})")
-            continue
-        out.append((VariantResult(f"onnxruntime {precision}", precision, setup_s=setup),
-                    lambda x, session=session: torch.from_numpy(session(x))))
-    return out
-
-
-def _transformers_variants(model: AST, folder: Path, log: Callable[[str], None]):
+def _transformers_variants(model: AST, folder: Path, log: Callable[[str], None],
+                           skip: Callable[[str, str], None]) -> list[Variant]:
+    """transformers' AST on the same weights: fp32 (SDPA), bf16 where native, and its own ONNX export run by ONNX
+    Runtime in fp32 and int8 (`quantize_dynamic` with its defaults, as a user would)."""
     try:
         import transformers
         from transformers import ASTForAudioClassification
@@ -235,14 +263,64 @@ def _transformers_variants(model: AST, folder: Path, log: Callable[[str], None])
         start = time.perf_counter()
         hf = ASTForAudioClassification.from_pretrained(folder / "hf", attn_implementation="sdpa").eval()
         setup = time.perf_counter() - start
+    out: list[Variant] = [(VariantResult("transformers fp32", "fp32", peer=True, setup_s=setup),
+                           lambda x: hf(input_values=x).logits)]
+    reason = emulated_reason("bf16")
+    if reason:
+        skip("transformers bf16", reason)
+    else:
         hf_bf16 = copy.deepcopy(hf).to(torch.bfloat16)
-    log(f"transformers {transformers.__version__}: fp32 (SDPA), bf16 (SDPA, weights cast)")
-    return [(VariantResult("transformers fp32", "fp32", setup_s=setup), lambda x: hf(input_values=x).logits),
-            (VariantResult("transformers bf16", "bf16"),
-             lambda x: hf_bf16(input_values=x.to(torch.bfloat16)).logits.float())]
+        out.append((VariantResult("transformers bf16", "bf16", peer=True),
+                    lambda x: hf_bf16(input_values=x.to(torch.bfloat16)).logits.float()))
+    if not onnxruntime_available():
+        skip("transformers onnxruntime fp32/int8", "skipped: onnx/onnxruntime not installed")
+        return out
+    try:
+        out += _transformers_onnx(folder, model.config)
+    except Exception as exc:  # an exporter failure must not cost the rest of the run
+        skip("transformers onnxruntime fp32/int8", f"export failed ({_first_line(exc)})")
+    log(f"transformers {transformers.__version__}: " + ", ".join(v.name for v, _ in out))
+    return out
 
 
-def realtime_factor(model: AST, seconds: float, batch: int, seed: int = 0, repeats: int = 1) -> dict[str, float]:
+def _transformers_onnx(folder: Path, config: ASTConfig) -> list[Variant]:
+    """transformers' AST exported by torch.onnx (TorchScript exporter, eager attention, dynamic batch) and its
+    dynamic int8 quantization with onnxruntime's defaults, each in an onnxruntime session."""
+    import logging
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import ASTForAudioClassification
+
+    out: list[Variant] = []
+    start = time.perf_counter()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        eager = ASTForAudioClassification.from_pretrained(folder / "hf", attn_implementation="eager").eval()
+        torch.onnx.export(eager, (torch.zeros(1, config.input_tdim, config.input_fdim),), str(folder / "hf.onnx"),
+                          input_names=["input_values"], output_names=["logits"], opset_version=18, dynamo=False,
+                          dynamic_axes={"input_values": {0: "batch"}, "logits": {0: "batch"}})
+    export_s = time.perf_counter() - start
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" notice
+    try:
+        start = time.perf_counter()
+        quantize_dynamic(str(folder / "hf.onnx"), str(folder / "hf-int8.onnx"), weight_type=QuantType.QInt8)
+        quantize_s = time.perf_counter() - start
+    finally:
+        root.setLevel(level)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    for name, path, dtype, setup in (("fp32", "hf.onnx", "fp32", export_s), ("int8", "hf-int8.onnx", "int8",
+                                                                              export_s + quantize_s)):
+        session = ort.InferenceSession(str(folder / path), options, providers=["CPUExecutionProvider"])
+        out.append((VariantResult(f"transformers onnxruntime {name}", dtype, peer=True, setup_s=setup),
+                    lambda x, session=session: torch.from_numpy(session.run(None, {"input_values": x.numpy()})[0])))
+    return out
+
+
+def realtime_factor(model: Any, seconds: float, batch: int, seed: int = 0, repeats: int = 1) -> dict[str, float]:
     """Tag a generated `seconds`-long waveform in non-overlapping windows of the model's input length with the
     Tagger (fbank + model, no decoding), best of `repeats` runs, and extrapolate to an hour: {'seconds',
     'windows', 'wall_s', 'realtime_factor', 'hour_s'}."""
@@ -265,58 +343,68 @@ def realtime_factor(model: AST, seconds: float, batch: int, seed: int = 0, repea
             "hour_s": 3600.0 / factor}
 
 
-def run_bench(model: AST | None = None, *, precisions: Sequence[str] = PRECISIONS, onnx: bool = False,
-              compare: bool = True, batch: int = 8, repeats: int = 3, seconds: float = 60.0, compile: bool = False,
-              peaks: bool = True, log: Callable[[str], None] = print, seed: int = 0) -> BenchResult:
+def run_bench(model: AST | None = None, *, precisions: Sequence[str] = PRECISIONS, compare: bool = True,
+              batch: int = DEFAULT_BATCH, repeats: int = DEFAULT_REPEATS, seconds: float = 60.0,
+              compile: bool = False, peaks: bool = True, log: Callable[[str], None] = print,
+              seed: int = 0) -> BenchResult:
     """Benchmark `model` (default: random AST-base384 weights) as described in the module docstring.
 
     Args:
         model: an fp32 AST (e.g. `load_model(checkpoint)`).
-        precisions: ast-audio precisions to time.
-        onnx: also export fp32 and int8 ONNX graphs (ast_audio.export) and time them in onnxruntime.
-        compare: time transformers' AST on the same weights (skipped with a note when it is not installed).
+        precisions: ast-audio precisions to time ("auto" means the one `choose_precision` picks; it is always
+            timed, so the headline ratio exists).
+        compare: time the peers on the same weights (skipped with a note when transformers is not installed).
         batch: batch size of the throughput measurement.
         repeats: interleaved timed rounds (after one warm-up round).
-        seconds: length of the generated waveform for the real-time factor (0 to skip it).
-        compile: also time `compile_model` versions of each precision.
-        peaks: measure the matmul peaks (needed for the fraction of peak).
+        seconds: length of the generated waveform for auto's real-time factor (0 to skip it).
+        compile: also time `compile_model` versions of the torch precisions.
+        peaks: measure the matmul peaks of the native dtypes (needed for the fraction of peak).
     """
-    precisions = [check_precision(p) for p in precisions]
+    auto = choose_precision("auto")
+    precisions = list(dict.fromkeys(auto.precision if p == "auto" else p for p in precisions))
+    if auto.precision not in precisions:
+        precisions.append(auto.precision)
     if model is None:
         model, name = random_base_model(seed), "AST-base384, random weights"
     else:
         name = f"AST {model.config.embed_dim} wide, {model.config.depth} blocks"
-    model = model.float().eval()
-    if getattr(model, "precision", "fp32") != "fp32":
+    if not isinstance(model, AST) or getattr(model, "precision", "fp32") != "fp32":
         from .errors import ConfigError
 
-        raise ConfigError("run_bench needs the fp32 model (it converts copies to each precision)")
+        raise ConfigError("run_bench needs the fp32 AST (it converts copies to each precision)")
+    model = model.float().eval()
     config = model.config
     flops = ast_flops(config)["total"]
     tokens = config.num_patches + 2
     name += f", {config.input_tdim} frames ({tokens} tokens), {flops / 1e9:.1f} GFLOP/clip"
+    cpu = cpu_info()
     log(f"model: {name}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    log(f"cpu: {cpu.describe()}")
+    log(auto.describe())
 
-    peak = {}
+    dtypes = native_dtypes()
+    peak: dict[str, float] = {}
     if peaks:
-        for dtype in ("fp32", "bf16", "int8"):
-            peak[dtype] = matmul_peak(dtype)
-        log("matmul peak (torch.mm, GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+        peak = {dtype: matmul_peak(dtype) for dtype in dtypes}
+        log("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
 
     notes: list[str] = []
+    skipped: dict[str, str] = {}
 
     def note(message: str) -> None:
         notes.append(message)
         log(message)
 
+    def skip(variant: str, reason: str) -> None:
+        skipped[variant] = reason
+        log(f"{variant}: {reason}")
+
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, config.input_tdim, config.input_fdim, generator=gen) * 0.5
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        variants = _our_variants(model, precisions, compile, log)
-        if onnx:
-            variants += _onnx_variants(model, Path(tmp), note)
+        variants = _our_variants(model, precisions, compile, Path(tmp), skip)
         if compare:
-            variants += _transformers_variants(model, Path(tmp), note)
+            variants += _transformers_variants(model, Path(tmp), note, skip)
 
         reference = model(x[:1])
         working = []
@@ -347,66 +435,87 @@ def run_bench(model: AST | None = None, *, precisions: Sequence[str] = PRECISION
                                                     for r, _ in variants))
 
         realtime = {}
+        auto_variant = f"ast-audio {auto.precision}"
         if seconds > 0:
-            for precision in precisions:
-                converted = apply_precision(copy.deepcopy(model), precision)
-                realtime[precision] = realtime_factor(converted, seconds, batch, seed, repeats)
-                log(f"real time ({precision}): {realtime[precision]['realtime_factor']:.1f}x")
+            runner = next((fn for r, fn in variants if r.name == auto_variant), None)
+            if runner is not None:
+                realtime[f"auto ({auto.precision})"] = realtime_factor(runner, seconds, batch, seed, repeats)
+                log(f"real time (auto, {auto.precision}): "
+                    f"{realtime[f'auto ({auto.precision})']['realtime_factor']:.1f}x")
 
     if peaks:  # measured again after the timings, keeping the best: a busy moment must not deflate the peak
-        for dtype in ("fp32", "bf16", "int8"):
-            peak[dtype] = max(peak[dtype], matmul_peak(dtype))
+        peak = {dtype: max(peak[dtype], matmul_peak(dtype)) for dtype in dtypes}
         log("matmul peak, best of before and after: " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
     results = [r for r, _ in variants]
     for r in results:
         if peak.get(r.compute_dtype) and r.batch_s_per_clip:
             r.fraction_of_peak = flops / r.batch_s_per_clip / (peak[r.compute_dtype] * 1e9)
-    by_name = {r.name: r for r in results}
-    ratios = {}
-    for r in results:
-        for ref in ("transformers fp32", "transformers bf16"):
-            if r.name.startswith("transformers") and not (r.name, ref) == ("transformers bf16", "transformers fp32"):
-                continue
-            if ref in by_name and r.throughput and by_name[ref].throughput:
-                ratios[f"{r.name} / {ref}"] = r.throughput / by_name[ref].throughput
     bench = BenchResult(model=name, flops_per_clip=flops, batch=batch, repeats=repeats,
-                        threads=torch.get_num_threads(), torch_version=torch.__version__, peaks_gflops=peak,
-                        variants=results, notes=notes, ratios=ratios, realtime=realtime)
+                        threads=torch.get_num_threads(), torch_version=torch.__version__, cpu=cpu.describe(),
+                        cpu_class=cpu.cpu_class,
+                        auto={"precision": auto.precision, "reason": auto.reason, "variant": auto_variant},
+                        peaks_gflops=peak, variants=results, skipped=skipped, notes=notes, realtime=realtime)
+    bench.ratios = bench_ratios(bench)
     bench.targets = check_targets(bench)
     return bench
 
 
+def fastest_peer(bench: BenchResult, attr: str = "batch_s_per_clip") -> VariantResult | None:
+    """The peer variant with the lowest seconds per clip (`attr`: batch_s_per_clip or latency_s), or None."""
+    peers = [r for r in bench.variants if r.peer and getattr(r, attr)]
+    return min(peers, key=lambda r: getattr(r, attr)) if peers else None
+
+
+def bench_ratios(bench: BenchResult) -> dict[str, float]:
+    """Speed-ups (peer seconds per clip / ours) at batch B and batch 1: every ast-audio variant against the fastest
+    peer, and auto's headline ratio."""
+    ratios: dict[str, float] = {}
+    ours = [r for r in bench.variants if not r.peer]
+    for attr, label in (("batch_s_per_clip", f"batch {bench.batch}"), ("latency_s", "batch 1")):
+        best = fastest_peer(bench, attr)
+        if best is None:
+            continue
+        for r in ours:
+            if getattr(r, attr):
+                ratios[f"{r.name} / {best.name} ({label})"] = getattr(best, attr) / getattr(r, attr)
+        auto = next((r for r in ours if r.name == bench.auto["variant"]), None)
+        if auto is not None and getattr(auto, attr):
+            ratios[f"auto / fastest peer ({label})"] = getattr(best, attr) / getattr(auto, attr)
+    return ratios
+
+
 def check_targets(bench: BenchResult) -> dict[str, dict[str, Any]]:
-    """Issue 5's targets against this run's ratios: {target: {value, goal, met}}; missing measurements skipped."""
-    by_name = {r.name: r for r in bench.variants}
-    values: dict[str, float | None] = {
-        "bf16_vs_hf_bf16": bench.ratios.get("ast-audio bf16 / transformers bf16"),
-        "bf16_fraction_of_peak": by_name["ast-audio bf16"].fraction_of_peak if "ast-audio bf16" in by_name else None,
-        "fp32_vs_hf_fp32": bench.ratios.get("ast-audio fp32 / transformers fp32"),
-        "int8_vs_hf_fp32": bench.ratios.get("ast-audio int8 / transformers fp32"),
-        "realtime_factor": max((v["realtime_factor"] for v in bench.realtime.values()), default=None),
-    }
-    return {k: {"value": v, "goal": TARGETS[k], "met": v >= TARGETS[k]} for k, v in values.items() if v is not None}
+    """Issue 9's target against this run: {target: {value, goal, aim, met}}; skipped when no peer was timed."""
+    value = bench.ratios.get(f"auto / fastest peer (batch {bench.batch})")
+    if value is None:
+        return {}
+    key = "auto_vs_fastest_peer"
+    return {key: {"value": value, "goal": TARGETS[key], "aim": AIM[key], "met": value >= TARGETS[key]}}
 
 
 def format_bench(bench: BenchResult) -> str:
     """The human-readable report printed by `ast-audio bench`."""
-    lines = [f"{bench.model}", f"torch {bench.torch_version}, {bench.threads} threads; best of {bench.repeats} "
-             f"interleaved repeats after a warm-up; batch-{bench.batch} throughput"]
+    lines = [f"{bench.model}", f"cpu: {bench.cpu}",
+             f"auto picks {bench.auto['precision']}: {bench.auto['reason']}",
+             f"torch {bench.torch_version}, {bench.threads} threads; best of {bench.repeats} interleaved repeats after "
+             f"a warm-up; batch-{bench.batch} throughput"]
     if bench.peaks_gflops:
         lines.append("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in bench.peaks_gflops.items())
                      + f"; model: {bench.flops_per_clip / 1e9:.1f} GFLOP/clip")
     lines.append("")
-    header = (f"{'variant':<30} {'batch 1 s/clip':>14} {'batch ' + str(bench.batch) + ' s/clip':>15} "
-              f"{'clips/s':>8} {'of peak':>8} {'max|dlogit|':>12} {'setup s':>8}")
+    header = (f"{'variant':<34} {'batch 1 s/clip':>14} {'batch ' + str(bench.batch) + ' s/clip':>15} "
+              f"{'clips/s':>8} {'of peak':>9} {'max|dlogit|':>12} {'setup s':>8}")
     lines += [header, "-" * len(header)]
     for r in bench.variants:
         frac = f"{100 * r.fraction_of_peak:.0f}% {r.compute_dtype}" if r.fraction_of_peak is not None else "-"
-        lines.append(f"{r.name:<30} {r.latency_s:>14.4g} {r.batch_s_per_clip:>15.4g} {r.throughput:>8.4g} "
-                     f"{frac:>8} {r.max_abs_logit_diff:>12.2e} {r.setup_s:>8.1f}")
+        label = r.name + (" = auto" if r.name == bench.auto["variant"] else "")
+        lines.append(f"{label:<34} {r.latency_s:>14.4g} {r.batch_s_per_clip:>15.4g} {r.throughput:>8.4g} "
+                     f"{frac:>9} {r.max_abs_logit_diff:>12.2e} {r.setup_s:>8.1f}")
+    for name, reason in bench.skipped.items():
+        lines.append(f"{name:<34} {reason}")
     if bench.ratios:
-        lines += ["", "throughput ratios (batch " + str(bench.batch) + "):"]
-        lines += [f"  {k:<55} {v:6.2f}x" for k, v in bench.ratios.items()]
+        lines += ["", "speed-ups over the fastest peer (its seconds per clip / ours):"]
+        lines += [f"  {k:<62} {v:6.2f}x" for k, v in bench.ratios.items()]
     if bench.realtime:
         lines += ["", "an hour of audio (Tagger: fbank + model, non-overlapping windows, batch "
                   f"{bench.batch}; best of {bench.repeats} runs on a generated waveform, extrapolated):"]
@@ -416,11 +525,10 @@ def format_bench(bench: BenchResult) -> str:
                          f"an hour in {rt['hour_s']:.0f} s "
                          f"(50% overlap, the tag default: {rt['realtime_factor'] / 2:.1f}x)")
     if bench.targets:
-        lines += ["", "issue 5 targets (this run):"]
+        lines += ["", "issue 9 target (this run):"]
         for k, t in bench.targets.items():
-            shown = f"{100 * t['value']:.0f}%" if k.endswith("peak") else f"{t['value']:.2f}x"
-            goal = f"{100 * t['goal']:.0f}%" if k.endswith("peak") else f"{t['goal']:g}x"
-            lines.append(f"  {k:<24} {shown:>8}  (goal >= {goal})  {'met' if t['met'] else 'NOT met'}")
+            lines.append(f"  {k:<24} {t['value']:.2f}x  (goal >= {t['goal']:g}x, aim {t['aim']:g}x)  "
+                         f"{'met' if t['met'] else 'NOT met'}")
     if bench.notes:
         lines += ["", "notes:"] + [f"  {n}" for n in bench.notes]
     return "\n".join(lines) + "\n"
@@ -470,10 +578,11 @@ def _generated_split(per_class: int, rng, extractor) -> tuple[torch.Tensor, torc
 
 
 def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epochs: int = 40,
-                    precisions: Sequence[str] = PRECISIONS, onnx: bool = True, seed: int = 0,
+                    precisions: Sequence[str] = PRECISIONS, seed: int = 0,
                     log: Callable[[str], None] = print) -> AccuracyReport:
     """Train the demo's small AST on generated clips for `epochs` epochs (the demo's loop and schedule), then
-    compare each precision (and the ONNX graphs) to fp32 on `test_per_class` fresh clips per class.
+    compare each precision ("auto" = the one `choose_precision` picks here; the ONNX Runtime ones when onnxruntime
+    is installed, else noted) to fp32 on `test_per_class` fresh clips per class.
 
     A fixed epoch count (not a time budget) keeps the trained model, hence the report, the same on a busy
     machine as on a quiet one (for a given seed and torch build)."""
@@ -483,7 +592,8 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
     from .config import FrontendConfig
     from .demo import CLASSES, INPUT_TDIM, norm_stats, train
 
-    precisions = [check_precision(p) for p in precisions]
+    auto = choose_precision("auto")
+    precisions = list(dict.fromkeys(auto.precision if p == "auto" else check_precision(p) for p in precisions))
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     unnormalised = FeatureExtractor(FrontendConfig(target_length=INPUT_TDIM))
@@ -502,24 +612,21 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
     train(model, x_train, y_train, seconds_budget=math.inf, max_epochs=epochs, seed=seed, log=log)
     train_seconds = time.perf_counter() - start
 
-    notes: list[str] = []
+    notes: list[str] = [f"auto picks {auto.precision} on this CPU ({auto.reason})"]
     outputs: dict[str, torch.Tensor] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
-            converted = apply_precision(copy.deepcopy(model), precision)
-            outputs[f"ast-audio {precision}"] = converted(x_test).float()
-    if onnx:
-        try:
-            from .export import OnnxModel, export_onnx
+            if precision in ORT_PRECISIONS:
+                if not onnxruntime_available():
+                    notes.append(f"{precision}: onnx/onnxruntime not installed; left out")
+                    log(notes[-1])
+                    continue
+                from .export import runtime_model
 
-            with tempfile.TemporaryDirectory() as tmp:
-                for precision in ("fp32", "int8"):
-                    path = Path(tmp) / f"{precision}.onnx"
-                    export_onnx(model, path, precision=precision, check=False)
-                    outputs[f"onnxruntime {precision}"] = torch.from_numpy(OnnxModel(path)(x_test)).float()
-        except Exception as exc:
-            notes.append(f"onnx: not available ({_first_line(exc)})")
-            log(notes[-1])
+                converted = runtime_model(model, precision, cache=tmp)
+            else:
+                converted = apply_precision(copy.deepcopy(model), precision)
+            outputs[f"ast-audio {precision}"] = converted(x_test).float()
     with torch.inference_mode():
         reference = model(x_test)
     top_ref = reference.argmax(dim=1)

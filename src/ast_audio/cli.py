@@ -12,17 +12,19 @@ import importlib
 import io
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .commands import COMMAND_MODULES, DEFAULT_CHECKPOINT
+from .commands import COMMAND_MODULES, DEFAULT_CHECKPOINT, add_precision_arg, load_for_inference
 from .commands import positive_float as _positive_float
 from .commands import positive_int as _positive_int
-from .errors import AstAudioError
+from .errors import AstAudioError, AstAudioWarning
 from .utils import one_line
 
 PROG = "ast-audio"
+_PYTHON_SHOWWARNING = warnings.showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Audio Spectrogram Transformer: tag audio, convert "
                                      "checkpoints, run the offline demo.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="say what runs and why (the precision auto picked, one-off graph builds)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -57,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--exclude", action="append", metavar="NAMES", help="never report these classes")
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
-    tag.add_argument("--precision", default="fp32", metavar="P",
-                     help="fp32 (default, faithful), bf16 or int8 (faster on CPUs with bf16/VNNI; see docs/speed.md)")
+    add_precision_arg(tag)
     tag.set_defaults(func=cmd_tag)
 
     convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
@@ -79,14 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
+    for sub in commands.choices.values():  # `--verbose` also after the command; SUPPRESS keeps a global one
+        sub.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
-
-
-def _load(checkpoint: str, labels: str | None, precision: str = "fp32"):
-    from .weights.checkpoint import load_model
-
-    extra = {"labels": labels} if labels else {}
-    return load_model(checkpoint, precision=precision, **extra)
 
 
 def _format_table(results) -> str:
@@ -140,7 +138,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
                                 "exported (`ast-audio export --precision int8`)")
         tagger = load_onnx_tagger(args.onnx, labels=args.labels)
     else:
-        tagger = Tagger(_load(args.checkpoint, args.labels, args.precision))
+        tagger = Tagger(load_for_inference(args.checkpoint, args.precision, labels=args.labels, verbose=args.verbose))
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     from .commands.events import tag_label_filter
@@ -177,8 +175,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
-    model = _load(args.source, args.labels)
-    from .weights.checkpoint import save_hf, save_model
+    from .weights.checkpoint import load_model, save_hf, save_model
+
+    model = load_model(args.source, **({"labels": args.labels} if args.labels else {}))
 
     (save_hf if args.format == "hf" else save_model)(model, out)
     print(f"wrote {args.format} checkpoint to {out}")
@@ -193,11 +192,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the CLI: ast-audio's own warnings as one stderr line, others as Python shows them."""
+    if issubclass(category, AstAudioWarning):
+        print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+def _report_in_one_line(verbose: bool) -> None:
+    """ast-audio's warnings (AstAudioWarning) and, with --verbose, its log messages reach stderr as one line each,
+    prefixed like the errors."""
+    import logging
+
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("default", AstAudioWarning)  # once per message and place
+    logger = logging.getLogger("ast_audio")
+    if verbose and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ast-audio` script and `python -m ast_audio`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
+    _report_in_one_line(verbose=args.verbose)
     try:
+        if isinstance(getattr(args, "precision", None), str):  # every command refuses a bad one alike, up front
+            from .precision import check_precision
+
+            check_precision(args.precision)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

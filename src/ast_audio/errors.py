@@ -19,3 +19,8 @@ class CheckpointError(AstAudioError, ValueError):
 
 class ExportError(AstAudioError):
     """A model, option or output path that cannot be exported (one line: what, and what to do)."""
+
+
+class AstAudioWarning(UserWarning):
+    """Something works but not as the user probably wants (an emulated precision, a slow path): the CLI prints it
+    as one line `ast-audio: warning: <message>`."""

@@ -128,6 +128,10 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         top_k: number of (label, score) pairs in the result.
         start_s: where the window starts, in seconds.
     """
+    if not isinstance(model, AST):
+        raise ConfigError(f"an explanation reads the attention maps of the torch model, which precision "
+                          f"{getattr(model, 'precision', type(model).__name__)} does not have; use --precision auto, "
+                          "fp32 or bf16")
     if not isinstance(waveform, torch.Tensor) or waveform.dim() != 1:
         raise AudioInputError(f"expected a 1-D (N,) waveform tensor, got {getattr(waveform, 'shape', waveform)}")
     labels = list(model.labels)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ FORMAT_VERSION = 1
 # closer of the two to exact maths), which the model may amplify a little (measured 1.7e-5 on AST-base logits).
 FP32_TOLERANCE = 1e-3
 FP32_FRONTEND_TOLERANCE = 1e-2
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -235,7 +238,8 @@ def _parity(model: nn.Module, onnx_model: OnnxModel, with_frontend: bool) -> tup
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "fp32", with_frontend: bool = False,
                 opset: int | None = None, check: bool = True, force: bool = False, dynamo: bool = False,
-                tolerance: float | None = None) -> ExportReport:
+                tolerance: float | None = None, fuse_attention: bool = False,
+                reduce_range: bool = False) -> ExportReport:
     """Write `model` (an fp32 AST) as an ONNX graph with a dynamic batch axis; see the module docstring.
 
     Args:
@@ -250,6 +254,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
         dynamo: use torch's dynamo-based exporter instead of the TorchScript-based one (slower; no front end).
         tolerance: fp32 max |logit difference| above which the export is refused (default 1e-3, 1e-2 with the
             front end). int8 graphs are reported, never refused.
+        fuse_attention: replace each block's attention subgraph by ONNX Runtime's fused MultiHeadAttention kernel
+            (`fuse_attention_nodes`; 1.1x faster end to end on AVX-512, measured in docs/speed.md). The graph then
+            needs ONNX Runtime (a com.microsoft op), so it is off for portable exports and on for `runtime_model`.
+        reduce_range: int8: quantize weights to 7 bits, which ONNX Runtime recommends on x86 CPUs without VNNI
+            (their 8-bit products saturate 16-bit intermediate sums).
 
     Raises:
         ExportError: a non-fp32 model, unknown precision, opset too old, an unwritable or existing output, or an
@@ -313,9 +322,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
             fp32_path.unlink(missing_ok=True)
             raise ExportError(f"torch.onnx.export failed at opset {opset} ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); try --opset {DEFAULT_OPSET}") from exc
+        if fuse_attention:
+            _fuse_attention_file(fp32_path, model.config.num_heads)
         if precision == "int8":
             try:
-                _quantize(fp32_path, tmp)
+                _quantize(fp32_path, tmp, reduce_range=reduce_range)
             finally:
                 fp32_path.unlink(missing_ok=True)
         _set_metadata(tmp, _metadata(model, precision, with_frontend, exporter))
@@ -345,8 +356,10 @@ def _max_opset(dynamo: bool) -> int:
         return 10**6
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    """onnxruntime dynamic int8 quantization of the transformer's MatMuls whose second input is a constant weight.
+def _quantize(src: Path, dst: Path, reduce_range: bool = False) -> None:
+    """onnxruntime dynamic int8 quantization of the transformer's MatMuls whose second input is a constant weight,
+    with one scale per output channel of each weight (per-tensor scales measured 1.3x the logit error at the same
+    speed, docs/speed.md) and per-batch activation scales.
 
     Convs (the front end's DFT and the patch embedding) are left fp32, and so are the front end's nodes (its
     mel MatMul): quantizing a power spectrum before a log would cost far more accuracy than it saves time.
@@ -365,10 +378,162 @@ def _quantize(src: Path, dst: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # DefaultTensorType: shape inference cannot type the outputs of com.microsoft ops (fused attention)
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                             nodes_to_exclude=keep_fp32, extra_options={"MatMulConstBOnly": True})
+                             nodes_to_exclude=keep_fp32, per_channel=True, reduce_range=reduce_range,
+                             extra_options={"MatMulConstBOnly": True,
+                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         quiet.setLevel(level)
+
+
+_ATTENTION_NODE = re.compile(r"^(?P<prefix>(?:/[^/]+)*?/blocks\.(?P<block>\d+)/attn/)(?P<rest>.*)$")
+
+
+def fuse_attention_nodes(graph: Any, num_heads: int) -> int:
+    """Replace each transformer block's attention subgraph in an exported AST `graph` (an onnx GraphProto, edited in
+    place) by ONNX Runtime's fused `com.microsoft.MultiHeadAttention` kernel; returns the number of blocks fused.
+
+    The TorchScript exporter names nodes after module paths, so block i's attention is every node named
+    `.../blocks.i/attn/...`: the qkv projection (`qkv/MatMul` + `qkv/Add`, kept: it is quantized like the other
+    linear layers), then reshape/permute/split, the scaled dot-product attention and the merge of the heads, which
+    end in the tensor `proj/MatMul` reads. Those middle nodes become one Split of the (B, N, 3D) qkv tensor into
+    q, k and v (B, N, D each; rows q, k, v as in `Attention`) and MultiHeadAttention(q, k, v) -> (B, N, D), whose
+    default scale 1/sqrt(D / num_heads) is the model's. Initializers only the removed nodes used are dropped.
+    """
+    from onnx import helper
+
+    blocks: dict[str, dict[str, Any]] = {}
+    for node in graph.node:
+        match = _ATTENTION_NODE.match(node.name)
+        if match:
+            blocks.setdefault(match["prefix"], {})[match["rest"]] = node
+    replaced: dict[int, list[Any]] = {}  # id of the qkv Add node -> its replacement nodes
+    removed: set[int] = set()
+    for prefix, nodes in blocks.items():
+        try:
+            add, proj = nodes["qkv/Add"], nodes["proj/MatMul"]
+        except KeyError:
+            raise ExportError(f"cannot fuse the attention of {prefix}: the exported graph has no qkv/Add or "
+                              "proj/MatMul node (exporter changed?); export without fusion") from None
+        q, k, v = (prefix + f"fused_{name}" for name in "qkv")
+        replaced[id(add)] = [
+            add,
+            helper.make_node("Split", [add.output[0]], [q, k, v], name=prefix + "fused/Split", axis=-1,
+                             num_outputs=3),
+            helper.make_node("MultiHeadAttention", [q, k, v], [proj.input[0]], name=prefix + "fused/MHA",
+                             domain="com.microsoft", num_heads=num_heads),
+        ]
+        removed |= {id(n) for rest, n in nodes.items() if not rest.startswith(("qkv/", "proj/"))}
+    kept = []
+    for node in graph.node:
+        if id(node) in replaced:
+            kept += replaced[id(node)]
+        elif id(node) not in removed:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return len(blocks)
+
+
+def _fuse_attention_file(path: Path, num_heads: int) -> None:
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(path))
+    if fuse_attention_nodes(proto.graph, num_heads):
+        if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+            proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(proto, str(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX Runtime as an inference backend (precision "ort-fp32" / "ort-int8")
+
+RUNTIME_GRAPH_VERSION = 1  # bump when the graph `runtime_model` builds changes, so cached graphs are rebuilt
+
+
+def cache_dir() -> Path:
+    """Where built graphs are kept: $AST_AUDIO_CACHE, else $XDG_CACHE_HOME/ast-audio, else ~/.cache/ast-audio."""
+    root = os.environ.get("AST_AUDIO_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ast-audio"
+
+
+def _graph_key(model: nn.Module, precision: str, reduce_range: bool) -> str:
+    """sha256 over everything the graph depends on: weights, configs, labels, precision, the builders' versions."""
+    import hashlib
+
+    import onnxruntime
+
+    digest = hashlib.sha256()
+    head = {"version": RUNTIME_GRAPH_VERSION, "precision": precision, "reduce_range": reduce_range,
+            "config": model.config.to_dict(), "frontend": model.frontend.to_dict(), "labels": list(model.labels),
+            "multi_label": bool(model.multi_label), "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def runtime_model(model: nn.Module, precision: str = "ort-int8", *, threads: int | None = None,
+                  cache: str | os.PathLike | None = None) -> OnnxModule:
+    """`model` (an fp32 AST) as an ONNX Runtime graph: an `OnnxModule` that tags like the AST, with
+    `precision` "ort-fp32" or "ort-int8".
+
+    The graph is exported with attention fused (`fuse_attention_nodes`) and, for int8, dynamically quantized
+    (per-channel weights; 7-bit on x86 CPUs without VNNI, as ONNX Runtime advises). Building it takes seconds to
+    tens of seconds for AST-base, so it is cached under `cache` (default `cache_dir()`/onnx), keyed by a hash of
+    the weights, configs and versions; an unwritable cache falls back to a temporary folder for this process.
+    """
+    from .precision import ORT_PRECISIONS, cpu_info
+
+    if precision not in ORT_PRECISIONS:
+        raise ConfigError(f"runtime_model precision must be one of {', '.join(ORT_PRECISIONS)}, got {precision!r}")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"precision {precision} needs onnx and onnxruntime ({exc.name} is missing); "
+                          "pip install 'ast-audio[export]', or use --precision auto, fp32 or int8") from None
+    _check_model(model)
+    reduce_range = precision == "ort-int8" and cpu_info().x86 and not cpu_info().vnni
+    folder = Path(cache) if cache is not None else cache_dir() / "onnx"
+    keep_alive = None
+    if not _writable(folder):
+        import tempfile
+
+        log.info("the graph cache %s is not writable; building in a temporary folder for this process", folder)
+        keep_alive = tempfile.TemporaryDirectory(prefix="ast-audio-onnx-")
+        folder = Path(keep_alive.name)
+    path = folder / f"{_graph_key(model, precision, reduce_range)[:40]}.onnx"
+    if not path.is_file():
+        log.info("building the ONNX Runtime %s graph for these weights once (cached in %s)", precision, folder)
+        export_onnx(model, path, precision=precision.removeprefix("ort-"), check=False, force=True,
+                    fuse_attention=True, reduce_range=reduce_range)
+    module = OnnxModel(path, threads=threads).as_module()
+    module.precision = precision
+    module._keep_alive = keep_alive  # the temporary folder lives as long as the module
+    return module
+
+
+def _writable(folder: Path) -> bool:
+    """True when a file can be created in `folder` (made if missing); a real probe, as os.access says yes to root."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -393,6 +558,7 @@ class OnnxModel:
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: no such ONNX file; export one with `ast-audio export CHECKPOINT OUT.onnx`")
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no graph-cleaning notices on the user's stderr
         if threads is not None:
             if not (isinstance(threads, int) and threads >= 1):
                 raise ConfigError(f"threads must be a positive integer, got {threads!r}")
@@ -453,6 +619,7 @@ class OnnxModule:
         self.config = onnx_model.config
         self.takes_waveforms = onnx_model.with_frontend
         self.precision = onnx_model.precision
+        self.precision_choice = None  # set by ast_audio.precision.apply_precision
 
     def eval(self) -> OnnxModule:
         return self
@@ -484,4 +651,4 @@ def load_onnx_tagger(path: str | os.PathLike, threads: int | None = None,
 
 
 __all__: Sequence[str] = ("ExportError", "ExportReport", "KaldiFrontend", "OnnxModel", "OnnxModule", "export_onnx",
-                          "load_onnx_tagger", "check_waveforms")
+                          "load_onnx_tagger", "check_waveforms", "fuse_attention_nodes", "runtime_model", "cache_dir")

@@ -2,39 +2,55 @@
 
 - "fp32": the model as loaded, faithful (logits within 1e-4 of transformers' ASTForAudioClassification, whose
   kernels it shares). `apply_precision(model, "fp32", fuse=True)` opts into `FusedLinear` for fp32 too: 20-30%
-  faster here, but oneDNN's summation order moves logits by up to 1.4e-4 on adversarial random 768-wide weights
-  (tests/test_hf_parity.py), so it is not the default.
-- "bf16": weights and activations in bfloat16, so matrix products run on oneDNN's bf16 kernels (AVX-512 BF16 /
-  AMX on recent x86 CPUs). On a CPU with oneDNN bf16 support the transformer blocks' Linear layers also use
-  weights pre-packed once into oneDNN's blocked layout, with the MLP's GELU fused into the first product
-  (`FusedLinear`). Inputs are cast on entry and logits returned as float32.
+  faster on one AMX machine, but oneDNN's summation order moves logits by up to 1.4e-4 on adversarial random
+  768-wide weights (tests/test_hf_parity.py), so it is not the default.
+- "bf16": weights and activations in bfloat16, so matrix products run on oneDNN's bf16 kernels. Fast only where
+  the CPU has native bf16 (AVX512-BF16, AMX) or on a GPU; elsewhere oneDNN emulates it about 100x slower than fp32,
+  which `apply_precision` says in a warning. With native bf16 the transformer blocks' Linear layers also use weights
+  pre-packed once into oneDNN's blocked layout, with the MLP's GELU fused into the first product (`FusedLinear`).
+  Inputs are cast on entry and logits returned as float32.
 - "int8": the Linear layers of the transformer blocks (qkv, proj, fc1, fc2: ~79% of the FLOPs) are quantized to
   int8 (per-tensor weights, dynamic per-batch activation scales, PyTorch's x86/fbgemm kernels); the attention
-  products (~21% of the FLOPs) run in bf16 through the fused SDPA kernel when the CPU supports it; the patch
-  embedding, LayerNorms and the head stay fp32.
+  products (~21% of the FLOPs) run in bf16 through the fused SDPA kernel when the CPU has native bf16, else in
+  fp32; the patch embedding, LayerNorms and the head stay fp32.
+- "ort-fp32", "ort-int8": the model exported to an ONNX graph (attention fused into ONNX Runtime's
+  MultiHeadAttention kernel; for int8 the linear layers dynamically quantized, per-channel weights) and run by
+  ONNX Runtime's CPU kernels (`ast_audio.export.runtime_model`). The graph is built once per set of weights and
+  cached on disk. Needs the `export` extra (onnx, onnxruntime). The result is an `OnnxModule`, which tags, detects
+  events and serves like an AST but has no torch internals (no explanation maps, no training).
+- "auto": the fastest of these whose accuracy against fp32 is measured (docs/speed.md), chosen from what the CPU
+  runs natively as torch and the OS report it (`cpu_info`), never from a timing: `choose_precision`. Which one it
+  picked and why is `model.precision` and `model.precision_choice`.
 
-The model remembers its precision in `model.precision`; `apply_precision` is not reversible (bf16/int8 discard
-bits), so load again for another precision. See docs/speed.md for measured speed and accuracy of each.
+`apply_precision` is not reversible (bf16/int8 discard bits), so load again for another precision.
 """
 
 from __future__ import annotations
 
+import functools
+import platform
 import warnings
+from dataclasses import dataclass
 from typing import Final
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .errors import AstAudioWarning, ConfigError
 
-PRECISIONS: Final = ("fp32", "bf16", "int8")
+TORCH_PRECISIONS: Final = ("fp32", "bf16", "int8")
+ORT_PRECISIONS: Final = ("ort-fp32", "ort-int8")
+PRECISIONS: Final = (*TORCH_PRECISIONS, *ORT_PRECISIONS)  # what a model can compute in
+PRECISION_CHOICES: Final = ("auto", *PRECISIONS)  # what `precision=` / `--precision` accept
 
 
-def check_precision(precision: object) -> str:
-    """Return `precision` if it is one of PRECISIONS, else raise a ConfigError saying which are."""
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+def check_precision(precision: object, allow_auto: bool = True) -> str:
+    """Return `precision` if it is one of PRECISION_CHOICES (PRECISIONS without `allow_auto`), else raise a
+    ConfigError saying which are."""
+    allowed = PRECISION_CHOICES if allow_auto else PRECISIONS
+    if not isinstance(precision, str) or precision not in allowed:
+        raise ConfigError(f"precision must be one of {', '.join(allowed)}, got {precision!r}")
     return precision
 
 
@@ -42,8 +58,88 @@ def parse_precisions(text: str) -> list[str]:
     """"fp32,bf16" -> ["fp32", "bf16"]; every name checked, duplicates dropped, order kept."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise ConfigError(f"expected a comma-separated list of precisions ({', '.join(PRECISIONS)}), got {text!r}")
+        raise ConfigError(f"expected a comma-separated list of precisions ({', '.join(PRECISION_CHOICES)}), got "
+                          f"{text!r}")
     return list(dict.fromkeys(check_precision(name) for name in names))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What this CPU runs natively, and what auto picks
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What this CPU runs natively, as torch and the OS report it (nothing is timed).
+
+    `capability` is torch's vector ISA (honours ATEN_CPU_CAPABILITY) and `native_bf16` whether oneDNN has bf16
+    kernels (honours ONEDNN_MAX_CPU_ISA), so `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` makes a newer CPU
+    report itself as AVX2. `flags` are the OS's CPU flags (/proc/cpuinfo on Linux; empty elsewhere): they tell AMX
+    and VNNI apart, which torch does not report, and are what ONNX Runtime's own dispatch sees.
+    """
+
+    machine: str  # platform.machine(): x86_64, AMD64, aarch64, arm64, ...
+    capability: str  # torch.backends.cpu.get_cpu_capability(): "AVX2", "AVX512", "DEFAULT", "SVE256", ...
+    native_bf16: bool
+    flags: frozenset[str] = frozenset()
+    name: str = ""
+
+    @property
+    def x86(self) -> bool:
+        return self.machine.lower() in ("x86_64", "amd64", "i686", "x86")
+
+    @property
+    def arm(self) -> bool:
+        return self.machine.lower() in ("aarch64", "arm64") or self.machine.lower().startswith("armv")
+
+    @property
+    def amx(self) -> bool:
+        """AMX bf16 tiles that oneDNN may use (Sapphire Rapids and later)."""
+        return self.native_bf16 and self.capability == "AVX512" and "amx_bf16" in self.flags
+
+    @property
+    def vnni(self) -> bool:
+        """int8 dot-product instructions (AVX512-VNNI or AVX-VNNI): int8 products without 16-bit saturation."""
+        return bool({"avx512_vnni", "avx_vnni"} & self.flags)
+
+    @property
+    def cpu_class(self) -> str:
+        """"amx", "avx512-bf16", "avx512", "avx2", "arm" or "other": the classes docs/speed.md measures."""
+        if self.x86 and self.capability == "AVX512":
+            return "amx" if self.amx else "avx512-bf16" if self.native_bf16 else "avx512"
+        if self.x86 and self.capability == "AVX2":
+            return "avx2"
+        return "arm" if self.arm else "other"
+
+    def describe(self) -> str:
+        """One line: the CPU, torch's capability and the features that decide the precision."""
+        features = [f"torch {self.capability}", f"native bf16 {'yes' if self.native_bf16 else 'no'}"]
+        if self.x86:
+            features += [f"AMX {'yes' if self.amx else 'no'}", f"VNNI {'yes' if self.vnni else 'no'}"]
+        return f"{self.name or self.machine} ({self.machine}; {', '.join(features)}; class {self.cpu_class})"
+
+
+def parse_cpuinfo(text: str) -> tuple[frozenset[str], str]:
+    """(flags, model name) of the first processor in /proc/cpuinfo text ("flags" on x86, "Features" on ARM)."""
+    flags, name = frozenset(), ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features") and not flags:
+            flags = frozenset(value.split())
+        elif key in ("model name", "cpu model") and not name:
+            name = value.strip()
+        if flags and name:
+            break
+    return flags, name
+
+
+def _os_cpu_flags() -> tuple[frozenset[str], str]:
+    """(flags, model name) from /proc/cpuinfo; empty where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return parse_cpuinfo(f.read(1 << 20))
+    except OSError:
+        return frozenset(), ""
 
 
 def onednn_bf16_available() -> bool:
@@ -54,6 +150,109 @@ def onednn_bf16_available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """This machine's `CpuInfo` (read once per process)."""
+    flags, name = _os_cpu_flags()
+    return CpuInfo(machine=platform.machine() or "unknown", capability=torch.backends.cpu.get_cpu_capability(),
+                   native_bf16=onednn_bf16_available(), flags=flags, name=name or platform.processor())
+
+
+def onnxruntime_available() -> bool:
+    """True when the ONNX Runtime paths can run (onnx and onnxruntime importable: the `export` extra)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
+# What auto picks per CPU class, and why. Measured on the classes this project's machines have (docs/speed.md,
+# `ast-audio bench`); a class nobody has measured gets fp32, which is faithful and never slow by surprise.
+# Each entry: (with ONNX Runtime installed, without it, reason).
+AUTO_BY_CLASS: Final[dict[str, tuple[str, str, str]]] = {
+    "amx": ("bf16", "bf16", "AMX bf16 tiles: bf16 measured fastest (3.8x fp32, 2.2x int8), "
+            "99.75% top-1 agreement with fp32"),
+    "avx512-bf16": ("ort-int8", "int8", "AVX512-BF16 without AMX: bf16 runs at only 2x the fp32 rate, the int8 "
+                    "VNNI products at 4x; ONNX Runtime int8 measured fastest (2.6x fp32), 100% top-1 agreement"),
+    "avx512": ("ort-int8", "int8", "AVX-512 without bf16 (bf16 would be emulated): int8 products are the fast "
+               "path; ONNX Runtime int8 faster than torch int8"),
+    "avx2": ("ort-int8", "int8", "AVX2 only (bf16 would be emulated ~100x slower): ONNX Runtime int8 measured "
+             "fastest (1.9x fp32, 1.26x torch int8)"),
+    "arm": ("fp32", "fp32", "ARM: no fast path measured yet, fp32 is faithful"),
+    "other": ("fp32", "fp32", "no fast path known for this CPU, fp32 is faithful"),
+}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Which precision runs, what was asked for, and why (one line)."""
+
+    requested: str  # "auto" or an explicit precision
+    precision: str  # one of PRECISIONS
+    reason: str
+
+    def describe(self) -> str:
+        head = f"auto -> {self.precision}" if self.requested == "auto" else self.precision
+        return f"precision {head}: {self.reason}"
+
+
+def choose_precision(requested: str | PrecisionChoice = "auto", *, device: str | torch.device = "cpu",
+                     cpu: CpuInfo | None = None, onnxruntime: bool | None = None, cuda_bf16: bool | None = None,
+                     torch_only: bool = False) -> PrecisionChoice:
+    """Resolve `requested` ("auto" or a precision) for `device` into the precision that runs, with the reason.
+
+    auto: on CUDA the GPU's bf16 (fp32 where it has none); on the CPU, by `CpuInfo.cpu_class` from
+    AUTO_BY_CLASS (the ONNX Runtime entry only when onnxruntime is installed). `torch_only` limits the choice to
+    torch precisions that keep autograd-free torch internals usable (explanations): bf16 where native, else fp32.
+    `cpu`, `onnxruntime` and `cuda_bf16` default to this machine's; tests pass fakes. A `PrecisionChoice` (already
+    made) is returned as it is.
+    """
+    if isinstance(requested, PrecisionChoice):
+        return requested
+    requested = check_precision(requested)
+    device = torch.device(device)
+    if requested != "auto":
+        if device.type != "cpu" and requested in ORT_PRECISIONS:
+            raise ConfigError(f"precision {requested} runs ONNX Runtime on the CPU; use --precision auto, fp32 or "
+                              f"bf16 on {device.type}")
+        return PrecisionChoice(requested, requested, "as requested")
+    if device.type == "cuda":
+        if cuda_bf16 is None:
+            cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if cuda_bf16:
+            return PrecisionChoice("auto", "bf16", "CUDA GPU with bf16 tensor cores")
+        return PrecisionChoice("auto", "fp32", "CUDA GPU without bf16")
+    if device.type != "cpu":
+        return PrecisionChoice("auto", "fp32", f"no fast path measured on {device.type}")
+    cpu = cpu if cpu is not None else cpu_info()
+    if torch_only:
+        if cpu.native_bf16:
+            return PrecisionChoice("auto", "bf16", f"{cpu.cpu_class}: native bf16 (explanations need torch)")
+        return PrecisionChoice("auto", "fp32", f"{cpu.cpu_class}: no native bf16 (explanations need torch)")
+    with_ort, without_ort, reason = AUTO_BY_CLASS[cpu.cpu_class]
+    onnxruntime = onnxruntime_available() if onnxruntime is None else onnxruntime
+    if with_ort in ORT_PRECISIONS and not onnxruntime:
+        return PrecisionChoice("auto", without_ort, f"{cpu.cpu_class}: ONNX Runtime is not installed, so torch "
+                               f"{without_ort}; pip install 'ast-audio[export]' for the faster ort-int8")
+    return PrecisionChoice("auto", with_ort, f"{cpu.cpu_class}: {reason}")
+
+
+def warn_if_emulated(precision: str, device: torch.device | str = "cpu", cpu: CpuInfo | None = None) -> bool:
+    """Warn (once per process and message) when `precision` would be emulated on this CPU; True if it would."""
+    if precision != "bf16" or torch.device(device).type != "cpu":
+        return False
+    cpu = cpu if cpu is not None else cpu_info()
+    if cpu.native_bf16:
+        return False
+    alternative = choose_precision("auto", cpu=cpu).precision
+    warnings.warn(f"bf16 is emulated on this CPU ({cpu.cpu_class}, no AVX512-BF16/AMX) and runs about 100x slower "
+                  f"than fp32; use --precision auto ({alternative} here) or fp32", AstAudioWarning, stacklevel=3)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The bf16/int8 building blocks
+
+
 class FusedLinear(nn.Linear):
     """An nn.Linear (same parameters and state-dict keys) whose CPU inference forward runs oneDNN's
     `_linear_pointwise` on a weight reordered once into oneDNN's blocked layout, optionally with GELU fused.
@@ -61,7 +260,8 @@ class FusedLinear(nn.Linear):
     Why: a plain `F.linear` writes the pre-activation tensor to memory before a separate GELU pass (and may re-lay
     the weight out per call: not checked); prepacking plus fusion made a bf16 AST-base forward 1.15-1.21x faster
     in two same-run comparisons on a loaded machine (docs/speed.md). Off the CPU, with autograd on, or without
-    oneDNN it falls back to `F.linear` (+ `F.gelu`).
+    oneDNN, or where oneDNN cannot pack this dtype on this CPU (bf16 without AVX512-BF16: `fallback` then holds
+    oneDNN's reason) it falls back to `F.linear` (+ `F.gelu`), which computes the same function.
     """
 
     def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
@@ -74,6 +274,7 @@ class FusedLinear(nn.Linear):
         self.activation = activation
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple[int, int, torch.dtype] | None = None
+        self.fallback: str | None = None  # why the packed path is not used, once it failed
 
     def _packed_weight(self) -> torch.Tensor:
         try:
@@ -86,16 +287,25 @@ class FusedLinear(nn.Linear):
             self._packed_key = key
         return self._packed
 
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        return F.gelu(y) if self.activation == "gelu" else y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = (x.device.type == "cpu" and x.dtype == self.weight.dtype and torch.backends.mkldnn.is_available()
+        fast = (self.fallback is None and x.device.type == "cpu" and x.dtype == self.weight.dtype
+                and torch.backends.mkldnn.is_available()
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
                 and not _tracing())
         if not fast:
-            y = F.linear(x, self.weight, self.bias)
-            return F.gelu(y) if self.activation == "gelu" else y
+            return self._plain(x)
+        try:
+            packed = self._packed_weight()
+        except RuntimeError as exc:  # e.g. "bf16 path needs the cpu support avx_ne_convert or avx512bw, ..."
+            self.fallback = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return self._plain(x)
         if self.activation == "gelu":  # exact (erf) GELU, as nn.GELU()
-            return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), self.bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight(), self.bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "gelu", [], "none")
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.bias, "none", [], "")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation}"
@@ -161,29 +371,44 @@ def quantize_linears(model: nn.Module) -> nn.Module:
     return model
 
 
-def apply_precision(model: nn.Module, precision: str, fuse: bool | None = None) -> nn.Module:
-    """Convert an fp32 AST to `precision` in place (returns it, in eval mode) and record `model.precision`.
+def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bool | None = None,
+                    device: str | torch.device = "cpu") -> nn.Module:
+    """Convert an fp32 AST to `precision` and return it in eval mode, with `model.precision` (what runs) and
+    `model.precision_choice` (a `PrecisionChoice`: what was asked for, what runs, why).
+
+    fp32/bf16/int8 convert the model in place and return it; "ort-fp32"/"ort-int8" return an `OnnxModule` running
+    the model's ONNX Runtime graph (`ast_audio.export.runtime_model`); "auto" first picks one of them for `device`
+    (`choose_precision`). bf16 on a CPU without native bf16 works but warns that it is emulated.
 
     Args:
         fuse: fp32 and bf16: use `FusedLinear` (default: never for fp32, which stays on transformers' kernels;
             for bf16 when oneDNN has native bf16 kernels on this CPU).
+        device: where the model will run (decides what auto picks; the model is not moved).
 
     Raises:
         ConfigError: unknown precision, or a model already converted to another precision.
     """
-    precision = check_precision(precision)
+    choice = choose_precision(precision, device=device)
+    precision = choice.precision
     current = getattr(model, "precision", "fp32")
     if current != "fp32" and current != precision:
         raise ConfigError(f"the model is already {current}; load it again to use {precision}")
     model.eval()
     if current == precision and precision != "fp32":
         return model
+    if precision in ORT_PRECISIONS:
+        from .export import runtime_model
+
+        runtime = runtime_model(model, precision)
+        runtime.precision_choice = choice
+        return runtime
     if precision == "fp32":
         if fuse:
             fuse_linears(model)
     elif precision == "bf16":
+        emulated = warn_if_emulated("bf16", device)
         model.to(torch.bfloat16)
-        if fuse if fuse is not None else onednn_bf16_available():
+        if fuse if fuse is not None else (onednn_bf16_available() and not emulated):
             fuse_linears(model)
     elif precision == "int8":
         quantize_linears(model)
@@ -191,6 +416,7 @@ def apply_precision(model: nn.Module, precision: str, fuse: bool | None = None) 
             for block in getattr(model, "blocks", []):
                 block.attn.sdpa_dtype = torch.bfloat16
     model.precision = precision
+    model.precision_choice = choice
     return model
 
 

@@ -63,3 +63,29 @@ def add_checkpoint_arg(parser: argparse.ArgumentParser, required: bool = False) 
     else:
         parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                             help=f"checkpoint folder, .pth file or hub id (default: {DEFAULT_CHECKPOINT})")
+
+
+PRECISION_HELP = ("auto (the fastest measured path for this CPU: bf16 with AMX, ONNX Runtime int8 on other x86, fp32 "
+                  "elsewhere; --verbose says which and why), fp32 (faithful), bf16, int8, ort-fp32 or ort-int8; see "
+                  "docs/speed.md")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
+    """`--precision`: checked by the library (one-line error listing the choices), so every command says the same."""
+    parser.add_argument("--precision", default=default, metavar="P", help=f"{PRECISION_HELP} (default {default})")
+
+
+def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str | None = None,
+                       torch_only: bool = False, verbose: bool = False):
+    """load_model for the inference commands: `precision` resolved for this machine (`torch_only`: explanations,
+    which need the torch model), and with `verbose` one stderr line saying what runs and why."""
+    import sys
+
+    from ..precision import choose_precision
+    from ..weights.checkpoint import load_model
+
+    choice = choose_precision(precision, torch_only=torch_only)
+    model = load_model(checkpoint, precision=choice, **({"labels": labels} if labels else {}))
+    if verbose:
+        print(f"ast-audio: {choice.describe()}", file=sys.stderr)
+    return model

@@ -1,5 +1,5 @@
-"""`ast-audio bench`: inference speed of each precision, the ONNX graph and transformers in one run, or (with
-`--accuracy`) the accuracy of each fast path against fp32. The work is in ast_audio.bench."""
+"""`ast-audio bench`: inference speed of each precision, auto's pick and the peer implementations in one run, or
+(with `--accuracy`) the accuracy of each precision against fp32. The work is in ast_audio.bench."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import argparse
 import json
 
 from . import positive_int
+
+# Mirrors ast_audio.precision.PRECISIONS and ast_audio.bench's defaults without importing torch (fast --help);
+# tests/test_bench_cli.py checks they agree.
+PRECISIONS_DEFAULT = ("fp32", "bf16", "int8", "ort-fp32", "ort-int8")
+DEFAULT_BATCH = 4
+DEFAULT_REPEATS = 2
 
 
 def _non_negative_float(text: str) -> float:
@@ -22,28 +28,32 @@ def _non_negative_float(text: str) -> float:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `bench` to `commands`."""
     bench = commands.add_parser(
-        "bench", help="measure inference speed (each precision, ONNX, transformers) or fast-path accuracy",
-        description="Time ast-audio's AST in each precision (batch-1 latency, batch-B throughput), optionally its "
-        "ONNX export, and transformers' AST on the same weights, all interleaved in one run; print the ratios, the "
-        "fraction of the measured matmul peak and the real-time factor of tagging an hour of audio. With --accuracy, "
-        "train a small model on generated clips and report each fast path's agreement with fp32 instead.")
+        "bench", help="measure inference speed (every precision, auto's pick, the peers) or fast-path accuracy",
+        description="Time ast-audio's AST in each precision (batch-1 latency, batch-B throughput) and the peer paths "
+        "on the same weights (transformers fp32/bf16, transformers' own ONNX export in ONNX Runtime fp32/int8), "
+        "all interleaved in one run; print this CPU's capability, what --precision auto picks, the speed-ups over "
+        "the fastest peer, the fraction of the measured matmul peak and the real-time factor of tagging an hour "
+        "of audio. Paths this CPU would emulate (bf16 without AVX512-BF16/AMX) are skipped with the reason. "
+        "With --accuracy, train a small model on generated clips and report each precision's agreement with fp32.")
     bench.add_argument("--checkpoint", metavar="C",
                        help="checkpoint folder, .pth file or hub id (default: random AST-base384 weights)")
-    bench.add_argument("--precisions", default="fp32,bf16,int8", metavar="LIST",
-                       help="comma-separated precisions to time (default fp32,bf16,int8)")
-    bench.add_argument("--onnx", action="store_true", help="also export and time fp32 and int8 ONNX graphs")
+    bench.add_argument("--precisions", default=",".join(PRECISIONS_DEFAULT), metavar="LIST",
+                       help=f"comma-separated precisions to time; auto's pick is always included (default "
+                            f"{','.join(PRECISIONS_DEFAULT)})")
     bench.add_argument("--compare", choices=("transformers", "none"), default="transformers",
-                       help="time transformers' AST on the same weights (default; skipped if not installed)")
-    bench.add_argument("--compile", action="store_true", help="also time torch.compile'd versions")
-    bench.add_argument("--batch", type=positive_int, default=8, help="batch size for throughput (default 8)")
-    bench.add_argument("--repeats", type=positive_int, default=3, help="timed interleaved rounds (default 3)")
+                       help="time the peers on the same weights (default; skipped if transformers is missing)")
+    bench.add_argument("--compile", action="store_true", help="also time torch.compile'd torch precisions")
+    bench.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
+                       help=f"batch size for throughput (default {DEFAULT_BATCH})")
+    bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
+                       help=f"timed interleaved rounds (default {DEFAULT_REPEATS})")
     bench.add_argument("--seconds", type=_non_negative_float, default=60.0, metavar="S",
-                       help="generated audio for the real-time factor, in seconds (default 60; 0 skips it)")
+                       help="generated audio for auto's real-time factor, in seconds (default 60; 0 skips it)")
     bench.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: one per core)")
     bench.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peaks")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON (atomically)")
     bench.add_argument("--accuracy", action="store_true",
-                       help="report the fast paths' accuracy on generated clips instead of timing")
+                       help="report the precisions' accuracy on generated clips instead of timing")
     bench.add_argument("--train-epochs", type=positive_int, default=40, metavar="N",
                        help="--accuracy: training epochs of the small model (default 40, as the demo)")
     bench.add_argument("--test-per-class", type=positive_int, default=100, metavar="N",
@@ -69,7 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.accuracy:
         report = accuracy_report(epochs=args.train_epochs, test_per_class=args.test_per_class,
-                                 precisions=precisions, onnx=args.onnx, log=log)
+                                 precisions=precisions, log=log)
         text, data = format_accuracy(report), report.to_dict()
     else:
         model = None
@@ -77,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from ..weights.checkpoint import load_model
 
             model = load_model(args.checkpoint)
-        result = run_bench(model, precisions=precisions, onnx=args.onnx, compare=args.compare == "transformers",
+        result = run_bench(model, precisions=precisions, compare=args.compare == "transformers",
                            batch=args.batch, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
                            peaks=not args.no_peak, log=log)
         text, data = format_bench(result), result.to_dict()

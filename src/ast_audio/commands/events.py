@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_checkpoint_arg, positive_float, positive_int, unit_float
+from . import add_checkpoint_arg, add_precision_arg, load_for_inference, positive_float, positive_int, unit_float
 
 PROG = "ast-audio"
-PRECISIONS = ("fp32", "bf16", "int8")
 # Files longer than this many seconds get a progress bar on stderr.
 PROGRESS_MIN_S = 60.0
 
@@ -72,7 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="classes drawn by --plot (default 5)")
     events.add_argument("--plot-truth", metavar="CSV", help="--plot: also draw reference events from a CSV with "
                         "label,onset,offset columns (e.g. annotations) above the scores")
-    events.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    add_precision_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     events.set_defaults(func=cmd_events)
@@ -98,7 +97,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="--mode precision: the precision to reach (default 0.9)")
     calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds")
     calibrate.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows")
-    calibrate.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    add_precision_arg(calibrate)
     calibrate.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     calibrate.add_argument("--output", "-o", required=True, metavar="CSV", help="thresholds CSV to write")
     calibrate.set_defaults(func=cmd_calibrate)
@@ -117,15 +116,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--width", type=positive_int, default=1200, help="picture width in pixels (default 1200)")
     explain.add_argument("--height", type=positive_int, default=600, help="picture height in pixels (default 600)")
     add_checkpoint_arg(explain)
-    explain.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    add_precision_arg(explain)
     explain.set_defaults(func=cmd_explain)
-
-
-def load_checkpoint(checkpoint: str, precision: str = "fp32"):
-    """load_model with `precision` passed only when it is not fp32."""
-    from ..weights.checkpoint import load_model
-
-    return load_model(checkpoint, precision=precision) if precision != "fp32" else load_model(checkpoint)
 
 
 def _report(path: str, exc: Exception) -> None:
@@ -161,7 +153,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..infer import Tagger
     from ..utils import atomic_write_text
 
-    tagger = Tagger(load_checkpoint(args.checkpoint, args.precision))
+    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
     tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
     labels = tagger.labels
     config = EventConfig(threshold=args.threshold,
@@ -275,7 +267,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if chosen is None:
             raise ConfigError(f"this data set has no {args.split} split; use --split valid or train")
         manifests = [chosen]
-    tagger = Tagger(load_checkpoint(args.checkpoint, args.precision))
+    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
     tagger.window_and_hop(args.window, args.hop)
     model_index = {label: i for i, label in enumerate(tagger.labels)}
     data_labels = manifests[0].labels
@@ -323,7 +315,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain
     from ..plots import plot_explanation
 
-    model = load_checkpoint(args.checkpoint, args.precision)
+    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
     if args.class_name is not None:
         from ..events import check_labels
 

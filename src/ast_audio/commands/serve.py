@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_checkpoint_arg, positive_float, positive_int
-
-PRECISIONS = ("fp32", "bf16", "int8")  # kept equal to ast_audio.serve.app.PRECISIONS (no fastapi import here)
+from . import add_checkpoint_arg, add_precision_arg, positive_float, positive_int
 
 
 def port_number(text: str) -> int:
@@ -31,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     serve.add_argument("--port", type=port_number, default=8000, help="TCP port (default 8000; 0 = any free port)")
-    serve.add_argument("--precision", choices=PRECISIONS, default="fp32", help="model precision (default fp32)")
+    add_precision_arg(serve)
     serve.add_argument("--max-upload-mb", type=positive_float, default=20.0, metavar="MB",
                        help="largest request body in MiB; larger uploads get 413 (default 20)")
     serve.add_argument("--max-duration-s", type=positive_float, default=600.0, metavar="S",

@@ -50,9 +50,9 @@ from ..audio.io import decode_bytes
 from ..errors import AstAudioError, ConfigError
 from ..infer import Tagger
 from ..model import AST
+from ..precision import check_precision
 from ..utils import one_line
 
-PRECISIONS = ("fp32", "bf16", "int8")
 MIB = 1024 * 1024
 # Content types accepted for the `file` part. Browsers and curl label unknown files application/octet-stream,
 # and a part without a type is left to the decoder; anything else that is not audio/* is refused with 415.
@@ -75,8 +75,8 @@ class ServeSettings:
         upload_timeout_s: the whole request body must arrive within this many seconds of the request -> 408.
         threads: inference worker threads; more requests than this wait in a queue (the event loop never does).
         batch_size: windows per forward pass.
-        precision: how a checkpoint is loaded ("fp32", "bf16", "int8"; `load_model(precision=...)`). A model passed
-            in as an `AST` keeps its own; /healthz reports `model.precision`.
+        precision: how a checkpoint is loaded ("auto", "fp32", "bf16", "int8", "ort-fp32", "ort-int8";
+            `load_model(precision=...)`). A model passed in keeps its own; /healthz reports `model.precision`.
         top_k: default number of labels returned by /v1/tag.
         debug: put tracebacks of unexpected errors (500) into the JSON error body.
         thresholds: per-class event thresholds (e.g. `read_thresholds` of a `calibrate` CSV) used by /v1/events;
@@ -102,8 +102,7 @@ class ServeSettings:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -536,7 +535,8 @@ def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, hos
         service: Service = app.state.service
         source = checkpoint if not isinstance(checkpoint, AST) else "<model>"
         print(f"ast-audio serve: listening on {server_url(sock)} (checkpoint {source}, "
-              f"{len(service.tagger.labels)} labels, {service.model.precision}, {settings.threads} inference threads; "
+              f"{len(service.tagger.labels)} labels, {_precision_line(service.model)}, {settings.threads} inference "
+              "threads; "
               f"limits {settings.max_upload_mb:g} MiB, {settings.max_duration_s:g} s)", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("debug", "info"),
                                 lifespan="off", http="h11", timeout_graceful_shutdown=5)
@@ -544,6 +544,12 @@ def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, hos
     finally:
         sock.close()
     return 0
+
+
+def _precision_line(model: Any) -> str:
+    """"precision X" or, when it was chosen, "precision auto -> X: why"."""
+    choice = getattr(model, "precision_choice", None)
+    return choice.describe() if choice is not None else f"precision {model.precision}"
 
 
 __all__ = ["ServeSettings", "create_app", "run_server", "bind_socket", "timeline_json", "BodyLimitMiddleware"]

@@ -496,7 +496,8 @@ def _build(loaded: _Loaded, overrides: dict[str, Any]) -> AST:
     return model
 
 
-def load_model(source: str | os.PathLike, *, precision: str = "fp32", **overrides: Any) -> AST:
+def load_model(source: str | os.PathLike, *, precision: str = "fp32", device: str | torch.device = "cpu",
+               **overrides: Any) -> AST:
     """Load any supported checkpoint as an `AST` in eval mode, computing in `precision`.
 
     Args:
@@ -509,16 +510,18 @@ def load_model(source: str | os.PathLike, *, precision: str = "fp32", **override
             unless the file name carries it (`audioset_12_12_0.4467.pth`), and `num_heads` its head count when it
             is not 64-dim heads. Extra keywords: `labels` (CSV path or list of names), `multi_label`, `frontend`
             (FrontendConfig or dict of its fields).
-        precision: "fp32" (default, faithful), "bf16" or "int8" (see `ast_audio.precision`); the model records it
-            in `model.precision`.
+        precision: "fp32" (default, faithful), "bf16", "int8", "ort-fp32", "ort-int8", or "auto" (the fastest
+            measured path for this CPU or GPU; see `ast_audio.precision`). The model records what runs in
+            `model.precision` and why in `model.precision_choice`. The ort precisions return an `OnnxModule`.
+        device: where the model will run; only decides what "auto" picks (the model is loaded on the CPU).
 
     Raises:
         CheckpointError: missing, unreadable or unrecognised source, or weights that do not fit.
         ConfigError: overrides that cannot be applied (e.g. another patch kernel or width).
     """
-    from ..precision import apply_precision, check_precision
+    from ..precision import apply_precision, choose_precision
 
-    check_precision(precision)  # fail before reading a large file
+    choice = choose_precision(precision, device=device)  # fail before reading a large file
     overrides = dict(overrides)
     path = Path(source)
     reduce_mode = overrides.pop("in_chans_reduce", None)
@@ -532,4 +535,4 @@ def load_model(source: str | os.PathLike, *, precision: str = "fp32", **override
         raise CheckpointError(f"{source}: no such file or folder; {_FORMATS_HELP}")
     if reduce_mode is not None and loaded.kind != "imagenet":
         raise ConfigError("in_chans_reduce applies only to ImageNet (timm/DeiT/ViT) checkpoints")
-    return apply_precision(_build(loaded, overrides).eval(), precision)
+    return apply_precision(_build(loaded, overrides).eval(), choice)
