@@ -121,13 +121,15 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
     """Relevance of each (frame, mel bin) of one model input window for the model's output.
 
     Args:
-        model: an AST.
+        model: an AST (an ONNX Runtime model from `runtime_model` is explained through the fp32 AST it was built
+            from).
         waveform: (N,) float waveform at the model's sample rate; the window [start_s, start_s + input length)
             is explained (audio past it is ignored; shorter audio is zero-padded in the log-mel domain as usual).
         class_name: explain this class with gradient-weighted rollout; None = class-agnostic rollout.
         top_k: number of (label, score) pairs in the result.
         start_s: where the window starts, in seconds.
     """
+    model = getattr(model, "torch_model", None) or model  # an ONNX Runtime model explains with its fp32 source
     if not isinstance(model, AST):
         raise ConfigError(f"an explanation reads the attention maps of the torch model, which precision "
                           f"{getattr(model, 'precision', type(model).__name__)} does not have; use --precision auto, "

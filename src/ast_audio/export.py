@@ -520,6 +520,7 @@ def runtime_model(model: nn.Module, precision: str = "ort-int8", *, threads: int
                     fuse_attention=True, reduce_range=reduce_range)
     module = OnnxModel(path, threads=threads).as_module()
     module.precision = precision
+    module.torch_model = model  # for what needs torch internals (explanations): the fp32 model it was built from
     module._keep_alive = keep_alive  # the temporary folder lives as long as the module
     return module
 
@@ -620,6 +621,7 @@ class OnnxModule:
         self.takes_waveforms = onnx_model.with_frontend
         self.precision = onnx_model.precision
         self.precision_choice = None  # set by ast_audio.precision.apply_precision
+        self.torch_model: nn.Module | None = None  # the AST a runtime graph was built from (`runtime_model`)
 
     def eval(self) -> OnnxModule:
         return self
