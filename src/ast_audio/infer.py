@@ -119,9 +119,22 @@ class Tagger:
         return self.model.frontend.duration_s
 
     def scores(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) normalised features -> (B, C) probabilities: sigmoid if the model is multi-label, else softmax."""
+        """(B, T, F) normalised features -> (B, C) probabilities: sigmoid if the model is multi-label, else softmax.
+
+        Raises:
+            CheckpointError: the model produced NaN or infinite logits. Loading refuses non-finite weights and the
+                front end non-finite samples, so this means weights that overflow on this input; a NaN score is
+                never returned as a result.
+        """
+        from .errors import CheckpointError  # imported here: this method is the only user in this module
+
         with torch.inference_mode():
             logits = self.model(inputs.to(self.device)).float().cpu()
+        finite = torch.isfinite(logits)
+        if not finite.all():
+            raise CheckpointError(f"the model produced non-finite scores ({int((~finite).sum())} NaN or infinite "
+                                  f"logits of {logits.numel()}) for finite input; the checkpoint is broken (weights "
+                                  "that overflow) or the input is far out of range; try another checkpoint")
         return logits.sigmoid() if self.model.multi_label else logits.softmax(dim=-1)
 
     def window_and_hop(self, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:

@@ -14,7 +14,9 @@ import math
 
 import torch
 
-from ..errors import AudioInputError
+from ..config import FrontendConfig
+from ..errors import AudioInputError, ConfigError
+from ..utils import count_non_finite
 
 # torchaudio's floor: torch.finfo(torch.float).eps, i.e. float32 epsilon whatever the dtype.
 KALDI_EPSILON = 1.1920928955078125e-07
@@ -38,7 +40,7 @@ def mel_banks(num_bins: int, fft_size: int, sample_rate: int, low_freq: float = 
     if high_freq <= 0:
         high_freq += nyquist
     if not 0 <= low_freq < high_freq <= nyquist:
-        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got {low_freq}, {high_freq}")
+        raise ConfigError(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got {low_freq}, {high_freq}")
     mel_low, mel_high = _mel(low_freq), _mel(high_freq)
     delta = (mel_high - mel_low) / (num_bins + 1)
     index = torch.arange(num_bins, dtype=torch.float64).unsqueeze(1)  # (num_bins, 1)
@@ -111,6 +113,10 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
         (T, F) or (B, T, F) log-mel energies in the input's float dtype, T = 1 + (N - window) // hop
         (998 frames for 10 s at 16 kHz).
 
+    Raises:
+        AudioInputError: a non-float or non-finite waveform (checked after any cast, in the dtype computed in), a
+            wrong shape, fewer samples than one window, or samples so large that the spectrum overflows.
+
     How it is fast (no float64, no per-op allocation of batch-sized temporaries): frames are a strided view of the
     signal; chunks of `chunk_frames` frames (512: the fastest of 128-1024 measured) go through DC removal,
     pre-emphasis and the window into a reused zero-padded (chunk, 512) buffer, one rfft per chunk gives the
@@ -132,16 +138,23 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
     if waveform.requires_grad and torch.is_grad_enabled():
         raise AudioInputError("fbank writes into reused buffers and is not differentiable; pass waveform.detach() "
                               "(or call it under torch.no_grad())")
+    # The settings' one set of checks (rate, bins, window and hop of at least a sample): ConfigError otherwise.
+    settings = FrontendConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins, frame_length_ms=frame_length_ms,
+                              frame_shift_ms=frame_shift_ms)
     squeeze = waveform.dim() == 1
     x = waveform.unsqueeze(0) if squeeze else waveform  # (B, N)
-    window = int(sample_rate * frame_length_ms / 1000)
-    hop = int(sample_rate * frame_shift_ms / 1000)
+    window, hop = settings.window_samples, settings.hop_samples
     if x.shape[1] < window:
         raise AudioInputError(f"audio of {x.shape[1]} samples is shorter than one {frame_length_ms:g} ms window "
                               f"({window} samples at {sample_rate} Hz)")
     fft_size = 1 << (window - 1).bit_length()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
+    # Checked in the dtype computed in: a caller's float64 1e300 is finite, but its float32 cast is not.
+    bad = count_non_finite(x)
+    if bad:
+        raise AudioInputError(f"waveform has {bad} NaN or infinite sample(s) (in {x.dtype}); expected finite samples "
+                              "in [-1, 1]")
     hann, blocks = _constants(num_mel_bins, fft_size, sample_rate, float(low_freq), float(high_freq), window,
                               x.device, x.dtype)
     batch, frames = x.shape[0], 1 + (x.shape[1] - window) // hop
@@ -181,6 +194,10 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
             for lo, hi, first, weights in blocks:
                 torch.matmul(squares[:, lo:hi], weights, out=mel[:, first:first + weights.shape[1]])
             mel.clamp_min_(KALDI_EPSILON).log_()
+    if count_non_finite(out):
+        # Finite samples can still overflow: the power spectrum of samples ~1e17 (float32) exceeds its range.
+        raise AudioInputError(f"waveform peak {float(x.abs().max()):.3g} is too large: its power spectrum overflows "
+                              f"{x.dtype}; expected samples in [-1, 1] (divide integer-scaled audio by its full scale)")
     return out[0] if squeeze else out
 
 

@@ -107,6 +107,8 @@ def resample(waveform: torch.Tensor, orig_rate: int, target_rate: int) -> torch.
 def checked_mono(name: str, data: np.ndarray, subtype: str) -> np.ndarray:
     """(N, C) decoded float32 samples (a whole file or one block of it) -> contiguous (N,) float32 channel mean,
     after checking that every sample is finite and within [-1, 1] (one-line AudioInputError naming `name`)."""
+    with np.errstate(over="ignore"):  # checked after the cast: float64 1e300 becomes inf in float32
+        data = np.asarray(data, dtype=np.float32)
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioInputError(f"{name}: {bad} sample(s) are NaN or infinite; expected finite samples in [-1, 1], "

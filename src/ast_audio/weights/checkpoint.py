@@ -22,13 +22,17 @@ import json
 import math
 import os
 import pickle
+import pickletools
 import re
-from collections.abc import Mapping
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..config import (
@@ -36,15 +40,24 @@ from ..config import (
     AUDIOSET_STD,
     ESC50_MEAN,
     ESC50_STD,
+    MAX_DEPTH,
+    MAX_EMBED_DIM,
+    MAX_FRAMES,
+    MAX_MEL_BINS,
+    MAX_MLP_RATIO,
+    MAX_NORM_EPS,
     MODEL_SIZES,
     SPEECHCOMMANDS_MEAN,
     SPEECHCOMMANDS_STD,
     ASTConfig,
     FrontendConfig,
+    check_float,
+    check_int,
+    short_repr,
 )
 from ..errors import CheckpointError, ConfigError
 from ..model import AST
-from ..utils import atomic_path
+from ..utils import atomic_path, count_non_finite
 from . import hub
 from .adapt import MODEL_KEYWORDS, adapt_model, from_imagenet, override_frontend, unwrap_state_dict
 from .convert import StateDict, hf_to_native, is_hf_state_dict, is_native_key, native_to_hf, reference_to_native
@@ -62,6 +75,13 @@ HF_DEFAULTS: dict[str, Any] = dict(hidden_size=768, num_hidden_layers=12, num_at
                                    intermediate_size=3072, hidden_act="gelu", layer_norm_eps=1e-12, patch_size=16,
                                    qkv_bias=True, frequency_stride=10, time_stride=10, max_length=1024,
                                    num_mel_bins=128)
+# Integer fields of transformers' ASTConfig and their upper bounds (the ASTConfig bound of the field each becomes;
+# ASTConfig then checks how they fit together).
+HF_INT_FIELDS: dict[str, int] = dict(hidden_size=MAX_EMBED_DIM, num_hidden_layers=MAX_DEPTH,
+                                     num_attention_heads=MAX_EMBED_DIM,
+                                     intermediate_size=int(MAX_EMBED_DIM * MAX_MLP_RATIO), patch_size=MAX_MEL_BINS,
+                                     frequency_stride=MAX_MEL_BINS, time_stride=MAX_FRAMES, max_length=MAX_FRAMES,
+                                     num_mel_bins=MAX_MEL_BINS)
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 REFERENCE_FDIM = 128  # every reference recipe uses 128 mel bins (spec §2.1)
@@ -69,7 +89,7 @@ REFERENCE_HEAD_DIM = 64  # all DeiT sizes use 64-dim heads (spec §1.1)
 # Input lengths of the reference recipes, preferred when several lengths give the same patch grid.
 STANDARD_TDIMS = (1024, 512, 128)
 # `audioset_12_12_0.4467.pth`, `speechcommands_10_10_0.9812.pth`: <name>_<fstride>_<tstride>_<score>.
-_STRIDE_IN_NAME = re.compile(r"_(\d+)_(\d+)_\d+(?:\.\d+)?")
+_STRIDE_IN_NAME = re.compile(r"_(\d{1,4})_(\d{1,4})_\d+(?:\.\d+)?")
 
 _FORMATS_HELP = ("expected an ast-audio folder (config.json + model.safetensors), a reference AST .pth, a "
                  "transformers AST folder or hub id, or a timm/DeiT ImageNet checkpoint")
@@ -77,7 +97,11 @@ _FORMATS_HELP = ("expected an ast-audio folder (config.json + model.safetensors)
 
 @dataclass
 class _Loaded:
-    """What a format reader produces, before overrides: a config and matching native weights."""
+    """What a format reader produces, before overrides: a config and matching native weights.
+
+    `state` holds the weights, or, when `read` is set, empty meta tensors of their shapes (from a safetensors
+    header): `_build` checks them against the config before `read()` reads the data and a model is allocated.
+    """
 
     kind: str  # "native", "reference", "hf" or "imagenet"
     config: ASTConfig
@@ -86,6 +110,7 @@ class _Loaded:
     frontend: FrontendConfig | None = None
     labels: list[str] | tuple[str, ...] | None = None
     multi_label: bool = True
+    read: Callable[[], StateDict] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -191,44 +216,165 @@ def save_hf(model: AST, folder: str | Path) -> Path:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a readable JSON config ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or an integer too long to parse; RecursionError: crafted deep nesting
+        raise CheckpointError(f"{path}: not a readable JSON config ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file, or a pickle read with weights_only=True, as a flat {name: tensor} dict."""
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors raises several types for corrupt files
-            raise CheckpointError(f"{path}: cannot read safetensors weights ({exc}); the file is corrupt or "
-                                  "incomplete, download or export it again") from None
+# Weights are floating point; integer, bool, float8 or quantised tensors would be silently cast (or not loadable)
+# into the float32 model, so they are refused by name.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_SAFETENSORS_FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_FLOAT_DTYPES_TEXT = "float32, float16, bfloat16 or float64"
+
+
+def _dtype_refused(source: str | Path, name: str, dtype: object) -> CheckpointError:
+    return CheckpointError(f"{source}: tensor {name} has dtype {dtype}; expected floating-point weights "
+                           f"({_FLOAT_DTYPES_TEXT}); quantised or integer checkpoints are not supported, re-save the "
+                           "float weights")
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Every tensor dense floating point on the CPU, and finite once cast to float32, the dtype the model holds
+    (float64 1e300 is finite in the file but infinite in the model); one-line CheckpointError naming the first
+    offending tensor by its name in the file."""
+    for name, tensor in state.items():
+        if tensor.dtype not in FLOAT_DTYPES or tensor.is_quantized:
+            raise _dtype_refused(source, name, tensor.dtype)
+        if tensor.layout != torch.strided or tensor.device.type != "cpu":
+            raise CheckpointError(f"{source}: tensor {name} is a {tensor.layout} tensor on {tensor.device}; expected "
+                                  "dense weights as torch.save(model.state_dict()) writes them")
+        bad = count_non_finite(tensor.to(torch.float32))
+        if bad:
+            raise CheckpointError(f"{source}: tensor {name} holds {bad} NaN or infinite value(s) "
+                                  "(as float32); the checkpoint is broken (e.g. saved after training diverged), use "
+                                  "another copy or an earlier checkpoint")
+
+
+def _read_header(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors as empty meta tensors of the stored shapes and dtypes, from its header only.
+
+    Nothing is read or allocated beyond the JSON header, so a config can be checked against the weights' shapes
+    before a model is built (safetensors itself checks that the header's offsets fit the file).
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise CheckpointError(f"{path}: refused to load: the pickle contains Python objects, not just tensors "
-                                  "(only weights_only=True loading is allowed, as such files can run code); "
-                                  "re-save it as a plain state dict or as safetensors") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file); "
-                              "download it again or check the path") from None
-    except Exception as exc:  # zip errors, truncated files, ...
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+        with safe_open(str(path), framework="pt") as f:
+            entries = {name: (f.get_slice(name).get_dtype(), f.get_slice(name).get_shape()) for name in f.keys()}
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"{path}: cannot read safetensors weights ({str(exc)[:200]}); the file is corrupt or "
+                              "incomplete, download or export it again") from None
+    state = {}
+    for name, (dtype, shape) in entries.items():
+        if dtype not in _SAFETENSORS_FLOAT_DTYPES:
+            raise _dtype_refused(path, name, dtype)
+        state[name] = torch.empty(shape, dtype=_SAFETENSORS_FLOAT_DTYPES[dtype], device="meta")
+    return state
+
+
+# torch's weights-only unpickler names a refused callable as "Unsupported global: GLOBAL io.open" (torch <= 2.12)
+# or "unsupported GLOBAL posix.system whose module ..." (2.13); the spelling is not an API, so match loosely, and
+# when it does not match, look for the callables in the pickle itself (`_pickled_callables`).
+_REFUSED_GLOBAL = re.compile(r"unsupported\s+global\W*(?:global\s+)?([\w.]+)", re.IGNORECASE)
+# What a tensor-only torch.save pickle refers to; anything else is a callable that unpickling would run.
+_TENSOR_PICKLE_GLOBALS = re.compile(r"(torch\.[\w.]+|collections\.OrderedDict|_codecs\.encode)")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_SAFE_COPY_HINT = ("get a safe copy: a .safetensors checkpoint from its source, or, only if you trust where the file "
+                   "comes from, re-save its state dict as a plain torch.save/safetensors file on a trusted machine "
+                   "and `ast-audio convert` that")
+
+
+def _pickled_callables(path: Path) -> list[str]:
+    """The module.name of every callable a pickle (plain, or the data.pkl of a torch.save zip) refers to, beyond
+    those of plain tensors, read with `pickletools` (which parses opcodes and runs nothing); [] if unparseable."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":  # module and name were pushed as the last two strings
+                found.append(".".join(strings[-2:]) if len(strings) >= 2 else "an unnamed callable")
+            elif op.name in _STRING_OPS:
+                strings.append(str(arg))
+    except Exception:  # truncated or not a pickle: nothing to report
+        return []
+    return [name for name in dict.fromkeys(found) if not _TENSOR_PICKLE_GLOBALS.fullmatch(name)]
+
+
+def _unpickling_refused(path: Path, exc: Exception) -> CheckpointError:
+    """The one-line error for a pickle that torch's weights-only loading refuses (or that is not a pickle at all)."""
+    text = str(exc)
+    found = _REFUSED_GLOBAL.search(text)
+    callables = [found[1]] if found else _pickled_callables(path)
+    if callables:
+        return CheckpointError(f"{path}: refused to load: the file contains code ({', '.join(callables[:3])}) that "
+                               f"will not be run, as it could do anything to this machine; {_SAFE_COPY_HINT}")
+    if "weights only load failed" in text.lower():
+        # e.g. "Unsupported operand 149" for a pickle protocol torch does not read safely, or random bytes
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        return CheckpointError(f"{path}: not a readable PyTorch checkpoint: safe loading stopped at "
+                               f"{detail[1][:120] if detail else 'unsupported content'!r}; the file is corrupt or "
+                               f"in a pickle format torch cannot read safely; download it again or {_SAFE_COPY_HINT}")
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file); "
+                           "download it again or check the path")
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or a pickle read with weights_only=True, as a flat {name: tensor} dict.
+
+    Every tensor is checked to be dense, floating point and finite (`_check_tensors`): the one place where the
+    weights of every format enter.
+    """
+    if path.suffix == ".safetensors":
+        _read_header(path)  # corrupt files and non-float dtypes, named, before any tensor is read
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for corrupt files
+            raise CheckpointError(f"{path}: cannot read safetensors weights ({str(exc)[:200]}); the file is corrupt "
+                                  "or incomplete, download or export it again") from None
+        _check_tensors(state, path)
+        return state
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols etc.; the outcome is reported below
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for refused content; zip errors, truncated files, ...
+        if isinstance(exc, pickle.UnpicklingError) or "weights only load failed" in str(exc).lower():
+            raise _unpickling_refused(path, exc) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
                               "download it again or check the path") from None
     state = unwrap_state_dict(obj)
     if not isinstance(state, Mapping) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: expected a state dict (names -> tensors), optionally under 'model', got "
                               f"{type(obj).__name__}")
-    return dict(state)
+    state = dict(state)
+    _check_tensors(state, path)
+    return state
 
 
-def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`, raising a CheckpointError that names the first mismatching keys/shapes."""
-    expected = model.state_dict()
+def expected_shapes(config: ASTConfig) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of `AST(config)`, from a model built on the meta device (nothing allocated).
+
+    `config` has passed its bounds, so this takes milliseconds whatever the file claims.
+    """
+    with torch.device("meta"):
+        model = AST(config)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def check_state_fits(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """CheckpointError naming the first missing/unexpected keys or the first wrong shape of `state` (real or meta
+    tensors) against `expected` ({name: shape})."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -236,9 +382,14 @@ def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str)
                               f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
                               f"{'...' if len(unexpected) > 4 else ''}")
     for key, value in state.items():
-        if value.shape != expected[key].shape:
+        if tuple(value.shape) != tuple(expected[key]):
             raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
-                                  f"{tuple(expected[key].shape)}")
+                                  f"{tuple(expected[key])}")
+
+
+def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, raising a CheckpointError that names the first mismatching keys/shapes."""
+    check_state_fits({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -266,6 +417,14 @@ def _count_blocks(state: Mapping[str, torch.Tensor], source: str) -> int:
     return len(indices)
 
 
+def _shape(state: Mapping[str, torch.Tensor], key: str, ndim: int, source: str) -> tuple[int, ...]:
+    """The shape of `state[key]`, which must have `ndim` non-empty dimensions (else a CheckpointError)."""
+    shape = tuple(state[key].shape)
+    if len(shape) != ndim or 0 in shape:
+        raise CheckpointError(f"{source}: {key} has shape {shape}, expected {ndim} non-empty dimensions")
+    return shape
+
+
 def _require(state: Mapping[str, torch.Tensor], keys: tuple[str, ...], source: str, what: str) -> None:
     missing = [k for k in keys if k not in state]
     if missing:
@@ -283,25 +442,41 @@ def stride_from_filename(name: str) -> tuple[int, int] | None:
 
 
 def _read_native(folder: Path, meta: dict[str, Any]) -> _Loaded:
-    if meta.get("version") != NATIVE_VERSION:
-        raise CheckpointError(f"{folder}: ast-audio checkpoint version {meta.get('version')!r} is not supported "
+    """An ast-audio folder: every field of config.json is checked, then the weights' header against the config."""
+    config_path = folder / NATIVE_CONFIG
+    version = meta.get("version")
+    if type(version) is not int or version != NATIVE_VERSION:
+        raise CheckpointError(f"{config_path}: ast-audio checkpoint version {short_repr(version)} is not supported "
                               f"(this build reads version {NATIVE_VERSION}); upgrade ast-audio")
+    missing = [key for key in ("model", "frontend", "labels", "multi_label") if key not in meta]
+    if missing:
+        raise CheckpointError(f"{config_path}: missing field(s) {missing}; the file was edited or is incomplete")
+    section = "model"
     try:
-        config = ASTConfig.from_dict(meta["model"])
-        frontend = FrontendConfig.from_dict(meta["frontend"])
-        labels, multi_label = meta["labels"], meta["multi_label"]
-    except KeyError as exc:
-        raise CheckpointError(f"{folder / NATIVE_CONFIG}: missing field {exc}") from None
+        config = ASTConfig.from_dict(meta[section])
+        section = "frontend"
+        frontend = FrontendConfig.from_dict(meta[section])
     except ConfigError as exc:
-        raise CheckpointError(f"{folder / NATIVE_CONFIG}: invalid config ({exc})") from None
+        raise CheckpointError(f"{config_path}: invalid {section!r} config ({exc})") from None
+    labels, multi_label = meta["labels"], meta["multi_label"]
+    names_ok = isinstance(labels, list) and all(isinstance(name, str) for name in labels)
+    if not names_ok or len(labels) != config.num_classes:
+        found = (f"{len(labels)} names" if names_ok else "a list holding non-strings" if isinstance(labels, list)
+                 else f"{type(labels).__name__} {short_repr(labels)}")
+        raise CheckpointError(f"{config_path}: labels must be a list of {config.num_classes} strings (one per "
+                              f"class), got {found}")
+    if not isinstance(multi_label, bool):
+        raise CheckpointError(f"{config_path}: multi_label must be true or false, got {type(multi_label).__name__} "
+                              f"{short_repr(multi_label)}")
     if (frontend.num_mel_bins, frontend.target_length) != (config.input_fdim, config.input_tdim):
-        raise CheckpointError(f"{folder / NATIVE_CONFIG}: front end ({frontend.target_length} frames x "
+        raise CheckpointError(f"{config_path}: front end ({frontend.target_length} frames x "
                               f"{frontend.num_mel_bins} bins) does not match the model input ({config.input_tdim} x "
                               f"{config.input_fdim}); the file was edited or is corrupt")
-    if not (folder / NATIVE_WEIGHTS).is_file():
+    weights = folder / NATIVE_WEIGHTS
+    if not weights.is_file():
         raise CheckpointError(f"{folder}: {NATIVE_WEIGHTS} is missing next to config.json; save the model again")
-    state = _read_tensors(folder / NATIVE_WEIGHTS)
-    return _Loaded("native", config, state, str(folder), frontend, labels, multi_label)
+    return _Loaded("native", config, _read_header(weights), str(folder), frontend, labels, multi_label,
+                   read=lambda: _read_tensors(weights))
 
 
 def _read_reference(state: StateDict, path: Path, overrides: Mapping[str, Any]) -> _Loaded:
@@ -309,14 +484,14 @@ def _read_reference(state: StateDict, path: Path, overrides: Mapping[str, Any]) 
     source = str(path)
     _require(state, ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight",
                      "mlp_head.1.weight"), source, "the AST checkpoint")
-    embed_dim = state["cls_token"].shape[-1]
+    embed_dim = _shape(state, "cls_token", 3, source)[-1]
     depth = _count_blocks(state, source)
-    conv = state["patch_embed.proj.weight"]
-    if conv.dim() != 4 or conv.shape[:2] != (embed_dim, 1):
-        raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {tuple(conv.shape)}, expected "
+    conv = _shape(state, "patch_embed.proj.weight", 4, source)
+    if conv[:2] != (embed_dim, 1):
+        raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {conv}, expected "
                               f"({embed_dim}, 1, fshape, tshape)")
-    fshape, tshape = conv.shape[2], conv.shape[3]
-    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    fshape, tshape = conv[2], conv[3]
+    hidden = _shape(state, "blocks.0.mlp.fc1.weight", 2, source)[0]
 
     num_heads = overrides.get("num_heads")
     if num_heads is None:
@@ -329,9 +504,10 @@ def _read_reference(state: StateDict, path: Path, overrides: Mapping[str, Any]) 
     strides = stride_from_filename(path.name)
     if strides is None:
         strides = (overrides.get("fstride", 10), overrides.get("tstride", 10))
-    fstride, tstride = strides
+    fstride = check_int("fstride", strides[0], 1, REFERENCE_FDIM)
+    tstride = check_int("tstride", strides[1], 1, MAX_FRAMES)
     f_dim = (REFERENCE_FDIM - fshape) // fstride + 1
-    num_patches = state["pos_embed"].shape[1] - 2
+    num_patches = _shape(state, "pos_embed", 3, source)[1] - 2
     if num_patches <= 0 or num_patches % f_dim:
         raise CheckpointError(f"{source}: pos_embed holds {num_patches} patches, not a multiple of the {f_dim} "
                               f"frequency rows of {REFERENCE_FDIM} mel bins at fstride {fstride}; pass the "
@@ -349,80 +525,100 @@ def _read_reference(state: StateDict, path: Path, overrides: Mapping[str, Any]) 
         config = ASTConfig(model_size=_model_size(embed_dim), embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                            mlp_ratio=hidden / embed_dim, fshape=fshape, tshape=tshape, fstride=fstride,
                            tstride=tstride, input_fdim=REFERENCE_FDIM, input_tdim=input_tdim,
-                           num_classes=state["mlp_head.1.weight"].shape[0])
+                           num_classes=_shape(state, "mlp_head.1.weight", 2, source)[0])
     except ConfigError as exc:
         raise CheckpointError(f"{source}: the shapes give an impossible config ({exc})") from None
     return _Loaded("reference", config, state, source, default_frontend(config))
 
 
 def _read_hf(folder: Path, hf_config: dict[str, Any]) -> _Loaded:
-    """A transformers AST folder (config.json + weights, optional preprocessor_config.json)."""
-    source = str(folder)
+    """A transformers AST folder (config.json + weights, optional preprocessor_config.json).
+
+    The config's fields are type- and range-checked under their transformers names, and the weights' shapes (from
+    the safetensors header; pytorch_model.bin has to be unpickled for them) against the config, before any model
+    is built or any safetensors tensor read.
+    """
+    source, config_path = str(folder), folder / NATIVE_CONFIG
     get = {**HF_DEFAULTS, **{k: v for k, v in hf_config.items() if v is not None}}
+    try:
+        ints = {name: check_int(name, get[name], 1, high) for name, high in HF_INT_FIELDS.items()}
+        eps = check_float("layer_norm_eps", get["layer_norm_eps"], 0.0, MAX_NORM_EPS, low_open=True)
+    except ConfigError as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from None
     if get["hidden_act"] != "gelu":
-        raise CheckpointError(f"{source}: hidden_act {get['hidden_act']!r} is not supported (AST uses exact 'gelu')")
-    if not get["qkv_bias"]:
-        raise CheckpointError(f"{source}: qkv_bias=false is not supported (AST's qkv projection has a bias)")
+        raise CheckpointError(f"{config_path}: hidden_act {short_repr(get['hidden_act'])} is not supported (AST uses "
+                              "exact 'gelu')")
+    if get["qkv_bias"] is not True:
+        raise CheckpointError(f"{config_path}: qkv_bias must be true (AST's qkv projection has a bias), got "
+                              f"{short_repr(get['qkv_bias'])}")
+    problem_type = hf_config.get("problem_type")
+    if problem_type is not None and not isinstance(problem_type, str):
+        raise CheckpointError(f"{config_path}: problem_type must be a string or null, got {short_repr(problem_type)}")
     weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
     if weights is None:
         sharded = any(folder.glob("*.index.json"))
         raise CheckpointError(f"{source}: no {' or '.join(HF_WEIGHTS)} next to config.json"
                               + ("; sharded checkpoints are not supported, re-save with a larger max_shard_size"
                                  if sharded else "; download the weights too"))
-    raw = _read_tensors(weights)
+    lazy = weights.suffix == ".safetensors"
+    raw = _read_header(weights) if lazy else _read_tensors(weights)  # header: meta tensors, nothing read
     if not is_hf_state_dict(raw):
         raise CheckpointError(f"{weights}: no audio_spectrogram_transformer.* keys; not a transformers AST checkpoint")
-    try:
-        state = hf_to_native(raw)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{weights}: {exc}") from None
-    _require(state, ("mlp_head.1.weight",), source, "the transformers checkpoint (an ASTForAudioClassification)")
 
-    dim, intermediate = get["hidden_size"], get["intermediate_size"]
-    num_classes = state["mlp_head.1.weight"].shape[0]
-    labels = None
-    if isinstance(hf_config.get("id2label"), dict):
+    def to_native(raw: StateDict) -> StateDict:
         try:
-            id2label = {int(k): str(v) for k, v in hf_config["id2label"].items()}
-        except ValueError:
-            raise CheckpointError(f"{source}/config.json: id2label keys must be integers") from None
-        if sorted(id2label) != list(range(num_classes)):
-            raise CheckpointError(f"{source}/config.json: id2label has {len(id2label)} entries but the classifier "
-                                  f"has {num_classes} outputs")
-        labels = [id2label[i] for i in range(num_classes)]
-    eps = float(get["layer_norm_eps"])
+            return hf_to_native(raw)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{weights}: {exc}") from None
+
+    state = to_native(raw)
+    _require(state, ("mlp_head.1.weight",), source, "the transformers checkpoint (an ASTForAudioClassification)")
+    dim, intermediate = ints["hidden_size"], ints["intermediate_size"]
+    num_classes = _shape(state, "mlp_head.1.weight", 2, source)[0]
     try:
-        config = ASTConfig(model_size=_model_size(dim), embed_dim=dim, depth=get["num_hidden_layers"],
-                           num_heads=get["num_attention_heads"], mlp_ratio=intermediate / dim,
-                           fshape=get["patch_size"], tshape=get["patch_size"], fstride=get["frequency_stride"],
-                           tstride=get["time_stride"], input_fdim=get["num_mel_bins"], input_tdim=get["max_length"],
+        config = ASTConfig(model_size=_model_size(dim), embed_dim=dim, depth=ints["num_hidden_layers"],
+                           num_heads=ints["num_attention_heads"], mlp_ratio=intermediate / dim,
+                           fshape=ints["patch_size"], tshape=ints["patch_size"], fstride=ints["frequency_stride"],
+                           tstride=ints["time_stride"], input_fdim=ints["num_mel_bins"], input_tdim=ints["max_length"],
                            num_classes=num_classes, layer_norm_eps=eps, head_norm_eps=eps)  # one eps, as in HF
     except ConfigError as exc:
-        raise CheckpointError(f"{source}/config.json: impossible AST config ({exc})") from None
+        raise CheckpointError(f"{config_path}: impossible AST config ({exc})") from None
     if int(dim * config.mlp_ratio) != intermediate:
-        raise CheckpointError(f"{source}/config.json: intermediate_size {intermediate} is not expressible as "
+        raise CheckpointError(f"{config_path}: intermediate_size {intermediate} is not expressible as "
                               f"mlp_ratio x hidden_size {dim}")
+
+    labels = None
+    id2label = hf_config.get("id2label")
+    if id2label is not None:
+        if not (isinstance(id2label, dict) and all(isinstance(v, str) for v in id2label.values())):
+            raise CheckpointError(f"{config_path}: id2label must be an object of index -> class name strings, got "
+                                  f"{short_repr(id2label)}")
+        by_index = {int(k): v for k, v in id2label.items() if re.fullmatch(r"\d{1,9}", k)}
+        if sorted(by_index) != list(range(num_classes)) or len(by_index) != len(id2label):
+            raise CheckpointError(f"{config_path}: id2label must map the indices 0..{num_classes - 1} of the "
+                                  f"{num_classes} classifier outputs to names, got {len(id2label)} entries")
+        labels = [by_index[i] for i in range(num_classes)]
 
     frontend = default_frontend(config)
     if (folder / HF_PREPROCESSOR).is_file():
         pre = _read_json(folder / HF_PREPROCESSOR)
         try:
-            frontend = frontend.replace(sample_rate=int(pre.get("sampling_rate", frontend.sample_rate)),
-                                        mean=float(pre.get("mean", frontend.mean)),
-                                        std=float(pre.get("std", frontend.std)))
-        except (TypeError, ValueError, ConfigError) as exc:
+            frontend = frontend.replace(sample_rate=pre.get("sampling_rate", frontend.sample_rate),
+                                        mean=pre.get("mean", frontend.mean), std=pre.get("std", frontend.std))
+        except ConfigError as exc:
             raise CheckpointError(f"{folder / HF_PREPROCESSOR}: invalid feature extractor settings ({exc})") from None
-    multi_label = hf_config.get("problem_type") != "single_label_classification"
-    return _Loaded("hf", config, state, source, frontend, labels, multi_label)
+    multi_label = problem_type != "single_label_classification"
+    return _Loaded("hf", config, state, source, frontend, labels, multi_label,
+                   read=(lambda: to_native(_read_tensors(weights))) if lazy else None)
 
 
 def _read_imagenet(state: StateDict, path: Path, overrides: Mapping[str, Any]) -> _Loaded:
     """A timm ViT/DeiT ImageNet state dict, adapted to the config the keywords describe (spec §1.4)."""
     source = str(path)
     _require(state, ("cls_token", "pos_embed", "patch_embed.proj.weight"), source, "the ImageNet checkpoint")
-    dim = state["patch_embed.proj.weight"].shape[0]
+    dim = _shape(state, "patch_embed.proj.weight", 4, source)[0]
     num_prefix = 2 if "dist_token" in state else 1
-    side = math.isqrt(max(state["pos_embed"].shape[1] - num_prefix, 0))
+    side = math.isqrt(max(_shape(state, "pos_embed", 3, source)[1] - num_prefix, 0))
     model_size = overrides.get("model_size", _model_size(dim, side))
     size_dim, size_heads, _, _ = MODEL_SIZES.get(model_size, (None, None, None, None))
     fields = set(ASTConfig.__dataclass_fields__)
@@ -489,8 +685,12 @@ def _build(loaded: _Loaded, overrides: dict[str, Any]) -> AST:
             labels = resolve_labels(overrides["labels"])
         multi_label = overrides.get("multi_label", multi_label)
         frontend = override_frontend(frontend or default_frontend(config), overrides.get("frontend"))
+    # Names and shapes first, against a meta-device model: a file whose config asks for more than its weights hold
+    # is refused here, before its tensors are read or the model is allocated.
+    check_state_fits(expected_shapes(config), loaded.state, loaded.source)
+    state = loaded.read() if loaded.read is not None else loaded.state
     model = AST(config, frontend=frontend, labels=labels, multi_label=multi_label)
-    load_state_exact(model, loaded.state, loaded.source)
+    load_state_exact(model, state, loaded.source)
     if structural:
         model = adapt_model(model, **overrides)
     return model

@@ -165,6 +165,10 @@ def hf_to_native(state: Mapping[str, torch.Tensor]) -> StateDict:
             missing = [("query", "key", "value")[i] for i in range(3) if i not in parts]
             raise CheckpointError(f"transformers AST checkpoint: layer {index} lacks the attention {param} "
                                   f"of {', '.join(missing)}")
+        shapes = [tuple(parts[i].shape) for i in range(3)]
+        if len(set(shapes)) != 1 or not shapes[0]:
+            raise CheckpointError(f"transformers AST checkpoint: layer {index} has attention {param} shapes "
+                                  f"{shapes} for query, key, value; expected three equal shapes")
         # 3 x (D, ...) -> (3D, ...), rows q then k then v
         out[f"blocks.{index}.attn.qkv.{param}"] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
     return out
