@@ -548,7 +548,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                 "threads": settings.threads, "load": service.load()}
 
     @app.post("/v1/tag")
-    async def tag(request: Request) -> JSONResponse:
+    async def tag(request: Request) -> Response:
         upload = await read_upload(request)
         top_k = _form_number(upload.fields, "top_k", int, settings.top_k, low=1)
         window_s = _form_number(upload.fields, "window_s", float, None, low=0)
@@ -558,7 +558,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         return Response(body, media_type="application/json")
 
     @app.post("/v1/events")
-    async def events(request: Request) -> JSONResponse:
+    async def events(request: Request) -> Response:
         from ..events import EventConfig, parse_names
 
         upload = await read_upload(request)
