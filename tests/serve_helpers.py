@@ -12,6 +12,8 @@ import io
 import os
 import queue
 import re
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import soundfile as sf
@@ -90,6 +93,69 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def raw_http(url: str, request: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the response until the server closes: (status, headers, body).
+
+    For a request the server answers and keeps open, send `Connection: close`."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@dataclass
+class Trickle:
+    """What `trickle` saw: seconds until the server closed the connection, the bytes it answered, bytes sent."""
+
+    closed_after_s: float
+    answer: bytes
+    sent: int
+
+
+def trickle(url: str, data: bytes, interval_s: float, give_up_s: float, first: bytes = b"") -> Trickle:
+    """Send `first` at once, then `data` one byte every `interval_s` seconds, until the server closes the connection.
+
+    Raises AssertionError if the server still holds the connection open after `give_up_s` seconds.
+    """
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=give_up_s) as sock:
+        sock.sendall(first)
+        start = time.monotonic()
+        sent, answer = 0, b""
+        while time.monotonic() - start < give_up_s:
+            if sent < len(data):
+                try:
+                    sock.sendall(data[sent:sent + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += 1
+            readable, _, _ = select.select([sock], [], [], interval_s)
+            if readable:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:  # the server closed the connection
+                    break
+                answer += chunk
+        else:
+            raise AssertionError(f"the server still held the connection after {give_up_s:g} s ({sent} of "
+                                 f"{len(data)} bytes sent, answer {answer[:200]!r})")
+        return Trickle(closed_after_s=time.monotonic() - start, answer=answer, sent=sent)
 
 
 def write_pattern(path: Path, seconds: float, sample_rate: int = 16000, seed: int = 0) -> Path:

@@ -21,11 +21,12 @@ import soundfile as sf
 
 import ast_audio
 from ast_audio import Tagger, load_audio, load_model
-from serve_helpers import AST_AUDIO, LABELS, run_server, save_tiny_checkpoint, write_pattern
+from serve_helpers import AST_AUDIO, LABELS, raw_http, run_server, save_tiny_checkpoint, write_pattern
 
 MAX_UPLOAD_MB = 1  # small limits so the tests can cross them with small files
 MAX_DURATION_S = 20
 UPLOAD_TIMEOUT_S = 3
+MIN_HOP_FRACTION = 0.02  # below the default 0.1: the event-loop test needs 451 windows of a 10 s clip
 THRESHOLDS = {"Siren": 0.99}  # served with --thresholds: Siren (peak 0.95 on the clip) must never fire
 TOL = 1e-5  # scores travel as JSON floats (repr of float32 widened to float64): equal up to rounding
 
@@ -43,7 +44,8 @@ def server(checkpoint, tmp_path_factory):
     write_thresholds(THRESHOLDS, thresholds)
     with run_server(checkpoint, "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-duration-s", str(MAX_DURATION_S),
                     "--workers-threads", "2", "--thresholds", str(thresholds),
-                    "--upload-timeout-s", str(UPLOAD_TIMEOUT_S)) as running:
+                    "--upload-timeout-s", str(UPLOAD_TIMEOUT_S),
+                    "--min-hop-fraction", str(MIN_HOP_FRACTION)) as running:
         yield running
     assert "Traceback" not in running.output(), running.output()  # no request ended in a server error (500)
 
@@ -87,7 +89,10 @@ def test_startup_line_and_healthz(server):
     assert health["precision"] == "fp32"
     assert health["version"] == ast_audio.__version__
     assert health["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_duration_s": MAX_DURATION_S,
-                                "upload_timeout_s": UPLOAD_TIMEOUT_S}
+                                "upload_timeout_s": UPLOAD_TIMEOUT_S, "min_hop_fraction": MIN_HOP_FRACTION,
+                                "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16}
+    assert health["load"] == {"active_requests": 0, "queued_requests": 0, "computing_batches": 0,
+                              "waiting_batches": 0}
 
 
 def _check_tag(got: dict, expected: dict) -> None:
@@ -212,26 +217,6 @@ def test_explain_png(server, clip):
 
 
 # ---- limits and bad input --------------------------------------------------------------------------------------
-
-
-def raw_http(url: str, request: bytes, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes, read the response until the server closes: (status, headers, body)."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
 def test_413_from_content_length_before_reading(server):

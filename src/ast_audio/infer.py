@@ -140,17 +140,31 @@ class Tagger:
     def window_and_hop(self, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:
         """Validate window_s / hop_s (seconds; None = defaults) and return them as sample counts (window, hop)."""
         rate, frontend = self.sample_rate, self.model.frontend
+
+        def as_float(value: Any) -> Any:
+            """Numbers as float, an int beyond float range as inf (refused below instead of overflowing in
+            math.isfinite or a message's format); anything else unchanged, for the checks below to name."""
+            if isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    return float(value)
+                except OverflowError:
+                    return math.inf
+            return value
+
+        window_s, hop_s = as_float(window_s), as_float(hop_s)
         if window_s is None:
             window = frontend.input_samples  # exactly fills target_length frames
             window_s = window / rate
         else:
             if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
                 raise ConfigError(f"window_s must be a positive number of seconds, got {window_s!r}")
-            window = round(window_s * rate)
-            if window > round(self.max_window_s * rate):
+            # Range-check in samples *before* rounding: a huge finite window_s (1e308) times the rate is inf, and
+            # round(inf) raises OverflowError. Anything that would round above the model's input is refused here.
+            if window_s * rate >= round(self.max_window_s * rate) + 0.5:
                 raise ConfigError(f"window_s={window_s:g} s is longer than the model's input of "
                                   f"{self.max_window_s:g} s ({frontend.target_length} frames), so audio would be cut "
                                   f"off; use window_s <= {self.max_window_s:g}")
+            window = round(window_s * rate)
             if window < frontend.window_samples:
                 raise ConfigError(f"window_s={window_s:g} s is shorter than one {frontend.frame_length_ms:g} ms "
                                   "analysis frame; use a longer window")

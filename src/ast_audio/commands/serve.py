@@ -18,6 +18,25 @@ def port_number(text: str) -> int:
     return value
 
 
+def hop_fraction(text: str) -> float:
+    """argparse type: a number in (0, 0.5] (the smallest hop as a fraction of the window)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {text!r}") from None
+    if not 0.0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {text}")
+    return value
+
+
+def name_list(text: str) -> list[str]:
+    """argparse type: one or more comma-separated names (an option that may also be repeated)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated names, got {text!r}")
+    return names
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `serve` to `commands`."""
     serve = commands.add_parser(
@@ -37,8 +56,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--upload-timeout-s", type=positive_float, default=60.0, metavar="S",
                        help="the request body must arrive within this many seconds, else 408 (default 60)")
     serve.add_argument("--workers-threads", type=positive_int, default=2, metavar="N",
-                       help="inference worker threads; further requests queue (default 2)")
+                       help="forward passes run at once; requests take turns batch by batch, round-robin between "
+                            "clients (default 2)")
     serve.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    # Defaults kept equal to ServeSettings' (tests/test_serve_hardening.py checks it; no fastapi import here).
+    serve.add_argument("--min-hop-fraction", type=hop_fraction, default=0.1, metavar="F",
+                       help="smallest hop_s accepted, as a fraction of window_s, in (0, 0.5]; smaller gets 422 "
+                            "(default 0.1: each second of audio is analysed at most 10 times)")
+    serve.add_argument("--max-windows", type=positive_int, default=600, metavar="N",
+                       help="most windows one request may ask for (duration, window_s and hop_s), checked from the "
+                            "file header before decoding; more gets 422 (default 600)")
+    serve.add_argument("--max-active-requests", type=positive_int, default=16, metavar="N",
+                       help="requests decoded and scored at once; the others wait their turn (default 16)")
+    serve.add_argument("--header-timeout-s", type=positive_float, default=10.0, metavar="S",
+                       help="a connection's request headers must arrive within this many seconds, else it is "
+                            "closed (default 10)")
+    serve.add_argument("--allowed-hosts", type=name_list, action="extend", default=[], metavar="NAME[,NAME]",
+                       help="Host header names to serve besides IP addresses, localhost and the --host name "
+                            "(repeatable; * = any); other names get 400 (DNS-rebinding protection)")
+    serve.add_argument("--allow-origin", type=name_list, action="extend", default=[], metavar="ORIGIN",
+                       help="origin (scheme://host[:port]) whose cross-origin requests are served, with CORS headers "
+                            "(repeatable; * = any); other cross-origin requests get 403")
     serve.add_argument("--thresholds", metavar="CSV",
                        help="per-class event thresholds for /v1/events (a CSV from `ast-audio calibrate`); the "
                             "request's `threshold` applies to the other classes")
@@ -62,5 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
                              upload_timeout_s=args.upload_timeout_s,
                              threads=args.workers_threads, batch_size=args.batch_size, precision=args.precision,
-                             debug=bool(getattr(args, "debug", False)), thresholds=thresholds)
+                             debug=bool(getattr(args, "debug", False)), thresholds=thresholds,
+                             min_hop_fraction=args.min_hop_fraction, max_windows=args.max_windows,
+                             max_active_requests=args.max_active_requests, header_timeout_s=args.header_timeout_s,
+                             allowed_hosts=tuple(args.allowed_hosts), allow_origins=tuple(args.allow_origin))
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

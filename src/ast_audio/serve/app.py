@@ -4,7 +4,7 @@
 port, loads the model and runs it on uvicorn (what `ast-audio serve` calls).
 
 Endpoints (JSON errors are always `{"error": "<one line>"}`):
-    GET  /healthz      status, number of labels, precision, version, limits
+    GET  /healthz      status, number of labels, precision, version, limits, load
     POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
     POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n,
                        only, exclude)
@@ -19,12 +19,20 @@ Why the pieces look the way they do:
   middleware answers 408 when the body has not arrived within `upload_timeout_s`.
 - Uploads are decoded with `ast_audio.audio.io.decode_bytes` from memory: no endpoint ever opens a path that a
   client names (the upload's filename is only echoed back as a display name).
-- Decoding and inference run in worker threads (anyio, with a capacity limiter of `threads`), so the event loop
-  keeps answering /healthz and accepting uploads while a model runs.
+- Decoding and inference run in worker threads (anyio, at most `max_active_requests` requests at once), so the
+  event loop keeps answering /healthz and accepting uploads while a model runs. The model itself is shared batch
+  by batch, round-robin between clients (`fair.FairTurns`, at most `threads` forward passes at once), so a short
+  request never waits for a long one's whole computation.
+- Work is bounded before it is done: a hop below `min_hop_fraction` of the window is refused with the form, and
+  the number of windows (from the file header's duration, then again from the decoded audio) above `max_windows`
+  before decoding; both are 422 naming the limit.
+- `guard.RequestGuard` refuses foreign Host headers (DNS rebinding) and cross-origin requests before the body is
+  read; `protocol.HeaderTimeoutProtocol` closes connections whose headers trickle in (run_server only).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -33,7 +41,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import PurePosixPath, PureWindowsPath
@@ -48,10 +56,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..audio.io import decode_bytes
 from ..errors import AstAudioError, ConfigError
-from ..infer import Tagger
 from ..model import AST
 from ..precision import check_precision
 from ..utils import one_line
+from .fair import FairTurns, TurnTakingTagger
+from .guard import RequestGuard, check_host_names, check_origins, send_json_error
 
 MIB = 1024 * 1024
 # Content types accepted for the `file` part. Browsers and curl label unknown files application/octet-stream,
@@ -61,6 +70,7 @@ MAX_NAME_CHARS = 200
 # Served pages may load nothing from outside this server (the page must work offline).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
                            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # --host values that listen on every interface
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                 "style.css": "text/css; charset=utf-8"}
 
@@ -73,8 +83,19 @@ class ServeSettings:
         max_upload_mb: largest request body accepted, in MiB (multipart overhead included); larger -> 413.
         max_duration_s: longest audio accepted, in seconds, checked from the file header before decoding -> 422.
         upload_timeout_s: the whole request body must arrive within this many seconds of the request -> 408.
-        threads: inference worker threads; more requests than this wait in a queue (the event loop never does).
+        threads: forward passes run at once; requests take turns batch by batch, round-robin between clients.
         batch_size: windows per forward pass.
+        min_hop_fraction: smallest hop_s accepted, as a fraction of window_s (in (0, 0.5]) -> 422. Each second
+            of audio is analysed window_s / hop_s times, so this bounds the work per second of audio.
+        max_windows: most windows one request may ask for (from duration, window_s and hop_s) -> 422.
+        max_active_requests: requests decoded and scored at once (each holds its decoded audio); the others
+            wait, first come first served, with their upload already read.
+        header_timeout_s: a connection's request line and headers must arrive within this many seconds
+            (enforced by `run_server`'s HTTP protocol; the app alone cannot see a head before it is complete).
+        allowed_hosts: Host header names served besides IP literals and localhost ("*" = any); `run_server`
+            adds the name it was bound to.
+        allow_origins: origins (scheme://host[:port]) whose cross-origin requests are served, with CORS headers,
+            besides the server's own ("*" = any); other cross-origin requests get 403.
         precision: how a checkpoint is loaded ("auto", "fp32", "bf16", "int8", "ort-fp32", "ort-int8";
             `load_model(precision=...)`). A model passed in keeps its own; /healthz reports `model.precision`.
         top_k: default number of labels returned by /v1/tag.
@@ -92,17 +113,30 @@ class ServeSettings:
     top_k: int = 10
     debug: bool = False
     thresholds: Mapping[str, float] | None = None
+    min_hop_fraction: float = 0.1
+    max_windows: int = 600
+    max_active_requests: int = 16
+    header_timeout_s: float = 10.0
+    allowed_hosts: Sequence[str] = ()
+    allow_origins: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s"):
+        for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        for name in ("threads", "batch_size", "top_k"):
+        for name in ("threads", "batch_size", "top_k", "max_windows", "max_active_requests"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         check_precision(self.precision)
+        fraction = self.min_hop_fraction
+        if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 0.5):
+            raise ConfigError(f"min_hop_fraction must be in (0, 0.5] (0.5 still accepts the default half-window hop), "
+                              f"got {fraction!r}")
+        # Validated and normalised here, so a bad entry fails at start-up, not on the first request.
+        object.__setattr__(self, "allowed_hosts", check_host_names(self.allowed_hosts))
+        object.__setattr__(self, "allow_origins", check_origins(self.allow_origins))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -126,10 +160,6 @@ class _BodyTooSlow(Exception):
     """Raised from inside `receive` when the body has not arrived within the upload timeout."""
 
 
-def _error_body(message: str) -> bytes:
-    return json.dumps({"error": one_line(message)}).encode()
-
-
 def _too_large_message(limit: int) -> str:
     return (f"request body is larger than the {limit / MIB:g} MiB allowed (max_upload_mb); send a shorter or "
             "compressed file (flac, ogg), or start the server with a larger --max-upload-mb")
@@ -150,13 +180,6 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
 
-    async def _reject(self, send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
-        body = _error_body(message)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -167,10 +190,10 @@ class BodyLimitMiddleware:
             try:
                 length = int(declared[0])
             except ValueError:
-                await self._reject(send, 400, f"invalid Content-Length header {declared[0][:40]!r}")
+                await send_json_error(send, 400, f"invalid Content-Length header {declared[0][:40]!r}")
                 return
             if length > self.max_bytes:
-                await self._reject(send, 413, _too_large_message(self.max_bytes))
+                await send_json_error(send, 413, _too_large_message(self.max_bytes))
                 return
         received = 0
         started = False
@@ -204,13 +227,13 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if started:  # cannot happen with these endpoints (they read the whole body first), but never send twice
                 raise
-            await self._reject(send, 413, _too_large_message(self.max_bytes))
+            await send_json_error(send, 413, _too_large_message(self.max_bytes))
         except _BodyTooSlow:
             if started:
                 raise
-            await self._reject(send, 408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                          "(upload_timeout_s); check the connection, or start the server with a "
-                                          "larger --upload-timeout-s")
+            await send_json_error(send, 408, f"the request body did not arrive within {self.timeout_s:g} s "
+                                             "(upload_timeout_s); check the connection, or start the server with a "
+                                             "larger --upload-timeout-s")
 
 
 def _is_audio_type(content_type: str | None) -> bool:
@@ -296,20 +319,91 @@ async def read_upload(request: Request) -> Upload:
     return Upload(name=name, data=data, fields=fields, lists=lists)
 
 
+def window_count(num_samples: int, window: int, hop: int) -> int:
+    """`len(ast_audio.infer.window_starts(num_samples, window, hop))` without building the list (which, for a
+    one-sample hop over a long file, would itself be the work being guarded against)."""
+    if num_samples <= window:
+        return 1
+    return -(-(num_samples - window) // hop) + 1  # ceil((N - W) / H) regular starts, plus the end-aligned window
+
+
+def _json_bytes(content: Any) -> bytes:
+    """JSON as starlette's JSONResponse renders it; called in the worker thread, so a large answer is not
+    serialised on the event loop."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
 class Service:
-    """The model and what every request needs: the Tagger, settings, a thread limiter and a plot lock."""
+    """The model and what every request needs: the Tagger, settings, admission limiter, turns and a plot lock."""
 
     def __init__(self, model: AST, settings: ServeSettings) -> None:
         self.model = model
-        self.tagger = Tagger(model)
         self.settings = settings
-        self.limiter = anyio.CapacityLimiter(settings.threads)
+        self.turns = FairTurns(settings.threads)
+        self._local = threading.local()  # the client a worker thread is serving, for its turns
+        self.tagger = TurnTakingTagger(model, self.turns, client=lambda: getattr(self._local, "client", ""))
+        self.admission = anyio.CapacityLimiter(settings.max_active_requests)
         # matplotlib's global state is not thread-safe: one picture at a time.
         self.plot_lock = threading.Lock()
 
-    async def run(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run `func(*args)` in a worker thread (at most `settings.threads` at once); the event loop stays free."""
-        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+    async def run(self, client: str, func: Callable[..., Any], *args: Any) -> Any:
+        """Run `func(*args)` for `client` in a worker thread (at most `max_active_requests` at once, the others
+        wait first come first served); its forward passes take turns with other clients'. The event loop stays
+        free."""
+        def work() -> Any:
+            self._local.client = client
+            try:
+                return func(*args)
+            finally:
+                self._local.client = ""
+
+        return await anyio.to_thread.run_sync(work, limiter=self.admission)
+
+    def load(self) -> dict[str, int]:
+        """What the service is doing now (for /healthz)."""
+        turns = self.turns.statistics()
+        return {"active_requests": int(self.admission.borrowed_tokens),
+                "queued_requests": self.admission.statistics().tasks_waiting,
+                "computing_batches": turns["computing"], "waiting_batches": turns["waiting"]}
+
+    def window_plan(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
+        """Check window_s / hop_s (Tagger rules, then min_hop_fraction) -> (window, hop) in samples; bad -> 422."""
+        window, hop = self.tagger.window_and_hop(window_s, hop_s)  # ConfigError -> 422
+        fraction, rate = self.settings.min_hop_fraction, self.tagger.sample_rate
+        if hop + 0.5 < fraction * window:  # half a sample of slack: hop_s was rounded to samples
+            least = fraction * window / rate
+            raise ApiError(422, f"hop_s={hop / rate:g} s is below the {least:g} s allowed for window_s="
+                                f"{window / rate:g} s (min_hop_fraction {fraction:g} x window_s): more overlap "
+                                f"multiplies the work; use hop_s >= {least:g}, or start the server with a smaller "
+                                "--min-hop-fraction")
+        return window, hop
+
+    def check_windows(self, name: str, num_samples: int, window: int, hop: int) -> None:
+        """422 if `num_samples` at the model rate give more than `max_windows` windows, naming a hop that fits."""
+        limit, rate = self.settings.max_windows, self.tagger.sample_rate
+        count = window_count(num_samples, window, hop)
+        if count <= limit:
+            return
+        fix = "a shorter file"
+        if limit > 1:
+            least_hop = -(-(num_samples - window) // (limit - 1))  # ceil: the smallest hop giving <= limit windows
+            if least_hop <= window:
+                fix = f"hop_s >= {math.ceil(least_hop / rate * 1000) / 1000:g}, " + fix
+        raise ApiError(422, f"{name}: {num_samples / rate:.2f} s with window_s={window / rate:g} s and hop_s="
+                            f"{hop / rate:g} s gives {count} windows, more than the {limit} allowed per request "
+                            f"(max_windows); use {fix}, or start the server with a larger --max-windows")
+
+    def decode_windowed(self, upload: Upload, window: int, hop: int) -> torch.Tensor:
+        """Check the window count from the header (before decoding), decode, check it again on the samples."""
+        from ..audio.io import _info_from  # the header reader decode_bytes uses (audio.io owns the codec)
+
+        info = _info_from(io.BytesIO(upload.data), upload.name)  # undecodable -> AudioInputError -> 422
+        if info.sample_rate > 0 and info.frames > 0:  # mp3 headers estimate frames: checked exactly below too
+            self.check_windows(upload.name, round(info.frames * self.tagger.sample_rate / info.sample_rate),
+                               window, hop)
+        waveform = self.decode(upload)
+        self.check_windows(upload.name, waveform.shape[0], window, hop)
+        return waveform
 
     def decode(self, upload: Upload) -> torch.Tensor:
         return decode_bytes(upload.data, sample_rate=self.tagger.sample_rate,
@@ -317,33 +411,36 @@ class Service:
 
     # -- work done in worker threads ----------------------------------------------------------------------------
 
-    def tag(self, upload: Upload, top_k: int, window_s: float | None, hop_s: float | None) -> dict[str, Any]:
-        waveform = self.decode(upload)
+    def tag(self, upload: Upload, top_k: int, window_s: float | None, hop_s: float | None,
+            plan: tuple[int, int]) -> bytes:
+        waveform = self.decode_windowed(upload, *plan)
         result = self.tagger.tag(waveform, top_k=top_k, window_s=window_s, hop_s=hop_s,
                                  batch_size=self.settings.batch_size, names=[upload.name])[0]
-        return result.to_dict()
+        return _json_bytes(result.to_dict())
 
-    def events(self, upload: Upload, window_s: float | None, hop_s: float | None, config: Any,
-               top_n: int) -> dict[str, Any]:
+    def events(self, upload: Upload, window_s: float | None, hop_s: float | None, plan: tuple[int, int],
+               config: Any, top_n: int) -> bytes:
         from ..events import detect_events, score_stream, selected_classes
 
-        waveform = self.decode(upload)
+        waveform = self.decode_windowed(upload, *plan)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
                                 batch_size=self.settings.batch_size)
         events = detect_events(timeline, config)
-        return {"file": upload.name, "duration_s": round(float(timeline.duration_s), 6),
-                "window_s": float(timeline.window_s), "hop_s": float(timeline.hop_s),
-                "events": [event.to_dict() for event in events],
-                "timeline": timeline_json(timeline, events, top_n, config.threshold,
-                                          keep=selected_classes(timeline.labels, config.only, config.exclude),
-                                          thresholds=config.thresholds)}
+        return _json_bytes({"file": upload.name, "duration_s": round(float(timeline.duration_s), 6),
+                            "window_s": float(timeline.window_s), "hop_s": float(timeline.hop_s),
+                            "events": [event.to_dict() for event in events],
+                            "timeline": timeline_json(timeline, events, top_n, config.threshold,
+                                                      keep=selected_classes(timeline.labels, config.only,
+                                                                            config.exclude),
+                                                      thresholds=config.thresholds)})
 
     def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
         from ..explain import explain
         from ..plots import plot_explanation
 
         waveform = self.decode(upload)
-        explanation = explain(self.model, waveform, class_name=class_name, start_s=start_s)
+        with self.turns.turn(self._local.client):  # one model input, forward (and backward): one turn
+            explanation = explain(self.model, waveform, class_name=class_name, start_s=start_s)
         buffer = io.BytesIO()
         with self.plot_lock:
             plot_explanation(explanation, buffer)
@@ -406,7 +503,17 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     static = _load_static()
     app = FastAPI(title="ast-audio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    # Starlette wraps the last added middleware outermost: RequestGuard -> CORS -> BodyLimitMiddleware -> app.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, timeout_s=settings.upload_timeout_s)
+    if settings.allow_origins:  # the guard has already refused other origins; these get CORS headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.allow_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"], max_age=600)
+    app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allow_origins=settings.allow_origins)
+
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else ""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -434,25 +541,30 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                 "precision": service.model.precision, "sample_rate": service.tagger.sample_rate,
                 "max_window_s": round(service.tagger.max_window_s, 6), "multi_label": service.model.multi_label,
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s,
-                           "upload_timeout_s": settings.upload_timeout_s},
-                "threads": settings.threads}
+                           "upload_timeout_s": settings.upload_timeout_s, "header_timeout_s": settings.header_timeout_s,
+                           "min_hop_fraction": settings.min_hop_fraction, "max_windows": settings.max_windows,
+                           "max_active_requests": settings.max_active_requests},
+                "threads": settings.threads, "load": service.load()}
 
     @app.post("/v1/tag")
-    async def tag(request: Request) -> JSONResponse:
+    async def tag(request: Request) -> Response:
         upload = await read_upload(request)
         top_k = _form_number(upload.fields, "top_k", int, settings.top_k, low=1)
         window_s = _form_number(upload.fields, "window_s", float, None, low=0)
         hop_s = _form_number(upload.fields, "hop_s", float, None, low=0)
-        return JSONResponse(await service.run(service.tag, upload, top_k, window_s, hop_s))
+        plan = service.window_plan(window_s, hop_s)
+        body = await service.run(client_of(request), service.tag, upload, top_k, window_s, hop_s, plan)
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/events")
-    async def events(request: Request) -> JSONResponse:
+    async def events(request: Request) -> Response:
         from ..events import EventConfig, parse_names
 
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
         window_s = _form_number(fields, "window_s", float, None, low=0)
         hop_s = _form_number(fields, "hop_s", float, None, low=0)
+        plan = service.window_plan(window_s, hop_s)
         median = _form_number(fields, "median", int, 1, low=1)
         if median % 2 == 0:
             raise ApiError(422, f"form field median={median} must be odd (a centred median over windows)")
@@ -464,7 +576,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                              only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
                              exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
         top_n = _form_number(fields, "top_n", int, 5, low=1)
-        return JSONResponse(await service.run(service.events, upload, window_s, hop_s, config, top_n))
+        body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_n)
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/explain")
     async def explain(request: Request) -> Response:
@@ -474,7 +587,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
             raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
                                 f"{len(service.tagger.labels)} labels (see /v1/tag)")
         start_s = _form_number(upload.fields, "start_s", float, 0.0, low=0)
-        png = await service.run(service.explain_png, upload, class_name, start_s)
+        png = await service.run(client_of(request), service.explain_png, upload, class_name, start_s)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     def _static_response(name: str) -> Response:
@@ -526,11 +639,19 @@ def server_url(sock: socket.socket) -> str:
 
 def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, host: str = "127.0.0.1",
                port: int = 8000, log_level: str = "warning") -> int:
-    """Bind host:port, load the model once, print one startup line with the URL, serve until interrupted."""
+    """Bind host:port, load the model once, print one startup line with the URL, serve until interrupted.
+
+    The Host names served are those of `settings.allowed_hosts` plus `host` (or, bound to every interface, this
+    machine's host name); connections get `settings.header_timeout_s` for each request's headers.
+    """
     import uvicorn
+
+    from .protocol import HeaderTimeoutProtocol
 
     sock = bind_socket(host, port)
     try:
+        bound_name = socket.gethostname() if host in WILDCARD_HOSTS else host
+        settings = dataclasses.replace(settings, allowed_hosts=(*settings.allowed_hosts, bound_name))
         app = create_app(checkpoint, settings)
         service: Service = app.state.service
         source = checkpoint if not isinstance(checkpoint, AST) else "<model>"
@@ -539,7 +660,8 @@ def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, hos
               "threads; "
               f"limits {settings.max_upload_mb:g} MiB, {settings.max_duration_s:g} s)", file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("debug", "info"),
-                                lifespan="off", http="h11", timeout_graceful_shutdown=5)
+                                lifespan="off", timeout_graceful_shutdown=5,
+                                http=HeaderTimeoutProtocol.with_header_timeout(settings.header_timeout_s))
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
@@ -552,4 +674,5 @@ def _precision_line(model: Any) -> str:
     return choice.describe() if choice is not None else f"precision {model.precision}"
 
 
-__all__ = ["ServeSettings", "create_app", "run_server", "bind_socket", "timeline_json", "BodyLimitMiddleware"]
+__all__ = ["ServeSettings", "create_app", "run_server", "bind_socket", "timeline_json", "window_count",
+           "BodyLimitMiddleware"]
