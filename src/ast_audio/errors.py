@@ -19,3 +19,15 @@ class CheckpointError(AstAudioError, ValueError):
 
 class ExportError(AstAudioError):
     """A model, option or output path that cannot be exported (one line: what, and what to do)."""
+
+
+class OutputError(AstAudioError, OSError):
+    """An output (result, checkpoint, model folder) that cannot be written: a full disk, a missing permission, a
+    file where a folder should be. The message names the path and, for a full disk, the bytes needed and free.
+    Also an OSError (with `errno`), so callers that handle failed writes as OSError keep working; `target` is the
+    path that could not be written."""
+
+    def __init__(self, message: str, target: object = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.errno = errno
