@@ -215,6 +215,13 @@ _quiet_depth = 0
 _quiet_saved: tuple[int, Any] | None = None  # (the real fd 2, the temporary file standing in for it)
 
 
+def _flush_stderr() -> None:
+    """Write out Python's buffered stderr before fd 2 changes, so its lines land where they were meant to."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced(active: bool = True) -> Iterator[None]:
     """Point file descriptor 2 at a temporary file while libsndfile decodes, then drop libmpg123's lines from it.
@@ -230,10 +237,15 @@ def _native_stderr_silenced(active: bool = True) -> Iterator[None]:
         return
     with _quiet_lock:
         if _quiet_depth == 0:
-            sys.stderr.flush()
-            sink = tempfile.TemporaryFile()
-            _quiet_saved = (os.dup(2), sink)
-            os.dup2(sink.fileno(), 2)
+            try:
+                _flush_stderr()
+                saved = os.dup(2)
+            except (OSError, ValueError):  # no fd 2 (a daemon with it closed): nothing to silence
+                saved = None
+            if saved is not None:
+                sink = tempfile.TemporaryFile()
+                _quiet_saved = (saved, sink)
+                os.dup2(sink.fileno(), 2)
         _quiet_depth += 1
     try:
         yield
@@ -243,7 +255,7 @@ def _native_stderr_silenced(active: bool = True) -> Iterator[None]:
             if _quiet_depth == 0 and _quiet_saved is not None:
                 saved, sink = _quiet_saved
                 _quiet_saved = None
-                sys.stderr.flush()
+                _flush_stderr()
                 os.dup2(saved, 2)
                 os.close(saved)
                 sink.seek(0)
