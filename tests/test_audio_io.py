@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -138,3 +141,144 @@ def test_bad_bytes_raise():
         decode_bytes(b"")
     with pytest.raises(AudioInputError, match="upload.bin: cannot decode audio"):
         decode_bytes(b"\x00\x01garbage", name="upload.bin")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Each kind of bad file says what it is (issue 10, item 11)
+
+
+def _mp3(path, seconds: float = 3.0):
+    """A real MP3 written by libsndfile (>= 1.1 encodes MP3 with LAME, with a Xing/Info length tag)."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, format="MP3")
+    return path
+
+
+def _cut(path, out, fraction: float = 0.5, size: int | None = None):
+    data = path.read_bytes()
+    out.write_bytes(data[:size if size is not None else int(len(data) * fraction)])
+    return out
+
+
+def test_truncated_mp3_says_so_without_libmpg123_noise(tmp_path, capfd):
+    """An MP3 cut in the middle decodes (libmpg123 stops at the cut and prints its own warnings on fd 2), and one cut
+    after 300 bytes fails with libsndfile's "File does not exist or is not a regular file": both are named truncated
+    or corrupt MP3 files, through load_audio, the streamed decoder and decode_bytes, and nothing reaches stderr."""
+    from ast_audio.audio.io import stream_audio
+
+    whole = _mp3(tmp_path / "whole.mp3")
+    assert load_audio(whole).shape == (48000,)
+    decoders = (load_audio, lambda p: list(stream_audio(p)), lambda p: decode_bytes(p.read_bytes(), name=str(p)))
+    for cut in (_cut(whole, tmp_path / "half.mp3"), _cut(whole, tmp_path / "head.mp3", size=300)):
+        for decode in decoders:
+            with pytest.raises(AudioInputError) as info:
+                decode(cut)
+            text = str(info.value)
+            assert text.startswith(f"{cut}: ") and "truncated or corrupt MP3 file" in text and "\n" not in text
+            assert "does not exist" not in text and "regular file" not in text
+    captured = capfd.readouterr()
+    assert captured.err == "", captured.err  # libmpg123's "Warning: Xing stream size off ..." lines are silenced
+
+
+@pytest.mark.parametrize("fmt, subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_truncated_flac_and_ogg_say_so(tmp_path, fmt, subtype):
+    whole = tmp_path / f"whole.{fmt.lower()}"
+    sf.write(str(whole), np.zeros(48000, dtype=np.float32), 16000, format=fmt, subtype=subtype)
+    cut = _cut(whole, tmp_path / f"cut.{fmt.lower()}")
+    with pytest.raises(AudioInputError, match=rf"^{cut}: cannot decode audio: truncated or corrupt {fmt} file"):
+        load_audio(cut)
+
+
+def test_stderr_of_other_writers_is_kept_while_decoders_are_silenced(capfd):
+    """fd 2 is process-wide: while libmpg123's lines are dropped, another writer's line still reaches stderr."""
+    from ast_audio.audio.io import _native_stderr_silenced
+
+    with _native_stderr_silenced():
+        os.write(2, b"Warning: Xing stream size off by more than 1%\n")  # the form libmpg123 prints
+        os.write(2, b"[src/libmpg123/parse.c:do_readahead():1083] warning: Cannot read next header\n")
+        os.write(2, b"another thread's log line\n")
+    assert capfd.readouterr().err == "another thread's log line\n"
+
+
+def test_symlinks_fifos_and_non_folders_say_what_they_are(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere.wav")
+    os.mkfifo(tmp_path / "fifo")
+    plain = write_tone(tmp_path / "plain.wav", seconds=0.5)
+    cases = {tmp_path / "a": "symlink loop", tmp_path / "dangling": "broken symlink (it points to",
+             tmp_path / "fifo": "not a regular file (a pipe)", plain / "x.wav": "is a file, not a folder",
+             tmp_path / "text.mp3": "the name says MP3 but its first bytes are no MP3 header",
+             tmp_path / "noise.bin": "not an audio format libsndfile reads"}
+    (tmp_path / "text.mp3").write_bytes(b"hello, this is text" * 20)
+    (tmp_path / "noise.bin").write_bytes(bytes(range(256)) * 4)
+    for path, message in cases.items():
+        with pytest.raises(AudioInputError) as info:
+            load_audio(path)
+        text = str(info.value)
+        assert text.startswith(f"{path}: ") and message in text and "\n" not in text, text
+        assert "no such file" not in text or path == plain / "x.wav"
+
+
+def test_permission_denied_says_so_simulated(tmp_path, monkeypatch):
+    """Simulated: opening the file raises PermissionError, as the kernel does for a user without read permission
+    (root, which runs this suite here, is never refused; the next test checks the real thing as another user)."""
+    import builtins
+
+    path = write_tone(tmp_path / "locked.wav", seconds=0.5)
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(AudioInputError, match=rf"^{path}: permission denied \(mode "):
+        load_audio(path)
+
+
+AS_ANOTHER_USER = """
+import os, sys
+from ast_audio.audio.io import load_audio
+from ast_audio.errors import AudioInputError
+if os.geteuid() == 0:  # root reads everything: become `nobody`, for whom the kernel enforces the file modes
+    os.setgid(65534)
+    os.setuid(65534)
+for path in sys.argv[1:]:
+    try:
+        print("decoded", load_audio(path).shape[0])
+    except AudioInputError as exc:
+        print(exc)
+"""
+
+
+def test_permission_denied_says_so_for_a_real_user():
+    """Real permissions: a process that is not root (root drops to uid 65534 first) reads a 0644 file, and gets
+    one-line "permission denied" errors for a 0000 file and for a file in a 0700 folder it does not own."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # under /tmp: every user can reach it (pytest's tmp_path is 0700)
+        root = Path(tmp)
+        root.chmod(0o755)
+        readable = write_tone(root / "readable.wav", seconds=0.5)
+        readable.chmod(0o644)
+        locked = write_tone(root / "locked.wav", seconds=0.5)
+        locked.chmod(0o000)
+        (root / "private").mkdir(mode=0o700)
+        hidden = write_tone(root / "private" / "hidden.wav", seconds=0.5)
+        if os.geteuid() != 0:  # the folder must be another user's to be refused; as a normal user, lock it instead
+            (root / "private").chmod(0o000)
+        try:
+            run = subprocess.run([sys.executable, "-c", AS_ANOTHER_USER, str(readable), str(locked), str(hidden)],
+                                 capture_output=True, text=True, timeout=120)
+        finally:
+            (root / "private").chmod(0o700)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "decoded 8000"
+    assert lines[1].startswith(f"{locked}: permission denied (mode ----------"), lines[1]
+    assert lines[2].startswith(f"{hidden}: permission denied on a folder above it"), lines[2]
+    assert len(lines) == 3 and run.stderr == ""

@@ -240,7 +240,13 @@ from ast_audio.cli import main
 start = time.perf_counter()
 rc = main(sys.argv[1:])
 elapsed = time.perf_counter() - start
-print(f"RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} SECONDS {elapsed:.2f} RC {rc}", file=sys.stderr)
+# VmHWM is this process's own peak RSS; ru_maxrss also counts the memory of the parent it was forked from (the
+# test runner, gigabytes late in a full run), which survives exec.
+try:
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"RSS_KB {peak_kb} SECONDS {elapsed:.2f} RC {rc}", file=sys.stderr)
 """
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from ast_audio import AST
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.io import load_audio
 from ast_audio.errors import AudioInputError, ConfigError
-from ast_audio.infer import Tagger, window_starts
+from ast_audio.infer import Tagger, stream_windows, window_starts
 from conftest import tiny_config, tiny_model, write_tone
 
 RATE = 16000
@@ -148,3 +150,69 @@ def test_bad_options_raise_config_error(tagger, kwargs, message):
 def test_bad_waveform_shape(tagger):
     with pytest.raises(AudioInputError, match="1-D"):
         tagger.tag([torch.zeros(2, 16000)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streaming: files are scored block by block with the same windows and scores as a waveform held in memory
+
+
+@pytest.mark.parametrize("num_samples", [1, 399, 400, 20719, 20720, 20721, 65536, 65537, 100_000, 131_073])
+@pytest.mark.parametrize("window, hop, chunk", [(20720, 10360, 65536), (16000, 4800, 1000), (400, 400, 7)])
+def test_stream_windows_places_windows_like_window_starts(num_samples, window, hop, chunk):
+    """Windows cut from a stream of chunks are window_starts' windows, with the samples at those positions."""
+    signal = np.arange(num_samples, dtype=np.float32)
+    chunks = (signal[i:i + chunk] for i in range(0, num_samples, chunk))
+    got = list(stream_windows(chunks, window, hop))
+    assert [s for s, _ in got] == window_starts(num_samples, window, hop)
+    for start, samples in got:
+        np.testing.assert_array_equal(samples, signal[start:start + window])
+    assert list(stream_windows(iter([]), window, hop)) == []  # no samples, no window
+
+
+def test_file_is_streamed_with_the_scores_of_the_decoded_waveform(tagger, tmp_path):
+    """An 8 kHz stereo file (so resampled and downmixed while streaming, in 65536-frame blocks): windows equal those of
+    the waveform load_audio decodes at once, scores within 1e-5 (the streaming and one-shot soxr resamplers differ
+    in float32 rounding only)."""
+    rng = np.random.default_rng(3)
+    data = (0.2 * rng.standard_normal((8000 * 19 + 123, 2))).astype(np.float32)  # 19 s: 3 blocks at 8 kHz
+    data[:, 1] *= 0.5
+    path = tmp_path / "stereo8k.flac"
+    sf.write(str(path), data, 8000)
+    (streamed,) = tagger.tag(path, window_s=1.0, hop_s=0.3, top_k=3)
+    (in_memory,) = tagger.tag(load_audio(path), window_s=1.0, hop_s=0.3, top_k=3)
+    assert streamed.name == str(path)
+    assert streamed.duration_s == pytest.approx(in_memory.duration_s, abs=1e-9)
+    assert [(w.start_s, w.end_s) for w in streamed.windows] == [(w.start_s, w.end_s) for w in in_memory.windows]
+    torch.testing.assert_close(torch.stack([w.scores for w in streamed.windows]),
+                               torch.stack([w.scores for w in in_memory.windows]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(streamed.scores, in_memory.scores, atol=1e-5, rtol=0)
+
+
+def test_bad_file_among_many_is_reported_and_the_rest_scored_as_alone(tagger, tmp_path):
+    """With on_error, a missing file and a file that fails mid-stream (a NaN in its third block) are reported with
+    their index and left out; the others (batched across files) score as they do alone."""
+    good = [write_tone(tmp_path / f"g{i}.wav", seconds=s, freq=300.0 * (i + 1)) for i, s in enumerate((0.6, 5.0))]
+    nan = np.full(16000 * 10, 0.1, dtype=np.float32)
+    nan[65536 * 2 + 5] = np.nan  # found only when the third block is decoded, after windows were scored
+    sf.write(str(tmp_path / "nan.wav"), nan, 16000, subtype="FLOAT")
+    inputs = [good[0], tmp_path / "missing.wav", tmp_path / "nan.wav", good[1]]
+    errors: list[tuple[int, str]] = []
+    results = tagger.tag(inputs, batch_size=4, on_error=lambda i, exc: errors.append((i, str(exc))))
+    assert [i for i, _ in errors] == [1, 2]
+    assert "no such file" in errors[0][1] and "NaN" in errors[1][1]
+    assert [r.name for r in results] == [str(good[0]), str(good[1])]
+    for path, result in zip(good, results, strict=True):
+        (alone,) = tagger.tag(path, batch_size=1)
+        torch.testing.assert_close(result.scores, alone.scores, rtol=1e-5, atol=1e-6)
+    with pytest.raises(AudioInputError, match="NaN"):  # without on_error: raise
+        tagger.tag(inputs[2:])
+
+
+def test_too_short_inputs_say_so(tagger, tmp_path):
+    with pytest.raises(AudioInputError, match="shorter than one 25 ms analysis window"):
+        tagger.tag(torch.zeros(399))
+    with pytest.raises(AudioInputError, match="0 samples"):
+        tagger.tag(torch.zeros(0))
+    sf.write(str(tmp_path / "short.wav"), np.zeros(300, dtype=np.float32), 16000)
+    with pytest.raises(AudioInputError, match=r"short.wav: audio is 18.8 ms long"):
+        tagger.tag(tmp_path / "short.wav")

@@ -259,3 +259,44 @@ def test_training_streams_tar_shards(tmp_path, capsys):
             str(label_csv), "--out", str(tmp_path / "full")]
     assert _train(*full) == 1
     assert "balanced sampling" in capsys.readouterr().err
+
+
+def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monkeypatch, capsys):
+    """A kill between atomic_path's two renames (checkpoint -> .checkpoint.old, temporary -> checkpoint) leaves the
+    previous epoch only in .checkpoint.old (and an unfinished temporary folder). Simulated: a run interrupted while
+    saving epoch 2, then the first rename done by hand. --resume says it restores .checkpoint.old, continues after
+    epoch 1, removes the temporary folder and ends with the weights of an uninterrupted run, bit for bit."""
+    from ast_audio.train import engine
+
+    data = make_folder(tmp_path / "data", classes=("tone", "chirp", "noise"), clips_per_class=6)
+    args = ["--recipe", "folder", "--data", str(data), "--epochs", "3", "--batch-size", "4", "--target-length",
+            "100", "--seed", "5"]
+    full = tmp_path / "full"
+    assert _train(*args, "--out", str(full)) == 0
+
+    real_save = engine.save_checkpoint
+
+    def interrupted_at_epoch_2(folder, model, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # the run dies while saving epoch 2
+        real_save(folder, model, state)
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(engine, "save_checkpoint", interrupted_at_epoch_2)
+    assert _train(*args, "--out", str(out)) == 130
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    os.replace(out / "checkpoint", out / ".checkpoint.old")  # atomic_path's first rename, then the kill
+    (out / ".checkpoint.x1y2.tmp").mkdir()  # the unfinished new checkpoint
+    (out / ".checkpoint.x1y2.tmp" / "model.safetensors").write_bytes(b"partial")
+    capsys.readouterr()
+
+    assert _train(*args, "--out", str(out), "--resume") == 0
+    err = capsys.readouterr().err
+    assert f"restored the previous checkpoint from {out / '.checkpoint.old'}" in err
+    assert f"resuming {out} after epoch 1" in err
+    assert not (out / ".checkpoint.old").exists() and not (out / ".checkpoint.x1y2.tmp").exists()
+    a, b = _weights(full / "checkpoint"), _weights(out / "checkpoint")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # bitwise: CPU, fixed seed, deterministic data
+    assert [r["train_loss"] for r in _rows(full / "metrics.csv")] == \
+        [r["train_loss"] for r in _rows(out / "metrics.csv")]

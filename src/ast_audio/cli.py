@@ -127,7 +127,6 @@ def _emit(text: str, output: str | None) -> None:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
-    from .audio.io import load_audio
     from .infer import Tagger
 
     if getattr(args, "onnx", None):
@@ -144,20 +143,20 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from .commands.events import tag_label_filter
 
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
-    waveforms, names, failed = [], [], 0
-    for path in args.files:
-        try:
-            waveforms.append(load_audio(path, sample_rate=tagger.sample_rate))
-            names.append(path)
-        except AstAudioError as exc:
-            if args.debug:
-                raise
-            message = one_line(exc)
-            prefix = f"{path}: "
-            print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
-            failed += 1
-    results = tagger.tag(waveforms, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
-                         aggregate=args.aggregate, batch_size=args.batch_size, names=names) if waveforms else []
+    failed = 0
+
+    def report(index: int, exc: AstAudioError) -> None:  # a bad file: one line, the others are still tagged
+        nonlocal failed
+        if args.debug:
+            raise exc
+        path, message = args.files[index], one_line(exc)
+        prefix = f"{path}: "
+        print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
+        failed += 1
+
+    # Files are streamed block by block (memory bounded by one batch of windows, whatever their length).
+    results = tagger.tag(args.files, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
+                         aggregate=args.aggregate, batch_size=args.batch_size, on_error=report)
     for result in results:
         refine(result)
     if args.format == "json":

@@ -24,3 +24,15 @@ class ExportError(AstAudioError):
 class AstAudioWarning(UserWarning):
     """Something works but not as the user probably wants (an emulated precision, a slow path): the CLI prints it
     as one line `ast-audio: warning: <message>`."""
+
+
+class OutputError(AstAudioError, OSError):
+    """An output (result, checkpoint, model folder) that cannot be written: a full disk, a missing permission, a
+    file where a folder should be. The message names the path and, for a full disk, the bytes needed and free.
+    Also an OSError (with `errno`), so callers that handle failed writes as OSError keep working; `target` is the
+    path that could not be written."""
+
+    def __init__(self, message: str, target: object = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.errno = errno

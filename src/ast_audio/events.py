@@ -1,9 +1,9 @@
 """Sound events on audio of any length: streamed window scores -> per-class events with onset and offset.
 
-Pipeline: `score_stream` decodes a file block by block (soundfile), downmixes, resamples with a streaming soxr
-resampler, cuts the same windows as `ast_audio.infer.window_starts` and scores them in batches, so memory is
-bounded by one batch of windows, never by the file. `detect_events` smooths each class's window scores with a
-median filter, thresholds them with hysteresis and turns runs of active windows into events.
+Pipeline: `score_stream` scores the windows of a file with `Tagger.stream_scores` (the Tagger's own streamed scoring:
+block-by-block decoding, downmix, streaming soxr resampling, the windows of `ast_audio.infer.window_starts`, scored in
+batches), so memory is bounded by one batch of windows, never by the file. `detect_events` smooths each class's
+window scores with a median filter, thresholds them with hysteresis and turns runs of active windows into events.
 
 Event times (the definition the tests check). Window i covers samples [s_i, e_i) and has centre c_i. Every instant
 of the file belongs to the window whose centre is nearest: window i "owns" the cell [b_i, b_{i+1}) with
@@ -21,7 +21,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,14 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from .errors import AudioInputError, ConfigError
+from .errors import ConfigError
 from .infer import top_labels
 
 if TYPE_CHECKING:
     from .infer import Tagger
 
-# Samples decoded per soundfile read: 1 s at 48 kHz; small next to one batch of 10 s windows.
-BLOCK_FRAMES = 65536
 EVENT_FORMATS = ("json", "csv", "audacity", "srt")
 
 
@@ -87,46 +85,13 @@ class Timeline:
                 "window_s": round(self.window_s, 6), "labels": list(self.labels), "windows": windows}
 
 
-def _mono_blocks(path: Path, target_rate: int) -> Iterator[np.ndarray]:
-    """Decode `path` block by block into (n,) float32 mono chunks at `target_rate` (soxr streaming resampler).
-
-    The same decoding as `load_audio` (channel mean, HQ soxr, finite/peak checks), without holding the file.
-    """
-    import soundfile as sf
-    import soxr
-
-    from .audio.io import RESAMPLE_QUALITY, _decode_error, checked_mono, load_audio_info
-
-    info = load_audio_info(path)  # checks existence / emptiness / header, one-line errors naming the file
-    name = str(path)
-    stream = None
-    if info.sample_rate != target_rate:
-        stream = soxr.ResampleStream(info.sample_rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            while True:
-                data = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)  # (n, channels)
-                last = data.shape[0] < BLOCK_FRAMES
-                mono = checked_mono(name, data, info.subtype)  # (n, C) -> (n,)
-                if stream is not None:
-                    mono = stream.resample_chunk(mono, last=last)
-                if mono.shape[0]:
-                    yield mono
-                if last:
-                    return
-    except (sf.SoundFileError, RuntimeError) as exc:
-        raise _decode_error(name, exc) from None
-
-
 def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, window_s: float | None = None,
                  hop_s: float | None = None, batch_size: int = 8,
                  progress: Callable[[float, float], None] | None = None) -> Timeline:
     """Score every window of a file (streamed) or a (N,) waveform at the model rate.
 
-    Windows are placed exactly as `ast_audio.infer.window_starts` places them, without knowing the length in
-    advance: a window starting at s is scored once more than s + W samples have arrived, and at the end of the
-    stream the final window [N - W, N) (or the whole clip if N <= W, padded as the Tagger pads). Only the
-    samples still needed by future windows are kept.
+    The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`): placed as
+    `ast_audio.infer.window_starts` places them, cut while the file is decoded (`ast_audio.infer.stream_windows`).
 
     Args:
         tagger: the model, its front end and labels.
@@ -144,80 +109,19 @@ def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, wi
     window, hop = tagger.window_and_hop(window_s, hop_s)
     rate = tagger.sample_rate
     if isinstance(source, torch.Tensor):
-        if source.dim() != 1:
-            raise AudioInputError(f"expected a 1-D (N,) mono waveform at {rate} Hz, got shape {tuple(source.shape)}")
-        waveform = source.detach().float().cpu()
-        if waveform.shape[0] == 0:
-            raise AudioInputError("waveform has 0 samples; expected at least one 25 ms frame of audio")
-        total_s = waveform.shape[0] / rate
-        chunks: Iterator[np.ndarray] = (waveform[i:i + BLOCK_FRAMES].numpy()
-                                        for i in range(0, waveform.shape[0], BLOCK_FRAMES))
-        name = "waveform"
+        name, total_s = "waveform", source.shape[-1] / rate
     else:
         from .audio.io import load_audio_info
 
-        path = Path(source)
-        total_s = load_audio_info(path).duration_s
-        chunks = _mono_blocks(path, rate)
-        name = str(path)
-
-    buffer = np.zeros(0, dtype=np.float32)  # samples [buf_start, received)
-    buf_start = 0
-    received = 0
-    next_start = 0  # the next regular window start (a multiple of hop)
-    pending: list[tuple[int, np.ndarray]] = []  # (start sample, (W,) samples) waiting for a batch
-    starts: list[int] = []
-    ends: list[int] = []
-    rows: list[torch.Tensor] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        batch = tagger.features(torch.from_numpy(np.stack([w for _, w in pending])))  # (B, W) -> (B, T, F)
-        rows.append(tagger.scores(batch))  # (B, C)
-        for s, w in pending:
-            starts.append(s)
-            ends.append(s + w.shape[0])
-        pending.clear()
-        if progress is not None:
-            progress(min(ends[-1] / rate, total_s), total_s)
-
-    for chunk in chunks:
-        buffer = np.concatenate([buffer, chunk]) if buffer.size else np.asarray(chunk, dtype=np.float32)
-        received += chunk.shape[0]
-        while next_start + window < received:  # window_starts: every start with start + W < N
-            lo = next_start - buf_start
-            pending.append((next_start, buffer[lo:lo + window].copy()))
-            next_start += hop
-            if len(pending) == batch_size:
-                flush()
-        # Keep what future windows need: the next regular window and the last W samples (the end-aligned window).
-        keep_from = min(next_start, max(0, received - window))
-        if keep_from > buf_start:
-            buffer = buffer[keep_from - buf_start:]
-            buf_start = keep_from
-
-    if received == 0:
-        raise AudioInputError(f"{name}: audio has 0 samples; expected at least 25 ms of audio")
-    min_samples = tagger.model.frontend.window_samples
-    if received < min_samples:
-        raise AudioInputError(f"{name}: audio is {received / rate * 1000:.1f} ms long, shorter than one analysis "
-                              f"frame ({min_samples} samples at {rate} Hz); expected a longer clip")
-    if received <= window:  # one (possibly short) window, zero-padded in the log-mel domain like Tagger.tag
-        flush()
-        batch = tagger.features([torch.from_numpy(buffer.copy())])
-        rows.append(tagger.scores(batch))
-        starts.append(0)
-        ends.append(received)
-    else:
-        last = received - window
-        pending.append((last, buffer[last - buf_start:].copy()))
-        flush()
+        name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
+    report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
+    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report)
+    duration_s = scored.num_samples / rate
     if progress is not None:
-        progress(received / rate, received / rate)
-    return Timeline(starts_s=torch.tensor(starts, dtype=torch.float64) / rate,
-                    ends_s=torch.tensor(ends, dtype=torch.float64) / rate,
-                    scores=torch.cat(rows).float(), labels=tuple(tagger.labels), duration_s=received / rate,
+        progress(duration_s, duration_s)
+    return Timeline(starts_s=torch.tensor(scored.starts, dtype=torch.float64) / rate,
+                    ends_s=torch.tensor(scored.ends, dtype=torch.float64) / rate,
+                    scores=scored.scores.float(), labels=tuple(tagger.labels), duration_s=duration_s,
                     hop_s=hop / rate, window_s=window / rate)
 
 
@@ -541,7 +445,9 @@ def read_window(path: str | os.PathLike, sample_rate: int, start_s: float, num_s
     """Samples [start_s, start_s + num_samples / rate) of a file, decoded in blocks (the rest is never held)."""
     start = round(start_s * sample_rate)
     parts, received, kept = [], 0, 0
-    for chunk in _mono_blocks(Path(path), sample_rate):
+    from .audio.io import stream_audio
+
+    for chunk in stream_audio(path, sample_rate):
         lo, hi = max(0, start - received), min(chunk.shape[0], start + num_samples - received)
         if hi > lo:
             parts.append(chunk[lo:hi])

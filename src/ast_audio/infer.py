@@ -8,21 +8,26 @@ window scores are aggregated into clip scores.
 Window placement for a clip of N samples, window W and hop H samples (N > W):
 starts 0, H, 2H, ... while start + W < N, then one final window aligned to the end, [N - W, N). Every window is
 full length (no padding), the last one reaches the end of the file, and the final hop may be shorter than H.
+
+Files are never held whole: `Tagger.stream_scores`, the one implementation of windowed scoring behind `Tagger.tag` and
+`ast_audio.events.score_stream`, decodes them block by block (`ast_audio.audio.io.stream_audio`) and cuts the windows
+as the samples arrive (`stream_windows`), so memory is bounded by one batch of windows, not by the file's length.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from .audio.features import FeatureExtractor
-from .audio.io import load_audio
+from .audio.io import BLOCK_FRAMES, stream_audio
 from .errors import AudioInputError, ConfigError
 from .model import AST
 
@@ -80,6 +85,45 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     starts = list(range(0, num_samples - window, hop))  # every start with start + window < num_samples
     starts.append(num_samples - window)  # align the final window to the end of the clip
     return starts
+
+
+def stream_windows(chunks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Cut a stream of (n,) float32 chunks into the windows `window_starts` places, without knowing its length.
+
+    Yields (start sample, (W,) samples) in order. A window starting at s is cut as soon as more than s + W samples
+    have arrived (window_starts takes every start with start + W < N); when the stream ends, the final window
+    [N - W, N) follows, or for N <= W the whole stream [0, N) as one shorter window. Only the samples that future
+    windows need are kept (the next regular window and the last W samples), so memory is about W + one chunk.
+    A stream without samples yields nothing.
+    """
+    buffer = np.zeros(0, dtype=np.float32)  # samples [buf_start, received)
+    buf_start = received = next_start = 0
+    for chunk in chunks:
+        buffer = np.concatenate([buffer, chunk]) if buffer.size else np.asarray(chunk, dtype=np.float32)
+        received += chunk.shape[0]
+        while next_start + window < received:  # window_starts: every start with start + W < N
+            lo = next_start - buf_start
+            yield next_start, buffer[lo:lo + window].copy()
+            next_start += hop
+        keep_from = min(next_start, max(0, received - window))
+        if keep_from > buf_start:
+            buffer = buffer[keep_from - buf_start:]
+            buf_start = keep_from
+    if received:
+        last = max(0, received - window)  # end-aligned; 0 (the whole clip) when it fits one window
+        yield last, buffer[last - buf_start:].copy()
+
+
+@dataclass
+class ScoredWindows:
+    """The window scores of one input, as `Tagger.stream_scores` yields them; samples are at the model rate."""
+
+    index: int  # position among the inputs
+    name: str
+    num_samples: int  # the input's length
+    starts: list[int]  # (N,) first sample of each window
+    ends: list[int]  # (N,) end sample (exclusive) of each window
+    scores: torch.Tensor  # (N, C) probabilities
 
 
 def top_labels(scores: torch.Tensor, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
@@ -177,23 +221,136 @@ class Tagger:
             hop = max(1, round(hop_s * rate))
         return window, hop
 
+    def _score_windows(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """B windows (W_i,) at the model rate -> (B, C) probabilities. Windows of one length are featurised as one
+        (B, W) batch; a clip shorter than the window among them makes it per-item fbanks, zero-padded in the log-mel
+        domain to the model's frames (as the reference pads)."""
+        same = all(w.shape[0] == windows[0].shape[0] for w in windows)
+        if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export.py)
+            parts = [torch.stack(list(windows))] if same else [w.unsqueeze(0) for w in windows]  # (B, W) | B x (1, W_i)
+            return torch.cat([self.scores(p) for p in parts])
+        batch = self.features(torch.stack(list(windows)) if same else list(windows))  # (B, W) | B x (W_i,) -> (B, T, F)
+        return self.scores(batch)
+
+    def _input_windows(self, item: Any, name: str, window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The windows of one input (a path, decoded as the windows need it, or a waveform), checked: an input that
+        cannot be read, has the wrong shape or is shorter than one analysis frame raises AudioInputError naming it."""
+        rate = self.sample_rate
+        if isinstance(item, (str, os.PathLike)):
+            chunks: Iterable[np.ndarray] = stream_audio(item, sample_rate=rate)
+        elif isinstance(item, torch.Tensor):
+            if item.dim() != 1:
+                raise AudioInputError(f"{name}: expected a 1-D (N,) mono waveform at {rate} Hz, got shape "
+                                      f"{tuple(item.shape)}")
+            waveform = item.detach().float().cpu()
+            chunks = (waveform[i:i + BLOCK_FRAMES].numpy() for i in range(0, waveform.shape[0], BLOCK_FRAMES))
+        else:
+            raise AudioInputError(f"{name}: expected a path or a waveform tensor, got {type(item).__name__}")
+        frontend = self.model.frontend
+        cut = 0
+        for start, samples in stream_windows(chunks, window, hop):
+            if samples.shape[0] < frontend.window_samples:  # only a whole clip can be shorter than a window
+                raise AudioInputError(f"{name}: audio is {samples.shape[0] / rate * 1000:.1f} ms long, shorter than "
+                                      f"one {frontend.frame_length_ms:g} ms analysis window ({frontend.window_samples}"
+                                      f" samples at {rate} Hz); expected a longer clip, pad it with silence")
+            cut += 1
+            yield start, samples
+        if not cut:
+            raise AudioInputError(f"{name}: audio has 0 samples; expected at least one "
+                                  f"{frontend.frame_length_ms:g} ms analysis window of audio")
+
+    def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
+                      names: Sequence[str] | None = None,
+                      on_error: Callable[[int, AudioInputError], None] | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> Iterator[ScoredWindows]:
+        """Score every window of every input; yields one ScoredWindows per input, in input order.
+
+        The one implementation of windowed scoring, behind `tag` and `ast_audio.events.score_stream`. Files are
+        decoded block by block (`stream_audio`) while their windows are cut (`stream_windows`, placing them as
+        `window_starts` does) and waveforms are cut the same way, so memory is about `batch_size` windows plus one
+        decoded block, never a whole file. Windows of consecutive inputs share batches, `batch_size` per forward pass.
+
+        Args:
+            inputs: paths (any rate and channel count libsndfile reads) or (N,) float waveforms at `sample_rate`.
+            window, hop: window length and hop in samples (see `window_and_hop`).
+            batch_size: windows per forward pass.
+            names: one name per input for results and messages (default: the path, or "waveform_<i>").
+            on_error: called as on_error(index, error) for an input that fails (unreadable, damaged, too short, bad
+                shape; the error names it); its windows are dropped and the other inputs still scored. None: raise.
+            progress: called as progress(index, samples_done) after each forward pass, for the input whose window
+                ended the batch.
+        """
+        pending: list[tuple[ScoredWindows, int, np.ndarray]] = []  # (input, start, (W,) samples) awaiting a batch
+        rows: dict[int, list[torch.Tensor]] = {}  # each input's (C,) window scores so far
+        cut: list[ScoredWindows] = []  # inputs with every window cut, in order, whose last windows may be pending
+
+        def flush() -> None:
+            if not pending:
+                return
+            scores = self._score_windows([torch.from_numpy(w) for _, _, w in pending])  # (B, C)
+            for (item, start, samples), row in zip(pending, scores, strict=True):
+                item.starts.append(start)
+                item.ends.append(start + samples.shape[0])
+                rows[item.index].append(row)
+            last, start, samples = pending[-1]
+            pending.clear()
+            if progress is not None:
+                progress(last.index, start + samples.shape[0])
+
+        def finished() -> Iterator[ScoredWindows]:  # after a flush nothing is pending: every cut input is done
+            for item in cut:
+                item.scores = torch.stack(rows.pop(item.index))  # N x (C,) -> (N, C)
+                yield item
+            cut.clear()
+
+        for index, source in enumerate(inputs):
+            default = str(source) if isinstance(source, (str, os.PathLike)) else f"waveform_{index}"
+            item = ScoredWindows(index=index, name=str(names[index]) if names is not None else default,
+                                 num_samples=0, starts=[], ends=[], scores=torch.empty(0))
+            rows[index] = []
+            windows = self._input_windows(source, item.name, window, hop)
+            while True:
+                try:
+                    start, samples = next(windows)
+                except StopIteration:
+                    cut.append(item)
+                    break
+                except AudioInputError as exc:  # this input only: drop its windows, go on with the others
+                    pending[:] = [p for p in pending if p[0] is not item]
+                    del rows[index]
+                    if on_error is None:
+                        raise
+                    on_error(index, exc)
+                    break
+                pending.append((item, start, samples))
+                item.num_samples = start + samples.shape[0]  # the last window ends at the end of the input
+                if len(pending) == batch_size:
+                    flush()
+                    yield from finished()
+        flush()
+        yield from finished()
+
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
-            names: Sequence[str] | None = None) -> list[TagResult]:
+            names: Sequence[str] | None = None,
+            on_error: Callable[[int, AudioInputError], None] | None = None) -> list[TagResult]:
         """Tag files or waveforms.
 
         Args:
-            inputs: a path or (N,) waveform at `self.sample_rate`, or a list of them. Paths are decoded with
-                `load_audio` (mono, resampled); a bad file raises `AudioInputError` naming it.
+            inputs: a path or (N,) waveform at `self.sample_rate`, or a list of them. Paths are decoded block by
+                block with `stream_audio` (mono, resampled; memory does not grow with the file's length); a bad file
+                raises `AudioInputError` naming it.
             top_k: labels kept per clip and per window (capped at the number of classes).
             window_s: sliding-window length in seconds; default the model's input length (`max_window_s`).
             hop_s: seconds between window starts, in (0, window_s]; default window_s / 2 (50% overlap).
             aggregate: clip score per class = "max" (an event anywhere counts) or "mean" over the windows.
             batch_size: windows per forward pass; windows of all inputs are batched together.
             names: display names for the inputs (default: the path, or "waveform_<i>").
+            on_error: called as on_error(index, error) for an input that cannot be used, which is then left out of
+                the results (default: raise).
 
         Returns:
-            One TagResult per input, in order.
+            One TagResult per input (per good input with `on_error`), in order.
         """
         if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1):
             raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
@@ -207,50 +364,15 @@ class Tagger:
         items = [inputs] if single else list(inputs)
         if names is not None and len(names) != len(items):
             raise ConfigError(f"got {len(names)} names for {len(items)} inputs")
-        waveforms, item_names = [], []
-        for i, item in enumerate(items):
-            if isinstance(item, (str, os.PathLike)):
-                waveforms.append(load_audio(item, sample_rate=self.sample_rate))
-                item_names.append(str(item))
-            elif isinstance(item, torch.Tensor):
-                if item.dim() != 1:
-                    raise AudioInputError(f"input {i}: expected a 1-D (N,) mono waveform at {self.sample_rate} Hz, "
-                                          f"got shape {tuple(item.shape)}")
-                waveforms.append(item.detach().float().cpu())
-                item_names.append(f"waveform_{i}")
-            else:
-                raise AudioInputError(f"input {i}: expected a path or a waveform tensor, got {type(item).__name__}")
-        if names is not None:
-            item_names = [str(n) for n in names]
-
-        # Every window of every input, input by input: (input index, start sample, end sample).
-        starts = [window_starts(w.shape[0], window, hop) for w in waveforms]
-        spans = [(i, s, min(s + window, w.shape[0])) for i, w in enumerate(waveforms) for s in starts[i]]
-        window_scores = torch.empty(len(spans), len(self.labels))  # (num windows, C)
-        for lo in range(0, len(spans), batch_size):
-            chunk = [waveforms[i][s:e] for i, s, e in spans[lo:lo + batch_size]]
-            if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export.py)
-                same = all(c.shape[0] == chunk[0].shape[0] for c in chunk)
-                parts = [torch.stack(chunk)] if same else [c.unsqueeze(0) for c in chunk]  # (B, W) or B x (1, W_i)
-                window_scores[lo:lo + len(chunk)] = torch.cat([self.scores(p) for p in parts])
-                continue
-            if all(c.shape[0] == chunk[0].shape[0] for c in chunk):
-                batch = self.features(torch.stack(chunk))  # B x (W,) -> (B, W) -> (B, T, F)
-            else:
-                batch = self.features(chunk)  # clips shorter than a window: per-item fbank, padded
-            window_scores[lo:lo + len(chunk)] = self.scores(batch)
-
+        rate = self.sample_rate
         results = []
-        first = 0
-        for w, name, w_starts in zip(waveforms, item_names, starts, strict=True):
-            rows = range(first, first + len(w_starts))  # this input's rows of window_scores
-            first += len(w_starts)
-            per_window = window_scores[rows.start:rows.stop]  # (W_i, C)
+        for scored in self.stream_scores(items, window, hop, batch_size, names=names, on_error=on_error):
+            per_window = scored.scores  # (W_i, C)
             clip = per_window.max(dim=0).values if aggregate == "max" else per_window.mean(dim=0)
-            windows = [WindowScores(start_s=spans[j][1] / self.sample_rate, end_s=spans[j][2] / self.sample_rate,
-                                    scores=window_scores[j], top=top_labels(window_scores[j], self.labels, top_k))
-                       for j in rows]
-            results.append(TagResult(name=name, duration_s=w.shape[0] / self.sample_rate, labels=self.labels,
+            windows = [WindowScores(start_s=s / rate, end_s=e / rate, scores=row,
+                                    top=top_labels(row, self.labels, top_k))
+                       for s, e, row in zip(scored.starts, scored.ends, per_window, strict=True)]
+            results.append(TagResult(name=scored.name, duration_s=scored.num_samples / rate, labels=self.labels,
                                      scores=clip, top=top_labels(clip, self.labels, top_k), windows=windows,
                                      aggregate=aggregate))
         return results

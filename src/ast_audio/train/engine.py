@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ASTConfig, FrontendConfig
-from ..errors import AstAudioError, CheckpointError, ConfigError
+from ..errors import AstAudioError, CheckpointError, ConfigError, OutputError
 from ..model import AST
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_path, atomic_write_text, backup_path, state_nbytes, temp_paths
 from . import dist as D
 from . import metrics as M
 from .recipes import ESC50_FOLDS, TrainConfig, milestones
@@ -270,12 +270,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(folder: Path, model: AST, state: dict[str, Any]) -> None:
     """Atomically write folder/{model.safetensors, config.json, train_state.pt}: a reader (or `--resume` after a
-    kill) sees either the previous epoch's complete checkpoint or this one."""
+    kill, see `find_checkpoint`) sees either the previous epoch's complete checkpoint or this one. A full disk
+    raises a one-line OutputError naming the folder and the space needed; the previous checkpoint stays."""
     from ..weights.checkpoint import save_model
 
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, size_hint=state_nbytes(model.state_dict()) + state_nbytes(state)) as tmp:
         save_model(model, tmp)
         torch.save(state, tmp / STATE_FILE)
+
+
+def find_checkpoint(folder: Path, say: Printer = lambda _msg: None) -> Path | None:
+    """The checkpoint `--resume` continues from: `folder` if it holds a training state, else the previous checkpoint
+    that a kill between `atomic_path`'s two renames leaves at `backup_path(folder)` (with nothing at `folder`), which
+    is moved back to `folder` (saying so in one line). Unfinished temporary checkpoints of killed writes are deleted
+    (each is as large as a checkpoint). None if there is neither."""
+    for stale in temp_paths(folder):
+        shutil.rmtree(stale, ignore_errors=True)
+    if (folder / STATE_FILE).is_file():
+        return folder
+    backup = backup_path(folder)
+    if (backup / STATE_FILE).is_file() and not folder.exists():
+        os.replace(backup, folder)
+        say(f"{folder} was missing (the run was killed while replacing it); restored the previous checkpoint from "
+            f"{backup}")
+        return folder
+    return None
 
 
 def load_checkpoint(folder: Path) -> tuple[AST, dict[str, Any]]:
@@ -370,7 +389,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     say: Printer = printer if main else (lambda _msg: None)
     checkpoint_dir = out / "checkpoint"
 
-    taken = D.broadcast_object(info, (out / "model").exists() or checkpoint_dir.exists())  # rank 0's view, for all
+    taken = D.broadcast_object(info, (out / "model").exists() or checkpoint_dir.exists()
+                               or backup_path(checkpoint_dir).exists())  # rank 0's view, for all
     if taken and not resume:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
@@ -392,7 +412,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
 
     # ---- model, optimiser, state (fresh or resumed)
     state: dict[str, Any] | None = None
-    if resume and (checkpoint_dir / STATE_FILE).is_file():
+    found = find_checkpoint(checkpoint_dir, say) if resume and main else None
+    if D.broadcast_object(info, found is not None):  # every rank reads the checkpoint rank 0 found (or restored)
         model, state = load_checkpoint(checkpoint_dir)
         config = _check_resume_config(TrainConfig.from_dict(json.loads(state["config"])), config, out)
         say(f"resuming {out} after epoch {state['epoch']}")
@@ -452,6 +473,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
+        if state is not None:  # metrics.csv lists exactly the epochs the checkpoint holds
+            atomic_write_text(out / "metrics.csv", _csv_text(rows))
         fold = f", fold {config.fold}" if config.fold is not None else ""
         say(f"training {config.recipe}{fold}: {num_train} train / {len(splits.valid)} valid clips, "
             f"{num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
@@ -528,9 +551,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
         scheduler.step()
 
         if main:
-            _write_epoch_outputs(out, rows, writer, row)
-            if bad_log:
-                atomic_write_text(out / "bad_clips.txt", "\n".join(bad_log) + "\n")
+            # Models first, the checkpoint (what --resume continues from) next, the epoch's metrics last: a write that
+            # fails (a full disk) leaves metrics.csv listing only epochs whose checkpoint was saved.
             if config.selection == "wa" and config.wa_start <= epoch <= config.wa_end:
                 from ..weights.checkpoint import save_model
 
@@ -539,13 +561,20 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
                 from ..weights.checkpoint import save_model
 
                 save_model(model, out / "best")
-            save_checkpoint(checkpoint_dir, model, {
-                "format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch, "global_step": global_step,
-                "config": json.dumps(config.to_dict()), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
-                "sampler": sampler.state_dict() if sampler is not None else {}, "rng": _rng_state(), "metrics": rows,
-                "cum_sum": cum_sum,
-                "cum_count": cum_count})
+            try:
+                save_checkpoint(checkpoint_dir, model, {
+                    "format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch, "global_step": global_step,
+                    "config": json.dumps(config.to_dict()), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
+                    "sampler": sampler.state_dict() if sampler is not None else {}, "rng": _rng_state(),
+                    "metrics": rows, "cum_sum": cum_sum, "cum_count": cum_count})
+            except OutputError as exc:
+                kept = (f"{checkpoint_dir} still holds epoch {epoch - 1}; `--resume` continues from it" if epoch > 1
+                        else "no epoch was saved")
+                raise OutputError(f"epoch {epoch} not saved: {exc}; {kept}", exc.target, exc.errno) from exc
+            _write_epoch_outputs(out, rows, writer, row)
+            if bad_log:
+                atomic_write_text(out / "bad_clips.txt", "\n".join(bad_log) + "\n")
             say(_format_row(row, config))
         D.barrier(info)
 

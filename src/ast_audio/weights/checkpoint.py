@@ -57,7 +57,7 @@ from ..config import (
 )
 from ..errors import CheckpointError, ConfigError
 from ..model import AST
-from ..utils import atomic_path, count_non_finite
+from ..utils import atomic_path, count_non_finite, state_nbytes
 from . import hub
 from .adapt import MODEL_KEYWORDS, adapt_model, from_imagenet, override_frontend, unwrap_state_dict
 from .convert import StateDict, hf_to_native, is_hf_state_dict, is_native_key, native_to_hf, reference_to_native
@@ -129,7 +129,7 @@ def save_model(model: AST, folder: str | Path) -> Path:
         "multi_label": model.multi_label,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, size_hint=state_nbytes(state)) as tmp:  # the size names the space a full disk lacks
         tmp.mkdir()
         save_file(state, str(tmp / NATIVE_WEIGHTS), metadata={"format": NATIVE_FORMAT})
         (tmp / NATIVE_CONFIG).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -201,7 +201,7 @@ def save_hf(model: AST, folder: str | Path) -> Path:
     # clone: the q/k/v blocks are views of one qkv tensor, and safetensors refuses shared storage
     state = {k: v.detach().cpu().contiguous().clone() for k, v in native_to_hf(model.state_dict()).items()}
     folder = Path(folder)
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder, size_hint=state_nbytes(state)) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
