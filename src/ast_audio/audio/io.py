@@ -286,6 +286,14 @@ def load_audio_info(path: str | os.PathLike) -> AudioInfo:
     return _info_from(str(path), str(path), _probe_file(path))
 
 
+def bytes_info(data: bytes, name: str = "<bytes>") -> AudioInfo:
+    """`load_audio_info` for encoded audio held in memory (e.g. an upload): the header only, nothing decoded."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+        raise AudioInputError(f"{name}: no data; expected encoded audio bytes")
+    data = bytes(data)
+    return _info_from(io.BytesIO(data), name, _probe_bytes(data, name))
+
+
 def _check_duration(name: str, frames: int, rate: int, max_duration_s: float | None) -> None:
     if max_duration_s is not None and rate > 0 and frames / rate > max_duration_s:
         raise AudioInputError(f"{name}: audio is {frames / rate:.2f} s long, longer than the {max_duration_s:g} s "

@@ -54,7 +54,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..audio.io import decode_bytes
+from ..audio.io import bytes_info, decode_bytes
 from ..errors import AstAudioError, ConfigError
 from ..model import AST
 from ..precision import check_precision
@@ -395,9 +395,7 @@ class Service:
 
     def decode_windowed(self, upload: Upload, window: int, hop: int) -> torch.Tensor:
         """Check the window count from the header (before decoding), decode, check it again on the samples."""
-        from ..audio.io import _info_from  # the header reader decode_bytes uses (audio.io owns the codec)
-
-        info = _info_from(io.BytesIO(upload.data), upload.name)  # undecodable -> AudioInputError -> 422
+        info = bytes_info(upload.data, upload.name)  # undecodable -> AudioInputError -> 422
         if info.sample_rate > 0 and info.frames > 0:  # mp3 headers estimate frames: checked exactly below too
             self.check_windows(upload.name, round(info.frames * self.tagger.sample_rate / info.sample_rate),
                                window, hop)
