@@ -47,7 +47,7 @@ def tiny() -> AST:
 
 def pytest_report_header(config):
     """The CPU the suite runs on, as torch reports it, and what --precision auto picks there (paths differ per CPU)."""
-    from ast_audio.precision import choose_precision, cpu_info
+    from ast_audio.model.precision import choose_precision, cpu_info
 
     return [f"cpu: {cpu_info().describe()}", choose_precision("auto").describe()]
 

@@ -1,4 +1,4 @@
-"""Streamed window scores, event detection, output formats, thresholds and calibration (ast_audio.events)."""
+"""Streamed window scores, event detection, output formats, thresholds and calibration (ast_audio.infer.events)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score, precision_score
 
 from ast_audio import AST, FrontendConfig
 from ast_audio.errors import AudioInputError, ConfigError
-from ast_audio.events import (
+from ast_audio.infer.events import (
     Event,
     EventConfig,
     Timeline,
@@ -33,7 +33,7 @@ from ast_audio.events import (
     score_stream,
     write_thresholds,
 )
-from ast_audio.infer import Tagger
+from ast_audio.infer.tagger import Tagger
 from conftest import tiny_config, tiny_model
 
 # ---------------------------------------------------------------------------------------------------------------------

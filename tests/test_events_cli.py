@@ -19,8 +19,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from ast_audio import AST
-from ast_audio.events import EventConfig, detect_events, score_stream
-from ast_audio.infer import Tagger
+from ast_audio.infer.events import EventConfig, detect_events, score_stream
+from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model, write_tone
 

@@ -23,7 +23,7 @@ from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.io import checked_mono
 from ast_audio.config import MAX_PARAMETERS
 from ast_audio.errors import AudioInputError, CheckpointError, ConfigError
-from ast_audio.infer import Tagger
+from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
 from conftest import tiny_model

@@ -21,7 +21,7 @@ import soundfile as sf
 
 from ast_audio import Tagger, load_model
 from ast_audio.errors import ConfigError
-from ast_audio.infer import window_starts
+from ast_audio.infer.tagger import window_starts
 from serve_helpers import AST_AUDIO, raw_http, run_server, save_tiny_checkpoint, trickle, write_pattern
 
 HEADER_TIMEOUT_S = 3.0  # the guarded server's; the default server keeps the default (10 s)
@@ -197,7 +197,7 @@ def test_limits_are_validated():
 
 def test_cli_defaults_equal_serve_settings():
     """`ast-audio serve` repeats ServeSettings' defaults (it must not import fastapi to build its parser)."""
-    from ast_audio.cli import build_parser
+    from ast_audio.cli.main import build_parser
     from ast_audio.serve.app import ServeSettings
 
     args = build_parser().parse_args(["serve"])

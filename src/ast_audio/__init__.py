@@ -13,7 +13,7 @@ from .audio.features import FeatureExtractor
 from .audio.io import load_audio
 from .config import ASTConfig, FrontendConfig
 from .errors import AstAudioError, AudioInputError, CheckpointError, ConfigError
-from .infer import Tagger
+from .infer.tagger import Tagger
 from .model import AST, grid_size
 from .weights.checkpoint import load_model, save_hf, save_model
 

@@ -35,7 +35,7 @@ import torch
 
 from .config import ASTConfig
 from .model import AST
-from .precision import (
+from .model.precision import (
     ORT_PRECISIONS,
     PRECISIONS,
     apply_precision,
@@ -225,7 +225,7 @@ def _our_variants(model: AST, precisions: Sequence[str], compile: bool, folder: 
             continue
         start = time.perf_counter()
         if precision in ORT_PRECISIONS:
-            from .export import runtime_model
+            from .export.onnx import runtime_model
 
             converted = runtime_model(model, precision, cache=folder / "graphs")
         else:
@@ -324,7 +324,7 @@ def realtime_factor(model: Any, seconds: float, batch: int, seed: int = 0, repea
     """Tag a generated `seconds`-long waveform in non-overlapping windows of the model's input length with the
     Tagger (fbank + model, no decoding), best of `repeats` runs, and extrapolate to an hour: {'seconds',
     'windows', 'wall_s', 'realtime_factor', 'hour_s'}."""
-    from .infer import Tagger
+    from .infer.tagger import Tagger
 
     tagger = Tagger(model)
     rate = tagger.sample_rate
@@ -621,7 +621,7 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
                     notes.append(f"{precision}: onnx/onnxruntime not installed; left out")
                     log(notes[-1])
                     continue
-                from .export import runtime_model
+                from .export.onnx import runtime_model
 
                 converted = runtime_model(model, precision, cache=tmp)
             else:

@@ -170,7 +170,7 @@ def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed
              log: Callable[[str], None] = print) -> DemoResult:
     """Generate data under `out`, train a tiny AST within `seconds_budget` s of training, report test accuracy,
     save the model to out/model (native format) and tag two test clips with it."""
-    from .infer import Tagger
+    from .infer.tagger import Tagger
     from .weights.checkpoint import load_model, save_model
 
     out = Path(out)

@@ -57,7 +57,7 @@ from .. import __version__
 from ..audio.io import bytes_info, decode_bytes
 from ..errors import AstAudioError, ConfigError
 from ..model import AST
-from ..precision import check_precision
+from ..model.precision import check_precision
 from ..utils import one_line
 from .fair import FairTurns, TurnTakingTagger
 from .guard import RequestGuard, check_host_names, check_origins, send_json_error
@@ -418,7 +418,7 @@ class Service:
 
     def events(self, upload: Upload, window_s: float | None, hop_s: float | None, plan: tuple[int, int],
                config: Any, top_n: int) -> bytes:
-        from ..events import detect_events, score_stream, selected_classes
+        from ..infer.events import detect_events, score_stream, selected_classes
 
         waveform = self.decode_windowed(upload, *plan)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
@@ -433,8 +433,8 @@ class Service:
                                                       thresholds=config.thresholds)})
 
     def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
-        from ..explain import explain
-        from ..plots import plot_explanation
+        from ..infer.explain import explain
+        from ..infer.plots import plot_explanation
 
         waveform = self.decode(upload)
         with self.turns.turn(self._local.client):  # one model input, forward (and backward): one turn
@@ -495,7 +495,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     settings = settings or ServeSettings()
     service = Service(_resolve_model(model_or_checkpoint, settings.precision), settings)
     if settings.thresholds:
-        from ..events import check_labels
+        from ..infer.events import check_labels
 
         check_labels(list(settings.thresholds), service.tagger.labels, where="the thresholds")
     static = _load_static()
@@ -556,7 +556,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
 
     @app.post("/v1/events")
     async def events(request: Request) -> Response:
-        from ..events import EventConfig, parse_names
+        from ..infer.events import EventConfig, parse_names
 
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels

@@ -719,7 +719,7 @@ def load_model(source: str | os.PathLike, *, precision: str = "fp32", device: st
         CheckpointError: missing, unreadable or unrecognised source, or weights that do not fit.
         ConfigError: overrides that cannot be applied (e.g. another patch kernel or width).
     """
-    from ..precision import apply_precision, choose_precision
+    from ..model.precision import apply_precision, choose_precision
 
     choice = choose_precision(precision, device=device)  # fail before reading a large file
     overrides = dict(overrides)

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .audio.fbank import KALDI_EPSILON, frame_transform
-from .config import ASTConfig, FrontendConfig
-from .errors import AudioInputError, ConfigError, ExportError
+from ..audio.fbank import KALDI_EPSILON, frame_transform
+from ..config import ASTConfig, FrontendConfig
+from ..errors import AudioInputError, ConfigError, ExportError
 
 EXPORT_PRECISIONS = ("fp32", "int8")
 DEFAULT_OPSET = 18
@@ -135,7 +135,7 @@ class ExportReport:
 
 
 def _check_model(model: nn.Module) -> None:
-    from .model import AST
+    from ..model import AST
 
     if not isinstance(model, AST):
         raise ExportError(f"expected an ast_audio AST model, got {type(model).__name__}")
@@ -211,7 +211,7 @@ def check_waveforms(frontend: FrontendConfig, seed: int = 0) -> tuple[torch.Tens
 
 def _parity(model: nn.Module, onnx_model: OnnxModel, with_frontend: bool) -> tuple[float, float, list[str]]:
     """Eager vs onnxruntime logits on generated clips: (max |diff|, top-1 agreement, input descriptions)."""
-    from .audio.features import FeatureExtractor
+    from ..audio.features import FeatureExtractor
 
     extractor = FeatureExtractor(model.frontend)
     waves, names = check_waveforms(model.frontend)
@@ -288,7 +288,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
         raise ExportError(f"ONNX export needs onnx and onnxruntime ({exc.name} is missing); "
                           "pip install 'ast-audio[export]'") from None
 
-    from .utils import atomic_path
+    from ..utils import atomic_path
 
     model = model.eval()
     c = model.frontend
@@ -493,7 +493,7 @@ def runtime_model(model: nn.Module, precision: str = "ort-int8", *, threads: int
     tens of seconds for AST-base, so it is cached under `cache` (default `cache_dir()`/onnx), keyed by a hash of
     the weights, configs and versions; an unwritable cache falls back to a temporary folder for this process.
     """
-    from .precision import ORT_PRECISIONS, cpu_info
+    from ..model.precision import ORT_PRECISIONS, cpu_info
 
     if precision not in ORT_PRECISIONS:
         raise ConfigError(f"runtime_model precision must be one of {', '.join(ORT_PRECISIONS)}, got {precision!r}")
@@ -639,11 +639,11 @@ def load_onnx_tagger(path: str | os.PathLike, threads: int | None = None,
                      labels: str | os.PathLike | Sequence[str] | None = None):
     """A `Tagger` running the ONNX graph at `path` (with or without the front end inside); `labels` (a CSV path or
     names) replaces the stored label names."""
-    from .infer import Tagger
+    from ..infer.tagger import Tagger
 
     module = OnnxModel(path, threads=threads).as_module()
     if labels is not None:
-        from .labels import resolve_labels
+        from ..labels import resolve_labels
 
         names = tuple(resolve_labels(labels))
         if len(names) != len(module.labels):

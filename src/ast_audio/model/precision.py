@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import AstAudioWarning, ConfigError
+from ..errors import AstAudioWarning, ConfigError
 
 TORCH_PRECISIONS: Final = ("fp32", "bf16", "int8")
 ORT_PRECISIONS: Final = ("ort-fp32", "ort-int8")
@@ -397,7 +397,7 @@ def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bo
     if current == precision and precision != "fp32":
         return model
     if precision in ORT_PRECISIONS:
-        from .export import runtime_model
+        from ..export.onnx import runtime_model
 
         runtime = runtime_model(model, precision)
         runtime.precision_choice = choice

@@ -26,10 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .audio.features import FeatureExtractor
-from .audio.io import BLOCK_FRAMES, stream_audio
-from .errors import AudioInputError, ConfigError
-from .model import AST
+from ..audio.features import FeatureExtractor
+from ..audio.io import BLOCK_FRAMES, stream_audio
+from ..errors import AudioInputError, ConfigError
+from ..model import AST
 
 AudioSource = str | os.PathLike | torch.Tensor
 
@@ -149,7 +149,7 @@ class Tagger:
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> Tagger:
         """Load any checkpoint `load_model` understands (folder, .pth, hub id) and wrap it."""
-        from .weights.checkpoint import load_model
+        from ..weights.checkpoint import load_model
 
         return cls(load_model(source, **overrides), device=device)
 
@@ -170,7 +170,7 @@ class Tagger:
                 front end non-finite samples, so this means weights that overflow on this input; a NaN score is
                 never returned as a result.
         """
-        from .errors import CheckpointError  # imported here: this method is the only user in this module
+        from ..errors import CheckpointError  # imported here: this method is the only user in this module
 
         with torch.inference_mode():
             logits = self.model(inputs.to(self.device)).float().cpu()

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .infer import top_labels
+from ..errors import ConfigError
+from .tagger import top_labels
 
 if TYPE_CHECKING:
-    from .infer import Tagger
+    from .tagger import Tagger
 
 EVENT_FORMATS = ("json", "csv", "audacity", "srt")
 
@@ -111,7 +111,7 @@ def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, wi
     if isinstance(source, torch.Tensor):
         name, total_s = "waveform", source.shape[-1] / rate
     else:
-        from .audio.io import load_audio_info
+        from ..audio.io import load_audio_info
 
         name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
     report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
@@ -338,7 +338,7 @@ def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
 def write_thresholds(thresholds: Mapping[str, float], path: str | os.PathLike,
                      stats: Mapping[str, Mapping[str, float]] | None = None) -> None:
     """Write label,threshold[,f1,precision,recall] atomically; `stats` maps a label to its f1/precision/recall."""
-    from .utils import atomic_write_text
+    from ..utils import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -445,7 +445,7 @@ def read_window(path: str | os.PathLike, sample_rate: int, start_s: float, num_s
     """Samples [start_s, start_s + num_samples / rate) of a file, decoded in blocks (the rest is never held)."""
     start = round(start_s * sample_rate)
     parts, received, kept = [], 0, 0
-    from .audio.io import stream_audio
+    from ..audio.io import stream_audio
 
     for chunk in stream_audio(path, sample_rate):
         lo, hi = max(0, start - received), min(chunk.shape[0], start + num_samples - received)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 
 COMMAND_MODULES = (
-    "ast_audio.commands.train",  # train, eval, average
-    "ast_audio.commands.data",  # prepare, stats
-    "ast_audio.commands.events",  # events, calibrate, explain
-    "ast_audio.commands.serve",  # serve
-    "ast_audio.commands.export",  # export
-    "ast_audio.commands.bench",  # bench
+    "ast_audio.cli.train",  # train, eval, average
+    "ast_audio.cli.data",  # prepare, stats
+    "ast_audio.cli.events",  # events, calibrate, explain
+    "ast_audio.cli.serve",  # serve
+    "ast_audio.cli.export",  # export
+    "ast_audio.cli.bench",  # bench
 )
 
 DEFAULT_CHECKPOINT = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -81,7 +81,7 @@ def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str 
     which need the torch model), and with `verbose` one stderr line saying what runs and why."""
     import sys
 
-    from ..precision import choose_precision
+    from ..model.precision import choose_precision
     from ..weights.checkpoint import load_model
 
     choice = choose_precision(precision, torch_only=torch_only)

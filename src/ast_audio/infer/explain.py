@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .audio.features import FeatureExtractor
-from .errors import AudioInputError, ConfigError
-from .infer import top_labels
-from .model import AST
-from .model.ast import NUM_PREFIX_TOKENS
+from ..audio.features import FeatureExtractor
+from ..errors import AudioInputError, ConfigError
+from ..model import AST
+from ..model.ast import NUM_PREFIX_TOKENS
+from .tagger import top_labels
 
 
 @dataclass

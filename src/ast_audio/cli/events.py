@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_checkpoint_arg, add_precision_arg, load_for_inference, positive_float, positive_int, unit_float
+from .args import add_checkpoint_arg, add_precision_arg, load_for_inference, positive_float, positive_int, unit_float
 
 PROG = "ast-audio"
 # Files longer than this many seconds get a progress bar on stderr.
@@ -149,8 +149,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
-    from ..events import EventConfig, detect_events, format_events, parse_names, read_thresholds, score_stream
-    from ..infer import Tagger
+    from ..infer.events import EventConfig, detect_events, format_events, parse_names, read_thresholds, score_stream
+    from ..infer.tagger import Tagger
     from ..utils import atomic_write_text
 
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
@@ -162,7 +162,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                          merge_gap_s=args.merge_gap,
                          only=tuple(parse_names(args.only, labels)) if args.only else None,
                          exclude=tuple(parse_names(args.exclude, labels)) if args.exclude else ())
-    from ..events import check_labels, selected_classes
+    from ..infer.events import check_labels, selected_classes
 
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
@@ -202,7 +202,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         events = detect_events(timeline, config)
         results.append((path, timeline, events))
         if args.plot:
-            from ..plots import plot_timeline
+            from ..infer.plots import plot_timeline
 
             plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.plot_classes,
                           title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
@@ -239,7 +239,7 @@ def read_reference_events(path: str) -> list:
     import csv
 
     from ..errors import ConfigError
-    from ..events import Event
+    from ..infer.events import Event
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -255,8 +255,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import AstAudioError, ConfigError
-    from ..events import calibration_table, write_thresholds
-    from ..infer import Tagger
+    from ..infer.events import calibration_table, write_thresholds
+    from ..infer.tagger import Tagger
     from ..train.data import load_splits
 
     splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.label_csv)
@@ -311,13 +311,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Draw the explanation of one model window of FILE as a PNG."""
-    from ..events import read_window
-    from ..explain import explain
-    from ..plots import plot_explanation
+    from ..infer.events import read_window
+    from ..infer.explain import explain
+    from ..infer.plots import plot_explanation
 
     model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
     if args.class_name is not None:
-        from ..events import check_labels
+        from ..infer.events import check_labels
 
         check_labels([args.class_name], model.labels)
     waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)
@@ -334,13 +334,13 @@ def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
     """For `ast-audio tag`: a function that rewrites a TagResult's top labels according to --only / --exclude
     (clip and windows) and --thresholds (clip labels: every listed class at or above its threshold, best first).
     Names are checked now, before any audio is decoded."""
-    from ..events import filter_top, parse_names, read_thresholds, selected_classes
+    from ..infer.events import filter_top, parse_names, read_thresholds, selected_classes
 
     thresholds = read_thresholds(args.thresholds) if getattr(args, "thresholds", None) else None
     only = parse_names(args.only, labels) if getattr(args, "only", None) else None
     exclude = parse_names(args.exclude, labels) if getattr(args, "exclude", None) else ()
     if thresholds is not None:
-        from ..events import check_labels
+        from ..infer.events import check_labels
 
         check_labels(list(thresholds), labels, where=args.thresholds)
     if thresholds is None and only is None and not exclude:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_checkpoint_arg, add_precision_arg, positive_float, positive_int
+from .args import add_checkpoint_arg, add_precision_arg, positive_float, positive_int
 
 
 def port_number(text: str) -> int:
@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     thresholds = None
     if args.thresholds:
-        from ..events import read_thresholds
+        from ..infer.events import read_thresholds
 
         thresholds = read_thresholds(args.thresholds)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import positive_int
+from .args import positive_int
 
 # Mirrors ast_audio.precision.PRECISIONS and ast_audio.bench's defaults without importing torch (fast --help);
 # tests/test_bench_cli.py checks they agree.
@@ -67,7 +67,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import accuracy_report, format_accuracy, format_bench, run_bench
-    from ..precision import parse_precisions
+    from ..model.precision import parse_precisions
     from ..utils import atomic_write_text
 
     precisions = parse_precisions(args.precisions)

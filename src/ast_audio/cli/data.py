@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from . import positive_int, unit_float
+from .args import positive_int, unit_float
 
 LAYOUT_CHOICES = ("audioset", "esc50", "speechcommands", "folder")
 SPLITS = ("train", "valid", "test")

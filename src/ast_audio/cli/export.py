@@ -30,7 +30,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export, check parity, print one summary line."""
     from pathlib import Path
 
-    from ..export import ExportError, _check_path, export_onnx
+    from ..export.onnx import ExportError, _check_path, export_onnx
     from ..weights.checkpoint import load_model
 
     _check_path(Path(args.out), args.force)  # before spending time loading the checkpoint

@@ -16,12 +16,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .commands import COMMAND_MODULES, DEFAULT_CHECKPOINT, add_precision_arg, load_for_inference
-from .commands import positive_float as _positive_float
-from .commands import positive_int as _positive_int
-from .errors import AstAudioError, AstAudioWarning
-from .utils import one_line
+from .. import __version__
+from ..errors import AstAudioError, AstAudioWarning
+from ..utils import one_line
+from .args import COMMAND_MODULES, DEFAULT_CHECKPOINT, add_precision_arg, load_for_inference
+from .args import positive_float as _positive_float
+from .args import positive_int as _positive_int
 
 PROG = "ast-audio"
 _PYTHON_SHOWWARNING = warnings.showwarning
@@ -120,17 +120,17 @@ def _emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        from .utils import atomic_write_text
+        from ..utils import atomic_write_text
 
         atomic_write_text(output, text)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
-    from .infer import Tagger
+    from ..infer.tagger import Tagger
 
     if getattr(args, "onnx", None):
-        from .export import load_onnx_tagger
+        from ..export.onnx import load_onnx_tagger
 
         if args.precision != "fp32":
             raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
@@ -140,7 +140,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         tagger = Tagger(load_for_inference(args.checkpoint, args.precision, labels=args.labels, verbose=args.verbose))
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
-    from .commands.events import tag_label_filter
+    from .events import tag_label_filter
 
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
     failed = 0
@@ -174,7 +174,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
-    from .weights.checkpoint import load_model, save_hf, save_model
+    from ..weights.checkpoint import load_model, save_hf, save_model
 
     model = load_model(args.source, **({"labels": args.labels} if args.labels else {}))
 
@@ -185,7 +185,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(args.out, seconds_budget=args.seconds_budget, seed=args.seed)
     return 0
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _report_in_one_line(verbose=args.verbose)
     try:
         if isinstance(getattr(args, "precision", None), str):  # every command refuses a bad one alike, up front
-            from .precision import check_precision
+            from ..model.precision import check_precision
 
             check_precision(args.precision)
         return args.func(args)

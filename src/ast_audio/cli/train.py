@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import positive_float, positive_int
+from .args import positive_float, positive_int
 
 RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
 LAYOUTS = ("audioset", "esc50", "speechcommands", "folder")
