@@ -110,8 +110,8 @@ def test_bench_peak_and_fraction(checkpoint, tmp_path):
 
 
 def test_cli_defaults_mirror_the_library():
-    """commands/bench.py keeps copies of the defaults so that `--help` needs no torch: they must agree."""
-    from ast_audio import bench
+    """cli/bench.py keeps copies of the defaults so that `--help` needs no torch: they must agree."""
+    from ast_audio.bench import speed as bench
     from ast_audio.cli import bench as command
     from ast_audio.model.precision import PRECISIONS
 

@@ -11,7 +11,7 @@ import torch
 
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.errors import ConfigError
-from ast_audio.infer.events import EventConfig, Timeline, detect_events
+from ast_audio.infer.events import EventConfig, detect_events
 from ast_audio.infer.explain import Explanation, explain, gradient_rollout, patches_to_cells, rollout
 from ast_audio.infer.plots import (
     explanation_figure,
@@ -21,6 +21,7 @@ from ast_audio.infer.plots import (
     plot_timeline,
     timeline_figure,
 )
+from ast_audio.infer.stream import Timeline
 from conftest import tiny_model
 
 

@@ -27,7 +27,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ast_audio import ConfigError, load_model, save_hf, save_model
-from ast_audio.bench import accuracy_report, ast_flops
+from ast_audio.bench.accuracy import accuracy_report
+from ast_audio.bench.timing import ast_flops
 from ast_audio.model.precision import (
     AUTO_BY_CLASS,
     PRECISIONS,
@@ -454,7 +455,7 @@ def test_ort_precisions_match_eager_and_are_cached(tmp_path, random_tiny):
 
     import onnx
 
-    from ast_audio.export.onnx import runtime_model
+    from ast_audio.export.backend import runtime_model
 
     x = inputs()
     base = logits(random_tiny, x)
@@ -484,7 +485,7 @@ def test_ort_precisions_match_eager_and_are_cached(tmp_path, random_tiny):
 def test_ort_with_unwritable_cache_builds_in_a_temporary_folder(tmp_path, random_tiny):
     import copy
 
-    from ast_audio.export.onnx import runtime_model
+    from ast_audio.export.backend import runtime_model
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -502,7 +503,9 @@ def test_ort_models_explain_through_their_torch_source(random_tiny):
     from ast_audio.infer.explain import explain
 
     wave = torch.randn(16000, generator=torch.Generator().manual_seed(0)) * 0.1
-    runtime = apply_precision(copy.deepcopy(random_tiny), "ort-int8")
+    from ast_audio.export.backend import to_precision
+
+    runtime = to_precision(copy.deepcopy(random_tiny), "ort-int8")
     assert torch.equal(explain(runtime, wave).relevance, explain(random_tiny, wave).relevance)
     runtime.torch_model = None
     with pytest.raises(ConfigError, match="attention maps of the torch model.*use --precision auto, fp32 or bf16"):

@@ -18,8 +18,9 @@ import numpy as np
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .events import Event, Timeline
+    from .events import Event
     from .explain import Explanation
+    from .stream import Timeline
 
 DPI = 100
 
