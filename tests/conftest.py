@@ -10,9 +10,10 @@ import soundfile as sf
 import torch
 
 from ast_audio import AST, ASTConfig, FrontendConfig
+from ast_audio.labels import builtin_label_csv
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LABELS_DIR = SHARED / "data" / "labels"
+# The label files shipped with the package (copied from the reference repo; see src/ast_audio/data/labels/README.md).
+LABELS_DIR = builtin_label_csv("audioset").parent
 
 
 def tiny_config(**changes) -> ASTConfig:

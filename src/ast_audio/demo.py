@@ -43,7 +43,10 @@ INPUT_TDIM = 200  # 2.005 s at 16 kHz: every generated clip fits one input
 EPOCHS = 40
 # The small model and schedule (`demo_config`): trained from scratch in about 25 s on 2 CPU cores.
 MODEL = dict(model_size="tiny224", model_config=dict(embed_dim=64, depth=2, num_heads=4))
-SCHEDULE = dict(batch_size=16, lr=5e-4, freqm=0, timem=0, selection="last")
+# The folder recipe's lr decay (x0.85 per epoch from epoch 5) would leave a 40-epoch run of ~15 steps per epoch with
+# too little learning (held-out accuracy 0.5 on the bench's 60-clip classes); x0.93 from epoch 10 gives ~0.9.
+SCHEDULE = dict(batch_size=16, lr=5e-4, freqm=0, timem=0, selection="last", lr_scheduler_start=10,
+                lr_scheduler_decay=0.93)
 
 
 @dataclass
@@ -161,7 +164,8 @@ def train_demo_model(data_dir: Path, out: Path, *, epochs: int = EPOCHS, seconds
 def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed: int = 0,
              log: Callable[[str], None] = print) -> DemoResult:
     """Generate data under `out`, train a tiny AST with the training engine within `seconds_budget` s, report the
-    held-out accuracy, keep the model in out/training/model (native format) and tag two test clips with it."""
+    held-out accuracy, keep the model in out/model (native format; the training run in out/training) and tag two
+    test clips with it."""
     out = Path(out)
     data_dir = out / "data"
 
@@ -183,7 +187,12 @@ def run_demo(out: str | Path = "demo-output", seconds_budget: float = 90.0, seed
     log(f"[4/5] test accuracy: {accuracy:.3f} ({correct}/{len(test_items)}; chance is {1 / len(CLASSES):.2f}) "
         f"after {epochs} epochs, {train_seconds:.1f} s of training")
 
-    model_dir = result.model_dir
+    # The model where earlier versions of the demo put it (out/model; the README's commands read it there); the
+    # training run's own folder (out/training) keeps its checkpoint, metrics and copy of the model.
+    model_dir = out / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(result.model_dir, model_dir)
     log(f"      saved the model to {model_dir} (ast_audio.load_model or `ast-audio tag --checkpoint` read it)")
 
     log("[5/5] tagging two test clips with the saved model:")
