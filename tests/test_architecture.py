@@ -190,3 +190,22 @@ def test_cli_copies_equal_their_sources():
 
     assert args.PRECISION_CHOICES == PRECISION_CHOICES
     assert tag.TAG_FORMATS == TAG_FORMATS and events.EVENT_FORMATS == EVENT_FORMATS
+
+
+def test_scripts_outside_the_package_import_names_that_exist():
+    """bench/ and tools/ scripts are not run by the suite; every `from ast_audio... import name` in them (at any
+    depth, including heredocs in shell scripts) must name something that exists, so a move cannot break them."""
+    import importlib
+    import re
+
+    root = SRC.parent
+    pattern = re.compile(r"^\s*from (ast_audio[\w.]*) import ([\w, ]+)$", re.MULTILINE)
+    checked = 0
+    for path in sorted([*root.glob("bench/*.py"), *root.glob("bench/*.sh"), *root.glob("tools/*")]):
+        for module, names in pattern.findall(path.read_text(encoding="utf-8")):
+            loaded = importlib.import_module(module)
+            for name in (n.strip() for n in names.split(",")):
+                assert hasattr(loaded, name) or importlib.util.find_spec(f"{module}.{name}") is not None, \
+                    f"{path.name}: {module} has no {name}"
+                checked += 1
+    assert checked >= 5  # the scripts do import from the package
