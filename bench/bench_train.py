@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ast_audio.bench import time_calls
+from ast_audio.bench.timing import time_calls
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -53,8 +53,9 @@ def make_clips(root: Path, count: int) -> Path:
 def bench_data(manifest: Path, repeats: int) -> list[tuple[str, int, float]]:
     from ast_audio.audio.io import load_audio
     from ast_audio.config import FrontendConfig
-    from ast_audio.train.augment import AugmentConfig
-    from ast_audio.train.data import ClipDataset, collate, load_splits
+    from ast_audio.train.data import ClipDataset, collate
+    from ast_audio.train.layouts import load_splits
+    from ast_audio.train.recipes import AugmentConfig
 
     splits = load_splits("folder", manifest, holdout=0.1)
     data = splits.train

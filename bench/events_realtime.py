@@ -57,7 +57,7 @@ def main() -> int:
     import torch
 
     from ast_audio import AST, ASTConfig, save_model
-    from ast_audio.precision import choose_precision, cpu_info
+    from ast_audio.model.precision import choose_precision, cpu_info
 
     choice = choose_precision(args.precision)
     print(f"cpu: {cpu_info().describe()}\n{choice.describe()}", flush=True)

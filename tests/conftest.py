@@ -10,9 +10,10 @@ import soundfile as sf
 import torch
 
 from ast_audio import AST, ASTConfig, FrontendConfig
+from ast_audio.labels import builtin_label_csv
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LABELS_DIR = SHARED / "data" / "labels"
+# The label files shipped with the package (copied from the reference repo; see src/ast_audio/data/labels/README.md).
+LABELS_DIR = builtin_label_csv("audioset").parent
 
 
 def tiny_config(**changes) -> ASTConfig:
@@ -47,7 +48,7 @@ def tiny() -> AST:
 
 def pytest_report_header(config):
     """The CPU the suite runs on, as torch reports it, and what --precision auto picks there (paths differ per CPU)."""
-    from ast_audio.precision import choose_precision, cpu_info
+    from ast_audio.model.precision import choose_precision, cpu_info
 
     return [f"cpu: {cpu_info().describe()}", choose_precision("auto").describe()]
 

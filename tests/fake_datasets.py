@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-LABELS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "labels"
+from ast_audio.labels import builtin_label_csv
+
+LABELS_DIR = builtin_label_csv("audioset").parent  # the label files shipped with the package
 
 # ESC-50's 50 categories in target order (spec §2.5); make_esc50 uses the first `classes`.
 ESC50_CATEGORIES = (

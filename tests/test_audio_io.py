@@ -191,7 +191,7 @@ def test_truncated_flac_and_ogg_say_so(tmp_path, fmt, subtype):
 
 def test_stderr_of_other_writers_is_kept_while_decoders_are_silenced(capfd):
     """fd 2 is process-wide: while libmpg123's lines are dropped, another writer's line still reaches stderr."""
-    from ast_audio.audio.io import _native_stderr_silenced
+    from ast_audio.audio.probe import native_stderr_silenced as _native_stderr_silenced
 
     with _native_stderr_silenced():
         os.write(2, b"Warning: Xing stream size off by more than 1%\n")  # the form libmpg123 prints

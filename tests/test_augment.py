@@ -14,7 +14,6 @@ from scipy import stats
 from ast_audio import FeatureExtractor, FrontendConfig
 from ast_audio.errors import ConfigError
 from ast_audio.train.augment import (
-    AugmentConfig,
     mask_along_axis,
     mix_targets,
     mix_waveforms,
@@ -22,7 +21,9 @@ from ast_audio.train.augment import (
     sample_beta,
     spec_masks,
 )
-from ast_audio.train.data import ClipDataset, Example, Manifest, collate
+from ast_audio.train.data import ClipDataset, collate
+from ast_audio.train.layouts import Example, Manifest
+from ast_audio.train.recipes import AugmentConfig
 from fake_datasets import render
 
 FRONTEND = FrontendConfig(target_length=100, mean=-5.0, std=4.0)  # 1 s clips give 98 frames, padded to 100

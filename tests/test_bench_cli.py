@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ast_audio import save_model
-from ast_audio.precision import choose_precision, cpu_info
+from ast_audio.model.precision import choose_precision, cpu_info
 
 from .conftest import tiny_model
 
@@ -110,10 +110,10 @@ def test_bench_peak_and_fraction(checkpoint, tmp_path):
 
 
 def test_cli_defaults_mirror_the_library():
-    """commands/bench.py keeps copies of the defaults so that `--help` needs no torch: they must agree."""
-    from ast_audio import bench
-    from ast_audio.commands import bench as command
-    from ast_audio.precision import PRECISIONS
+    """cli/bench.py keeps copies of the defaults so that `--help` needs no torch: they must agree."""
+    from ast_audio.bench import speed as bench
+    from ast_audio.cli import bench as command
+    from ast_audio.model.precision import PRECISIONS
 
     assert command.PRECISIONS_DEFAULT == PRECISIONS
     assert (command.DEFAULT_BATCH, command.DEFAULT_REPEATS) == (bench.DEFAULT_BATCH, bench.DEFAULT_REPEATS)

@@ -14,8 +14,9 @@ from ast_audio.config import SPEECHCOMMANDS_MEAN
 from ast_audio.labels import read_label_csv
 from ast_audio.model import adapt_pos_embed
 from ast_audio.weights.adapt import adapt_model
-from ast_audio.weights.checkpoint import load_model, save_hf, save_model, stride_from_filename
+from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
+from ast_audio.weights.formats import stride_from_filename
 from conftest import LABELS_DIR, tiny_model
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ast_audio import AST
-from ast_audio.cli import build_parser, main
-from ast_audio.infer import Tagger
+from ast_audio.cli.main import build_parser, main
+from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model, write_tone
 
@@ -133,7 +133,7 @@ def test_default_hub_checkpoint_offline_is_a_clean_error(setup, tmp_path):
 def test_default_hub_checkpoint_from_the_cache_tags_offline(setup, tmp_path):
     """`ast-audio tag FILE` with no --checkpoint reads the default hub id from huggingface_hub's cache (the layout
     it writes: models--ORG--NAME/{refs/main, snapshots/<commit>/...}), with the network forbidden."""
-    from ast_audio.cli import DEFAULT_CHECKPOINT
+    from ast_audio.cli.args import DEFAULT_CHECKPOINT
     from ast_audio.weights.checkpoint import save_hf
 
     cache = tmp_path / "hub"

@@ -230,7 +230,7 @@ def test_train_torch_save_failure_on_a_full_disk(tmp_path, monkeypatch, capsys):
 
 def test_runtime_error_with_free_space_is_not_called_a_full_disk(tmp_path, monkeypatch):
     """The same RuntimeError with space free is some other failure: it propagates unchanged, not misreported."""
-    from ast_audio.train.engine import save_checkpoint
+    from ast_audio.train.checkpointing import save_checkpoint
 
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError(TORCH_FULL_DISK)))
     if shutil.disk_usage(tmp_path).free <= 1 << 20:

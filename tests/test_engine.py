@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from ast_audio.errors import CheckpointError
+from ast_audio.train import checkpointing, evaluate, optim
 from ast_audio.train import engine as E
 from ast_audio.train.average import average_models, average_state_dicts
+from ast_audio.train.metrics import esc50_summary
 from ast_audio.train.recipes import make_recipe
 from ast_audio.weights.checkpoint import save_model
 from conftest import tiny_model
@@ -25,14 +27,14 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 4}
 def _simulate_lrs(config, steps_per_epoch: int) -> tuple[list[float], list[float]]:
     """Drive warm-up + scheduler exactly as train_run does; returns (lr of every step, lr of each epoch's last step)."""
     param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = E.make_optimizer(torch.nn.ParameterList([param]), config)
-    scheduler = E.make_scheduler(optimizer, config)
+    optimizer = optim.make_optimizer(torch.nn.ParameterList([param]), config)
+    scheduler = optim.make_scheduler(optimizer, config)
     step_lrs, epoch_lrs, global_step = [], [], 0
     for _ in range(config.epochs):
         for _ in range(steps_per_epoch):
-            lr = E.warmup_lr(config, global_step)
+            lr = optim.warmup_lr(config, global_step)
             if lr is not None:
-                E.set_lr(optimizer, lr)
+                optim.set_lr(optimizer, lr)
             step_lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             global_step += 1
@@ -69,24 +71,24 @@ def test_soft_cross_entropy_against_hand_formula():
     targets[np.arange(6), b] += 1 - lam
     log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     hand = float(np.mean([-(targets[i] * log_softmax[i]).sum() for i in range(6)]))
-    got = float(E.soft_cross_entropy(torch.tensor(logits), torch.tensor(targets)))
+    got = float(optim.soft_cross_entropy(torch.tensor(logits), torch.tensor(targets)))
     assert abs(got - hand) < 1e-12
     # mixup targets = lam * CE(a) + (1 - lam) * CE(b), which the reference's .long() truncation loses
     mixed = np.mean([-(lam[i] * log_softmax[i, a[i]] + (1 - lam[i]) * log_softmax[i, b[i]]) for i in range(6)])
     assert abs(got - mixed) < 1e-12
     onehot = torch.nn.functional.one_hot(torch.tensor(a), 5).double()
     ce = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(a))
-    assert abs(float(E.soft_cross_entropy(torch.tensor(logits), onehot)) - float(ce)) < 1e-12
+    assert abs(float(optim.soft_cross_entropy(torch.tensor(logits), onehot)) - float(ce)) < 1e-12
 
 
 def test_validation_loss_is_computed_on_logits():
     rng = np.random.default_rng(1)
     logits = torch.tensor(rng.normal(size=(8, 3)) * 3, dtype=torch.float32)
     targets = torch.tensor((rng.random((8, 3)) < 0.4).astype(np.float32))
-    pred = E.Predictions(np.arange(8), logits, targets)
+    pred = evaluate.Predictions(np.arange(8), logits, targets)
     config = make_recipe("audioset-full").resolve(True)
-    row = E._epoch_row(1, 1e-5, 0.5, pred, E.loss_function(config), True, torch.zeros(8, 3, dtype=torch.float64),
-                       torch.zeros(8, dtype=torch.float64), 1.0, 0)
+    row = evaluate.epoch_row(1, 1e-5, 0.5, pred, optim.loss_function(config), True,
+                             torch.zeros(8, 3, dtype=torch.float64), torch.zeros(8, dtype=torch.float64), 1.0, 0)
     z, y = logits.double().numpy(), targets.double().numpy()
     hand = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))  # BCE with logits, stable form
     assert abs(row["valid_loss"] - hand) < 1e-6  # float32 logits
@@ -99,12 +101,12 @@ def test_rng_state_round_trips_through_weights_only_load():
     random.seed(3)
     np.random.seed(4)
     torch.manual_seed(5)
-    state = E._rng_state()
+    state = checkpointing.rng_state()
     buffer = io.BytesIO()
     torch.save(state, buffer)
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     buffer.seek(0)
-    E._set_rng_state(torch.load(buffer, weights_only=True))
+    checkpointing.set_rng_state(torch.load(buffer, weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -131,7 +133,7 @@ def test_average_refuses_different_models():
 def test_esc50_summary_by_hand():
     rows = {k: [{"epoch": e + 1, "acc": acc} for e, acc in enumerate(accs)]
             for k, accs in {1: [0.5, 0.8, 0.7], 2: [0.6, 0.6, 0.9], 3: [0.4, 0.7, 0.6]}.items()}
-    summary = E.esc50_summary(rows)
+    summary = esc50_summary(rows)
     # epoch means: 0.5, 0.7, 0.7333 -> epoch 3 (not each fold's own best)
     assert summary["best_epoch"] == 3
     assert summary["fold_values"] == [0.7, 0.9, 0.6]

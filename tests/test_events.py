@@ -1,4 +1,4 @@
-"""Streamed window scores, event detection, output formats, thresholds and calibration (ast_audio.events)."""
+"""Streamed window scores, event detection, output formats, thresholds and calibration (ast_audio.infer.events)."""
 
 from __future__ import annotations
 
@@ -17,23 +17,14 @@ from scipy.ndimage import median_filter
 from sklearn.metrics import f1_score, precision_score
 
 from ast_audio import AST, FrontendConfig
+from ast_audio.audio.io import read_window
 from ast_audio.errors import AudioInputError, ConfigError
-from ast_audio.events import (
-    Event,
-    EventConfig,
-    Timeline,
-    calibrate,
-    calibration_table,
-    detect_events,
-    format_events,
-    median_smooth,
-    parse_names,
-    read_thresholds,
-    read_window,
-    score_stream,
-    write_thresholds,
-)
-from ast_audio.infer import Tagger
+from ast_audio.infer.calibrate import calibrate, calibration_table, read_thresholds, write_thresholds
+from ast_audio.infer.events import Event, EventConfig, detect_events, median_smooth
+from ast_audio.infer.formats import format_events
+from ast_audio.infer.stream import Timeline
+from ast_audio.infer.tagger import Tagger, score_stream
+from ast_audio.labels import parse_names
 from conftest import tiny_config, tiny_model
 
 # ---------------------------------------------------------------------------------------------------------------------

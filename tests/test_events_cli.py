@@ -19,8 +19,8 @@ import torch
 from sklearn.metrics import f1_score
 
 from ast_audio import AST
-from ast_audio.events import EventConfig, detect_events, score_stream
-from ast_audio.infer import Tagger
+from ast_audio.infer.events import EventConfig, detect_events
+from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model, write_tone
 
@@ -155,7 +155,7 @@ def test_progress_bar_on_stderr_for_long_files(setup, tmp_path, capsys):
 
 
 def test_calibrate_then_events_and_tag_use_the_thresholds(setup, tmp_path):
-    from ast_audio.train.data import load_splits
+    from ast_audio.train.layouts import load_splits
     from fake_datasets import make_folder
 
     data = make_folder(tmp_path / "data", clips_per_class=6)

@@ -1,4 +1,4 @@
-"""Explanations (attention rollout, gradient rollout, patch -> cell mapping) and the pictures (ast_audio.plots)."""
+"""Explanations (attention rollout, gradient rollout, patch -> cell mapping) and their pictures (infer.plots)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.errors import ConfigError
-from ast_audio.events import EventConfig, Timeline, detect_events
-from ast_audio.explain import Explanation, explain, gradient_rollout, patches_to_cells, rollout
-from ast_audio.plots import (
+from ast_audio.infer.events import EventConfig, detect_events
+from ast_audio.infer.explain import Explanation, explain, gradient_rollout, patches_to_cells, rollout
+from ast_audio.infer.plots import (
     explanation_figure,
     hz_to_mel_bin,
     mel_bin_to_hz,
@@ -21,6 +21,7 @@ from ast_audio.plots import (
     plot_timeline,
     timeline_figure,
 )
+from ast_audio.infer.stream import Timeline
 from conftest import tiny_model
 
 
@@ -152,7 +153,7 @@ def test_explain_shapes_and_errors():
 
 
 def test_explain_int8_class_is_a_clear_error_rollout_works():
-    from ast_audio.precision import apply_precision
+    from ast_audio.model.precision import apply_precision
 
     model = apply_precision(tiny_model(), "int8")
     assert explain(model, tone()).relevance.shape == (128, 128)
@@ -215,7 +216,7 @@ def test_timeline_figure_axes_events_and_png(tmp_path):
     out = tmp_path / "t.png"
     plot_timeline(timeline, events, out)
     assert png_size(out.read_bytes()) == (1200, 500)
-    from ast_audio.events import Event
+    from ast_audio.infer.events import Event
 
     with_truth = timeline_figure(timeline, events, top_n=2, truth=[Event("b", 5.0, 10.0, 1.0)]).axes[0]
     bars = with_truth.get_lines()[2:]  # after the two score curves

@@ -24,9 +24,11 @@ from safetensors.torch import load_file
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.cli import main
 from ast_audio.config import FrontendConfig
-from ast_audio.errors import AstAudioError, AudioInputError, ConfigError
-from ast_audio.export import ExportError, KaldiFrontend, OnnxModel, export_onnx, load_onnx_tagger
-from ast_audio.infer import Tagger
+from ast_audio.errors import AstAudioError, AudioInputError, ConfigError, ExportError
+from ast_audio.export.graph import KaldiFrontend
+from ast_audio.export.onnx import export_onnx
+from ast_audio.export.runtime import OnnxModel
+from ast_audio.infer.tagger import Tagger, load_onnx_tagger
 from ast_audio.weights.checkpoint import save_model
 from conftest import tiny_model, write_tone
 from test_fbank_batch import kaldi_numpy

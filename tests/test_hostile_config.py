@@ -23,7 +23,7 @@ from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.io import checked_mono
 from ast_audio.config import MAX_PARAMETERS
 from ast_audio.errors import AudioInputError, CheckpointError, ConfigError
-from ast_audio.infer import Tagger
+from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
 from conftest import tiny_model
@@ -286,7 +286,7 @@ def test_non_finite_weights_are_refused_at_load_in_every_format(tmp_path, kind):
         _poison("blocks.1.attn.qkv.weight", NAN)(state)
         source, name = tmp_path / "deit.pth", "blocks.1.attn.qkv.weight"
         torch.save(state, source)
-    overrides = dict(model_size="tiny224", embed_dim=32, num_heads=4, input_tdim=128) if kind == "imagenet" else {}
+    overrides = dict(model_size="tiny224", num_heads=4, input_tdim=128) if kind == "imagenet" else {}  # width: weights
     text = one_line_error(CheckpointError, lambda: load_model(source, **overrides))
     assert f"tensor {name} holds 1 NaN or infinite value(s)" in text
 

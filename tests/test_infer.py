@@ -13,7 +13,8 @@ from ast_audio import AST
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.audio.io import load_audio
 from ast_audio.errors import AudioInputError, ConfigError
-from ast_audio.infer import Tagger, stream_windows, window_starts
+from ast_audio.infer.stream import stream_windows, window_starts
+from ast_audio.infer.tagger import Tagger
 from conftest import tiny_config, tiny_model, write_tone
 
 RATE = 16000

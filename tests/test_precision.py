@@ -1,4 +1,4 @@
-"""Inference precisions (ast_audio.precision): fp32 stays faithful to transformers, bf16 and int8 stay within
+"""Inference precisions (ast_audio.model.precision): fp32 stays faithful to transformers, bf16 and int8 stay within
 stated bounds of fp32, every checkpoint path takes `precision=`, the CLI exposes it, bad names fail clearly.
 
 Tolerances (tiny models):
@@ -27,8 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ast_audio import ConfigError, load_model, save_hf, save_model
-from ast_audio.bench import accuracy_report, ast_flops
-from ast_audio.precision import (
+from ast_audio.bench.accuracy import accuracy_report
+from ast_audio.bench.timing import ast_flops
+from ast_audio.model.precision import (
     AUTO_BY_CLASS,
     PRECISIONS,
     CpuInfo,
@@ -380,7 +381,7 @@ def test_cpuinfo_parsing_and_restricted_isa():
     flags, name = parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd bf16 sve\nCPU part\t: 0xd40\n")
     assert flags == {"fp", "asimd", "bf16", "sve"} and name == ""
     here = cpu_info()
-    code = "from ast_audio.precision import cpu_info; c = cpu_info(); print(c.cpu_class, c.native_bf16)"
+    code = "from ast_audio.model.precision import cpu_info; c = cpu_info(); print(c.cpu_class, c.native_bf16)"
     env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     import os
 
@@ -454,7 +455,7 @@ def test_ort_precisions_match_eager_and_are_cached(tmp_path, random_tiny):
 
     import onnx
 
-    from ast_audio.export import runtime_model
+    from ast_audio.export.backend import runtime_model
 
     x = inputs()
     base = logits(random_tiny, x)
@@ -484,7 +485,7 @@ def test_ort_precisions_match_eager_and_are_cached(tmp_path, random_tiny):
 def test_ort_with_unwritable_cache_builds_in_a_temporary_folder(tmp_path, random_tiny):
     import copy
 
-    from ast_audio.export import runtime_model
+    from ast_audio.export.backend import runtime_model
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -499,10 +500,12 @@ def test_ort_models_explain_through_their_torch_source(random_tiny):
     explaining that AST); a bare graph without one is refused in one line."""
     import copy
 
-    from ast_audio.explain import explain
+    from ast_audio.infer.explain import explain
 
     wave = torch.randn(16000, generator=torch.Generator().manual_seed(0)) * 0.1
-    runtime = apply_precision(copy.deepcopy(random_tiny), "ort-int8")
+    from ast_audio.export.backend import to_precision
+
+    runtime = to_precision(copy.deepcopy(random_tiny), "ort-int8")
     assert torch.equal(explain(runtime, wave).relevance, explain(random_tiny, wave).relevance)
     runtime.torch_model = None
     with pytest.raises(ConfigError, match="attention maps of the torch model.*use --precision auto, fp32 or bf16"):

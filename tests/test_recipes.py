@@ -9,8 +9,9 @@ from contextlib import redirect_stdout
 import pytest
 
 from ast_audio.cli import main
+from ast_audio.config import FrontendConfig
 from ast_audio.errors import ConfigError
-from ast_audio.train.recipes import RECIPES, TrainConfig, make_recipe, milestones
+from ast_audio.train.recipes import FLAT_FIELDS, RECIPES, AugmentConfig, ModelSpec, TrainConfig, make_recipe, milestones
 
 # spec §3.2, one column per recipe (values copied from the table, not from the code)
 SPEC = {
@@ -37,11 +38,17 @@ COMMON = dict(betas=(0.95, 0.999), weight_decay=5e-7, warmup_steps=1000, warmup_
               eval_batch_factor=2)
 
 
+def field(config: TrainConfig, flat: str):
+    """A config value by its flat (spec table) name: the front-end, augmentation and model fields are nested."""
+    part, key = FLAT_FIELDS.get(flat, (None, flat))
+    return getattr(getattr(config, part) if part else config, key)
+
+
 @pytest.mark.parametrize("name", sorted(SPEC))
 def test_recipe_defaults_equal_spec_table(name):
     config = make_recipe(name)
     for key, value in {**SPEC[name], **COMMON}.items():
-        assert getattr(config, key) == value, f"{name}.{key}"
+        assert field(config, key) == value, f"{name}.{key}"
 
 
 def test_esc50_lr_without_audioset_pretraining_is_1e_4():
@@ -62,12 +69,12 @@ def test_milestones_and_effective_schedule_shape():
 def test_folder_recipe_follows_the_data_and_readme_guidance():
     config = make_recipe("folder", target_length=500)
     assert (config.init, config.loss, config.metric) == ("none", "auto", "auto")
-    assert config.timem == 100 and config.freqm == 48  # ~20 % of the frames, 48 of 128 mel bins
-    assert (config.mean, config.std) == (-4.2677393, 4.5689974)  # AudioSet stats when unsure (spec §2.1)
+    assert config.augment.timem == 100 and config.augment.freqm == 48  # ~20 % of the frames, 48 of 128 mel bins
+    assert (config.frontend.mean, config.frontend.std) == (-4.2677393, 4.5689974)  # AudioSet stats (spec §2.1)
     single, multi = config.resolve(multi_label=False), config.resolve(multi_label=True)
     assert (single.loss, single.metric, single.main_metric) == ("ce", "acc", "acc")
     assert (multi.loss, multi.metric, multi.main_metric) == ("bce", "map", "mAP")
-    assert make_recipe("folder", timem=7).timem == 7
+    assert make_recipe("folder", timem=7).augment.timem == 7
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -102,6 +109,27 @@ def test_print_config_cli(tmp_path):
                      "--epochs", "3", "--set", "mixup=0.25", "--model-size", "base224"])
     assert code == 0
     printed = json.loads(buffer.getvalue())
-    assert printed["epochs"] == 3 and printed["mixup"] == 0.25 and printed["model_size"] == "base224"
+    assert printed["epochs"] == 3 and printed["augment"]["mixup"] == 0.25
+    assert printed["model"]["model_size"] == "base224"
     assert printed["lr"] == 1e-5 and printed["balanced_sampling"] is True
     assert TrainConfig.from_dict(printed).data == str(tmp_path / "train.json")
+
+
+def test_config_nests_typed_parts_and_reads_flat_names():
+    """frontend, augment and model are typed configs; flat names (recipes, --set, configs saved before the nesting)
+    land in them, in one place; model_config sets the from-scratch model fields."""
+    config = make_recipe("esc50", freqm=12, num_mel_bins=64, fstride=12, init="none",
+                         model_config={"embed_dim": 32, "depth": 2, "num_heads": 4})
+    assert isinstance(config.frontend, FrontendConfig) and isinstance(config.augment, AugmentConfig)
+    assert isinstance(config.model, ModelSpec)
+    assert (config.frontend.target_length, config.frontend.num_mel_bins) == (512, 64)
+    assert config.augment.freqm == 12 and (config.model.fstride, config.model.embed_dim) == (12, 32)
+    flat = {k: v for k, v in config.to_dict().items() if k not in ("frontend", "augment", "model")}
+    flat.update({name: field(config, name) for name in FLAT_FIELDS})
+    assert TrainConfig.from_dict(flat) == config  # a flat (old-style) config reads back the same
+    ast_config = config.model.ast_config(config.frontend, num_classes=50)
+    assert (ast_config.input_tdim, ast_config.input_fdim, ast_config.embed_dim) == (512, 64, 32)
+    with pytest.raises(ConfigError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"frontend": {"mean": 0.0}, "width": 3})
+    with pytest.raises(ConfigError, match="frontend"):
+        TrainConfig.from_dict({"frontend": {"hop": 3}})

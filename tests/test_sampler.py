@@ -9,7 +9,7 @@ from scipy import stats
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 from ast_audio.errors import ConfigError
-from ast_audio.train.data import Example, Manifest
+from ast_audio.train.layouts import Example, Manifest
 from ast_audio.train.sampler import EpochSampler, balanced_weights
 
 

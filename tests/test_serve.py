@@ -38,7 +38,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    from ast_audio.events import write_thresholds
+    from ast_audio.infer.calibrate import write_thresholds
 
     thresholds = tmp_path_factory.mktemp("thresholds") / "thresholds.csv"
     write_thresholds(THRESHOLDS, thresholds)
@@ -139,7 +139,8 @@ def test_filename_is_only_a_display_name(server, clip):
 
 
 def test_events_equal_library(server, tagger, clip):
-    from ast_audio.events import EventConfig, detect_events, score_stream
+    from ast_audio.infer.events import EventConfig, detect_events
+    from ast_audio.infer.tagger import score_stream
 
     fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.5", "median": "3", "min_duration": "0.5",
               "merge_gap": "0.3", "top_n": "2"}
@@ -443,7 +444,7 @@ def test_int8_server_equals_library_int8(checkpoint, clip):
 
 
 def test_cli_thresholds_with_unknown_class(checkpoint, tmp_path):
-    from ast_audio.events import write_thresholds
+    from ast_audio.infer.calibrate import write_thresholds
 
     path = tmp_path / "thresholds.csv"
     write_thresholds({"Trombone": 0.5}, path)

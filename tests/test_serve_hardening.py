@@ -21,7 +21,7 @@ import soundfile as sf
 
 from ast_audio import Tagger, load_model
 from ast_audio.errors import ConfigError
-from ast_audio.infer import window_starts
+from ast_audio.infer.stream import window_starts
 from serve_helpers import AST_AUDIO, raw_http, run_server, save_tiny_checkpoint, trickle, write_pattern
 
 HEADER_TIMEOUT_S = 3.0  # the guarded server's; the default server keeps the default (10 s)
@@ -132,7 +132,7 @@ def test_server_huge_window_is_422(server, audio, endpoint):
 @pytest.mark.parametrize(("window", "hop"), [(400, 1), (400, 40), (16000, 1600), (16000, 8000), (16000, 16000),
                                              (20720, 10360), (1000, 7)])
 def test_window_count_equals_window_starts(num_samples, window, hop):
-    from ast_audio.serve.app import window_count
+    from ast_audio.infer.stream import window_count
 
     assert window_count(num_samples, window, hop) == len(window_starts(num_samples, window, hop))
 
@@ -181,7 +181,7 @@ def test_following_the_window_limit_advice_works(guarded, audio):
 
 
 def test_limits_are_validated():
-    from ast_audio.serve.app import ServeSettings
+    from ast_audio.serve.limits import ServeSettings
 
     for bad in ({"min_hop_fraction": 0}, {"min_hop_fraction": 0.6}, {"min_hop_fraction": float("nan")},
                 {"max_windows": 0}, {"max_active_requests": 0}, {"header_timeout_s": 0},
@@ -197,8 +197,8 @@ def test_limits_are_validated():
 
 def test_cli_defaults_equal_serve_settings():
     """`ast-audio serve` repeats ServeSettings' defaults (it must not import fastapi to build its parser)."""
-    from ast_audio.cli import build_parser
-    from ast_audio.serve.app import ServeSettings
+    from ast_audio.cli.main import build_parser
+    from ast_audio.serve.limits import ServeSettings
 
     args = build_parser().parse_args(["serve"])
     defaults = ServeSettings()

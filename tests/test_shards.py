@@ -11,8 +11,9 @@ import torch
 
 from ast_audio import FrontendConfig
 from ast_audio.errors import ConfigError
-from ast_audio.train.augment import AugmentConfig
-from ast_audio.train.data import BadClip, ClipDataset, Example, Manifest, collate, load_splits
+from ast_audio.train.data import BadClip, ClipDataset, collate
+from ast_audio.train.layouts import Example, Manifest, load_splits
+from ast_audio.train.recipes import AugmentConfig
 from ast_audio.train.shards import ShardDataset, is_shard_folder, prepare_shards, read_index
 from fake_datasets import make_esc50, make_folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,14 @@ import torch
 from ast_audio import FrontendConfig
 from ast_audio.cli import main
 from ast_audio.errors import ConfigError
-from ast_audio.train.augment import AugmentConfig
-from ast_audio.train.data import ClipDataset, Example, Manifest, load_splits
+from ast_audio.train.data import ClipDataset
+from ast_audio.train.layouts import Example, Manifest, load_splits
+from ast_audio.train.recipes import AugmentConfig
 from ast_audio.train.shards import is_shard_folder
 from ast_audio.train.stats import compute_stats, norm_stats
 from fake_datasets import make_folder
 
-AST_AUDIO = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ast-audio")
+AST_AUDIO = str(Path(sys.executable).with_name("ast-audio"))  # the venv running the tests
 FRONT = FrontendConfig(target_length=60)
 
 

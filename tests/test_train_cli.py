@@ -23,8 +23,9 @@ from safetensors.torch import load_file
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ast_audio.cli import main
-from ast_audio.train.data import ClipDataset, load_splits
-from ast_audio.train.engine import METRIC_COLUMNS
+from ast_audio.train.data import ClipDataset
+from ast_audio.train.layouts import load_splits
+from ast_audio.train.outputs import METRIC_COLUMNS
 from ast_audio.weights.checkpoint import load_model
 from fake_datasets import make_audioset, make_esc50, make_folder, make_speechcommands
 
@@ -266,7 +267,7 @@ def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monk
     previous epoch only in .checkpoint.old (and an unfinished temporary folder). Simulated: a run interrupted while
     saving epoch 2, then the first rename done by hand. --resume says it restores .checkpoint.old, continues after
     epoch 1, removes the temporary folder and ends with the weights of an uninterrupted run, bit for bit."""
-    from ast_audio.train import engine
+    from ast_audio.train import checkpointing
 
     data = make_folder(tmp_path / "data", classes=("tone", "chirp", "noise"), clips_per_class=6)
     args = ["--recipe", "folder", "--data", str(data), "--epochs", "3", "--batch-size", "4", "--target-length",
@@ -274,7 +275,7 @@ def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monk
     full = tmp_path / "full"
     assert _train(*args, "--out", str(full)) == 0
 
-    real_save = engine.save_checkpoint
+    real_save = checkpointing.save_checkpoint
 
     def interrupted_at_epoch_2(folder, model, state):
         if state["epoch"] == 2:
@@ -282,9 +283,9 @@ def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monk
         real_save(folder, model, state)
 
     out = tmp_path / "killed"
-    monkeypatch.setattr(engine, "save_checkpoint", interrupted_at_epoch_2)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", interrupted_at_epoch_2)
     assert _train(*args, "--out", str(out)) == 130
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", real_save)
     os.replace(out / "checkpoint", out / ".checkpoint.old")  # atomic_path's first rename, then the kill
     (out / ".checkpoint.x1y2.tmp").mkdir()  # the unfinished new checkpoint
     (out / ".checkpoint.x1y2.tmp" / "model.safetensors").write_bytes(b"partial")

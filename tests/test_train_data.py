@@ -15,16 +15,9 @@ import torch
 
 from ast_audio import FeatureExtractor, FrontendConfig
 from ast_audio.errors import ConfigError
-from ast_audio.train.data import (
-    SPEECHCOMMANDS_WORDS,
-    AugmentConfig,
-    BadClip,
-    ClipDataset,
-    Example,
-    Manifest,
-    collate,
-    load_splits,
-)
+from ast_audio.train.data import BadClip, ClipDataset, collate
+from ast_audio.train.layouts import SPEECHCOMMANDS_WORDS, Example, Manifest, load_splits
+from ast_audio.train.recipes import AugmentConfig
 from fake_datasets import LABELS_DIR, make_audioset, make_esc50, make_folder, make_speechcommands, render
 
 FRONT = FrontendConfig(target_length=100)

@@ -1,7 +1,10 @@
-"""Frozen, typed configurations saved with every checkpoint.
+"""Frozen, typed configurations saved with every checkpoint, and the rules they imply.
 
 `ASTConfig` describes the network (field names follow the reference `ASTModel` arguments);
 `FrontendConfig` describes how a waveform becomes the network's input. Both round-trip through JSON.
+The one home of the patch-grid formula (`grid_size`), of the data sets' normalisation statistics
+(`DATASET_STATS`, `default_frontend`) and of the rule that a front end must fill the model's input exactly
+(`check_input_sizes`: target_length = input_tdim frames, num_mel_bins = input_fdim bins).
 
 Both validate every field on construction (type and range), because they are read from checkpoint files that
 may be broken or crafted: a config must be refused in one line naming the field, its value and the allowed
@@ -32,6 +35,14 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
 ESC50_MEAN, ESC50_STD = -6.6268077, 5.358466
 SPEECHCOMMANDS_MEAN, SPEECHCOMMANDS_STD = -6.845978, 5.5654526
+DATASET_STATS: dict[str, tuple[float, float]] = {
+    "audioset": (AUDIOSET_MEAN, AUDIOSET_STD),
+    "esc50": (ESC50_MEAN, ESC50_STD),
+    "speechcommands": (SPEECHCOMMANDS_MEAN, SPEECHCOMMANDS_STD),
+}
+# Input frames of each reference recipe (spec §3.2): a checkpoint that stores no front end (a reference .pth, a
+# transformers folder, ImageNet weights) gets the statistics of the recipe with its input length, else AudioSet's.
+DATASET_FRAMES: dict[str, int] = {"audioset": 1024, "esc50": 512, "speechcommands": 128}
 
 # Upper bounds of the configs, ~10x beyond anything real (AST-base: 768 wide, 12 deep, 12 heads, mlp_ratio 4,
 # 1024 frames x 128 mel bins, 527 classes, 86.6 M parameters). They exist so that a crafted checkpoint cannot make
@@ -102,6 +113,18 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) ->
     _check(isinstance(value, str) and value in choices,
            f"{name} must be one of {list(choices)}, got {short_repr(value)}")
     return value
+
+
+def grid_size(input_fdim: int, input_tdim: int, fshape: int = 16, tshape: int = 16,
+              fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
+    """(f_dim, t_dim) of the overlapping patch grid: floor((n - kernel) / stride) + 1 per axis.
+
+    This is what the reference's throw-away conv (`get_shape`) computes: 12 x 101 for 128 x 1024 at stride 10.
+    The one home of the formula (configs, checkpoint readers and weight surgery all call it).
+    """
+    if fshape > input_fdim or tshape > input_tdim:
+        raise ConfigError(f"patch {fshape}x{tshape} does not fit input {input_fdim}x{input_tdim} (mel bins x frames)")
+    return (input_fdim - fshape) // fstride + 1, (input_tdim - tshape) // tstride + 1
 
 
 def _from_dict(cls: type, data: Any):
@@ -191,8 +214,6 @@ class ASTConfig:
     @property
     def grid(self) -> tuple[int, int]:
         """(f_dim, t_dim): the patch grid, frequency rows by time columns."""
-        from .model.pos_embed import grid_size
-
         return grid_size(self.input_fdim, self.input_tdim, self.fshape, self.tshape, self.fstride, self.tstride)
 
     @property
@@ -300,3 +321,22 @@ class FrontendConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
         return _from_dict(cls, data)
+
+
+def check_input_sizes(config: ASTConfig, frontend: FrontendConfig) -> None:
+    """ConfigError unless `frontend` fills the model input exactly: target_length == input_tdim frames and
+    num_mel_bins == input_fdim bins (the two names of each quantity: the front end's and the reference model's).
+    The one check of this rule (the model, the checkpoint reader and the training engine call it)."""
+    if (frontend.target_length, frontend.num_mel_bins) != (config.input_tdim, config.input_fdim):
+        raise ConfigError(f"the front end gives {frontend.target_length} frames x {frontend.num_mel_bins} mel bins "
+                          f"but the model input is {config.input_tdim} x {config.input_fdim} (input_tdim x "
+                          "input_fdim); make target_length/num_mel_bins match input_tdim/input_fdim")
+
+
+def default_frontend(config: ASTConfig, sample_rate: int = 16000) -> FrontendConfig:
+    """The reference recipe's front end for this model input: the statistics of the data set whose recipe uses
+    `config.input_tdim` frames (`DATASET_FRAMES`: Speech Commands for 128, ESC-50 for 512), else AudioSet's."""
+    dataset = next((name for name, frames in DATASET_FRAMES.items() if frames == config.input_tdim), "audioset")
+    mean, std = DATASET_STATS[dataset]
+    return FrontendConfig(sample_rate=sample_rate, num_mel_bins=config.input_fdim, target_length=config.input_tdim,
+                          mean=mean, std=std)

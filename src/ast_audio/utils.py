@@ -11,10 +11,12 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import OutputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module and must start without it
+    import torch
 
 # Free space at or below this, measured right after a write failed, means the disk filled up: torch.save then
 # reports only "[enforce fail at inline_container.cc] unexpected pos ..." (a RuntimeError with no errno).
@@ -214,6 +216,8 @@ def count_non_finite(tensor: torch.Tensor) -> int:
     `isfinite().all()` (1 s vs 0.03 s over AST-base's 87 M weights); only a non-finite sum (bad values, or finite
     ones that overflow when added) needs the element-wise count.
     """
+    import torch
+
     if torch.isfinite(tensor.sum()):
         return 0
     return int((~torch.isfinite(tensor)).sum())

@@ -1,4 +1,6 @@
-from .ast import AST
-from .pos_embed import adapt_pos_embed, grid_size
+"""The network: `AST` (ast.py), position-embedding resizing, inference precisions and the score rule."""
 
-__all__ = ["AST", "adapt_pos_embed", "grid_size"]
+from .ast import AST
+from .pos_embed import adapt_pos_embed
+
+__all__ = ["AST", "adapt_pos_embed"]

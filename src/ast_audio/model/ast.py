@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ASTConfig, FrontendConfig
+from ..config import ASTConfig, FrontendConfig, check_input_sizes
 from ..errors import ConfigError
+from .precision import PrecisionChoice
 
 NUM_PREFIX_TOKENS = 2  # DeiT's cls and distillation tokens
 
@@ -116,18 +117,16 @@ class AST(nn.Module):
         self.config = config
         if frontend is None:
             frontend = FrontendConfig(num_mel_bins=config.input_fdim, target_length=config.input_tdim)
-        if (frontend.num_mel_bins, frontend.target_length) != (config.input_fdim, config.input_tdim):
-            raise ConfigError(
-                f"front end gives {frontend.target_length} frames x {frontend.num_mel_bins} bins but the model "
-                f"expects {config.input_tdim} x {config.input_fdim}; make target_length/num_mel_bins match "
-                "input_tdim/input_fdim")
+        check_input_sizes(config, frontend)
         self.frontend = frontend
         labels = tuple(labels) if labels is not None else tuple(f"class_{i}" for i in range(config.num_classes))
         if len(labels) != config.num_classes:
             raise ConfigError(f"{len(labels)} label names given for {config.num_classes} classes")
         self.labels = labels
         self.multi_label = bool(multi_label)
-        self.precision = "fp32"  # set by ast_audio.precision.apply_precision ("bf16", "int8")
+        # What the model computes in and why: set by `apply_precision` when it converts the model (bf16, int8).
+        self.precision: str = "fp32"
+        self.precision_choice: PrecisionChoice | None = None
 
         dim = config.embed_dim
         self.patch_embed = PatchEmbed(config)

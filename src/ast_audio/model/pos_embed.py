@@ -1,4 +1,4 @@
-"""Patch-grid arithmetic and position-embedding resizing: pure functions on tensors."""
+"""Position-embedding resizing: pure functions on tensors (the grid arithmetic is `ast_audio.config.grid_size`)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-
-
-def grid_size(input_fdim: int, input_tdim: int, fshape: int = 16, tshape: int = 16,
-              fstride: int = 10, tstride: int = 10) -> tuple[int, int]:
-    """(f_dim, t_dim) of the overlapping patch grid: floor((n - kernel) / stride) + 1 per axis.
-
-    This is what the reference's throw-away conv (`get_shape`) computes: 12 x 101 for 128 x 1024 at stride 10.
-    """
-    if fshape > input_fdim or tshape > input_tdim:
-        raise ConfigError(f"patch {fshape}x{tshape} does not fit input {input_fdim}x{input_tdim} (mel bins x frames)")
-    return (input_fdim - fshape) // fstride + 1, (input_tdim - tshape) // tstride + 1
 
 
 def _fit_axis(grid: torch.Tensor, size: int, axis: int) -> torch.Tensor:

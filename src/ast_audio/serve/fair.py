@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..infer import Tagger
+from ..infer.tagger import Tagger
 from ..model import AST
 
 

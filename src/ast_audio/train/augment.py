@@ -5,51 +5,16 @@ Every random draw comes from an explicit `torch.Generator`, so that `ClipDataset
 from Python's, numpy's and torch's global generators instead (and sets no seed at all).
 
 Order in the reference `__getitem__`: waveform mixup -> fbank -> pad/crop -> frequency mask -> time mask ->
-normalisation -> noise + time roll. Tensors are (T, F) = (frames, mel bins).
+normalisation -> noise + time roll. Tensors are (T, F) = (frames, mel bins). The settings are
+`ast_audio.train.recipes.AugmentConfig`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-
-from ..errors import ConfigError
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training-time augmentation (the eval loaders of the reference use none of it).
-
-    Args:
-        mixup: probability of mixing each clip with a uniformly drawn partner (0.5 AudioSet, 0 ESC-50).
-        mixup_alpha: λ ~ Beta(mixup_alpha, mixup_alpha); the reference hard-codes 10.
-        freqm: frequency-mask parameter: one mask of floor(U * freqm) mel bins (torchaudio FrequencyMasking).
-        timem: time-mask parameter: one mask of floor(U * timem) frames (torchaudio TimeMasking).
-        noise: Speech Commands "noise": add rand(T, F) * U / 10 after normalisation, then roll by randint(-10, 10).
-    """
-
-    mixup: float = 0.0
-    mixup_alpha: float = 10.0
-    freqm: int = 0
-    timem: int = 0
-    noise: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.mixup <= 1.0:
-            raise ConfigError(f"mixup is a probability in [0, 1], got {self.mixup}")
-        if not (self.mixup_alpha > 0 and math.isfinite(self.mixup_alpha)):
-            raise ConfigError(f"mixup_alpha must be a positive number (the reference uses 10), got {self.mixup_alpha}")
-        for name in ("freqm", "timem"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                raise ConfigError(f"{name} must be a non-negative integer (mask width parameter), got {value!r}")
-
-    @property
-    def active(self) -> bool:
-        return self.mixup > 0 or self.freqm > 0 or self.timem > 0 or self.noise
 
 
 def _uniform(generator: torch.Generator) -> torch.Tensor:

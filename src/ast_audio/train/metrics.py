@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,3 +121,15 @@ def evaluate(scores: np.ndarray, targets: np.ndarray) -> Metrics:
     return Metrics(mAP=float(ap.mean()), mAUC=mauc, d_prime=d_prime(mauc) if defined.any() else math.nan,
                    acc=accuracy(scores, targets), clips=int(scores.shape[0]), classes=int(scores.shape[1]),
                    auc_defined=int(defined.sum()))
+
+
+def esc50_summary(fold_rows: dict[int, list[dict[str, Any]]], metric: str = "acc") -> dict[str, Any]:
+    """The reference's `get_esc_result.py` (spec §3.3): average the folds' per-epoch results elementwise, pick the
+    single epoch with the best fold-averaged metric, report every fold's value at that epoch and their mean."""
+    folds = sorted(fold_rows)
+    epochs = min(len(fold_rows[k]) for k in folds)
+    mean_by_epoch = [float(np.mean([fold_rows[k][e][metric] for k in folds])) for e in range(epochs)]
+    best = int(np.argmax(mean_by_epoch))
+    return {"metric": metric, "folds": folds, "best_epoch": best + 1,
+            "fold_values": [fold_rows[k][best][metric] for k in folds], "mean": mean_by_epoch[best],
+            "mean_by_epoch": mean_by_epoch}

@@ -1,40 +1,121 @@
-"""Training configurations: one frozen `TrainConfig`, and the paper's recipes as factories (spec §3.2).
+"""Training configurations: one frozen `TrainConfig` with its typed parts, and the paper's recipes as factories.
 
-Every default of a reference recipe is the value of the current `egs/*/run*.sh` (spec §3.2), so
+`TrainConfig` nests the configs a run builds its pieces from: `frontend` (a `FrontendConfig`, the model's input),
+`augment` (an `AugmentConfig`) and `model` (a `ModelSpec`, the architecture before the data fixes the class
+count). Every default of a reference recipe is the value of the current `egs/*/run*.sh` (spec §3.2), so
 `make_recipe("audioset-full")` is the reference's full-AudioSet run. `folder` is this project's recipe for a user's
 own data; it follows the spec's README guidance (mask 48 of 128 mel bins and ~20 % of the frames, AudioSet
 statistics when unsure) and picks the loss from the data (cross-entropy for one label per clip, BCE for several).
 
+Recipes, the command line (`--epochs`, `--target-length`, `--set mixup=0.5`, ...) and old flat JSON name fields
+flat; `FLAT_FIELDS` maps each flat name to its place in the nested config, in one place (`TrainConfig.from_dict`).
 Configs round-trip through JSON (`to_dict` / `from_dict`), which `ast-audio train --print-config` prints and every
-training checkpoint stores.
+training checkpoint stores. Nothing here imports torch (the command line reads `RECIPES` for its --help).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import (
-    AUDIOSET_MEAN,
-    AUDIOSET_STD,
-    ESC50_MEAN,
-    ESC50_STD,
-    MODEL_SIZES,
-    SPEECHCOMMANDS_MEAN,
-    SPEECHCOMMANDS_STD,
-)
+from ..config import DATASET_FRAMES, DATASET_STATS, MODEL_SIZES, ASTConfig, FrontendConfig
 from ..errors import ConfigError
+from .layouts import LAYOUTS
 
 RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
-LAYOUTS = ("audioset", "esc50", "speechcommands", "folder")
 INIT_KINDS = ("none", "imagenet", "audioset", "checkpoint")
 SELECTIONS = ("wa", "best", "last")
-# ASTConfig fields that `model_config` may set for a model trained from scratch (init none).
-MODEL_CONFIG_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "fshape", "tshape", "pooling")
 ESC50_FOLDS = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (the eval loaders of the reference use none of it).
+
+    Args:
+        mixup: probability of mixing each clip with a uniformly drawn partner (0.5 AudioSet, 0 ESC-50).
+        mixup_alpha: λ ~ Beta(mixup_alpha, mixup_alpha); the reference hard-codes 10.
+        freqm: frequency-mask parameter: one mask of floor(U * freqm) mel bins (torchaudio FrequencyMasking).
+        timem: time-mask parameter: one mask of floor(U * timem) frames (torchaudio TimeMasking).
+        noise: Speech Commands "noise": add rand(T, F) * U / 10 after normalisation, then roll by randint(-10, 10).
+    """
+
+    mixup: float = 0.0
+    mixup_alpha: float = 10.0
+    freqm: int = 0
+    timem: int = 0
+    noise: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mixup <= 1.0:
+            raise ConfigError(f"mixup is a probability in [0, 1], got {self.mixup}")
+        if not (self.mixup_alpha > 0 and math.isfinite(self.mixup_alpha)):
+            raise ConfigError(f"mixup_alpha must be a positive number (the reference uses 10), got {self.mixup_alpha}")
+        for name in ("freqm", "timem"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ConfigError(f"{name} must be a non-negative integer (mask width parameter), got {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.mixup > 0 or self.freqm > 0 or self.timem > 0 or self.noise
+
+
+# ASTConfig fields a model trained from scratch (init none) may set beyond its size (e.g. a 32-wide 2-layer test model).
+SCRATCH_FIELDS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "fshape", "tshape", "pooling")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture a run trains, before the data fixes the class count and the front end the input size.
+
+    model_size: the reference size ("tiny224", "small224", "base224", "base384"); fstride / tstride: patch strides.
+    The other fields (None = from `model_size` / ASTConfig's default) only apply to a model trained from scratch.
+    """
+
+    model_size: str = "base384"
+    fstride: int = 10
+    tstride: int = 10
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    fshape: int | None = None
+    tshape: int | None = None
+    pooling: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_size not in MODEL_SIZES:
+            raise ConfigError(f"model_size must be one of {sorted(MODEL_SIZES)}, got {self.model_size!r}")
+        for name in ("fstride", "tstride"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+    @property
+    def custom(self) -> dict[str, Any]:
+        """The from-scratch fields that are set ({} for a reference-size model)."""
+        return {name: getattr(self, name) for name in SCRATCH_FIELDS if getattr(self, name) is not None}
+
+    def ast_config(self, frontend: FrontendConfig, num_classes: int) -> ASTConfig:
+        """The `ASTConfig` of this architecture for `frontend`'s input (input_tdim = target_length frames,
+        input_fdim = num_mel_bins) and `num_classes` outputs."""
+        return ASTConfig(model_size=self.model_size, input_fdim=frontend.num_mel_bins,
+                         input_tdim=frontend.target_length, fstride=self.fstride, tstride=self.tstride,
+                         num_classes=num_classes, **self.custom)
+
+
+# Flat field name (recipes, command line, `--set`, configs saved before the nesting) -> (part, field of that part).
+FLAT_FIELDS: dict[str, tuple[str, str]] = {
+    **{name: ("frontend", name) for name in ("target_length", "mean", "std", "sample_rate", "num_mel_bins")},
+    **{name: ("augment", name) for name in ("mixup", "mixup_alpha", "freqm", "timem", "noise")},
+    **{name: ("model", name) for name in ("model_size", "fstride", "tstride", *SCRATCH_FIELDS)},
+}
+_PARTS = {"frontend": FrontendConfig, "augment": AugmentConfig, "model": ModelSpec}
 
 
 @dataclass(frozen=True)
@@ -52,12 +133,17 @@ class TrainConfig:
         _step / _decay (MultiStepLR milestones range(start, 1000, step), stepped after each epoch's validation),
         Adam betas and weight_decay, loss ("bce", "ce" or "auto": ce for single-label data, else bce),
         metric ("map", "acc" or "auto"), balanced_sampling (full AudioSet's weighted sampler).
-    Augmentation (spec §2.2-2.4): mixup, mixup_alpha, freqm, timem, noise (Speech Commands noise + roll).
-    Front end (spec §2.1): target_length frames, mean/std of the normalisation, sample_rate, num_mel_bins.
+    augment: the augmentation (spec §2.2-2.4): mixup, mixup_alpha, freqm, timem, noise (Speech Commands noise +
+        roll).
+    frontend: the model input (spec §2.1): target_length frames, mean/std of the normalisation, sample_rate,
+        num_mel_bins.
     Model selection: "wa" averages the weights of epochs wa_start..wa_end (AudioSet), "best" keeps the best
         validation epoch (and tests it when there is a test split), "last" the final epoch.
-    Model: init ("none", "imagenet[:PATH]", "audioset[:PATH]", "checkpoint:PATH"), model_size, fstride/tstride,
-        model_config (extra ASTConfig fields for a model trained from scratch, e.g. a 32-wide 2-layer test model).
+    Model: init ("none", "imagenet[:PATH]", "audioset[:PATH]", "checkpoint:PATH"); model: model_size,
+        fstride/tstride and, for a model trained from scratch, the other `SCRATCH_FIELDS` (e.g. a 32-wide 2-layer
+        test model).
+    time_budget_s: stop after the first epoch that ends more than this many seconds after training started (the
+        demo's budget); None runs every epoch.
     Run: seed, device ("auto" = cuda if available else cpu), num_workers (DataLoader processes per rank),
         eval_batch_factor (the reference evaluates with twice the batch), max_bad_batches (an epoch fails after
         this many batches with no readable clip), deterministic (torch.use_deterministic_algorithms), tensorboard,
@@ -88,27 +174,17 @@ class TrainConfig:
     metric: str = "auto"
     balanced_sampling: bool = False
 
-    mixup: float = 0.0
-    mixup_alpha: float = 10.0
-    freqm: int = 48
-    timem: int = 205
-    noise: bool = False
-
-    target_length: int = 1024
-    mean: float = AUDIOSET_MEAN
-    std: float = AUDIOSET_STD
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
+    augment: AugmentConfig = AugmentConfig(freqm=48, timem=205)
+    frontend: FrontendConfig = FrontendConfig()
 
     selection: str = "best"
     wa_start: int = 1
     wa_end: int = 5
 
     init: str = "none"
-    model_size: str = "base384"
-    fstride: int = 10
-    tstride: int = 10
-    model_config: Mapping[str, Any] = field(default_factory=dict)
+    model: ModelSpec = ModelSpec()
+
+    time_budget_s: float | None = None
 
     seed: int = 0
     device: str = "auto"
@@ -128,9 +204,11 @@ class TrainConfig:
         check(self.fold is None or (isinstance(self.fold, int) and self.fold >= 1),
               f"fold must be >= 1, got {self.fold}")
         check(0.0 < self.holdout < 1.0, f"holdout is a fraction in (0, 1), got {self.holdout}")
+        for part, cls in _PARTS.items():
+            check(isinstance(getattr(self, part), cls), f"{part} must be a {cls.__name__}, got "
+                  f"{type(getattr(self, part)).__name__}")
         for name in ("epochs", "batch_size", "warmup_steps", "warmup_interval", "lr_scheduler_start",
-                     "lr_scheduler_step", "target_length", "sample_rate", "num_mel_bins", "eval_batch_factor",
-                     "max_bad_batches", "fstride", "tstride"):
+                     "lr_scheduler_step", "eval_batch_factor", "max_bad_batches"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                   f"{name} must be a positive integer, got {value!r}")
@@ -138,24 +216,19 @@ class TrainConfig:
         check(0 < self.lr_scheduler_decay <= 1, f"lr_scheduler_decay must be in (0, 1], got {self.lr_scheduler_decay}")
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two numbers in [0, 1), got "
               f"{self.betas}")
+        check(self.time_budget_s is None or (isinstance(self.time_budget_s, (int, float)) and self.time_budget_s > 0),
+              f"time_budget_s must be a positive number of seconds or null, got {self.time_budget_s!r}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.loss in ("bce", "ce", "auto"), f"loss must be 'bce', 'ce' or 'auto', got {self.loss!r}")
         check(self.metric in ("map", "acc", "auto"), f"metric must be 'map', 'acc' or 'auto', got {self.metric!r}")
-        check(0.0 <= self.mixup <= 1.0, f"mixup is a probability in [0, 1], got {self.mixup}")
-        check(self.freqm >= 0 and self.timem >= 0, f"freqm/timem must be >= 0, got {self.freqm}/{self.timem}")
-        check(self.std > 0, f"std must be positive, got {self.std}")
         check(self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         check(1 <= self.wa_start <= self.wa_end, f"need 1 <= wa_start <= wa_end, got {self.wa_start}, {self.wa_end}")
-        check(self.model_size in MODEL_SIZES, f"model_size must be one of {sorted(MODEL_SIZES)}, got "
-              f"{self.model_size!r}")
-        unknown = sorted(set(self.model_config) - set(MODEL_CONFIG_FIELDS))
-        check(not unknown, f"model_config fields {unknown} are not allowed; use {list(MODEL_CONFIG_FIELDS)}")
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
         kind, _ = self.init_spec
         check(kind in INIT_KINDS, f"init must be none, imagenet[:PATH], audioset[:PATH] or checkpoint:PATH, got "
               f"{self.init!r}")
         check(kind != "checkpoint" or bool(self.init_spec[1]), "init checkpoint needs a path: checkpoint:PATH")
-        check(not self.model_config or kind == "none", "model_config (a custom width/depth) only applies to a model "
+        check(not self.model.custom or kind == "none", "model_config (a custom width/depth) only applies to a model "
               "trained from scratch (init none); pretrained weights fix the architecture")
 
     # ------------------------------------------------------------------------------------------------------------
@@ -164,6 +237,12 @@ class TrainConfig:
         """("imagenet", "/path/deit.pth"), ("audioset", None), ("none", None), ..."""
         kind, _, path = self.init.partition(":")
         return kind, (path or None)
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the model's classes are independent (BCE loss: sigmoid scores) rather than exclusive (cross-entropy:
+        softmax scores), after `resolve`. The one derivation of the score rule from the loss."""
+        return self.loss == "bce"
 
     @property
     def main_metric(self) -> str:
@@ -180,8 +259,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the run's fields, with `frontend`, `augment` and `model` as nested objects."""
         data = dataclasses.asdict(self)
-        data["model_config"] = dict(self.model_config)
         data["betas"] = list(self.betas)
         data["folds"] = list(self.folds)
         return data
@@ -191,16 +270,42 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; expected some of {sorted(known)}")
+        """A TrainConfig from nested JSON (`to_dict`), flat field names (`FLAT_FIELDS`: recipes, the command line,
+        configs saved before the nesting) or a mix; `model_config` (a dict of `SCRATCH_FIELDS`) sets model fields.
+        The one place where flat names meet the nested config."""
         values = dict(data)
+        parts: dict[str, dict[str, Any]] = {}
+        for part in _PARTS:
+            given = values.pop(part, None)
+            if given is not None and not isinstance(given, Mapping):
+                raise ConfigError(f"{part} must be a JSON object of its fields, got {type(given).__name__}")
+            parts[part] = dict(given or {})
+        scratch = values.pop("model_config", None) or {}
+        if not isinstance(scratch, Mapping):
+            raise ConfigError(f"model_config must be a JSON object of ASTConfig fields, got {type(scratch).__name__}")
+        unknown = sorted(set(scratch) - set(SCRATCH_FIELDS))
+        if unknown:
+            raise ConfigError(f"model_config fields {unknown} are not allowed; use {list(SCRATCH_FIELDS)}")
+        parts["model"].update(scratch)
+        for name in [k for k in values if k in FLAT_FIELDS]:
+            part, key = FLAT_FIELDS[name]
+            parts[part][key] = values.pop(name)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; expected some of "
+                              f"{sorted(known | set(FLAT_FIELDS))}")
         for name in ("betas", "folds"):
             if name in values and values[name] is not None:
                 values[name] = tuple(values[name])
-        if "model_config" in values:
-            values["model_config"] = dict(values["model_config"] or {})
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in _PARTS}
+        for part, cls_ in _PARTS.items():
+            try:
+                values[part] = dataclasses.replace(defaults[part], **parts[part])
+            except TypeError as exc:  # a field the part does not have
+                fields = sorted(f.name for f in dataclasses.fields(cls_))
+                raise ConfigError(f"unknown {part} field in {sorted(parts[part])}: {exc}; expected some of "
+                                  f"{fields}") from None
         return cls(**values)
 
 
@@ -208,10 +313,16 @@ class TrainConfig:
 # Recipes (spec §3.2)
 
 
+def _input_of(dataset: str) -> dict[str, Any]:
+    """The front-end fields of a reference recipe: its data set's input length and normalisation statistics."""
+    mean, std = DATASET_STATS[dataset]
+    return dict(target_length=DATASET_FRAMES[dataset], mean=mean, std=std)
+
+
 def _audioset(balanced_set: bool) -> dict[str, Any]:
     common = dict(layout="audioset", batch_size=12, warmup=True, lr_scheduler_decay=0.5, loss="bce", metric="map",
-                  mixup=0.5, freqm=48, timem=192, noise=False, target_length=1024, mean=AUDIOSET_MEAN,
-                  std=AUDIOSET_STD, selection="wa", init="imagenet")
+                  mixup=0.5, freqm=48, timem=192, noise=False, **_input_of("audioset"), selection="wa",
+                  init="imagenet")
     if balanced_set:
         return dict(common, recipe="audioset-balanced", lr=5e-5, epochs=25, lr_scheduler_start=10,
                     lr_scheduler_step=5, balanced_sampling=False, wa_start=6, wa_end=25)
@@ -229,21 +340,20 @@ def recipe_defaults(name: str) -> dict[str, Any]:
         # lr 1e-5 with AudioSet pretraining; `make_recipe` switches to 1e-4 when that is turned off (spec §3.2).
         return dict(recipe="esc50", layout="esc50", lr=1e-5, epochs=25, batch_size=48, warmup=False,
                     lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="ce", metric="acc",
-                    balanced_sampling=False, mixup=0.0, freqm=24, timem=96, noise=False, target_length=512,
-                    mean=ESC50_MEAN, std=ESC50_STD, selection="best", folds=ESC50_FOLDS, init="audioset")
+                    balanced_sampling=False, mixup=0.0, freqm=24, timem=96, noise=False, **_input_of("esc50"),
+                    selection="best", folds=ESC50_FOLDS, init="audioset")
     if name == "speechcommands":
         # mixup 0.6 is the recipe's value; the released log ran with 0.5 (spec §2.2, §7.8).
         return dict(recipe="speechcommands", layout="speechcommands", lr=2.5e-4, epochs=30, batch_size=128,
                     warmup=False, lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="bce",
                     metric="acc", balanced_sampling=False, mixup=0.6, freqm=48, timem=48, noise=True,
-                    target_length=128, mean=SPEECHCOMMANDS_MEAN, std=SPEECHCOMMANDS_STD, selection="best",
-                    init="imagenet")
+                    **_input_of("speechcommands"), selection="best", init="imagenet")
     if name == "folder":
         # A user's own data: the ESC-50/SC schedule shape, loss from the data, README mask guidance.
         return dict(recipe="folder", layout="folder", lr=1e-4, epochs=30, batch_size=32, warmup=False,
                     lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="auto", metric="auto",
-                    balanced_sampling=False, mixup=0.0, freqm=48, noise=False, target_length=1024,
-                    mean=AUDIOSET_MEAN, std=AUDIOSET_STD, selection="best", init="none")
+                    balanced_sampling=False, mixup=0.0, freqm=48, noise=False,
+                    **_input_of("audioset"), selection="best", init="none")
     raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
 
 
@@ -261,7 +371,7 @@ def make_recipe(name: str, **overrides: Any) -> TrainConfig:
     if name == "esc50" and "lr" not in overrides and str(values.get("init", "")).partition(":")[0] != "audioset":
         values["lr"] = 1e-4
     if name == "folder":
-        values.setdefault("num_mel_bins", 128)
+        values.setdefault("num_mel_bins", FrontendConfig.num_mel_bins)
         if "timem" not in overrides:
             values["timem"] = max(round(0.2 * values["target_length"]), 0)
         if "freqm" not in overrides:

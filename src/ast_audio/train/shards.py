@@ -35,8 +35,10 @@ from ..audio.io import decode_bytes, load_audio
 from ..config import FrontendConfig
 from ..errors import AstAudioError, ConfigError
 from ..utils import atomic_path, atomic_write_text, one_line
-from .augment import AugmentConfig, hard_targets, mix_targets, mix_waveforms, remove_dc, sample_beta
-from .data import BadClip, ClipDataset, Example, Manifest, item_seed
+from .augment import remove_dc
+from .data import BadClip, ClipDataset, Item
+from .layouts import Example, Manifest
+from .recipes import AugmentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +240,6 @@ class ShardDataset(torch.utils.data.IterableDataset):
         # The per-clip pipeline (fbank, masks, normalisation, noise) is ClipDataset's, over an empty manifest.
         empty = Manifest((), self.labels, self.mids, self.multi_label)
         self.pipeline = ClipDataset(empty, frontend, augment, seed=seed, normalize=normalize)
-        self.mixup_fallbacks = 0
 
     @property
     def num_classes(self) -> int:
@@ -250,6 +251,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self.pipeline.set_epoch(epoch)  # the items' randomness is seeded by (seed, epoch, clip index)
 
     def world(self) -> tuple[int, int]:
         """(rank, world_size): explicit, else torch.distributed's when this dataset was built, else (0, 1)."""
@@ -318,7 +320,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 if keep:
                     yield meta, data, error
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, str] | BadClip]:
+    def __iter__(self) -> Iterator[Item | BadClip]:
         rank, world = self.world()
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -359,31 +361,25 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return remove_dc(decode_bytes(data, sample_rate=self.pipeline.frontend.sample_rate, name=name))
 
     def _item(self, record: tuple[dict, bytes | None, str],
-              buffer: list[tuple[dict, bytes | None, str]]) -> tuple[torch.Tensor, torch.Tensor, str] | BadClip:
+              buffer: list[tuple[dict, bytes | None, str]]) -> Item | BadClip:
+        """The record's item, built by `ClipDataset.item` with its mixup partner drawn from the shuffle `buffer` (the
+        reference draws partners from the whole set, which a stream cannot do)."""
         meta, data, error = record
-        key = meta["key"]
         try:
             waveform = self._decode(meta, data, error)
         except AstAudioError as exc:
-            return BadClip(key, one_line(exc))
-        targets = hard_targets(meta["targets"], self.num_classes)
-        aug = self.pipeline.augment
-        if aug is None:
-            return self.pipeline.features(waveform), targets, key
-        generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, int(meta["index"])))
-        if aug.mixup > 0 and buffer and float(torch.rand(1, generator=generator)) < aug.mixup:
-            partner_meta, partner_data, partner_error = buffer[int(torch.randint(0, len(buffer), (1,),
-                                                                                 generator=generator))]
-            lam = sample_beta(aug.mixup_alpha, aug.mixup_alpha, generator)
-            try:
-                partner = self._decode(partner_meta, partner_data, partner_error)
-            except AstAudioError as exc:
-                self.mixup_fallbacks += 1
-                logger.warning("mixup partner of %s skipped (item left unmixed): %s", key, one_line(exc))
-            else:
-                waveform = mix_waveforms(waveform, partner, lam)
-                targets = mix_targets(meta["targets"], partner_meta["targets"], lam, self.num_classes)
-        return self.pipeline.features(waveform, generator), targets, key
+            return BadClip(meta["key"], one_line(exc))
+
+        def partner(i: int) -> tuple[torch.Tensor, list[int]]:
+            other, other_data, other_error = buffer[i]
+            return self._decode(other, other_data, other_error), other["targets"]
+
+        return self.pipeline.item(waveform, meta["targets"], meta["key"], int(meta["index"]), len(buffer), partner)
+
+    @property
+    def mixup_fallbacks(self) -> int:
+        """Items left unmixed because their mixup partner could not be decoded (in this process)."""
+        return self.pipeline.mixup_fallbacks
 
 
 def _read_shard(path: Path) -> Iterator[tuple[dict, bytes | None, str]]:

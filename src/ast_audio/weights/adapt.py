@@ -16,7 +16,7 @@ import torch
 from ..config import ASTConfig, FrontendConfig
 from ..errors import CheckpointError, ConfigError
 from ..model import AST, adapt_pos_embed
-from .convert import StateDict
+from .convert import StateDict, check_state_fits
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,8 @@ def from_imagenet(state_dict: Mapping[str, Any], config: ASTConfig,
 
     model = AST(config)
     expected = model.state_dict()
-    missing = set(expected) - set(state)
-    unexpected = set(state) - set(expected)
-    if missing != HEAD_KEYS or unexpected:
-        raise CheckpointError(f"ImageNet checkpoint does not fit the AST: missing {sorted(missing - HEAD_KEYS)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]} (expected only mlp_head.* to be new)")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(f"ImageNet {key} has shape {tuple(value.shape)}, the AST expects "
-                                  f"{tuple(expected[key].shape)}")
+    check_state_fits({k: tuple(v.shape) for k, v in expected.items()}, state, "ImageNet checkpoint",
+                     fresh=HEAD_KEYS)
     for key in HEAD_KEYS:
         state[key] = expected[key]
     log.info("ImageNet -> AST: %d prefix token(s), grid %dx%d -> %dx%d, RGB kernels %s, new %d-class head",

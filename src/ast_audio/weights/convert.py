@@ -12,16 +12,20 @@ Formats handled here (spec §4.3, §11):
   merged from three equal row blocks in the order q, k, v.
 
 Every function raises CheckpointError naming the keys it did not expect. Tensors are not copied.
+`check_state_fits` is the one exact key and shape check of weights against a model (every reader and the ImageNet
+adaptation call it).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import torch
 
+from ..config import ASTConfig
 from ..errors import CheckpointError
+from ..model import AST
 
 StateDict = dict[str, torch.Tensor]
 
@@ -200,3 +204,45 @@ def native_to_hf(state: Mapping[str, torch.Tensor]) -> StateDict:
             else:
                 out[f"{layer}{block[module]}.{param}"] = value
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weights against a model
+
+
+def expected_shapes(config: ASTConfig) -> dict[str, tuple[int, ...]]:
+    """{parameter name: shape} of `AST(config)`, from a model built on the meta device (nothing allocated).
+
+    `config` has passed its bounds, so this takes milliseconds whatever the file claims.
+    """
+    with torch.device("meta"):
+        model = AST(config)
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
+def check_state_fits(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, torch.Tensor], source: str, *,
+                     fresh: Collection[str] = ()) -> None:
+    """CheckpointError naming the first missing or unexpected keys, or the first wrong shape, of `state` (real or
+    meta tensors) against `expected` ({name: shape}).
+
+    `fresh`: keys the model initialises itself (a new classifier head), which `state` must not hold: every other
+    expected key must be there, and nothing else. The one exact check of weights against a model.
+    """
+    fresh = set(fresh)
+    missing = sorted(set(expected) - set(state) - fresh)
+    unexpected = sorted(set(state) - (set(expected) - fresh))
+    if missing or unexpected:
+        new = f" (only {', '.join(sorted(fresh))} may be new)" if fresh else ""
+        raise CheckpointError(f"{source}: weights do not fit the model: missing {missing[:4]}"
+                              f"{'...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
+                              f"{'...' if len(unexpected) > 4 else ''}{new}")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key]):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(expected[key])}")
+
+
+def load_state_exact(model: AST, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` into `model`, raising a CheckpointError that names the first mismatching keys/shapes."""
+    check_state_fits({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, source)
+    model.load_state_dict(state, strict=True)

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 
+# The checkpoint used when none is named: the reference's best single AudioSet model (mAP 0.459), in transformers'
+# format. The inference commands default to it and `train --init audioset` starts from it.
+DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
 # What a transformers AST repo needs; README, TF/Flax weights and the like are skipped.
 ALLOW_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"]
 
@@ -59,7 +63,7 @@ def download(repo_id: str, revision: str | None = None) -> Path:
     advice = "download it on a connected machine or pass a local folder"
     if type(cached_error).__name__ == "HFValidationError":  # the id itself is malformed
         raise CheckpointError(f"cannot download {repo_id!r}: {str(cached_error).splitlines()[0]}; "
-                              "expected a hub id like MIT/ast-finetuned-audioset-10-10-0.4593 or a local path")
+                              f"expected a hub id like {DEFAULT_MODEL} or a local path")
     if _offline():
         raise CheckpointError(f"cannot download {repo_id}: no network (HF_HUB_OFFLINE is set) and not in the cache "
                               f"at {cache}; {advice}")

@@ -10,25 +10,16 @@ import argparse
 import json
 import sys
 
-from . import positive_int, unit_float
+from .args import add_data_args, positive_int, unit_float
 
-LAYOUT_CHOICES = ("audioset", "esc50", "speechcommands", "folder")
 SPLITS = ("train", "valid", "test")
 
 # The reference get_norm_stats.py example (spec §2.1): training augmentation on, normalisation off, batch 1000.
 NORM_STATS_DEFAULTS = dict(mixup=0.5, freqm=24, timem=192, noise=False, target_length=1024)
 
 
-def _add_data_args(parser: argparse.ArgumentParser, shard_ok: bool) -> None:
-    where = " or a folder written by `ast-audio prepare`" if shard_ok else ""
-    parser.add_argument("--layout", choices=LAYOUT_CHOICES,
-                        help="data layout: audioset (JSON datafile), esc50 (release root), speechcommands (release "
-                        "root), folder (class sub-folders or a CSV/JSON manifest)")
-    parser.add_argument("--data", required=True, metavar="PATH",
-                        help=f"train JSON (audioset), release root (esc50, speechcommands), folder/CSV/JSON{where}")
-    parser.add_argument("--eval-data", metavar="PATH", help="audioset: the eval JSON; folder: validation data")
-    parser.add_argument("--label-csv", metavar="CSV", help="class_labels_indices.csv (index,mid,display_name)")
-    parser.add_argument("--fold", type=int, help="esc50: the validation fold (1..5)")
+def _add_data_args(parser: argparse.ArgumentParser, shards: bool) -> None:
+    add_data_args(parser, layout="optional", shards=shards)
     parser.add_argument("--holdout", type=unit_float, default=0.2,
                         help="folder without validation data: stratified fraction held out (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="holdout split and shuffling seed (default 0)")
@@ -41,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "prepare", help="pack a data set split into WebDataset-style tar shards",
         description="Decode every clip of a split once (mono, resampled to --sample-rate), store it losslessly in "
         "tar shards with its labels, and write index.json. `ast-audio train --data DIR` streams such a folder.")
-    _add_data_args(prepare, shard_ok=False)
+    _add_data_args(prepare, shards=False)
     prepare.add_argument("--out", required=True, metavar="DIR", help="output folder for the shards")
     prepare.add_argument("--shard-size", type=positive_int, default=1000, help="clips per shard (default 1000)")
     prepare.add_argument("--sample-rate", type=positive_int, default=16000, help="stored rate in Hz (default 16000)")
@@ -57,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "training augmentation on (reference get_norm_stats.py). With --recipe, the recipe's augmentation and "
         "target length; without it, the reference example's (mixup 0.5, freqm 24, timem 192, 1024 frames). "
         "Prints JSON {\"mean\", \"std\", \"clips\", \"skipped\", \"batches\"}.")
-    _add_data_args(stats, shard_ok=True)
+    _add_data_args(stats, shards=True)
     stats.add_argument("--recipe", help="take augmentation and target length from this training recipe")
     stats.add_argument("--mixup", type=unit_float, help="mixup probability")
     stats.add_argument("--freqm", type=int, help="frequency-mask parameter (mel bins)")
@@ -74,7 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _manifest(args: argparse.Namespace):
     from ..errors import ConfigError
-    from ..train.data import load_splits
+    from ..train.layouts import load_splits
 
     if args.layout is None:
         raise ConfigError("--layout is required (audioset, esc50, speechcommands or folder)")
@@ -104,35 +95,33 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 1 if index["skipped"] else 0
 
 
-def _augment_settings(args: argparse.Namespace) -> dict:
-    if args.recipe is not None:
-        from ..train.recipes import make_recipe
+def _stats_settings(args: argparse.Namespace):
+    """(FrontendConfig, AugmentConfig) of the statistics: the recipe's (or the reference example's), with the
+    command line's changes."""
+    import dataclasses
 
+    from ..config import FrontendConfig
+    from ..train.recipes import AugmentConfig, make_recipe
+
+    if args.recipe is not None:
         config = make_recipe(args.recipe)
-        values = dict(mixup=config.mixup, mixup_alpha=config.mixup_alpha, freqm=config.freqm, timem=config.timem,
-                      noise=config.noise, target_length=config.target_length, num_mel_bins=config.num_mel_bins,
-                      sample_rate=config.sample_rate)
+        frontend, augment = config.frontend, config.augment
     else:
-        values = dict(NORM_STATS_DEFAULTS)
-    for name in ("mixup", "freqm", "timem", "noise", "target_length", "num_mel_bins"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return values
+        defaults = NORM_STATS_DEFAULTS
+        frontend = FrontendConfig(target_length=defaults["target_length"])
+        augment = AugmentConfig(**{k: v for k, v in defaults.items() if k != "target_length"})
+    changes = {name: getattr(args, name) for name in ("mixup", "freqm", "timem", "noise")
+               if getattr(args, name) is not None}
+    sizes = {name: getattr(args, name) for name in ("target_length", "num_mel_bins") if getattr(args, name) is not None}
+    return dataclasses.replace(frontend, **sizes), dataclasses.replace(augment, **changes)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from ..config import FrontendConfig
-    from ..train.augment import AugmentConfig
     from ..train.data import ClipDataset
     from ..train.shards import ShardDataset, is_shard_folder
     from ..train.stats import norm_stats
 
-    values = _augment_settings(args)
-    frontend = FrontendConfig(target_length=values["target_length"],
-                              num_mel_bins=values.get("num_mel_bins", 128),
-                              sample_rate=values.get("sample_rate", 16000))
-    augment = AugmentConfig(mixup=values["mixup"], mixup_alpha=values.get("mixup_alpha", 10.0),
-                            freqm=values["freqm"], timem=values["timem"], noise=values["noise"])
+    frontend, augment = _stats_settings(args)
     if is_shard_folder(args.data):
         dataset = ShardDataset(args.data, frontend, augment, seed=args.seed, normalize=False)
     else:

@@ -1,4 +1,4 @@
-"""`ast-audio events`, `calibrate`, `explain`: thin shells over ast_audio.events / explain / plots."""
+"""`ast-audio events`, `calibrate`, `explain`: thin shells over ast_audio.infer (events, calibrate, explain, plots)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import add_checkpoint_arg, add_precision_arg, load_for_inference, positive_float, positive_int, unit_float
+from .args import (
+    add_checkpoint_arg,
+    add_data_args,
+    add_precision_arg,
+    load_for_inference,
+    non_negative_float,
+    number,
+    positive_float,
+    positive_int,
+    report_file_error,
+    unit_float,
+)
+from .tag import emit
 
-PROG = "ast-audio"
 # Files longer than this many seconds get a progress bar on stderr.
 PROGRESS_MIN_S = 60.0
-
-
-def _odd_int(text: str) -> int:
-    value = positive_int(text)
-    if value % 2 == 0:
-        raise argparse.ArgumentTypeError(f"expected an odd number of windows (1, 3, 5, ...), got {value}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    return positive_float(text)
+EVENT_FORMATS = ("json", "csv", "audacity", "srt")  # ast_audio.infer.formats.EVENT_FORMATS (checked equal by a test)
+odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
 
 
 def _add_filter_args(parser: argparse.ArgumentParser) -> None:
@@ -54,14 +54,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "(default: the model's input length)")
     events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
                         "the window); events are placed to within about half a hop")
-    events.add_argument("--median", type=_odd_int, default=1, metavar="N",
+    events.add_argument("--median", type=odd_int, default=1, metavar="N",
                         help="median filter over N windows (odd; default 1 = off)")
-    events.add_argument("--min-duration", type=_nonneg_float, default=0.0, metavar="S",
+    events.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
                         help="drop events shorter than S seconds (default 0)")
-    events.add_argument("--merge-gap", type=_nonneg_float, default=0.0, metavar="S",
+    events.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
                         help="merge events of a class at most S seconds apart (default 0)")
     _add_filter_args(events)
-    events.add_argument("--format", choices=("json", "csv", "audacity", "srt"), default="json",
+    events.add_argument("--format", choices=EVENT_FORMATS, default="json",
                         help="json (default), csv (file,label,onset,offset,score), audacity (label track), srt")
     events.add_argument("--output", "-o", metavar="OUT", help="write here (atomically) instead of stdout; with "
                         "several files and --format audacity/srt, a folder receiving one file per input")
@@ -82,14 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "threshold with the best F1, or the lowest one reaching --target-precision. Writes label,threshold,f1,"
         "precision,recall; `events --thresholds` and `tag --thresholds` read it.")
     add_checkpoint_arg(calibrate)
-    calibrate.add_argument("--layout", choices=("folder", "audioset", "esc50", "speechcommands"), default="folder",
-                           help="data set layout (as `ast-audio train`; default folder)")
-    calibrate.add_argument("--data", required=True, metavar="PATH",
-                           help="folder of class sub-folders, CSV (path,label[;label]) or JSON manifest, or the "
-                           "layout's data (see `ast-audio train --help`)")
-    calibrate.add_argument("--eval-data", metavar="PATH", help="audioset: eval JSON; folder: validation data")
-    calibrate.add_argument("--label-csv", metavar="CSV", help="index,mid,display_name CSV (audioset)")
-    calibrate.add_argument("--fold", type=positive_int, help="esc50: the fold used (1..5)")
+    add_data_args(calibrate, layout="folder")
     calibrate.add_argument("--split", choices=("valid", "test", "train", "all"), default="valid",
                            help="which split to calibrate on (default valid; a folder without splits: all)")
     calibrate.add_argument("--mode", choices=("f1", "precision"), default="f1", help="f1 (default) or precision")
@@ -110,7 +103,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--output", "-o", required=True, metavar="PNG", help="picture to write")
     explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: "
                          "class-agnostic rollout)")
-    explain.add_argument("--start", type=_nonneg_float, default=0.0, metavar="S",
+    explain.add_argument("--start", type=non_negative_float, default=0.0, metavar="S",
                          help="explain the model input window starting at S seconds (default 0)")
     explain.add_argument("--top-k", type=positive_int, default=3, help="labels in the title (default 3)")
     explain.add_argument("--width", type=positive_int, default=1200, help="picture width in pixels (default 1200)")
@@ -118,14 +111,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_checkpoint_arg(explain)
     add_precision_arg(explain)
     explain.set_defaults(func=cmd_explain)
-
-
-def _report(path: str, exc: Exception) -> None:
-    from ..utils import one_line
-
-    message = one_line(exc)
-    prefix = f"{path}: "
-    print(f"{PROG}: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
 
 
 def _progress_bar(total_s: float, name: str):
@@ -145,12 +130,13 @@ def _plot_path(plot: str, name: str, many: bool) -> Path:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Events for FILE...: bad files are reported on stderr and skipped; exit 1 if any failed."""
-    import json
-
     from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
-    from ..events import EventConfig, detect_events, format_events, parse_names, read_thresholds, score_stream
-    from ..infer import Tagger
+    from ..infer.calibrate import read_thresholds
+    from ..infer.events import EventConfig, detect_events
+    from ..infer.formats import format_event_files, format_events, read_events_csv
+    from ..infer.tagger import Tagger, score_stream
+    from ..labels import check_labels, parse_names, selected_classes
     from ..utils import atomic_write_text
 
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
@@ -162,13 +148,11 @@ def cmd_events(args: argparse.Namespace) -> int:
                          merge_gap_s=args.merge_gap,
                          only=tuple(parse_names(args.only, labels)) if args.only else None,
                          exclude=tuple(parse_names(args.exclude, labels)) if args.exclude else ())
-    from ..events import check_labels, selected_classes
-
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
     selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
 
-    truth = read_reference_events(args.plot_truth) if args.plot_truth else []
+    truth = read_events_csv(args.plot_truth) if args.plot_truth else []
     many = len(args.files) > 1
     split_outputs = many and args.format in ("audacity", "srt") and args.output is not None
     if split_outputs and Path(args.output).exists() and not Path(args.output).is_dir():
@@ -193,7 +177,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         except AstAudioError as exc:
             if args.debug:
                 raise
-            _report(path, exc)
+            report_file_error(path, exc)
             failed += 1
             continue
         finally:
@@ -202,62 +186,29 @@ def cmd_events(args: argparse.Namespace) -> int:
         events = detect_events(timeline, config)
         results.append((path, timeline, events))
         if args.plot:
-            from ..plots import plot_timeline
+            from ..infer.plots import plot_timeline
 
             plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.plot_classes,
                           title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
                           f"hop {timeline.hop_s:g} s", truth=truth)
 
-    if args.format == "json":
-        text = json.dumps([{"file": name, "duration_s": round(tl.duration_s, 6), "window_s": round(tl.window_s, 6),
-                            "hop_s": round(tl.hop_s, 6), "events": [e.to_dict() for e in events]}
-                           for name, tl, events in results], indent=2) + "\n"
-    elif args.format == "csv":
-        text = "".join(format_events(events, "csv", file=name).split("\n", 1)[1] if k else
-                       format_events(events, "csv", file=name) for k, (name, _, events) in enumerate(results))
-        if not results:
-            text = format_events([], "csv")
-    elif split_outputs:
+    if split_outputs:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         suffix = ".txt" if args.format == "audacity" else ".srt"
         for name, _, events in results:
             atomic_write_text(out / f"{Path(name).stem}{suffix}", format_events(events, args.format))
-        return 1 if failed else 0
     else:
-        text = "\n".join(format_events(events, args.format) for _, _, events in results)
-    if args.output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        atomic_write_text(args.output, text)
+        emit(format_event_files(results, args.format), args.output)
     return 1 if failed else 0
-
-
-def read_reference_events(path: str) -> list:
-    """Reference events from a CSV with label,onset,offset columns (score 1)."""
-    import csv
-
-    from ..errors import ConfigError
-    from ..events import Event
-
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-        return [Event(row["label"], float(row["onset"]), float(row["offset"]), 1.0) for row in rows]
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read reference events ({exc}); expected a CSV with the columns "
-                          "label,onset,offset (seconds)") from None
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Per-class thresholds from a labelled set; unreadable clips are reported and skipped (exit 1 at the end)."""
-    import torch
-
-    from ..errors import AstAudioError, ConfigError
-    from ..events import calibration_table, write_thresholds
-    from ..infer import Tagger
-    from ..train.data import load_splits
+    from ..errors import ConfigError
+    from ..infer.calibrate import calibration_table, score_clips, write_thresholds
+    from ..infer.tagger import Tagger
+    from ..train.layouts import load_splits
 
     splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.label_csv)
     if args.split == "all":
@@ -269,40 +220,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         manifests = [chosen]
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
     tagger.window_and_hop(args.window, args.hop)
-    model_index = {label: i for i, label in enumerate(tagger.labels)}
     data_labels = manifests[0].labels
-    unknown = [label for label in data_labels if label not in model_index]
-    if unknown:
-        raise ConfigError(f"data set classes {', '.join(repr(u) for u in unknown[:5])} are not classes of the model "
-                          f"(which has e.g. {', '.join(repr(n) for n in tagger.labels[:5])}); calibrate a model "
-                          "trained on this label set")
-    scores, targets, failed = [], [], 0
-    examples = [e for m in manifests for e in m.examples]
-    for example in examples:
-        try:
-            result = tagger.tag(example.source, top_k=1, window_s=args.window, hop_s=args.hop,
-                                batch_size=args.batch_size)[0]
-        except AstAudioError as exc:
-            if args.debug:
-                raise
-            _report(example.source, exc)
-            failed += 1
-            continue
-        row = torch.zeros(len(tagger.labels))
-        for t in example.targets:
-            row[model_index[data_labels[t]]] = 1.0
-        scores.append(result.scores)
-        targets.append(row)
-    if not scores:
-        raise ConfigError(f"no clip of {args.data} could be scored; nothing to calibrate")
-    score_matrix, target_matrix = torch.stack(scores), torch.stack(targets)  # (N, C) each
+    clips = [(e.source, [data_labels[t] for t in e.targets]) for m in manifests for e in m.examples]
+    failed = 0
+
+    def report(path: str, exc: Exception) -> None:
+        nonlocal failed
+        if args.debug:
+            raise exc
+        report_file_error(path, exc)
+        failed += 1
+
+    score_matrix, target_matrix = score_clips(tagger, clips, window_s=args.window, hop_s=args.hop,
+                                              batch_size=args.batch_size, on_error=report)  # (N, C) each
     table = calibration_table(score_matrix, target_matrix, tagger.labels, mode=args.mode,
                               target_precision=args.target_precision)
     present = [label for label, col in zip(tagger.labels, target_matrix.sum(0).tolist(), strict=True) if col > 0]
     kept = {label: table[label]["threshold"] for label in present}
     write_thresholds(kept, args.output, stats={label: table[label] for label in present})
     missing = len(tagger.labels) - len(present)
-    print(f"calibrated {len(kept)} classes on {len(scores)} clips ({args.mode}"
+    print(f"calibrated {len(kept)} classes on {score_matrix.shape[0]} clips ({args.mode}"
           f"{f', target precision {args.target_precision:g}' if args.mode == 'precision' else ''}); "
           f"wrote {args.output}" + (f"; {missing} classes without positives left out" if missing else ""),
           file=sys.stderr)
@@ -311,14 +248,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Draw the explanation of one model window of FILE as a PNG."""
-    from ..events import read_window
-    from ..explain import explain
-    from ..plots import plot_explanation
+    from ..audio.io import read_window
+    from ..infer.explain import explain
+    from ..infer.plots import plot_explanation
+    from ..labels import check_labels
 
     model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
     if args.class_name is not None:
-        from ..events import check_labels
-
         check_labels([args.class_name], model.labels)
     waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)
     expl = explain(model, waveform, class_name=args.class_name, top_k=args.top_k)
@@ -328,28 +264,3 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"wrote {args.output} ({expl.method}{f' for {args.class_name}' if args.class_name else ''}; top: {tops})",
           file=sys.stderr)
     return 0
-
-
-def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
-    """For `ast-audio tag`: a function that rewrites a TagResult's top labels according to --only / --exclude
-    (clip and windows) and --thresholds (clip labels: every listed class at or above its threshold, best first).
-    Names are checked now, before any audio is decoded."""
-    from ..events import filter_top, parse_names, read_thresholds, selected_classes
-
-    thresholds = read_thresholds(args.thresholds) if getattr(args, "thresholds", None) else None
-    only = parse_names(args.only, labels) if getattr(args, "only", None) else None
-    exclude = parse_names(args.exclude, labels) if getattr(args, "exclude", None) else ()
-    if thresholds is not None:
-        from ..events import check_labels
-
-        check_labels(list(thresholds), labels, where=args.thresholds)
-    if thresholds is None and only is None and not exclude:
-        return lambda result: None
-    keep = selected_classes(labels, only, exclude)
-
-    def refine(result) -> None:
-        result.top = filter_top(result.scores, labels, top_k=args.top_k, thresholds=thresholds, keep=keep)
-        for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
-            window.top = filter_top(window.scores, labels, top_k=args.top_k, keep=keep)
-
-    return refine

@@ -6,23 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import positive_int
+from .args import PRECISION_CHOICES, non_negative_float, positive_int
 
-# Mirrors ast_audio.precision.PRECISIONS and ast_audio.bench's defaults without importing torch (fast --help);
-# tests/test_bench_cli.py checks they agree.
-PRECISIONS_DEFAULT = ("fp32", "bf16", "int8", "ort-fp32", "ort-int8")
+# ast_audio.bench.speed's defaults, repeated so that --help needs no torch (tests/test_bench_cli.py checks them).
 DEFAULT_BATCH = 4
 DEFAULT_REPEATS = 2
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
+PRECISIONS_DEFAULT = tuple(p for p in PRECISION_CHOICES if p != "auto")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,7 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help=f"batch size for throughput (default {DEFAULT_BATCH})")
     bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
                        help=f"timed interleaved rounds (default {DEFAULT_REPEATS})")
-    bench.add_argument("--seconds", type=_non_negative_float, default=60.0, metavar="S",
+    bench.add_argument("--seconds", type=non_negative_float, default=60.0, metavar="S",
                        help="generated audio for auto's real-time factor, in seconds (default 60; 0 skips it)")
     bench.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: one per core)")
     bench.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peaks")
@@ -66,8 +55,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..bench import accuracy_report, format_accuracy, format_bench, run_bench
-    from ..precision import parse_precisions
+    from ..bench.accuracy import accuracy_report, format_accuracy
+    from ..bench.speed import format_bench, run_bench
+    from ..model.precision import parse_precisions
     from ..utils import atomic_write_text
 
     precisions = parse_precisions(args.precisions)

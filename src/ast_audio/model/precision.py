@@ -15,14 +15,17 @@
   fp32; the patch embedding, LayerNorms and the head stay fp32.
 - "ort-fp32", "ort-int8": the model exported to an ONNX graph (attention fused into ONNX Runtime's
   MultiHeadAttention kernel; for int8 the linear layers dynamically quantized, per-channel weights) and run by
-  ONNX Runtime's CPU kernels (`ast_audio.export.runtime_model`). The graph is built once per set of weights and
-  cached on disk. Needs the `export` extra (onnx, onnxruntime). The result is an `OnnxModule`, which tags, detects
-  events and serves like an AST but has no torch internals (no explanation maps, no training).
+  ONNX Runtime's CPU kernels (`ast_audio.export.backend.runtime_model`). The graph is built once per set of weights
+  and cached on disk. Needs the `export` extra (onnx, onnxruntime). The result is an `OnnxModule`, which tags, detects
+  events and serves like an AST but has no torch internals (no explanation maps, no training). This module only
+  names them (`PRECISIONS`, `choose_precision`); `ast_audio.export.backend.to_precision` builds them.
 - "auto": the fastest of these whose accuracy against fp32 is measured (docs/speed.md), chosen from what the CPU
   runs natively as torch and the OS report it (`cpu_info`), never from a timing: `choose_precision`. Which one it
   picked and why is `model.precision` and `model.precision_choice`.
 
-`apply_precision` is not reversible (bf16/int8 discard bits), so load again for another precision.
+This module is the typed home of the decision: `PrecisionChoice` (requested, what runs, why) is made once by
+`choose_precision` and recorded on the model. `apply_precision` (torch precisions) is not reversible (bf16/int8
+discard bits), so load again for another precision.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import AstAudioWarning, ConfigError
+from ..errors import AstAudioWarning, ConfigError
 
 TORCH_PRECISIONS: Final = ("fp32", "bf16", "int8")
 ORT_PRECISIONS: Final = ("ort-fp32", "ort-int8")
@@ -373,12 +376,13 @@ def quantize_linears(model: nn.Module) -> nn.Module:
 
 def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bool | None = None,
                     device: str | torch.device = "cpu") -> nn.Module:
-    """Convert an fp32 AST to `precision` and return it in eval mode, with `model.precision` (what runs) and
-    `model.precision_choice` (a `PrecisionChoice`: what was asked for, what runs, why).
+    """Convert an fp32 AST to a torch precision (fp32, bf16 or int8) in place and return it in eval mode, with
+    `model.precision` (what runs) and `model.precision_choice` (a `PrecisionChoice`: what was asked for, what runs,
+    why).
 
-    fp32/bf16/int8 convert the model in place and return it; "ort-fp32"/"ort-int8" return an `OnnxModule` running
-    the model's ONNX Runtime graph (`ast_audio.export.runtime_model`); "auto" first picks one of them for `device`
-    (`choose_precision`). bf16 on a CPU without native bf16 works but warns that it is emulated.
+    "auto" first picks a precision for `device` (`choose_precision`); bf16 on a CPU without native bf16 works but
+    warns that it is emulated. The ONNX Runtime precisions are not torch models: `ast_audio.export.backend.to_precision`
+    is the dispatch that handles every precision (it calls this function for the torch ones).
 
     Args:
         fuse: fp32 and bf16: use `FusedLinear` (default: never for fp32, which stays on transformers' kernels;
@@ -386,22 +390,19 @@ def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bo
         device: where the model will run (decides what auto picks; the model is not moved).
 
     Raises:
-        ConfigError: unknown precision, or a model already converted to another precision.
+        ConfigError: unknown precision, an ONNX Runtime one, or a model already converted to another precision.
     """
     choice = choose_precision(precision, device=device)
     precision = choice.precision
-    current = getattr(model, "precision", "fp32")
+    if precision not in TORCH_PRECISIONS:
+        raise ConfigError(f"precision {precision} runs ONNX Runtime, not torch; convert with "
+                          "ast_audio.export.backend.to_precision (load_model(precision=...) does)")
+    current = model.precision
     if current != "fp32" and current != precision:
         raise ConfigError(f"the model is already {current}; load it again to use {precision}")
     model.eval()
     if current == precision and precision != "fp32":
         return model
-    if precision in ORT_PRECISIONS:
-        from .export import runtime_model
-
-        runtime = runtime_model(model, precision)
-        runtime.precision_choice = choice
-        return runtime
     if precision == "fp32":
         if fuse:
             fuse_linears(model)

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .events import Event, Timeline
+    from .events import Event
     from .explain import Explanation
+    from .stream import Timeline
 
 DPI = 100
 
@@ -63,7 +64,7 @@ def hz_to_mel_bin(hz: np.ndarray | float, num_bins: int, sample_rate: int, low_f
 
 def _save(fig: Any, out: str | os.PathLike | BinaryIO) -> None:
     if isinstance(out, (str, os.PathLike)):
-        from .utils import atomic_path
+        from ..utils import atomic_path
 
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=DPI)

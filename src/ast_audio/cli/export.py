@@ -30,14 +30,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export, check parity, print one summary line."""
     from pathlib import Path
 
-    from ..export import ExportError, _check_path, export_onnx
+    from ..errors import ExportError
+    from ..export.onnx import check_output_path, export_onnx
     from ..weights.checkpoint import load_model
 
-    _check_path(Path(args.out), args.force)  # before spending time loading the checkpoint
+    check_output_path(Path(args.out), args.force)  # before spending time loading the checkpoint
     if args.opset is not None and args.opset < 17:
         raise ExportError(f"opset {args.opset} is too old: the graph needs ONNX opset 17 or newer "
                           "(LayerNormalization); use --opset 18")
-    model = load_model(args.checkpoint, labels=args.labels) if args.labels else load_model(args.checkpoint)
+    model = load_model(args.checkpoint, labels=args.labels)
     report = export_onnx(model, args.out, precision=args.precision, with_frontend=args.with_frontend,
                          opset=args.opset, check=not args.no_check, force=args.force)
     print(report.summary())

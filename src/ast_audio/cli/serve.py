@@ -4,29 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_checkpoint_arg, add_precision_arg, positive_float, positive_int
+from .args import add_checkpoint_arg, add_precision_arg, number, positive_float, positive_int
 
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port 0-65535 (0 = any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value}")
-    return value
-
-
-def hop_fraction(text: str) -> float:
-    """argparse type: a number in (0, 0.5] (the smallest hop as a fraction of the window)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {text!r}") from None
-    if not 0.0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], got {text}")
-    return value
+port_number = number(int, low=0, high=65535, what="a port number 0-65535")
+hop_fraction = number(float, low=0, high=0.5, low_open=True)
 
 
 def name_list(text: str) -> list[str]:
@@ -90,12 +71,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Bind the port, load the checkpoint, serve until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
-    from ..serve.app import ServeSettings, run_server
+    from ..infer.calibrate import read_thresholds
+    from ..serve.limits import ServeSettings
+    from ..serve.server import run_server
 
     thresholds = None
     if args.thresholds:
-        from ..events import read_thresholds
-
         thresholds = read_thresholds(args.thresholds)
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
                              upload_timeout_s=args.upload_timeout_s,

@@ -2,36 +2,28 @@
 
 Clips up to the model's input length (`model.frontend.duration_s`, 10.255 s for 1024 frames) are one window,
 zero-padded in the log-mel domain as the reference does. The reference ignores everything after the first
-1024 frames (spec §5.5); here longer audio is scored with overlapping sliding windows instead, and the
-window scores are aggregated into clip scores.
-
-Window placement for a clip of N samples, window W and hop H samples (N > W):
-starts 0, H, 2H, ... while start + W < N, then one final window aligned to the end, [N - W, N). Every window is
-full length (no padding), the last one reaches the end of the file, and the final hop may be shorter than H.
-
-Files are never held whole: `Tagger.stream_scores`, the one implementation of windowed scoring behind `Tagger.tag` and
-`ast_audio.events.score_stream`, decodes them block by block (`ast_audio.audio.io.stream_audio`) and cuts the windows
-as the samples arrive (`stream_windows`), so memory is bounded by one batch of windows, not by the file's length.
+1024 frames (spec §5.5); here longer audio is scored with overlapping sliding windows instead (placed as
+`ast_audio.infer.stream` describes), and the window scores are aggregated into clip scores. Files are streamed
+block by block, never held whole (`ast_audio.infer.stream.stream_scores`).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
-from .audio.features import FeatureExtractor
-from .audio.io import BLOCK_FRAMES, stream_audio
-from .errors import AudioInputError, ConfigError
-from .model import AST
-
-AudioSource = str | os.PathLike | torch.Tensor
+from ..audio.features import FeatureExtractor
+from ..errors import AudioInputError, CheckpointError, ConfigError
+from ..labels import resolve_labels, top_labels
+from ..model import AST
+from ..model.scores import probabilities
+from .stream import AudioSource, ScoredWindows, Timeline, stream_scores
 
 
 @dataclass
@@ -76,62 +68,6 @@ class TagResult:
         return out
 
 
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Start samples of the windows covering `num_samples` (see the module docstring); [0] if it fits one window."""
-    if window <= 0 or hop <= 0:
-        raise ConfigError(f"window and hop must be positive sample counts, got {window} and {hop}")
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window, hop))  # every start with start + window < num_samples
-    starts.append(num_samples - window)  # align the final window to the end of the clip
-    return starts
-
-
-def stream_windows(chunks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Cut a stream of (n,) float32 chunks into the windows `window_starts` places, without knowing its length.
-
-    Yields (start sample, (W,) samples) in order. A window starting at s is cut as soon as more than s + W samples
-    have arrived (window_starts takes every start with start + W < N); when the stream ends, the final window
-    [N - W, N) follows, or for N <= W the whole stream [0, N) as one shorter window. Only the samples that future
-    windows need are kept (the next regular window and the last W samples), so memory is about W + one chunk.
-    A stream without samples yields nothing.
-    """
-    buffer = np.zeros(0, dtype=np.float32)  # samples [buf_start, received)
-    buf_start = received = next_start = 0
-    for chunk in chunks:
-        buffer = np.concatenate([buffer, chunk]) if buffer.size else np.asarray(chunk, dtype=np.float32)
-        received += chunk.shape[0]
-        while next_start + window < received:  # window_starts: every start with start + W < N
-            lo = next_start - buf_start
-            yield next_start, buffer[lo:lo + window].copy()
-            next_start += hop
-        keep_from = min(next_start, max(0, received - window))
-        if keep_from > buf_start:
-            buffer = buffer[keep_from - buf_start:]
-            buf_start = keep_from
-    if received:
-        last = max(0, received - window)  # end-aligned; 0 (the whole clip) when it fits one window
-        yield last, buffer[last - buf_start:].copy()
-
-
-@dataclass
-class ScoredWindows:
-    """The window scores of one input, as `Tagger.stream_scores` yields them; samples are at the model rate."""
-
-    index: int  # position among the inputs
-    name: str
-    num_samples: int  # the input's length
-    starts: list[int]  # (N,) first sample of each window
-    ends: list[int]  # (N,) end sample (exclusive) of each window
-    scores: torch.Tensor  # (N, C) probabilities
-
-
-def top_labels(scores: torch.Tensor, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The `k` best (label, score) pairs of a (C,) score vector, best first."""
-    values, index = scores.topk(min(k, scores.shape[0]))
-    return [(labels[i], float(v)) for v, i in zip(values.tolist(), index.tolist(), strict=True)]
-
-
 class Tagger:
     """Scores audio with a loaded AST: features, batching, sliding windows, top-k labels.
 
@@ -149,7 +85,7 @@ class Tagger:
     @classmethod
     def from_checkpoint(cls, source: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> Tagger:
         """Load any checkpoint `load_model` understands (folder, .pth, hub id) and wrap it."""
-        from .weights.checkpoint import load_model
+        from ..weights.checkpoint import load_model  # the weights layer is above this one: imported when used
 
         return cls(load_model(source, **overrides), device=device)
 
@@ -170,8 +106,6 @@ class Tagger:
                 front end non-finite samples, so this means weights that overflow on this input; a NaN score is
                 never returned as a result.
         """
-        from .errors import CheckpointError  # imported here: this method is the only user in this module
-
         with torch.inference_mode():
             logits = self.model(inputs.to(self.device)).float().cpu()
         finite = torch.isfinite(logits)
@@ -179,7 +113,7 @@ class Tagger:
             raise CheckpointError(f"the model produced non-finite scores ({int((~finite).sum())} NaN or infinite "
                                   f"logits of {logits.numel()}) for finite input; the checkpoint is broken (weights "
                                   "that overflow) or the input is far out of range; try another checkpoint")
-        return logits.sigmoid() if self.model.multi_label else logits.softmax(dim=-1)
+        return probabilities(logits, self.model.multi_label)
 
     def window_and_hop(self, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:
         """Validate window_s / hop_s (seconds; None = defaults) and return them as sample counts (window, hop)."""
@@ -221,114 +155,28 @@ class Tagger:
             hop = max(1, round(hop_s * rate))
         return window, hop
 
-    def _score_windows(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
+    def score_windows(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         """B windows (W_i,) at the model rate -> (B, C) probabilities. Windows of one length are featurised as one
         (B, W) batch; a clip shorter than the window among them makes it per-item fbanks, zero-padded in the log-mel
         domain to the model's frames (as the reference pads)."""
         same = all(w.shape[0] == windows[0].shape[0] for w in windows)
-        if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export.py)
+        if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export/runtime.py)
             parts = [torch.stack(list(windows))] if same else [w.unsqueeze(0) for w in windows]  # (B, W) | B x (1, W_i)
             return torch.cat([self.scores(p) for p in parts])
         batch = self.features(torch.stack(list(windows)) if same else list(windows))  # (B, W) | B x (W_i,) -> (B, T, F)
         return self.scores(batch)
 
-    def _input_windows(self, item: Any, name: str, window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-        """The windows of one input (a path, decoded as the windows need it, or a waveform), checked: an input that
-        cannot be read, has the wrong shape or is shorter than one analysis frame raises AudioInputError naming it."""
-        rate = self.sample_rate
-        if isinstance(item, (str, os.PathLike)):
-            chunks: Iterable[np.ndarray] = stream_audio(item, sample_rate=rate)
-        elif isinstance(item, torch.Tensor):
-            if item.dim() != 1:
-                raise AudioInputError(f"{name}: expected a 1-D (N,) mono waveform at {rate} Hz, got shape "
-                                      f"{tuple(item.shape)}")
-            waveform = item.detach().float().cpu()
-            chunks = (waveform[i:i + BLOCK_FRAMES].numpy() for i in range(0, waveform.shape[0], BLOCK_FRAMES))
-        else:
-            raise AudioInputError(f"{name}: expected a path or a waveform tensor, got {type(item).__name__}")
-        frontend = self.model.frontend
-        cut = 0
-        for start, samples in stream_windows(chunks, window, hop):
-            if samples.shape[0] < frontend.window_samples:  # only a whole clip can be shorter than a window
-                raise AudioInputError(f"{name}: audio is {samples.shape[0] / rate * 1000:.1f} ms long, shorter than "
-                                      f"one {frontend.frame_length_ms:g} ms analysis window ({frontend.window_samples}"
-                                      f" samples at {rate} Hz); expected a longer clip, pad it with silence")
-            cut += 1
-            yield start, samples
-        if not cut:
-            raise AudioInputError(f"{name}: audio has 0 samples; expected at least one "
-                                  f"{frontend.frame_length_ms:g} ms analysis window of audio")
-
     def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                       names: Sequence[str] | None = None,
                       on_error: Callable[[int, AudioInputError], None] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> Iterator[ScoredWindows]:
-        """Score every window of every input; yields one ScoredWindows per input, in input order.
+        """Score every window of every input with this model; yields one ScoredWindows per input, in input order.
 
-        The one implementation of windowed scoring, behind `tag` and `ast_audio.events.score_stream`. Files are
-        decoded block by block (`stream_audio`) while their windows are cut (`stream_windows`, placing them as
-        `window_starts` does) and waveforms are cut the same way, so memory is about `batch_size` windows plus one
-        decoded block, never a whole file. Windows of consecutive inputs share batches, `batch_size` per forward pass.
-
-        Args:
-            inputs: paths (any rate and channel count libsndfile reads) or (N,) float waveforms at `sample_rate`.
-            window, hop: window length and hop in samples (see `window_and_hop`).
-            batch_size: windows per forward pass.
-            names: one name per input for results and messages (default: the path, or "waveform_<i>").
-            on_error: called as on_error(index, error) for an input that fails (unreadable, damaged, too short, bad
-                shape; the error names it); its windows are dropped and the other inputs still scored. None: raise.
-            progress: called as progress(index, samples_done) after each forward pass, for the input whose window
-                ended the batch.
+        `ast_audio.infer.stream.stream_scores` with this Tagger's `score_windows` and front end (see it for the
+        arguments); `window` and `hop` are sample counts (`window_and_hop`).
         """
-        pending: list[tuple[ScoredWindows, int, np.ndarray]] = []  # (input, start, (W,) samples) awaiting a batch
-        rows: dict[int, list[torch.Tensor]] = {}  # each input's (C,) window scores so far
-        cut: list[ScoredWindows] = []  # inputs with every window cut, in order, whose last windows may be pending
-
-        def flush() -> None:
-            if not pending:
-                return
-            scores = self._score_windows([torch.from_numpy(w) for _, _, w in pending])  # (B, C)
-            for (item, start, samples), row in zip(pending, scores, strict=True):
-                item.starts.append(start)
-                item.ends.append(start + samples.shape[0])
-                rows[item.index].append(row)
-            last, start, samples = pending[-1]
-            pending.clear()
-            if progress is not None:
-                progress(last.index, start + samples.shape[0])
-
-        def finished() -> Iterator[ScoredWindows]:  # after a flush nothing is pending: every cut input is done
-            for item in cut:
-                item.scores = torch.stack(rows.pop(item.index))  # N x (C,) -> (N, C)
-                yield item
-            cut.clear()
-
-        for index, source in enumerate(inputs):
-            default = str(source) if isinstance(source, (str, os.PathLike)) else f"waveform_{index}"
-            item = ScoredWindows(index=index, name=str(names[index]) if names is not None else default,
-                                 num_samples=0, starts=[], ends=[], scores=torch.empty(0))
-            rows[index] = []
-            windows = self._input_windows(source, item.name, window, hop)
-            while True:
-                try:
-                    start, samples = next(windows)
-                except StopIteration:
-                    cut.append(item)
-                    break
-                except AudioInputError as exc:  # this input only: drop its windows, go on with the others
-                    pending[:] = [p for p in pending if p[0] is not item]
-                    del rows[index]
-                    if on_error is None:
-                        raise
-                    on_error(index, exc)
-                    break
-                pending.append((item, start, samples))
-                item.num_samples = start + samples.shape[0]  # the last window ends at the end of the input
-                if len(pending) == batch_size:
-                    flush()
-                    yield from finished()
-        flush()
-        yield from finished()
+        return stream_scores(self.score_windows, self.model.frontend, inputs, window, hop, batch_size, names=names,
+                             on_error=on_error, progress=progress)
 
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
@@ -381,3 +229,54 @@ class Tagger:
 def tag_files(paths: Sequence[str | Path], checkpoint: str | os.PathLike, **kwargs: Any) -> list[TagResult]:
     """One-shot helper: load `checkpoint` and tag `paths` (keywords as in `Tagger.tag`)."""
     return Tagger.from_checkpoint(checkpoint).tag(list(paths), **kwargs)
+
+
+def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, window_s: float | None = None,
+                 hop_s: float | None = None, batch_size: int = 8,
+                 progress: Callable[[float, float], None] | None = None) -> Timeline:
+    """Score every window of a file (streamed) or a (N,) waveform at the model rate: the recording's `Timeline`.
+
+    The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`).
+
+    Args:
+        tagger: the model, its front end and labels.
+        source: an audio path (any rate and channel count libsndfile reads) or a 1-D float waveform at
+            `tagger.sample_rate`.
+        window_s, hop_s: as in `Tagger.tag` (defaults: the model's input length, half of it).
+        batch_size: windows per forward pass; memory ~ batch_size windows of audio and features.
+        progress: called as progress(seconds_done, total_seconds) after each batch (total from the header).
+    """
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    window, hop = tagger.window_and_hop(window_s, hop_s)
+    rate = tagger.sample_rate
+    if isinstance(source, torch.Tensor):
+        name, total_s = "waveform", source.shape[-1] / rate
+    else:
+        from ..audio.io import load_audio_info
+
+        name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
+    report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
+    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report)
+    duration_s = scored.num_samples / rate
+    if progress is not None:
+        progress(duration_s, duration_s)
+    return Timeline(starts_s=torch.tensor(scored.starts, dtype=torch.float64) / rate,
+                    ends_s=torch.tensor(scored.ends, dtype=torch.float64) / rate,
+                    scores=scored.scores.float(), labels=tuple(tagger.labels), duration_s=duration_s,
+                    hop_s=hop / rate, window_s=window / rate)
+
+
+def load_onnx_tagger(path: str | os.PathLike, threads: int | None = None,
+                     labels: str | os.PathLike | Sequence[str] | None = None) -> Tagger:
+    """A `Tagger` running the ONNX graph at `path` (with or without the front end inside); `labels` (a CSV path or
+    names) replaces the stored label names."""
+    from ..export.runtime import OnnxModel
+
+    module = OnnxModel(path, threads=threads).as_module()
+    if labels is not None:
+        names = tuple(resolve_labels(labels))
+        if len(names) != len(module.labels):
+            raise ConfigError(f"{len(names)} label names given for a graph with {len(module.labels)} classes")
+        module.labels = names
+    return Tagger(module)  # type: ignore[arg-type]

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .audio.features import FeatureExtractor
-from .errors import AudioInputError, ConfigError
-from .infer import top_labels
-from .model import AST
-from .model.ast import NUM_PREFIX_TOKENS
+from ..audio.features import FeatureExtractor
+from ..errors import AudioInputError, ConfigError
+from ..labels import check_labels, top_labels
+from ..model import AST
+from ..model.ast import NUM_PREFIX_TOKENS
+from ..model.scores import probabilities
 
 
 @dataclass
@@ -137,9 +138,7 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
     if not isinstance(waveform, torch.Tensor) or waveform.dim() != 1:
         raise AudioInputError(f"expected a 1-D (N,) waveform tensor, got {getattr(waveform, 'shape', waveform)}")
     labels = list(model.labels)
-    if class_name is not None and class_name not in labels:
-        from .events import check_labels
-
+    if class_name is not None:
         check_labels([class_name], labels)
     frontend = model.frontend
     start = round(start_s * frontend.sample_rate)
@@ -159,7 +158,7 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         matrix = rollout([m[0] for m in maps])
         method = "rollout"
     else:
-        if getattr(model, "precision", "fp32") == "int8":
+        if model.precision == "int8":
             raise ConfigError("a class-specific explanation needs gradients through the transformer blocks, which "
                               "int8-quantized layers do not have; use precision fp32 (default) or bf16, or drop "
                               "the class for the class-agnostic rollout")
@@ -177,7 +176,7 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         model.zero_grad(set_to_none=True)
         method = "gradient-rollout"
     logits = logits.detach().float()
-    probs = (logits.sigmoid() if model.multi_label else logits.softmax(dim=-1))[0]
+    probs = probabilities(logits, model.multi_label)[0]
 
     config = model.config
     f_dim, t_dim = config.grid

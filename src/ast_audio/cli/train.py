@@ -17,20 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import positive_float, positive_int
-
-RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
-LAYOUTS = ("audioset", "esc50", "speechcommands", "folder")
-
-
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, metavar="PATH",
-                        help="audioset: train JSON datafile; esc50 / speechcommands: the release folder; folder: a "
-                        "directory of class sub-folders or a CSV/JSON manifest")
-    parser.add_argument("--eval-data", metavar="PATH", help="audioset: the evaluation JSON datafile; folder: an "
-                        "explicit validation folder/manifest")
-    parser.add_argument("--label-csv", metavar="CSV", help="class_labels_indices.csv (index,mid,display_name)")
-    parser.add_argument("--fold", type=positive_int, metavar="K", help="ESC-50 validation fold (1-5)")
+from ..config import MODEL_SIZES
+from ..train.recipes import RECIPES, make_recipe
+from .args import add_data_args, positive_float, positive_int
 
 
 def _set_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -48,9 +37,9 @@ def _set_pairs(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The recipe with the command-line overrides applied (a TrainConfig)."""
+    """The recipe with the command-line overrides applied (a TrainConfig; flat names are placed in its nested parts
+    by `TrainConfig.from_dict`)."""
     from ..errors import ConfigError
-    from ..train.recipes import make_recipe
 
     overrides: dict[str, Any] = dict(data=args.data, eval_data=args.eval_data, label_csv=args.label_csv,
                                      fold=args.fold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -92,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Print the metrics of a checkpoint (or an ensemble) on a data split as JSON."""
-    from ..train.engine import evaluate_checkpoints
+    from ..train.evaluate import evaluate_checkpoints
 
     result = evaluate_checkpoints([args.checkpoint, *(args.ensemble or [])], args.layout, args.data,
                                   split=args.split, fold=args.fold, eval_data=args.eval_data,
@@ -130,14 +119,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Train with a recipe (defaults = the reference's egs/*/run*.sh, spec §3.2). Run under "
         "`torchrun --nproc_per_node N -m ast_audio train ...` for several processes (DDP).")
     train.add_argument("--recipe", choices=RECIPES, required=True)
-    _add_data_args(train)
+    add_data_args(train, layout=None, shards=True)
     train.add_argument("--out", default="runs/train", metavar="DIR", help="output folder (default runs/train)")
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--batch-size", type=positive_int, help="global batch size (over all processes)")
     train.add_argument("--lr", type=positive_float)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    train.add_argument("--model-size", choices=("tiny224", "small224", "base224", "base384"))
+    train.add_argument("--model-size", choices=sorted(MODEL_SIZES, key=list(MODEL_SIZES).index))
     train.add_argument("--fstride", type=positive_int)
     train.add_argument("--tstride", type=positive_int)
     train.add_argument("--target-length", type=positive_int, metavar="FRAMES", help="input frames (10 ms each)")
@@ -147,7 +136,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--model-config", metavar="JSON", help="ASTConfig fields for a model trained from scratch, "
                        "e.g. '{\"embed_dim\": 32, \"depth\": 2, \"num_heads\": 4}' (tests, small experiments)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="set any TrainConfig field (repeatable), e.g. --set mixup=0.5 --set timem=40")
+                       help="set any TrainConfig field by its flat name (repeatable), e.g. --set mixup=0.5 --set "
+                            "timem=40")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -156,8 +146,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("eval", help="mAP / mAUC / d' / accuracy of a checkpoint (or an ensemble) on a data set")
     ev.add_argument("--checkpoint", required=True, help="checkpoint folder, .pth file or hub id")
     ev.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints: average their scores")
-    ev.add_argument("--layout", choices=LAYOUTS, required=True)
-    _add_data_args(ev)
+    add_data_args(ev, layout="required")
     ev.add_argument("--split", choices=("train", "valid", "test"), help="default: test if the layout has one, "
                     "else valid")
     ev.add_argument("--batch-size", type=positive_int, default=24)

@@ -1,0 +1,98 @@
+"""`ast-audio` command line: the parser of every command, `main`, and how errors and warnings reach the user.
+
+Each module named in `COMMAND_MODULES` has `register(commands)`, which adds its sub-parsers to the argparse
+sub-parser group and sets `func` on each. A `func(args) -> int` raises AstAudioError (or OSError) for user
+errors; `main` prints those as one line and exits 1. Nothing imported at module level here imports torch, so
+`ast-audio --help` and `ast-audio COMMAND --help` start fast.
+
+Exit status: 0 success; 1 a user error, printed as one line `ast-audio: error: <message>` (add `--debug` for the
+traceback); 2 a usage error (argparse); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ..errors import AstAudioError, AstAudioWarning
+from ..utils import one_line
+from ..version import __version__
+
+PROG = "ast-audio"
+COMMAND_MODULES = (
+    "ast_audio.cli.tag",  # tag, convert, demo
+    "ast_audio.cli.train",  # train, eval, average
+    "ast_audio.cli.data",  # prepare, stats
+    "ast_audio.cli.events",  # events, calibrate, explain
+    "ast_audio.cli.serve",  # serve
+    "ast_audio.cli.export",  # export
+    "ast_audio.cli.bench",  # bench
+)
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command (kept apart from `main` so it can be inspected and tested)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Audio Spectrogram Transformer: tag audio, convert "
+                                     "checkpoints, run the offline demo.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="say what runs and why (the precision auto picked, one-off graph builds)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
+    for sub in commands.choices.values():  # `--verbose` also after the command; SUPPRESS keeps a global one
+        sub.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the CLI: ast-audio's own warnings as one stderr line, others as Python shows them."""
+    if issubclass(category, AstAudioWarning):
+        print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr)
+    else:
+        _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+def _report_in_one_line(verbose: bool) -> None:
+    """ast-audio's warnings (AstAudioWarning) and, with --verbose, its log messages reach stderr as one line each,
+    prefixed like the errors."""
+    import logging
+
+    warnings.showwarning = _show_warning
+    warnings.simplefilter("default", AstAudioWarning)  # once per message and place
+    logger = logging.getLogger("ast_audio")
+    if verbose and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `ast-audio` script and `python -m ast_audio`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    _report_in_one_line(verbose=args.verbose)
+    try:
+        if isinstance(getattr(args, "precision", None), str):  # every command refuses a bad one alike, up front
+            from ..model.precision import check_precision
+
+            check_precision(args.precision)
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (AstAudioError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""`ast-audio tag`, `convert` and `demo`: tag audio files, convert a checkpoint, run the offline demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import AstAudioError
+from .args import (
+    DEFAULT_CHECKPOINT,
+    add_precision_arg,
+    load_for_inference,
+    positive_float,
+    positive_int,
+    report_file_error,
+)
+
+TAG_FORMATS = ("table", "json", "csv")  # ast_audio.infer.formats.TAG_FORMATS (checked equal by a test)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add tag, convert and demo."""
+    tag = commands.add_parser("tag", help="tag audio files with an AST checkpoint",
+                              description="Tag audio files. Audio longer than the model's input is scored with "
+                              "overlapping sliding windows and aggregated (nothing is truncated).")
+    tag.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+    tag.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                     help=f"checkpoint folder, .pth file or hub id (default: {DEFAULT_CHECKPOINT})")
+    tag.add_argument("--labels", metavar="CSV", help="class-label CSV overriding the checkpoint's label names")
+    tag.add_argument("--top-k", type=positive_int, default=10, help="labels shown per clip/window (default 10)")
+    tag.add_argument("--format", choices=TAG_FORMATS, default="table", help="output format")
+    tag.add_argument("--window", type=positive_float, metavar="S",
+                     help="sliding-window length in seconds (default: the model's input length)")
+    tag.add_argument("--hop", type=positive_float, metavar="S",
+                     help="seconds between window starts (default: half the window)")
+    tag.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                     help="clip score from window scores (default max)")
+    tag.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    tag.add_argument("--all-scores", action="store_true", help="json: include every class's clip score")
+    tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
+    tag.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`: report "
+                     "every listed class whose score reaches its threshold (instead of the top-k)")
+    tag.add_argument("--only", action="append", metavar="NAMES", help="report only these classes (comma-separated)")
+    tag.add_argument("--exclude", action="append", metavar="NAMES", help="never report these classes")
+    tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
+                     "instead of a checkpoint (labels and front end come from the graph)")
+    add_precision_arg(tag)
+    tag.set_defaults(func=cmd_tag)
+
+    convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
+    convert.add_argument("source", metavar="SRC", help="checkpoint folder, .pth file or hub id")
+    convert.add_argument("out", metavar="OUT", help="output folder")
+    convert.add_argument("--format", choices=("native", "hf"), required=True,
+                         help="native: model.safetensors + config.json; hf: a transformers AST folder")
+    convert.add_argument("--labels", metavar="CSV", help="class-label CSV to store with the model")
+    convert.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    convert.set_defaults(func=cmd_convert)
+
+    demo = commands.add_parser("demo", help="offline demo: generate audio, train a small AST, evaluate, tag")
+    demo.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default ./demo-output)")
+    demo.add_argument("--seconds-budget", type=positive_float, default=90.0, metavar="S",
+                      help="training time budget in seconds (default 90)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(func=cmd_demo)
+
+
+def emit(text: str, output: str | None) -> None:
+    """`text` to stdout, or atomically to the file `output`."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        from ..utils import atomic_write_text
+
+        atomic_write_text(output, text)
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
+    from ..infer.formats import format_tags
+    from ..infer.tagger import Tagger, load_onnx_tagger
+
+    if getattr(args, "onnx", None):
+        if args.precision != "fp32":
+            raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
+                                "exported (`ast-audio export --precision int8`)")
+        tagger = load_onnx_tagger(args.onnx, labels=args.labels)
+    else:
+        tagger = Tagger(load_for_inference(args.checkpoint, args.precision, labels=args.labels, verbose=args.verbose))
+    # Check the options before spending time decoding files.
+    tagger.window_and_hop(args.window, args.hop)
+    refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
+    failed = 0
+
+    def report(index: int, exc: AstAudioError) -> None:  # a bad file: one line, the others are still tagged
+        nonlocal failed
+        if args.debug:
+            raise exc
+        report_file_error(args.files[index], exc)
+        failed += 1
+
+    # Files are streamed block by block (memory bounded by one batch of windows, whatever their length).
+    results = tagger.tag(args.files, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
+                         aggregate=args.aggregate, batch_size=args.batch_size, on_error=report)
+    for result in results:
+        refine(result)
+    emit(format_tags(results, args.format, all_scores=args.all_scores), args.output)
+    return 1 if failed else 0
+
+
+def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
+    """A function that rewrites a TagResult's top labels according to --only / --exclude (clip and windows) and
+    --thresholds (clip labels: every listed class at or above its threshold, best first). Names are checked now,
+    before any audio is decoded."""
+    from ..infer.calibrate import read_thresholds
+    from ..labels import check_labels, filter_top, parse_names, selected_classes
+
+    thresholds = read_thresholds(args.thresholds) if args.thresholds else None
+    only = parse_names(args.only, labels) if args.only else None
+    exclude = parse_names(args.exclude, labels) if args.exclude else ()
+    if thresholds is not None:
+        check_labels(list(thresholds), labels, where=args.thresholds)
+    if thresholds is None and only is None and not exclude:
+        return lambda result: None
+    keep = selected_classes(labels, only, exclude)
+
+    def refine(result) -> None:
+        result.top = filter_top(result.scores, labels, top_k=args.top_k, thresholds=thresholds, keep=keep)
+        for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
+            window.top = filter_top(window.scores, labels, top_k=args.top_k, keep=keep)
+
+    return refine
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert SRC to OUT in the native or transformers format; refuses to replace OUT without --force."""
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
+    from ..weights.checkpoint import load_model, save_hf, save_model
+
+    model = load_model(args.source, labels=args.labels)
+    (save_hf if args.format == "hf" else save_model)(model, out)
+    print(f"wrote {args.format} checkpoint to {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
+    from ..demo import run_demo
+
+    run_demo(args.out, seconds_budget=args.seconds_budget, seed=args.seed)
+    return 0

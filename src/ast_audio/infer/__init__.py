@@ -1,0 +1,1 @@
+"""Applications of a loaded model: tagging, streamed window scores, events, calibration, explanations, plots."""

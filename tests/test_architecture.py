@@ -1,0 +1,211 @@
+"""The layout's rules (docs/architecture.md), checked on the source: imports point down the layers, never in a
+circle; `ast-audio --help` does not import torch; the copies the torch-free command line keeps equal their sources."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "ast_audio"
+CLI = str(Path(sys.executable).with_name("ast-audio"))
+
+# Bottom to top; a module may import from its own layer (without a cycle) and from the layers below. The first
+# matching prefix wins (module names without the "ast_audio." prefix; "" is the package itself).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("core", ("errors", "utils", "config", "labels", "version")),
+    ("audio", ("audio",)),
+    ("model", ("model",)),
+    ("export", ("export",)),
+    ("weights", ("weights",)),
+    ("infer", ("infer",)),
+    ("train", ("train",)),
+    ("serve", ("serve",)),
+    ("tools", ("bench", "demo")),
+    ("cli", ("cli", "__main__")),
+    ("api", ("",)),  # ast_audio/__init__.py: the public names, imported on first use
+]
+RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str:
+    rest = module.removeprefix("ast_audio").removeprefix(".")
+    top = rest.split(".")[0]
+    for name, prefixes in LAYERS:
+        if top in prefixes:
+            return name
+    raise AssertionError(f"{module} is in no layer; add it to LAYERS and docs/architecture.md")
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path, known: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, ast_audio module) of every import in the file: module level, inside functions and under
+    TYPE_CHECKING alike. `from X import name` counts as importing X.name where that is a module, else X."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return imports_in(path.read_text(encoding="utf-8"), package, known)
+
+
+def imports_in(text: str, package: str, known: dict[str, Path]) -> list[tuple[int, str]]:
+    """`imports_of` for source `text` of a module in `package` (relative imports are resolved against it)."""
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            targets = [f"{origin}.{a.name}" if f"{origin}.{a.name}" in known else origin for a in node.names]
+        else:
+            continue
+        found += [(node.lineno, t) for t in targets if t == "ast_audio" or t.startswith("ast_audio.")]
+    return found
+
+
+def test_every_module_is_in_a_layer():
+    for name in modules():
+        layer_of(name)
+
+
+def test_imports_point_down_the_layers():
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        for line, target in imports_of(path, known):
+            if RANK[layer_of(target)] > RANK[layer_of(name)]:
+                wrong.append(f"{path.relative_to(SRC)}:{line}: {layer_of(name)} imports {target} "
+                             f"({layer_of(target)})")
+    assert not wrong, "imports of a higher layer:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycles():
+    """Within a layer, modules import each other one way only (package __init__s included)."""
+    known = modules()
+    graph = {name: {t for _, t in imports_of(path, known) if t in known and t != name} for name, path in known.items()}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_checker_sees_backward_imports():
+    """The rules are not vacuous: a function-level import of a higher layer in a core module, and a relative
+    `from . import` of a sibling, are found and ranked."""
+    text = (PACKAGE / "config.py").read_text(encoding="utf-8")
+    late = text + "\n\ndef _late():\n    from .infer.tagger import Tagger\n    from . import labels\n"
+    found = {t for _, t in imports_in(late, "ast_audio", modules())}
+    assert {"ast_audio.infer.tagger", "ast_audio.labels"} <= found
+    assert RANK[layer_of("ast_audio.infer.tagger")] > RANK[layer_of("ast_audio.config")]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line starts without torch
+
+
+def _commands() -> list[str]:
+    from ast_audio.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+PROBE = """
+import sys
+from ast_audio.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+heavy = sorted(m for m in ("torch", "numpy", "soundfile", "fastapi", "onnx", "matplotlib") if m in sys.modules)
+print("heavy:", ",".join(heavy))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], *([c, "--help"] for c in _commands())], ids=" ".join)
+def test_help_imports_no_torch(args):
+    """`ast-audio --help` and every `ast-audio COMMAND --help` run without importing torch (nor numpy, soundfile,
+    fastapi, onnx, matplotlib): parsers only. A subprocess, so nothing this test process imported counts."""
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "heavy:", run.stdout[-300:]
+
+
+def test_console_script_help_runs():
+    """The installed `ast-audio` script (ast_audio.cli:main) prints the help and exits 0."""
+    run = subprocess.run([CLI, "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "usage: ast-audio" in run.stdout
+
+
+def test_import_ast_audio_is_lazy_and_complete():
+    """`import ast_audio` imports no torch; every name of `__all__` resolves to the object in its home module."""
+    code = ("import sys, ast_audio; assert 'torch' not in sys.modules; "
+            "names = {n: getattr(ast_audio, n) for n in ast_audio.__all__}; "
+            "from ast_audio.weights.checkpoint import load_model; from ast_audio.model.ast import AST; "
+            "assert names['load_model'] is load_model and names['AST'] is AST; print(len(names))")
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    import ast_audio
+
+    assert int(run.stdout) == len(ast_audio.__all__)
+
+
+def test_cli_copies_equal_their_sources():
+    """The command line keeps torch-free copies of a few tuples for its --help; they must equal the library's."""
+    from ast_audio.cli import args, events, tag
+    from ast_audio.infer.formats import EVENT_FORMATS, TAG_FORMATS
+    from ast_audio.model.precision import PRECISION_CHOICES
+
+    assert args.PRECISION_CHOICES == PRECISION_CHOICES
+    assert tag.TAG_FORMATS == TAG_FORMATS and events.EVENT_FORMATS == EVENT_FORMATS
+
+
+def test_scripts_outside_the_package_import_names_that_exist():
+    """bench/ and tools/ scripts are not run by the suite; every `from ast_audio... import name` in them (at any
+    depth, including heredocs in shell scripts) must name something that exists, so a move cannot break them."""
+    import importlib
+    import re
+
+    root = SRC.parent
+    pattern = re.compile(r"^\s*from (ast_audio[\w.]*) import ([\w, ]+)$", re.MULTILINE)
+    checked = 0
+    for path in sorted([*root.glob("bench/*.py"), *root.glob("bench/*.sh"), *root.glob("tools/*")]):
+        for module, names in pattern.findall(path.read_text(encoding="utf-8")):
+            loaded = importlib.import_module(module)
+            for name in (n.strip() for n in names.split(",")):
+                assert hasattr(loaded, name) or importlib.util.find_spec(f"{module}.{name}") is not None, \
+                    f"{path.name}: {module} has no {name}"
+                checked += 1
+    assert checked >= 5  # the scripts do import from the package
