@@ -176,6 +176,29 @@ def test_events_equal_library(server, tagger, clip):
     assert line["threshold"] == 0.5
 
 
+def test_events_json_equals_the_command_line(server, checkpoint, clip, tmp_path):
+    """The server and `ast-audio events --format json` render one input's events through the same function, so for
+    the same file and settings the documents are equal (the server adds its timeline view)."""
+    from ast_audio.infer.calibrate import write_thresholds
+
+    thresholds = tmp_path / "thresholds.csv"
+    write_thresholds(THRESHOLDS, thresholds)  # as served; the other classes use 0.5 on both sides
+    fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.5", "median": "3", "min_duration": "0.5",
+              "merge_gap": "0.3"}
+    response = post(server, "/v1/events", wav_part(clip), data=fields)
+    assert response.status_code == 200, response.text
+    served = {k: v for k, v in response.json().items() if k != "timeline"}
+    out = tmp_path / "events.json"
+    proc = subprocess.run([str(AST_AUDIO), "events", str(clip), "--checkpoint", str(checkpoint), "--window", "1.0",
+                           "--hop", "0.25", "--median", "3", "--min-duration", "0.5", "--merge-gap", "0.3",
+                           "--thresholds", str(thresholds),
+                           "--format", "json", "--no-progress", "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (listed,) = json.loads(out.read_text())
+    assert served["events"], "the clip should have events at threshold 0.5"
+    assert {**listed, "file": clip.name} == served
+
+
 def test_events_only_and_exclude(server, clip):
     fields = {"window_s": "1.0", "hop_s": "0.5", "threshold": "0.4"}
     response = httpx.post(server.url + "/v1/events", files={"file": wav_part(clip)},
