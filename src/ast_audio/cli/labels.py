@@ -7,7 +7,9 @@ The lookups live in `ast_audio.ontology` and `ast_audio.labels`; this module onl
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from typing import Any
 
@@ -44,6 +46,16 @@ def _entry(node: Any, index: dict[str, int], depth: int | None = None) -> dict[s
     return entry if depth is None else {"depth": depth, **entry}
 
 
+def _emit(text: str) -> int:
+    """Print `text`; a reader that stops early (`ast-audio labels | head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush fails no more
+    return 0
+
+
 def cmd_labels(args: argparse.Namespace) -> int:
     """Print the classes, a subtree or search results (text or --json)."""
     from ..labels import class_map
@@ -56,7 +68,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     cmap = class_map(labels)
     ontology = cmap.ontology
     index = {node: i for i, node in enumerate(cmap.node_of) if node is not None}  # ontology id -> output index
-    out = sys.stdout
+    out = io.StringIO()  # written at once by _emit
 
     if args.tree:
         from ..ontology import load_ontology
@@ -80,7 +92,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
                 mark = f"* {row['index']:>3} " if row["index"] is not None else "      "
                 note = " (abstract)" if row["abstract"] else ""
                 out.write(f"{mark}{'  ' * row['depth']}{row['name']}  {row['id']}{note}\n")
-        return 0
+        return _emit(out.getvalue())
 
     if args.search:
         from ..ontology import load_ontology
@@ -99,7 +111,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
                 out.write(f"{mark}  {row['name']}{'  ' + row['id'] if row['id'] else ''}{note}\n")
             if not found:
                 out.write(f"no class matches {args.search!r}\n")
-        return 0
+        return _emit(out.getvalue())
 
     rows = [{"index": i, "name": name, "id": node} for i, (name, node) in enumerate(zip(labels, cmap.node_of,
                                                                                        strict=True))]
@@ -108,4 +120,4 @@ def cmd_labels(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             out.write(f"{row['index']:>3}  {row['name']}{'  ' + row['id'] if row['id'] else ''}\n")
-    return 0
+    return _emit(out.getvalue())
