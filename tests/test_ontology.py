@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ from conftest import write_tone
 from test_checkpoints import ref_model, save_reference
 from test_events_cli import run_cli, run_main
 
+ROOT = Path(__file__).resolve().parents[1]
 AUDIOSET = builtin_labels("audioset")
 RAW = json.loads(ontology_path().read_text(encoding="utf-8"))
 RAW_BY_ID = {entry["id"]: entry for entry in RAW}
@@ -104,6 +106,8 @@ def test_shipped_tables_agree():
     assert "Attribution-ShareAlike 4.0" in (folder / "LICENSE-CC-BY-SA-4.0.txt").read_text(encoding="utf-8")
     readme = (folder / "README.md").read_text(encoding="utf-8")
     assert "CC BY-SA 4.0" in readme and "Google" in readme
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # (no tomllib on Python 3.10)
+    assert all(f'"data/ontology/{f.name}"' in pyproject for f in folder.iterdir())  # package data: in the wheel
 
 
 def test_comma_names_ids_and_unknowns():

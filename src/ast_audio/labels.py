@@ -178,8 +178,9 @@ def class_map(labels: tuple[str, ...]) -> ClassMap:
     """`labels` placed in the shipped AudioSet ontology (see ClassMap); names it lacks are reported once (an
     AstAudioWarning; the CLI prints it as one line) and keep working as plain names."""
     ontology = load_ontology()
-    node_of = tuple((ontology.find(name).id if ontology.find(name) is not None and
-                     ontology.find(name).name == name else None) for name in labels)  # exact names only
+    found = [ontology.find(name) for name in labels]
+    node_of = tuple(c.id if c is not None and c.name == name else None  # exact names only
+                    for c, name in zip(found, labels, strict=True))
     mapped = sum(n is not None for n in node_of)
     if 2 * mapped < len(labels):
         return ClassMap(labels, None, (None,) * len(labels))
