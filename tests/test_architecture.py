@@ -18,7 +18,7 @@ CLI = str(Path(sys.executable).with_name("ast-audio"))
 # Bottom to top; a module may import from its own layer (without a cycle) and from the layers below. The first
 # matching prefix wins (module names without the "ast_audio." prefix; "" is the package itself).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("core", ("errors", "utils", "config", "labels", "version")),
+    ("core", ("errors", "utils", "config", "labels", "ontology", "version")),
     ("audio", ("audio",)),
     ("model", ("model",)),
     ("export", ("export",)),

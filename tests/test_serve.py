@@ -219,6 +219,20 @@ def test_events_only_and_exclude(server, clip):
     assert_error(post(server, "/v1/events", wav_part(clip), data={"only": "Trombone"}), 422, "Trombone")
 
 
+def test_events_only_takes_ontology_names_and_ids(server, clip):
+    """Most of this model's names are AudioSet's, so the form fields also take ontology names in any case, ids, and
+    whole branches (the CLI's `selected_classes`); "Dog bark" and "Tone" are not ontology names and stay plain."""
+    fields = {"window_s": "1.0", "hop_s": "0.5", "threshold": "0"}  # threshold 0: every kept class is an event
+    got = post(server, "/v1/events", wav_part(clip), data={**fields, "only": "music,/m/09x0r"}).json()
+    assert {e["label"] for e in got["events"]} == {"Music", "Speech"}
+    assert {c["label"] for c in got["timeline"]["classes"]} == {"Music", "Speech"}
+    got = post(server, "/v1/events", wav_part(clip), data={**fields, "only": "Sounds of things"}).json()
+    # Sounds of things > Alarm > Siren (no event: the served thresholds hold Siren at 0.99)
+    assert [c["label"] for c in got["timeline"]["classes"]] == ["Siren"] and got["events"] == []
+    assert_error(post(server, "/v1/events", wav_part(clip), data={"only": "Domestic animals, pets"}), 422,
+                 "no output")
+
+
 def test_explain_png(server, clip):
     import matplotlib.image
 

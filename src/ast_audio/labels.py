@@ -5,22 +5,33 @@ reference recipes ship one per dataset (`egs/*/data/*class_labels_indices.csv`, 
 here (`builtin_label_csv`, data/labels/README.md gives their origin and licence). Names are double-quoted when they
 contain commas ("Male speech, man speaking"), so the file is read with `csv`.
 
+AudioSet models: a model whose class names are mostly AudioSet ontology names (`class_map`) also accepts ontology
+names (any case) and ids ("/m/04rlf") wherever classes are chosen (`selected_classes`), each meaning the class and
+everything below it in the ontology, and can report parent classes scored as the max of their subtree (`rollup`).
+Other models take their own label names, exactly as written.
+
 Scores are (C,) vectors (torch tensors or anything indexable that yields numbers); nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import AstAudioError, CheckpointError, ConfigError
+from .errors import AstAudioError, AstAudioWarning, CheckpointError, ConfigError
+from .ontology import Ontology, load_ontology
 
 LABEL_CSV_HEADER = ("index", "mid", "display_name")
 BUILTIN_LABELS = ("audioset", "esc50", "speechcommands")
+AUDIOSET_NUM_CLASSES = 527
 
 
 def builtin_label_csv(name: str) -> Path:
@@ -34,6 +45,12 @@ def builtin_label_csv(name: str) -> Path:
 def builtin_labels(name: str) -> list[str]:
     """The class names of the built-in label file `name` (see `builtin_label_csv`), in index order."""
     return read_label_csv(builtin_label_csv(name))
+
+
+def default_labels(num_classes: int) -> list[str] | None:
+    """Names for a checkpoint that stores none: the AudioSet names for a 527-output head (the AudioSet recipes'
+    head; reference .pth files carry no names), else None (the model then says "class_0", "class_1", ...)."""
+    return builtin_labels("audioset") if num_classes == AUDIOSET_NUM_CLASSES else None
 
 
 def read_label_table(path: str | os.PathLike,
@@ -108,23 +125,84 @@ def check_labels(names: Sequence[str], labels: Sequence[str], where: str = "") -
     known = set(labels)
     unknown = [n for n in names if n not in known]
     if unknown:
-        examples = ", ".join(repr(n) for n in list(labels)[:5])
-        more = f" (and {len(labels) - 5} more)" if len(labels) > 5 else ""
-        place = f" in {where}" if where else ""
-        raise ConfigError(f"unknown class name(s) {', '.join(repr(n) for n in unknown[:5])}{place}; the model's "
-                          f"classes are {examples}{more}; check spelling and case")
+        _unknown_names(unknown, labels, where)
+
+
+def _unknown_names(unknown: Sequence[str], labels: Sequence[str], where: str = "", hint: str = "") -> None:
+    """The one-line error for class names that mean nothing to the model (with close matches when there are)."""
+    examples = ", ".join(repr(n) for n in list(labels)[:5])
+    more = f" (and {len(labels) - 5} more)" if len(labels) > 5 else ""
+    place = f" in {where}" if where else ""
+    close = difflib.get_close_matches(unknown[0], list(labels), n=3, cutoff=0.6)
+    suggest = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else hint
+    raise ConfigError(f"unknown class name(s) {', '.join(repr(n) for n in unknown[:5])}{place}{suggest}; the "
+                      f"model's classes are {examples}{more}; check spelling and case (`ast-audio labels` lists them)")
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """A model's class names placed in the AudioSet ontology.
+
+    `ontology` is None when the names are not AudioSet's (fewer than half of them are ontology class names, e.g.
+    ESC-50's lower-case "dog"); the model then takes its own names only. `node_of[i]` is the ontology id of class i
+    (None for a name the ontology lacks: tolerated, reported once per label set by `class_map`).
+    """
+
+    labels: tuple[str, ...]
+    ontology: Ontology | None
+    node_of: tuple[str | None, ...]
+
+    def resolve(self, text: str) -> list[int] | None:
+        """The classes `text` stands for, or None if it names nothing.
+
+        A model label taken exactly, or an ontology name (any case) or id: with the ontology, the class and every
+        class below it that is one of the model's outputs (an empty list: a class with no output below it).
+        """
+        text = text.strip()
+        exact = self.labels.index(text) if text in self.labels else None
+        if self.ontology is not None and (exact is None or self.node_of[exact] is not None):
+            node = self.ontology.find(text)
+            if node is not None:
+                below = self.ontology.descendants(node.id)
+                return [i for i, n in enumerate(self.node_of) if n in below]
+        return None if exact is None else [exact]
+
+    def describe(self, text: str) -> str:
+        """How `text` is shown in an error: its ontology name when it is an id."""
+        node = self.ontology.find(text) if self.ontology is not None else None
+        return f"{text!r}" if node is None or node.name == text.strip() else f"{text!r} ({node.name})"
+
+
+@lru_cache(maxsize=16)
+def class_map(labels: tuple[str, ...]) -> ClassMap:
+    """`labels` placed in the shipped AudioSet ontology (see ClassMap); names it lacks are reported once (an
+    AstAudioWarning; the CLI prints it as one line) and keep working as plain names."""
+    ontology = load_ontology()
+    found = [ontology.find(name) for name in labels]
+    node_of = tuple(c.id if c is not None and c.name == name else None  # exact names only
+                    for c, name in zip(found, labels, strict=True))
+    mapped = sum(n is not None for n in node_of)
+    if 2 * mapped < len(labels):
+        return ClassMap(labels, None, (None,) * len(labels))
+    missing = [name for name, node in zip(labels, node_of, strict=True) if node is None]
+    if missing:
+        warnings.warn(f"{len(missing)} class name(s) are not in the AudioSet ontology and are used as plain names: "
+                      f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                      AstAudioWarning, stacklevel=2)
+    return ClassMap(labels, ontology, node_of)
 
 
 def parse_names(values: Sequence[str], labels: Sequence[str]) -> list[str]:
-    """Class names from comma-separated option values, checked against `labels`.
+    """Class names from comma-separated option values, checked against `labels` (see `selected_classes` for what
+    a name may be: with AudioSet labels also ontology names in any case and ids).
 
     AudioSet names can contain commas ("Male speech, man speaking"), so the longest run of comma-separated
-    pieces that is a label is taken whole; anything else is a single name (and reported if unknown).
+    pieces that names a class is taken whole; anything else is a single name (and reported if unknown).
     """
-    known = set(labels)
+    cmap = class_map(tuple(labels))
     names: list[str] = []
     for value in values:
-        if value.strip() in known:
+        if cmap.resolve(value) is not None:
             names.append(value.strip())
             continue
         pieces = [p.strip() for p in value.split(",")]
@@ -132,24 +210,91 @@ def parse_names(values: Sequence[str], labels: Sequence[str]) -> list[str]:
         while i < len(pieces):
             match, end = pieces[i], i + 1  # default: one piece (reported below if unknown)
             for j in range(len(pieces), i, -1):  # the longest run of pieces that is a label
-                found = next((c for c in (", ".join(pieces[i:j]), ",".join(pieces[i:j])) if c in known), None)
+                found = next((c for c in (", ".join(pieces[i:j]), ",".join(pieces[i:j]))
+                              if cmap.resolve(c) is not None), None)
                 if found is not None:
                     match, end = found, j
                     break
             if match:
                 names.append(match)
             i = end
-    check_labels(names, labels)
+    selected_classes(labels, names)  # unknown names, and ontology classes with no output, fail here
     return names
 
 
 def selected_classes(labels: Sequence[str], only: Sequence[str] | None = None,
                      exclude: Sequence[str] = ()) -> list[int]:
-    """Indices of the classes kept by `only` / `exclude` (names checked against `labels`)."""
-    check_labels(list(only or ()) + list(exclude), labels)
-    keep = set(only) if only is not None else set(labels)
-    drop = set(exclude)
-    return [i for i, label in enumerate(labels) if label in keep and label not in drop]
+    """Indices of the classes kept by `only` / `exclude`, ascending: the library's one class filter (the CLI's
+    --only / --exclude, the server's form fields and `listen` go through it).
+
+    Each name is one of the model's `labels`, exactly; with AudioSet labels (`class_map`) it may also be an
+    ontology name (any case) or id ("/m/04rlf"), and means that class and everything below it ("Music" keeps
+    every genre and instrument; "Vehicle" every car, train and aircraft), through every parent a class has.
+
+    Raises:
+        ConfigError: a name that means nothing (one line, with close matches), or an ontology class none of whose
+            subtree is among the model's classes.
+    """
+    cmap = class_map(tuple(labels))
+
+    def expand(names: Sequence[str]) -> set[int]:
+        unknown = [n for n in names if cmap.resolve(n) is None]
+        if unknown:
+            hint = cmap.ontology.suggest(unknown[0]) if cmap.ontology is not None else ""
+            _unknown_names(unknown, labels, hint=hint)
+        empty = [n for n in names if not cmap.resolve(n)]
+        if empty:
+            raise ConfigError(f"AudioSet class {cmap.describe(empty[0])} has no output in this model: neither it nor "
+                              "any class below it is one of the model's classes (`ast-audio labels --tree NAME` "
+                              "shows which are)")
+        return {i for n in names for i in cmap.resolve(n) or ()}
+
+    keep = expand(only) if only is not None else set(range(len(labels)))
+    drop = expand(exclude)
+    return sorted(keep - drop)
+
+
+def rollup(labels: Sequence[str]) -> tuple[tuple[str, ...], list[list[int]]]:
+    """The class names and score groups of `--rollup` for an AudioSet model.
+
+    Returns (names, groups): `names` is the model's labels, in order, followed by every ontology class that is
+    not one of them but has one below it (the abstract groups such as "Human voice", and others such as "Natural
+    sounds"), in ontology file order; `groups[k]` lists the model outputs whose max is the score of `names[k]`:
+    the outputs in that class's subtree (itself included). So a leaf keeps its score, "Music" becomes the max of
+    Music and every genre and instrument, and "Vehicle" is there to ask for by name.
+
+    Raises:
+        ConfigError: the labels are not AudioSet names (there are no parents to roll up to).
+    """
+    cmap = class_map(tuple(labels))
+    if cmap.ontology is None:
+        raise ConfigError("--rollup needs a model with AudioSet class names (its parents come from the AudioSet "
+                          "ontology); this model's classes are not AudioSet's")
+    ontology, node_of = cmap.ontology, cmap.node_of
+
+    def outputs_below(class_id: str) -> list[int]:
+        below = ontology.descendants(class_id)
+        return [i for i, n in enumerate(node_of) if n in below]
+
+    groups = [outputs_below(node) if node is not None else [i] for i, node in enumerate(node_of)]
+    names = list(labels)
+    present = {n for n in node_of if n is not None}
+    for node in ontology:
+        if node.id not in present and (below := outputs_below(node.id)):
+            names.append(node.name)
+            groups.append(below)
+    return tuple(names), groups
+
+
+def rollup_scores(scores: Any, groups: Sequence[Sequence[int]]) -> Any:
+    """Scores (..., C) -> (..., len(groups)): column k is the max of the columns in `groups[k]` (see `rollup`).
+
+    `scores` is a torch tensor; each group is padded to the longest by repeating its first index (a max is
+    unchanged by repeats), so one gather does every group.
+    """
+    width = max(len(g) for g in groups)
+    index = [list(g) + [g[0]] * (width - len(g)) for g in groups]  # (C', width)
+    return scores[..., index].amax(-1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -74,6 +74,22 @@ def add_precision_arg(parser: argparse.ArgumentParser, default: str = "fp32") ->
     parser.add_argument("--precision", default=default, metavar="P", help=f"{PRECISION_HELP} (default {default})")
 
 
+ONLY_HELP = ("only these classes: comma-separated names, repeatable (names that contain commas, e.g. 'Male speech, "
+             "man speaking', are recognised whole). With AudioSet labels also ontology names in any case or ids "
+             "(/m/04rlf), each meaning the class and every class below it ('Music', 'Vehicle'); `ast-audio labels` "
+             "lists them")
+ROLLUP_HELP = ("AudioSet models: also report the parent classes of the ontology ('Music', 'Vehicle', 'Human voice'), "
+               "each scored as the max of itself and every class below it (docs/labels.md)")
+
+
+def add_class_filter_args(parser: argparse.ArgumentParser, *, rollup: bool = True) -> None:
+    """--only / --exclude (checked by `ast_audio.labels.selected_classes`) and, with `rollup`, --rollup."""
+    parser.add_argument("--only", action="append", metavar="NAMES", help=ONLY_HELP)
+    parser.add_argument("--exclude", action="append", metavar="NAMES", help="drop these classes (as --only)")
+    if rollup:
+        parser.add_argument("--rollup", action="store_true", help=ROLLUP_HELP)
+
+
 DATA_HELP = ("audioset: train JSON datafile; esc50 / speechcommands: the release folder; folder: a directory of "
              "class sub-folders or a CSV (path,label[;label]) / JSON manifest")
 

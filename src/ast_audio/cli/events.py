@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from .args import (
     add_checkpoint_arg,
+    add_class_filter_args,
     add_data_args,
     add_precision_arg,
     load_for_inference,
@@ -24,13 +26,6 @@ from .tag import emit
 PROGRESS_MIN_S = 60.0
 EVENT_FORMATS = ("json", "csv", "audacity", "srt")  # ast_audio.infer.formats.EVENT_FORMATS (checked equal by a test)
 odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
-
-
-def _add_filter_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", action="append", metavar="NAMES",
-                        help="only these classes: comma-separated names (repeatable; names that contain commas, "
-                        "e.g. 'Male speech, man speaking', are recognised whole)")
-    parser.add_argument("--exclude", action="append", metavar="NAMES", help="drop these classes (as --only)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -60,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="drop events shorter than S seconds (default 0)")
     events.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
                         help="merge events of a class at most S seconds apart (default 0)")
-    _add_filter_args(events)
+    add_class_filter_args(events)
     events.add_argument("--format", choices=EVENT_FORMATS, default="json",
                         help="json (default), csv (file,label,onset,offset,score), audacity (label track), srt")
     events.add_argument("--output", "-o", metavar="OUT", help="write here (atomically) instead of stdout; with "
@@ -136,12 +131,12 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..infer.events import EventConfig, detect_events
     from ..infer.formats import format_event_files, format_events, read_events_csv
     from ..infer.tagger import Tagger, score_stream
-    from ..labels import check_labels, parse_names, selected_classes
+    from ..labels import check_labels, parse_names, rollup, rollup_scores, selected_classes
     from ..utils import atomic_write_text
 
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
     tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
-    labels = tagger.labels
+    labels, groups = rollup(tagger.labels) if args.rollup else (tagger.labels, None)
     config = EventConfig(threshold=args.threshold,
                          thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
                          hysteresis=args.hysteresis, median_windows=args.median, min_duration_s=args.min_duration,
@@ -183,6 +178,8 @@ def cmd_events(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
+        if groups is not None:  # (N, C) -> (N, C'): the model's classes, then the parents they roll up to
+            timeline = dataclasses.replace(timeline, scores=rollup_scores(timeline.scores, groups), labels=labels)
         events = detect_events(timeline, config)
         results.append((path, timeline, events))
         if args.plot:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import AstAudioError
 from .args import (
     DEFAULT_CHECKPOINT,
+    add_class_filter_args,
     add_precision_arg,
     load_for_inference,
     positive_float,
@@ -41,8 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
     tag.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`: report "
                      "every listed class whose score reaches its threshold (instead of the top-k)")
-    tag.add_argument("--only", action="append", metavar="NAMES", help="report only these classes (comma-separated)")
-    tag.add_argument("--exclude", action="append", metavar="NAMES", help="never report these classes")
+    add_class_filter_args(tag)
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
     add_precision_arg(tag)
@@ -110,22 +110,30 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
-    """A function that rewrites a TagResult's top labels according to --only / --exclude (clip and windows) and
+    """A function that rewrites a TagResult according to --rollup (the clip's and each window's scores gain the
+    ontology's parent classes, `ast_audio.labels.rollup`), --only / --exclude (top labels of clip and windows) and
     --thresholds (clip labels: every listed class at or above its threshold, best first). Names are checked now,
     before any audio is decoded."""
     from ..infer.calibrate import read_thresholds
-    from ..labels import check_labels, filter_top, parse_names, selected_classes
+    from ..labels import check_labels, filter_top, parse_names, rollup, rollup_scores, selected_classes
 
+    groups = None
+    if getattr(args, "rollup", False):
+        labels, groups = rollup(labels)
     thresholds = read_thresholds(args.thresholds) if args.thresholds else None
     only = parse_names(args.only, labels) if args.only else None
     exclude = parse_names(args.exclude, labels) if args.exclude else ()
     if thresholds is not None:
         check_labels(list(thresholds), labels, where=args.thresholds)
-    if thresholds is None and only is None and not exclude:
+    if thresholds is None and only is None and not exclude and groups is None:
         return lambda result: None
     keep = selected_classes(labels, only, exclude)
 
     def refine(result) -> None:
+        if groups is not None:  # (C,) -> (C',): the model's classes, then the parents they roll up to
+            result.labels, result.scores = labels, rollup_scores(result.scores, groups)
+            for window in result.windows:
+                window.scores = rollup_scores(window.scores, groups)
         result.top = filter_top(result.scores, labels, top_k=args.top_k, thresholds=thresholds, keep=keep)
         for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
             window.top = filter_top(window.scores, labels, top_k=args.top_k, keep=keep)

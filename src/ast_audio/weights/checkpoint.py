@@ -22,6 +22,7 @@ Pickles are always read with `torch.load(weights_only=True)`, which refuses file
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..config import FrontendConfig, default_frontend
 from ..errors import CheckpointError, ConfigError
 from ..export.backend import to_precision
 from ..export.runtime import OnnxModule
-from ..labels import resolve_labels
+from ..labels import default_labels, resolve_labels
 from ..model import AST
 from ..model.precision import PrecisionChoice, choose_precision
 from ..utils import atomic_path, state_nbytes
@@ -53,6 +54,8 @@ from .formats import (
     read_file,
     read_folder,
 )
+
+log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Writing
@@ -160,6 +163,13 @@ def _build(loaded: Loaded, overrides: dict[str, Any]) -> AST:
     fields = config.to_dict()
     structural = any(k not in MODEL_KEYWORDS and (k not in fields or fields[k] != v) for k, v in overrides.items())
     frontend, labels, multi_label = loaded.frontend, loaded.labels, loaded.multi_label
+    # A trained head without names (a reference .pth, a transformers config without id2label): 527 outputs are
+    # AudioSet's. An ImageNet checkpoint's head is new, so its outputs mean nothing yet and keep "class_i".
+    if labels is None and loaded.kind != "imagenet" and overrides.get("labels") is None:
+        labels = default_labels(config.num_classes)
+        if labels is not None:
+            log.info("%s stores no class names; using the %d AudioSet names (pass --labels / labels= to override)",
+                     loaded.source, len(labels))
     if not structural:  # labels / multi_label / frontend only: no weight surgery needed
         if overrides.get("labels") is not None:
             labels = resolve_labels(overrides["labels"])
