@@ -17,8 +17,7 @@ import torch
 from ast_audio.audio.features import FeatureExtractor
 from ast_audio.infer.embed import POOLS, Embedder, write_embeddings
 from ast_audio.weights.checkpoint import save_model
-
-from .conftest import tiny_model, write_tone
+from conftest import tiny_model, write_tone
 
 CLI = str(Path(sys.executable).with_name("ast-audio"))
 RATE = 16000
