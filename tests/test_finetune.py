@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -215,3 +216,40 @@ def test_early_stopping(tmp_path):
     result = E.run(cfg, tmp_path / "out", printer=messages.append)
     # lr 1e-12: the weights do not move, so the validation accuracy never improves after epoch 1
     assert len(result.rows) == 2 and any(m.startswith("early stopping") for m in messages)
+
+
+# ------------------------------------------------------------------------------------------------- command line
+
+
+def test_train_lora_cli_then_tag_and_export(tmp_path, capsys):
+    from ast_audio.cli import main
+
+    data = make_folder(tmp_path / "data", classes=("tone", "noise"), clips_per_class=5, seconds=0.5)
+    out = tmp_path / "run"
+    args = ["train", "--recipe", "folder", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size",
+            "4", "--target-length", "60", "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}',
+            "--num-workers", "0", "--no-progress", "--finetune", "lora", "--lora-rank", "2", "--lora-targets",
+            "qkv,fc1", "--save-adapters"]
+    assert main(args) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["finetune"], saved["lora_rank"], saved["lora_targets"]) == ("lora", 2, ["qkv", "fc1"])
+    assert (out / "adapters" / FT.ADAPTER_FILE).is_file()
+    capsys.readouterr()
+    wav = next((data / "tone").glob("*.wav"))
+    assert main(["tag", str(wav), "--checkpoint", str(out / "model"), "--format", "json"]) == 0  # read unchanged
+    assert json.loads(capsys.readouterr().out)[0]["labels"][0]["label"] in ("noise", "tone")
+    assert main(["train", "--recipe", "folder", "--data", str(data), "--out", str(tmp_path / "x"),
+                 "--finetune", "half"]) == 1
+    assert "finetune must be full, linear, lora or last:N" in capsys.readouterr().err
+
+
+def test_transfer_bench_tasks():
+    """The bench's generated tasks: distinct label sets, every class a 1 s clip in [-1, 1] that differs per draw."""
+    from ast_audio.bench import transfer
+
+    assert not set(transfer.SOURCE_CLASSES) & set(transfer.TARGET_CLASSES) and len(transfer.TARGET_CLASSES) == 10
+    rng = np.random.default_rng(0)
+    for kind in transfer.SOURCE_CLASSES + transfer.TARGET_CLASSES:
+        a, b = transfer.synth(kind, rng), transfer.synth(kind, rng)
+        assert a.shape == (16000,) and a.dtype == np.float32 and np.abs(a).max() < 1 and not np.allclose(a, b)
+    assert set(transfer.LR) == set(transfer.MODES)
