@@ -238,6 +238,8 @@ def test_train_lora_cli_then_tag_and_export(tmp_path, capsys):
     wav = next((data / "tone").glob("*.wav"))
     assert main(["tag", str(wav), "--checkpoint", str(out / "model"), "--format", "json"]) == 0  # read unchanged
     assert json.loads(capsys.readouterr().out)[0]["labels"][0]["label"] in ("noise", "tone")
+    # export with its parity check against the eager model
+    assert main(["export", str(out / "model"), str(tmp_path / "m.onnx")]) == 0 and (tmp_path / "m.onnx").is_file()
     assert main(["train", "--recipe", "folder", "--data", str(data), "--out", str(tmp_path / "x"),
                  "--finetune", "half"]) == 1
     assert "finetune must be full, linear, lora or last:N" in capsys.readouterr().err

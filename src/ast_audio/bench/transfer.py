@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (every mode)")
-    parser.add_argument("--source-epochs", type=int, default=10)
+    parser.add_argument("--source-epochs", type=int, default=25)
     parser.add_argument("--source-per-class", type=int, default=100)
     parser.add_argument("--test-per-class", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 8 clips/class, 2 epochs")
