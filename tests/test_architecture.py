@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("infer", ("infer",)),
     ("train", ("train",)),
     ("serve", ("serve",)),
-    ("tools", ("bench", "demo")),
+    ("tools", ("bench", "demo", "hear")),
     ("cli", ("cli", "__main__")),
     ("api", ("",)),  # ast_audio/__init__.py: the public names, imported on first use
 ]

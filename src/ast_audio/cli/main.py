@@ -24,6 +24,7 @@ from ..version import __version__
 PROG = "ast-audio"
 COMMAND_MODULES = (
     "ast_audio.cli.tag",  # tag, convert, demo
+    "ast_audio.cli.embed",  # embed
     "ast_audio.cli.train",  # train, eval, average
     "ast_audio.cli.data",  # prepare, stats
     "ast_audio.cli.events",  # events, calibrate, explain

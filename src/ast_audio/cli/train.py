@@ -45,7 +45,11 @@ def config_from_args(args: argparse.Namespace):
                                      fold=args.fold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      seed=args.seed, device=args.device, model_size=args.model_size,
                                      fstride=args.fstride, tstride=args.tstride, init=args.init,
-                                     num_workers=args.num_workers, target_length=args.target_length)
+                                     num_workers=args.num_workers, target_length=args.target_length,
+                                     finetune=args.finetune, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
+                                     patience=args.patience)
+    if args.save_adapters:
+        overrides["save_adapters"] = True
     if args.model_config:
         try:
             model_config = json.loads(args.model_config)
@@ -138,6 +142,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="set any TrainConfig field by its flat name (repeatable), e.g. --set mixup=0.5 --set "
                             "timem=40")
+    train.add_argument("--finetune", metavar="MODE", help="full (default) | linear (the head on cached frozen "
+                       "features) | last:N (the last N blocks + norm + head) | lora (adapters + head, merged on save)")
+    train.add_argument("--lora-rank", type=positive_int, metavar="R", help="LoRA rank (default 8)")
+    train.add_argument("--lora-targets", metavar="NAMES", help="comma-separated block layers LoRA adapts: qkv, proj, "
+                       "fc1, fc2 (default qkv,proj)")
+    train.add_argument("--save-adapters", action="store_true", help="lora: also write the adapters and head alone "
+                       "to OUT/adapters/")
+    train.add_argument("--patience", type=positive_int, metavar="EPOCHS", help="early stopping: stop after this "
+                       "many epochs without a better validation score")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

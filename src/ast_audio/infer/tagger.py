@@ -156,15 +156,20 @@ class Tagger:
         return window, hop
 
     def score_windows(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
-        """B windows (W_i,) at the model rate -> (B, C) probabilities. Windows of one length are featurised as one
-        (B, W) batch; a clip shorter than the window among them makes it per-item fbanks, zero-padded in the log-mel
-        domain to the model's frames (as the reference pads)."""
+        """B windows (W_i,) at the model rate -> (B, C) probabilities (the model input from `featurize`, or the
+        waveforms themselves for an ONNX graph with the fbank inside)."""
         same = all(w.shape[0] == windows[0].shape[0] for w in windows)
         if getattr(self.model, "takes_waveforms", False):  # an ONNX graph with the fbank inside (export/runtime.py)
             parts = [torch.stack(list(windows))] if same else [w.unsqueeze(0) for w in windows]  # (B, W) | B x (1, W_i)
             return torch.cat([self.scores(p) for p in parts])
-        batch = self.features(torch.stack(list(windows)) if same else list(windows))  # (B, W) | B x (W_i,) -> (B, T, F)
-        return self.scores(batch)
+        return self.scores(self.featurize(windows))
+
+    def featurize(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """B windows (W_i,) at the model rate -> (B, T, F) model input. Windows of one length are featurised as one
+        (B, W) batch; a clip shorter than the window among them makes it per-item fbanks, zero-padded in the log-mel
+        domain to the model's frames (as the reference pads)."""
+        same = all(w.shape[0] == windows[0].shape[0] for w in windows)
+        return self.features(torch.stack(list(windows)) if same else list(windows))  # (B, W) | B x (W_i,) -> (B, T, F)
 
     def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                       names: Sequence[str] | None = None,

@@ -162,17 +162,32 @@ class AST(nn.Module):
         x = torch.cat([prefix, x], dim=1)  # (B, P + N, D)
         return x + self.pos_embed
 
-    def forward_features(self, x: torch.Tensor, return_attention: bool = False):
+    def forward_features(self, x: torch.Tensor, return_attention: bool = False, layer: int | None = None):
         """(B, T, F) -> (B, P + N, D) final-normed tokens; with `return_attention`, also the per-layer
-        attention maps, a list of `depth` tensors (B, H, P + N, P + N)."""
+        attention maps, a list of `depth` tensors (B, H, P + N, P + N).
+
+        `layer` = k in 1..depth stops after block k and returns its output tokens as they are (an intermediate
+        layer, for embeddings; the final norm belongs to the last layer, so `layer=depth` gives the normed tokens
+        the head sees). Negative k counts from the end (-1 = the last block).
+        """
+        stop = self.check_layer(layer) if layer is not None else self.config.depth
         x = self.embed(x)
         maps = []
-        for block in self.blocks:
+        for block in self.blocks[:stop]:
             x, weights = block(x, need_weights=return_attention)
             if return_attention:
                 maps.append(weights)
-        x = self.norm(x)
+        if stop == self.config.depth:
+            x = self.norm(x)
         return (x, maps) if return_attention else x
+
+    def check_layer(self, layer: int) -> int:
+        """`layer` (1..depth, or -depth..-1 from the end) as a block count 1..depth; ConfigError otherwise."""
+        depth = self.config.depth
+        if isinstance(layer, bool) or not isinstance(layer, int) or not (1 <= abs(layer) <= depth):
+            raise ConfigError(f"layer must be a block number in 1..{depth} (or -{depth}..-1 from the end) for this "
+                              f"{depth}-block model, got {layer!r}")
+        return layer if layer > 0 else depth + 1 + layer
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """(B, P + N, D) -> (B, D): mean of the cls and dist outputs (AST), or of the patch tokens (SSAST 'mean')."""

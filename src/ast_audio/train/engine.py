@@ -24,6 +24,7 @@ selected model), models/epoch_N/ (epochs kept for weight averaging), best/ (best
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -44,10 +45,11 @@ from ..weights.checkpoint import load_model, save_model
 from ..weights.hub import DEFAULT_MODEL
 from . import checkpointing as C
 from . import dist as D
+from . import finetune as FT
 from . import metrics as M
 from .data import ClipDataset, collate
 from .evaluate import epoch_row, predict, progress_bar, select_model
-from .layouts import Splits, load_splits
+from .layouts import FEW_CLIPS, Splits, load_splits
 from .optim import (
     autocast_dtype,
     loss_function,
@@ -191,6 +193,8 @@ class _Run:
     cum_count: torch.Tensor | None = None  # (N valid,)
     writer: Any = None  # TensorBoard SummaryWriter on the main rank
     bad_log: list[str] = field(default_factory=list)
+    plan: FT.Plan | None = None  # what the fine-tuning mode trains
+    step_s: float = 0.0  # mean seconds of a training step (forward, backward, update) in the last epoch
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -212,6 +216,9 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     if taken and not resume:
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     config, data = _load_data(config, info)
+    config, notes = _fit_to_data(config, data)
+    for note in notes:
+        say(note)
     run = _start(config, data, out, resume, info, say)
     budget, began = run.config.time_budget_s, time.perf_counter()
     for epoch in range(run.start_epoch, run.config.epochs + 1):
@@ -224,6 +231,9 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
         over = D.broadcast_object(info, budget is not None and time.perf_counter() - began > budget)
         if over and epoch < run.config.epochs:
             say(f"time budget of {budget:g} s reached after epoch {epoch}, stopping")
+            break
+        if _stale(run.rows, run.config) and epoch < run.config.epochs:
+            say(f"early stopping: no better {run.config.main_metric} for {run.config.patience} epochs")
             break
     return _finish(run, data)
 
@@ -245,6 +255,46 @@ def _load_data(config: TrainConfig, info: D.DistInfo) -> tuple[TrainConfig, _Dat
     return config, _Data(splits, tuple(labels), multi_label, shard_index)
 
 
+def _fit_to_data(config: TrainConfig, data: _Data) -> tuple[TrainConfig, list[str]]:
+    """The class balance, a warning for classes with few clips, and what small data changes: without a held-out
+    split, validation scores the training clips, so the last epoch is kept and nothing stops early; the folder
+    recipe's masks shrink with fewer than 50 clips per class (a 48-bin mask on 10 clips of a class hides most of
+    what there is to learn). Returns the config to run and the lines to print."""
+    counts = sorted(data.splits.train.class_counts())
+    if not counts or data.shard_index is not None:
+        return config, []
+    median = counts[len(counts) // 2]
+    notes = [f"class balance (train clips per class): min {counts[0]}, median {median}, max {counts[-1]} over "
+             f"{len(counts)} classes"]
+    if config.layout == "folder":
+        few = [name for name, n in zip(data.splits.train.labels, data.splits.train.class_counts(), strict=True)
+               if n < FEW_CLIPS]
+        if few:
+            notes.append(f"warning: {len(few)} class(es) have fewer than {FEW_CLIPS} training clips ("
+                         f"{', '.join(few[:5])}{', ...' if len(few) > 5 else ''}); expect unreliable scores for them")
+    if data.splits.valid_is_train:
+        config = config.replace(selection="last", patience=None)
+        notes.append("too few clips to hold out a validation split: validation scores the training clips, the last "
+                     "epoch is kept and nothing stops early")
+    if config.recipe == "folder" and config.scale_augment and median < 50:
+        scale = max(median / 50, 0.25)
+        augment = dataclasses.replace(config.augment, freqm=round(config.augment.freqm * scale),
+                                      timem=round(config.augment.timem * scale))
+        config = config.replace(augment=augment, scale_augment=False)  # applied once (resume sees the result)
+        notes.append(f"few clips per class (median {median}): masks scaled by {scale:.2f} to freqm {augment.freqm}, "
+                     f"timem {augment.timem} (--set scale_augment=false keeps the recipe's)")
+    return config, notes
+
+
+def _stale(rows: list[dict[str, Any]], config: TrainConfig) -> bool:
+    """Early stopping: `patience` epochs since the best main-metric epoch."""
+    if config.patience is None:
+        return False
+    key = config.main_metric
+    values = [r[key] if math.isfinite(r[key]) else -math.inf for r in rows]
+    return len(values) - 1 - values.index(max(values)) >= config.patience
+
+
 def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.DistInfo, say: Printer) -> _Run:
     """Seed, then the model, optimiser, scheduler and loaders: fresh, or as the checkpoint in `out` left them."""
     seed_everything(config.seed, config.deterministic)
@@ -252,6 +302,9 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
     state: dict[str, Any] | None = None
     found = C.find_checkpoint(checkpoint_dir, say) if resume and info.is_main else None
     if D.broadcast_object(info, found is not None):  # every rank reads the checkpoint rank 0 found (or restored)
+        if FT.parse_finetune(config.finetune)[0] == "lora":
+            raise ConfigError(f"{out}: --resume does not continue a --finetune lora run (its checkpoints hold the "
+                              "merged model, not the adapters); train into a new --out")
         model, state = C.load_training_state(checkpoint_dir)
         config = C.check_resume_config(TrainConfig.from_dict(json.loads(state["config"])), config, out)
         say(f"resuming {out} after epoch {state['epoch']}")
@@ -259,20 +312,25 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
         if resume:
             say(f"no checkpoint in {out}; starting from epoch 1")
         model = build_model(config, data.labels, config.multi_label)
+    plan = FT.prepare(model, config)  # freezes what the mode keeps (adds LoRA adapters first)
     model.to(info.device).train()
     optimizer = make_optimizer(model, config)
     amp = autocast_dtype(info.device)
-    net: torch.nn.Module = model
+    linear = FT.parse_finetune(config.finetune)[0] == "linear"
+    net: torch.nn.Module = model.mlp_head if linear else model  # the linear probe trains the head on features
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    train_data, sampler, loader = _train_loader(config, data, info)
+            net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    if linear:
+        train_data, sampler, loader = _feature_loader(config, data, info, model, amp, say)
+    else:
+        train_data, sampler, loader = _train_loader(config, data, info)
     run = _Run(config=config, out=out, info=info, say=say, model=model, net=net, optimizer=optimizer,
                scheduler=make_scheduler(optimizer, config), amp=amp,
                scaler=torch.amp.GradScaler("cuda") if amp == torch.float16 else None, train_data=train_data,
                sampler=sampler, loader=loader,
                valid_data=ClipDataset(data.splits.valid, config.frontend, None, seed=config.seed),
-               num_classes=len(data.labels))
+               num_classes=len(data.labels), plan=plan)
     run.cum_sum = torch.zeros(len(data.splits.valid), run.num_classes, dtype=torch.float64)
     run.cum_count = torch.zeros(len(data.splits.valid), dtype=torch.float64)
     if state is not None:
@@ -288,6 +346,7 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
             f"{run.num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
             f"{len(loader)} steps x {config.batch_size} clips on {info.world_size} x {info.device}"
             f"{', ' + str(amp).removeprefix('torch.') if amp else ''}")
+        say(plan.describe())
     run.writer = tensorboard_writer(out, config, info.is_main)
     return run
 
@@ -308,6 +367,27 @@ def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo
     loader = torch.utils.data.DataLoader(train_data, batch_size=per_rank, sampler=sampler, collate_fn=collate,
                                          num_workers=config.num_workers, drop_last=False)
     return train_data, sampler, loader
+
+
+def _feature_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST, amp: torch.dtype | None,
+                    say: Printer) -> tuple[FT.FeatureDataset, EpochSampler, torch.utils.data.DataLoader]:
+    """The linear probe's training data: every training clip's pooled feature, computed once (no augmentation)."""
+    if data.shard_index is not None:
+        raise ConfigError("--finetune linear caches one feature per clip, which needs the clips themselves; train "
+                          "from the JSON datafile or folder, not tar shards")
+    per_rank = config.batch_size // info.world_size
+    started = time.perf_counter()
+    plain = ClipDataset(data.splits.train, config.frontend, None, seed=config.seed)
+    cached = FT.cache_features(model, plain, info, per_rank * config.eval_batch_factor, config.num_workers, amp)
+    keys = [data.splits.train.examples[int(i)].key for i in cached.index]
+    dataset = FT.FeatureDataset(cached.logits, cached.targets, keys)
+    say(f"linear probe: cached {len(dataset)} features of width {cached.logits.shape[1]} in "
+        f"{time.perf_counter() - started:.1f} s (augmentation off: the head trains on these)")
+    sampler = EpochSampler(len(dataset), shuffle=True, seed=config.seed, num_replicas=info.world_size,
+                           rank=info.rank)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=per_rank, sampler=sampler,
+                                         collate_fn=FT.collate_features)
+    return dataset, sampler, loader
 
 
 def _restore(run: _Run, state: dict[str, Any]) -> None:
@@ -337,7 +417,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
     loss_fn = loss_function(config)
     loss_sum, loss_count, skipped, all_bad_run = 0.0, 0, 0, 0
     bar = progress_bar(len(run.loader), f"epoch {epoch}/{config.epochs}" if config.progress else None, info)
-    clips_done, t_epoch = 0, time.perf_counter()
+    clips_done, t_epoch, step_time, steps = 0, time.perf_counter(), 0.0, 0
     for batch in run.loader:
         lr = warmup_lr(config, run.global_step)
         if lr is not None:
@@ -360,6 +440,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
             weight = 0.0
         else:
             x, y, weight = batch.x.to(info.device, non_blocking=True), batch.y.to(info.device), 1.0
+        step_start = time.perf_counter()
         with torch.autocast(info.device.type, dtype=run.amp, enabled=run.amp is not None):
             logits = run.net(x)
         loss = loss_fn(logits.float(), y) * weight
@@ -371,6 +452,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
         else:
             loss.backward()
             optimizer.step()
+        step_time, steps = step_time + time.perf_counter() - step_start, steps + 1
         run.global_step += 1
         if weight:
             loss_sum += float(loss.detach()) * len(batch)
@@ -385,6 +467,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
             run.writer.add_scalar("train/lr_step", optimizer.param_groups[0]["lr"], run.global_step)
     if bar is not None:
         bar.close()
+    run.step_s = step_time / max(steps, 1)
     loss_sum, loss_count, skipped = D.all_reduce_sum(info, [loss_sum, loss_count, skipped])
     return loss_sum / max(loss_count, 1), int(skipped)
 
@@ -410,14 +493,15 @@ def _save_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     In that order: a write that fails (a full disk) leaves metrics.csv listing only epochs whose checkpoint was saved.
     """
     config, out = run.config, run.out
+    model = FT.merged_copy(run.model)  # a normal AST (LoRA adapters merged into their layers)
     if config.selection == "wa" and config.wa_start <= epoch <= config.wa_end:
-        save_model(run.model, out / "models" / f"epoch_{epoch}")
+        save_model(model, out / "models" / f"epoch_{epoch}")
     if config.selection == "best" and _is_best(run.rows, config):
-        save_model(run.model, out / "best")
+        save_model(model, out / "best")
     parts = {"optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler, "sampler": run.sampler}
     state = C.training_state(config, epoch, run.global_step, parts, run.rows, run.cum_sum, run.cum_count)
     try:
-        C.save_checkpoint(run.checkpoint_dir, run.model, state)
+        C.save_checkpoint(run.checkpoint_dir, model, state)
     except OutputError as exc:
         kept = (f"{run.checkpoint_dir} still holds epoch {epoch - 1}; `--resume` continues from it" if epoch > 1
                 else "no epoch was saved")
@@ -426,6 +510,8 @@ def _save_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     if run.bad_log:
         atomic_write_text(out / "bad_clips.txt", "\n".join(run.bad_log) + "\n")
     run.say(format_row(row, config))
+    run.say(f"  {run.config.finetune}: {run.plan.trainable:,} trainable parameters, {run.step_s * 1000:.1f} ms per "
+            f"step, peak memory {FT.peak_memory_mb(run.info.device):.0f} MB")
 
 
 def _finish(run: _Run, data: _Data) -> RunResult:
@@ -433,11 +519,17 @@ def _finish(run: _Run, data: _Data) -> RunResult:
     config, out, info = run.config, run.out, run.info
     if run.writer is not None:
         run.writer.close()
-    selection = select_model(config, out, run.model, run.rows, data.splits, info, run.amp, say=run.say) \
-        if info.is_main else {}
+    selection = select_model(config, out, FT.merged_copy(run.model), run.rows, data.splits, info, run.amp,
+                             say=run.say) if info.is_main else {}
     selection = D.broadcast_object(info, selection)
     if info.is_main:
-        write_json(out / "result.json", {"config": config.to_dict(), "epochs": run.rows, **selection})
+        finetune = {"mode": config.finetune, "trainable_parameters": run.plan.trainable,
+                    "parameters": run.plan.total, "step_s": run.step_s,
+                    "peak_memory_mb": FT.peak_memory_mb(info.device)}
+        if config.save_adapters and FT.has_adapters(run.model):
+            FT.save_adapters(run.model, config, out / "adapters")
+        write_json(out / "result.json", {"config": config.to_dict(), "epochs": run.rows, "finetune": finetune,
+                                         **selection})
         try:
             from .curves import plot_curves  # matplotlib, imported only here
 

@@ -41,6 +41,12 @@ SPEECHCOMMANDS_WORDS = (
 )
 SPEECHCOMMANDS_NOISE_DIR = "_background_noise_"
 
+# Folder layout: a class with fewer clips than FEW_CLIPS gets a training warning; without validation data, nothing
+# is held out when a class has fewer than MIN_SPLIT_CLIPS (a split would leave it 0-2 clips to learn from), and
+# validation then scores the training clips.
+FEW_CLIPS = 5
+MIN_SPLIT_CLIPS = 4
+
 # How many offending entries an error message quotes.
 _QUOTE = 3
 
@@ -99,6 +105,11 @@ class Splits:
     train: Manifest
     valid: Manifest
     test: Manifest | None
+
+    @property
+    def valid_is_train(self) -> bool:
+        """True when there was too little data to hold any out and validation scores the training clips."""
+        return self.valid.examples == self.train.examples
 
 
 def read_class_csv(path: str | os.PathLike) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -425,7 +436,13 @@ def _load_folder(data: Path, eval_data: str | None, label_csv: str | None, holdo
             raise ConfigError(f"{data}: has a valid/ folder and --eval-data {eval_data} was given too; use one")
         valid_raw = _read_source(Path(eval_data))
     if valid_raw is None:
-        train_raw, valid_raw = _holdout(train_raw, holdout, seed, data)
+        per_class: dict[str, int] = {}
+        for raw in train_raw:
+            per_class[raw.names[0]] = per_class.get(raw.names[0], 0) + 1
+        if min(per_class.values()) < MIN_SPLIT_CLIPS:
+            valid_raw = list(train_raw)
+        else:
+            train_raw, valid_raw = _holdout(train_raw, holdout, seed, data)
 
     if label_csv is not None:
         mids, labels = read_class_csv(label_csv)
@@ -463,7 +480,8 @@ def load_splits(layout: str, data: str | os.PathLike, *, fold: int | None = None
         fold: ESC-50 validation fold (1..5).
         eval_data: audioset: the eval JSON (required); folder: optional validation folder/CSV/JSON.
         label_csv: `index,mid,display_name` CSV: required for audioset; optional for folder (fixes the order).
-        holdout: folder without explicit validation data: stratified fraction moved to valid.
+        holdout: folder without explicit validation data: stratified fraction moved to valid (none when a class
+            has fewer than `MIN_SPLIT_CLIPS` clips: validation then scores the training clips, `Splits.valid_is_train`).
         seed: folder holdout seed.
 
     Raises:

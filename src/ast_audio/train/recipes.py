@@ -29,6 +29,8 @@ from .layouts import LAYOUTS
 RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
 INIT_KINDS = ("none", "imagenet", "audioset", "checkpoint")
 SELECTIONS = ("wa", "best", "last")
+FINETUNE_MODES = ("full", "linear", "last:N", "lora")
+LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")  # the Linear layers of each block: attn.qkv, attn.proj, mlp.fc1, mlp.fc2
 ESC50_FOLDS = (1, 2, 3, 4, 5)
 
 
@@ -142,6 +144,13 @@ class TrainConfig:
     Model: init ("none", "imagenet[:PATH]", "audioset[:PATH]", "checkpoint:PATH"); model: model_size,
         fstride/tstride and, for a model trained from scratch, the other `SCRATCH_FIELDS` (e.g. a 32-wide 2-layer
         test model).
+    Fine-tuning (ast_audio.train.finetune): finetune "full" (every parameter), "linear" (the head on frozen
+        features computed once and cached; no augmentation), "last:N" (the last N blocks, the final norm and the
+        head), "lora" (LoRA adapters of rank `lora_rank` on the `lora_targets` layers of every block, and the head;
+        merged into the saved model; `save_adapters` also writes them alone to out/adapters/).
+    patience: early stopping: stop when the main validation metric has not improved for this many epochs (None:
+        never).
+    scale_augment: folder recipe: scale the frequency/time masks down for few clips per class (below 50).
     time_budget_s: stop after the first epoch that ends more than this many seconds after training started (the
         demo's budget); None runs every epoch.
     Run: seed, device ("auto" = cuda if available else cpu), num_workers (DataLoader processes per rank),
@@ -186,6 +195,13 @@ class TrainConfig:
 
     time_budget_s: float | None = None
 
+    finetune: str = "full"
+    lora_rank: int = 8
+    lora_targets: tuple[str, ...] = ("qkv", "proj")
+    save_adapters: bool = False
+    patience: int | None = None
+    scale_augment: bool = True
+
     seed: int = 0
     device: str = "auto"
     num_workers: int = 2
@@ -224,6 +240,13 @@ class TrainConfig:
         check(self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         check(1 <= self.wa_start <= self.wa_end, f"need 1 <= wa_start <= wa_end, got {self.wa_start}, {self.wa_end}")
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        parse_finetune(self.finetune)
+        check(isinstance(self.lora_rank, int) and not isinstance(self.lora_rank, bool) and self.lora_rank >= 1,
+              f"lora_rank must be a positive integer, got {self.lora_rank!r}")
+        check(len(self.lora_targets) > 0 and all(t in LORA_TARGETS for t in self.lora_targets),
+              f"lora_targets must be some of {','.join(LORA_TARGETS)}, got {','.join(map(str, self.lora_targets))}")
+        check(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
+              f"patience must be a positive number of epochs or null, got {self.patience!r}")
         kind, _ = self.init_spec
         check(kind in INIT_KINDS, f"init must be none, imagenet[:PATH], audioset[:PATH] or checkpoint:PATH, got "
               f"{self.init!r}")
@@ -263,6 +286,7 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
         data["folds"] = list(self.folds)
+        data["lora_targets"] = list(self.lora_targets)
         return data
 
     def to_json(self) -> str:
@@ -295,7 +319,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; expected some of "
                               f"{sorted(known | set(FLAT_FIELDS))}")
-        for name in ("betas", "folds"):
+        if isinstance(values.get("lora_targets"), str):  # "qkv,proj" from --set or the command line
+            values["lora_targets"] = tuple(t.strip() for t in values["lora_targets"].split(",") if t.strip())
+        for name in ("betas", "folds", "lora_targets"):
             if name in values and values[name] is not None:
                 values[name] = tuple(values[name])
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in _PARTS}
@@ -377,6 +403,16 @@ def make_recipe(name: str, **overrides: Any) -> TrainConfig:
         if "freqm" not in overrides:
             values["freqm"] = round(48 * values["num_mel_bins"] / 128)
     return TrainConfig.from_dict(values)
+
+
+def parse_finetune(text: str) -> tuple[str, int | None]:
+    """"full" | "linear" | "lora" | "last:N" -> (mode, N or None); ConfigError otherwise."""
+    mode, sep, count = str(text).partition(":")
+    if mode in ("full", "linear", "lora") and not sep:
+        return mode, None
+    if mode == "last" and count.isdigit() and int(count) >= 1:
+        return mode, int(count)
+    raise ConfigError(f"finetune must be full, linear, lora or last:N (N >= 1 blocks), got {text!r}")
 
 
 def milestones(config: TrainConfig) -> list[int]:

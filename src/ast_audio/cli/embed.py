@@ -1,0 +1,74 @@
+"""`ast-audio embed`: clip and per-window embeddings (optionally patch tokens) of audio files to .npz or Parquet.
+
+A thin shell over `ast_audio.infer.embed` (Embedder, write_embeddings).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import AstAudioError
+from .args import (
+    add_checkpoint_arg,
+    add_precision_arg,
+    load_for_inference,
+    number,
+    positive_float,
+    positive_int,
+    report_file_error,
+)
+
+POOLS = ("tokens", "mean", "none")  # ast_audio.infer.embed.POOLS (checked equal by a test)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add embed."""
+    embed = commands.add_parser(
+        "embed", help="write clip and per-window embeddings of audio files (.npz or .parquet)",
+        description="Embeddings for downstream models: per window (placed as `tag` places them, files streamed) the "
+        "pooled tokens of the last layer (or --layer N), and per file their mean. --pool none also keeps every "
+        "patch token with its time and mel-bin span.")
+    embed.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+    add_checkpoint_arg(embed)
+    add_precision_arg(embed, default="auto")
+    embed.add_argument("--window", type=positive_float, metavar="S",
+                       help="window length in seconds (default: the model's input length)")
+    embed.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
+                       "the window)")
+    embed.add_argument("--layer", type=number(int, what="a block number (negative: from the end)"), metavar="N",
+                       help="pool the tokens after block N (1..depth, -1 = the last; default: the final, normed layer)")
+    embed.add_argument("--pool", choices=POOLS, help="tokens: mean of the cls and dist tokens; mean: mean of the "
+                       "patch tokens; none: also keep the patch tokens (default: the model's own pooling)")
+    embed.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    embed.add_argument("--output", "-o", required=True, metavar="OUT", help="OUT.npz or OUT.parquet")
+    embed.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    embed.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed FILE... into OUT; bad files are reported one line each and left out; 1 if any failed."""
+    from ..infer.embed import Embedder, output_format, write_embeddings
+
+    output_format(args.output)
+    if Path(args.output).exists() and not args.force:
+        raise AstAudioError(f"{args.output} already exists; choose another --output or pass --force to replace it")
+    # Embeddings need the torch layers: auto picks among torch precisions; an explicit ort-* runs its fp32 source.
+    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
+    embedder = Embedder(model, layer=args.layer, pool=args.pool)
+    embedder.tagger.window_and_hop(args.window, args.hop)  # refuse bad options before decoding anything
+    failed = 0
+
+    def report(index: int, exc: AstAudioError) -> None:
+        nonlocal failed
+        if args.debug:
+            raise exc
+        report_file_error(args.files[index], exc)
+        failed += 1
+
+    results = embedder.embed(args.files, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
+                             on_error=report)
+    written = write_embeddings(results, args.output, embedder)
+    print(f"wrote embeddings of {written} file(s) ({embedder.dim} wide, layer {embedder.layer or 'final'}, pool "
+          f"{embedder.pool}) to {args.output}")
+    return 1 if failed else 0
