@@ -200,3 +200,28 @@ def test_foreign_origin_refused(server):
     with connect(server.ws, open_timeout=30, origin=server.url) as ws:  # the page's own origin is served
         ws.send(json.dumps({"rate": 16000}))
         assert json.loads(ws.recv(timeout=30))["ready"] is True
+
+
+def test_message_rate_and_session_length_limits(tmp_path):
+    """A stream sending more messages per second than stream_max_messages_per_s, or staying open past
+    stream_max_session_s, gets a one-line error naming the limit and close 1008; the server goes on serving."""
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt")
+    with run_server(ckpt, "--stream-max-messages-per-s", "5", "--stream-max-session-s", "1.5") as srv:
+        url = srv.url.replace("http://", "ws://") + "/v1/stream"
+        with connect(url, open_timeout=30) as ws:
+            ws.send(json.dumps({"rate": 16000}))
+            assert json.loads(ws.recv(timeout=30))["ready"] is True
+            for _ in range(8):  # 8 chunks within well under a second
+                ws.send(b"\x00\x00" * 160)
+            message = json.loads(ws.recv(timeout=30))
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=30)
+            assert ws.close_code == 1008 and "more than 5 messages per second" in message["error"]
+        with connect(url, open_timeout=30) as ws:
+            ws.send(json.dumps({"rate": 16000}))
+            assert json.loads(ws.recv(timeout=30))["ready"] is True
+            message = json.loads(ws.recv(timeout=30))  # nothing sent: the session limit ends it
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=30)
+            assert ws.close_code == 1008 and "1.5 s session limit (stream_max_session_s)" in message["error"]
+        assert "Traceback" not in srv.output()
