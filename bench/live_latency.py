@@ -68,6 +68,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     hops = [float(h) for h in args.hops.split(",")]
+    if args.sound <= 0:
+        parser.error("--sound must be positive")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or save_model(random_base_model(), Path(tmp) / "base")
@@ -87,6 +89,9 @@ def main() -> int:
             tagger.score_windows([warm])  # one-off costs (allocation, graph session) before timing
             for hop_s in hops:
                 hop = round(hop_s * rate)
+                if sound + hop > window:  # then the first window past the onset may start after the sound did
+                    raise SystemExit(f"--sound {args.sound:g} s plus the hop {hop_s:g} s exceed the {window / rate:g}"
+                                     " s window: the first window past the onset would not hold the whole sound")
                 waits, fronts, models, totals = [], [], [], []
                 for _ in range(args.onsets):
                     last = int(rng.integers(window, window + 20 * hop))  # s_last: the onset's last sample
