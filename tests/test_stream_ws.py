@@ -42,13 +42,16 @@ def pcm(seconds: float, seed: int) -> np.ndarray:
     return (np.stack([x, 0.5 * x], axis=1) * 32767).astype("<i2")
 
 
-def stream(url: str, data: np.ndarray, start: dict = START, chunk_s: float = 0.1, pace: float = 0.5) -> list[dict]:
+def stream(url: str, data: np.ndarray, start: dict = START, chunk_s: float = 0.1, pace: float = 0.5,
+           ready: threading.Event | None = None) -> list[dict]:
     """Send the declaration, the PCM in chunks (each `pace` x its duration apart), then {"end": true}; return every
-    message the server sent, in order."""
+    message the server sent, in order. `ready` is set once the server has accepted the declaration."""
     messages: list[dict] = []
     with connect(url, open_timeout=30) as ws:
         ws.send(json.dumps(start))
         messages.append(json.loads(ws.recv(timeout=30)))
+        if ready is not None:
+            ready.set()
         step = int(22050 * chunk_s)
         for i in range(0, data.shape[0], step):
             ws.send(data[i:i + step].tobytes())
@@ -170,16 +173,17 @@ def test_disconnect_mid_stream_then_two_sessions_at_once(server):
     data = [pcm(3.0, seed=1), pcm(3.0, seed=2)]
     results: list[list[dict] | None] = [None, None]
 
+    ready = [threading.Event(), threading.Event()]
+
     def run(i: int) -> None:
-        results[i] = stream(server.ws, data[i])
+        results[i] = stream(server.ws, data[i], ready=ready[i])
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
-    time.sleep(0.5)  # both are streaming now
+    assert all(r.wait(timeout=60) for r in ready)  # both are streaming now
     with connect(server.ws, open_timeout=30) as third:
-        third.send(json.dumps(START))
-        message = json.loads(third.recv(timeout=30))
+        message = json.loads(third.recv(timeout=30))  # refused as soon as it is accepted, before it declares
         with pytest.raises(ConnectionClosed):
             third.recv(timeout=30)
         assert third.close_code == 1013 and "stream_max_sessions" in message["error"]
