@@ -180,7 +180,7 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
                 block = decoder.decode(b"".join(chunks))
                 hops = await service.run(client, streamer.feed, block, arrived)
                 for hop in hops:
-                    await websocket.send_text(json.dumps(hop.to_dict(top_k, keep)))
+                    await websocket.send_json(hop.to_dict(top_k, keep))
             last = items[-1]
             if last[0] == "refuse":
                 raise last[1]
@@ -188,7 +188,7 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
                 return
             if last[0] == "end":
                 for hop in await service.run(client, streamer.close):
-                    await websocket.send_text(json.dumps(hop.to_dict(top_k, keep)))
+                    await websocket.send_json(hop.to_dict(top_k, keep))
                 await websocket.send_json({"done": True, "windows": streamer.index, "skipped": streamer.skipped})
                 await websocket.close(1000)
                 return
