@@ -184,12 +184,14 @@ def test_import_ast_audio_is_lazy_and_complete():
 
 def test_cli_copies_equal_their_sources():
     """The command line keeps torch-free copies of a few tuples for its --help; they must equal the library's."""
-    from ast_audio.cli import args, events, tag
+    from ast_audio.cli import args, events, listen, tag
     from ast_audio.infer.formats import EVENT_FORMATS, TAG_FORMATS
+    from ast_audio.infer.live import PCM_DTYPES
     from ast_audio.model.precision import PRECISION_CHOICES
 
     assert args.PRECISION_CHOICES == PRECISION_CHOICES
     assert tag.TAG_FORMATS == TAG_FORMATS and events.EVENT_FORMATS == EVENT_FORMATS
+    assert listen.PCM_FORMATS == tuple(PCM_DTYPES)
 
 
 def test_scripts_outside_the_package_import_names_that_exist():

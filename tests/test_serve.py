@@ -90,7 +90,9 @@ def test_startup_line_and_healthz(server):
     assert health["version"] == ast_audio.__version__
     assert health["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_duration_s": MAX_DURATION_S,
                                 "upload_timeout_s": UPLOAD_TIMEOUT_S, "min_hop_fraction": MIN_HOP_FRACTION,
-                                "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16}
+                                "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16,
+                                "stream_max_sessions": 4, "stream_max_message_kb": 256.0,
+                                "stream_max_messages_per_s": 50, "stream_max_session_s": 3600.0}
     assert health["load"] == {"active_requests": 0, "queued_requests": 0, "computing_batches": 0,
                               "waiting_batches": 0}
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ast_audio.cli.train",  # train, eval, average
     "ast_audio.cli.data",  # prepare, stats
     "ast_audio.cli.events",  # events, calibrate, explain
+    "ast_audio.cli.listen",  # listen
     "ast_audio.cli.serve",  # serve
     "ast_audio.cli.export",  # export
     "ast_audio.cli.bench",  # bench

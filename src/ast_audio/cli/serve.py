@@ -58,6 +58,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow-origin", type=name_list, action="extend", default=[], metavar="ORIGIN",
                        help="origin (scheme://host[:port]) whose cross-origin requests are served, with CORS headers "
                             "(repeatable; * = any); other cross-origin requests get 403")
+    serve.add_argument("--stream-max-sessions", type=positive_int, default=4, metavar="N",
+                       help="live streams (WebSocket /v1/stream) open at once (default 4)")
+    serve.add_argument("--stream-max-message-kb", type=positive_float, default=256.0, metavar="KB",
+                       help="largest PCM message of a live stream, in KiB (default 256)")
+    serve.add_argument("--stream-max-messages-per-s", type=positive_int, default=50, metavar="N",
+                       help="most messages a live stream may send per second (default 50)")
+    serve.add_argument("--stream-max-session-s", type=positive_float, default=3600.0, metavar="S",
+                       help="longest a live stream may stay open, in seconds (default 3600)")
     serve.add_argument("--thresholds", metavar="CSV",
                        help="per-class event thresholds for /v1/events (a CSV from `ast-audio calibrate`); the "
                             "request's `threshold` applies to the other classes")
@@ -84,5 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              debug=bool(getattr(args, "debug", False)), thresholds=thresholds,
                              min_hop_fraction=args.min_hop_fraction, max_windows=args.max_windows,
                              max_active_requests=args.max_active_requests, header_timeout_s=args.header_timeout_s,
-                             allowed_hosts=tuple(args.allowed_hosts), allow_origins=tuple(args.allow_origin))
+                             allowed_hosts=tuple(args.allowed_hosts), allow_origins=tuple(args.allow_origin),
+                             stream_max_sessions=args.stream_max_sessions,
+                             stream_max_message_kb=args.stream_max_message_kb,
+                             stream_max_messages_per_s=args.stream_max_messages_per_s,
+                             stream_max_session_s=args.stream_max_session_s)
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

@@ -11,6 +11,7 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
                        only, exclude)
                        -> {"events": [...], "timeline": {...}}
     POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
+    WS   /v1/stream    live PCM in, one JSON object per hop out (`stream.py`)
     GET  /             the page (index.html, app.js, style.css, all served from memory)
 
 Why the pieces look the way they do:
@@ -45,7 +46,7 @@ from typing import Any
 
 import anyio
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,6 +65,7 @@ from .fair import FairTurns, TurnTakingTagger
 from .forms import Upload, form_number, read_upload
 from .guard import RequestGuard
 from .limits import ApiError, BodyLimitMiddleware, ServeSettings
+from .stream import Sessions, stream_session
 
 # Served pages may load nothing from outside this server (the page must work offline).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
@@ -248,7 +250,11 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                 "limits": {"max_upload_mb": settings.max_upload_mb, "max_duration_s": settings.max_duration_s,
                            "upload_timeout_s": settings.upload_timeout_s, "header_timeout_s": settings.header_timeout_s,
                            "min_hop_fraction": settings.min_hop_fraction, "max_windows": settings.max_windows,
-                           "max_active_requests": settings.max_active_requests},
+                           "max_active_requests": settings.max_active_requests,
+                           "stream_max_sessions": settings.stream_max_sessions,
+                           "stream_max_message_kb": settings.stream_max_message_kb,
+                           "stream_max_messages_per_s": settings.stream_max_messages_per_s,
+                           "stream_max_session_s": settings.stream_max_session_s},
                 "threads": settings.threads, "load": service.load()}
 
     @app.post("/v1/tag")
@@ -292,6 +298,12 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         start_s = form_number(upload.fields, "start_s", float, 0.0, low=0)
         png = await service.run(client_of(request), service.explain_png, upload, class_name, start_s)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    sessions = Sessions(settings.stream_max_sessions)
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        await stream_session(websocket, service, sessions, websocket.client.host if websocket.client else "")
 
     def _static_response(name: str) -> Response:
         return Response(static[name], media_type=STATIC_FILES[name],

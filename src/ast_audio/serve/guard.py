@@ -144,22 +144,31 @@ class RequestGuard:
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                        send: Callable[[dict], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host")
         if host is not None and not self.host_allowed(host):
             message = (f"this server does not answer to Host {host[:100]!r}; expected its address or localhost; "
                        "start the server with --allowed-hosts NAME to serve it under that name")
-            await send_json_error(send, 400, message)
+            await self._refuse(scope, send, 400, message)
             return
         origin = _header(scope, b"origin")
         if origin is not None and not self.origin_allowed(origin, host):
             message = (f"cross-origin request from {origin[:100]!r} refused; only pages served by this server may "
                        "call it; start the server with --allow-origin ORIGIN to accept that origin")
-            await send_json_error(send, 403, message)
+            await self._refuse(scope, send, 403, message)
             return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: dict, send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
+        """HTTP: the JSON error. WebSocket (a browser's page opens one to any host without CORS): the handshake is
+        refused before it is accepted, which the server answers with HTTP 403."""
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": one_line(message)[:120]})
+        else:
+            await send_json_error(send, status, message)
 
 
 __all__ = ["RequestGuard", "send_json_error", "host_name", "is_ip_literal", "check_host_names", "check_origins",

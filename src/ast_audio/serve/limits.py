@@ -49,6 +49,10 @@ class ServeSettings:
         debug: put tracebacks of unexpected errors (500) into the JSON error body.
         thresholds: per-class event thresholds (e.g. `read_thresholds` of a `calibrate` CSV) used by /v1/events;
             the request's `threshold` applies to the classes not listed. Names are checked against the model.
+        stream_max_sessions: live streams (/v1/stream) open at once; one more is refused (close 1013).
+        stream_max_message_kb: largest binary PCM message of a stream, in KiB -> close 1009.
+        stream_max_messages_per_s: most messages a stream may send in any one second -> close 1008.
+        stream_max_session_s: longest a stream may stay open, in seconds -> close 1008.
     """
 
     max_upload_mb: float = 20.0
@@ -66,13 +70,19 @@ class ServeSettings:
     header_timeout_s: float = 10.0
     allowed_hosts: Sequence[str] = ()
     allow_origins: Sequence[str] = ()
+    stream_max_sessions: int = 4
+    stream_max_message_kb: float = 256.0
+    stream_max_messages_per_s: int = 50
+    stream_max_session_s: float = 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s"):
+        for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s",
+                     "stream_max_message_kb", "stream_max_session_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        for name in ("threads", "batch_size", "top_k", "max_windows", "max_active_requests"):
+        for name in ("threads", "batch_size", "top_k", "max_windows", "max_active_requests", "stream_max_sessions",
+                     "stream_max_messages_per_s"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -88,6 +98,10 @@ class ServeSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * MIB)
+
+    @property
+    def stream_max_message_bytes(self) -> int:
+        return int(self.stream_max_message_kb * 1024)
 
 class ApiError(Exception):
     """An error answered with `status` and the JSON body {"error": message}."""

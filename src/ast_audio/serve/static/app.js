@@ -368,6 +368,245 @@ async function toggleRecording() {
   setStatus("Recording… press Stop recording to analyse.");
 }
 
+// ---- live ------------------------------------------------------------------------------------------------------
+// The microphone streams to the WebSocket /v1/stream as 32-bit float PCM at the audio context's rate (the server
+// resamples); every hop the server answers with the window's top labels and the events it opened or closed.
+
+const LIVE_SPAN_S = 30; // seconds of history on the live timeline
+const LIVE_BLOCK = 4096; // samples per ScriptProcessor callback (85 ms at 48 kHz: about 12 messages a second)
+let live = null;
+
+function setLiveStatus(text, isError = false) {
+  $("live-status").textContent = text;
+  $("live-status").classList.toggle("error", isError);
+}
+
+function liveOptions(rate) {
+  const declared = { rate: Math.round(rate), format: "f32le", channels: 1 };
+  const numbers = { hop_s: "hop_s", threshold: "threshold", median: "median", min_duration: "min_duration",
+                    merge_gap: "merge_gap", top_k: "top_k" };
+  for (const [field, id] of Object.entries(numbers)) {
+    if (option(id) !== "") declared[field] = Number(option(id));
+  }
+  return declared;
+}
+
+async function startLive() {
+  showError("live-error", "");
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.WebSocket) {
+    setLiveStatus("Live mode needs a browser with microphone access, on https:// or localhost.", true);
+    return;
+  }
+  let stream;
+  try { // the raw signal: the browser's voice processing would change what the model hears
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false,
+                                                                 autoGainControl: false, channelCount: 1 } });
+  } catch (err) {
+    setLiveStatus(`Cannot use the microphone: ${err.message}`, true);
+    return;
+  }
+  const Context = window.AudioContext || window.webkitAudioContext;
+  const context = new Context();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/v1/stream`);
+  socket.binaryType = "arraybuffer";
+  live = { socket, context, stream, node: null, events: [], open: new Map(), history: [], endS: 0, hops: 0,
+           skipped: 0, stopping: false };
+  $("live").dataset.state = "connecting";
+  $("live-toggle").textContent = "Stop listening";
+  $("live-toggle").setAttribute("aria-pressed", "true");
+  setLiveStatus("Connecting…");
+  socket.onopen = () => socket.send(JSON.stringify(liveOptions(context.sampleRate)));
+  socket.onmessage = (message) => onLiveMessage(JSON.parse(message.data));
+  socket.onerror = () => showError("live-error", "Live: the connection to the server failed.");
+  socket.onclose = () => stopLive(false);
+}
+
+function startCapture(ready) {
+  const { context, stream, socket } = live;
+  const input = context.createMediaStreamSource(stream);
+  const node = context.createScriptProcessor(LIVE_BLOCK, 1, 1);
+  node.onaudioprocess = (event) => {
+    if (socket.readyState === WebSocket.OPEN && !live.stopping) {
+      socket.send(new Float32Array(event.inputBuffer.getChannelData(0)).buffer); // a copy: the buffer is reused
+    }
+  };
+  input.connect(node);
+  node.connect(context.destination); // a ScriptProcessor only runs when connected; it outputs silence
+  live.node = node;
+  $("live").dataset.state = "listening";
+  setLiveStatus(`Listening: window ${fmt(ready.window_s)} s, a result every ${fmt(ready.hop_s)} s.`);
+}
+
+function onLiveMessage(msg) {
+  if (!live) return;
+  if (msg.error) {
+    showError("live-error", `Live: ${msg.error}`);
+    $("live").dataset.state = "error";
+    return;
+  }
+  if (msg.ready) {
+    startCapture(msg);
+    return;
+  }
+  if (msg.done) return;
+  live.hops += 1;
+  live.endS = Math.max(live.endS, msg.end_s);
+  live.skipped = msg.skipped;
+  for (const e of msg.opened) live.open.set(e.label, e);
+  for (const e of msg.closed) {
+    live.open.delete(e.label);
+    live.events.unshift(e);
+  }
+  if (msg.top.length) {
+    live.history.push({ t: (msg.start_s + msg.end_s) / 2, top: msg.top });
+    while (live.history.length && live.history[0].t < live.endS - LIVE_SPAN_S) live.history.shift();
+    renderLiveTags(msg.top);
+  }
+  renderLiveEvents();
+  drawLiveTimeline();
+  $("live").dataset.hops = String(live.hops);
+  if (!live.stopping) {
+    setLiveStatus(`Listening: ${fmt(live.endS, 1)} s` + (live.skipped ? `, ${live.skipped} windows skipped ` +
+      "(the server is slower than the hop)" : ""));
+  }
+}
+
+function renderLiveTags(top) {
+  const list = $("live-tags");
+  list.replaceChildren();
+  for (const { label, score } of top) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.setAttribute("aria-hidden", "true");
+    const fill = document.createElement("span");
+    fill.style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
+    bar.append(fill);
+    const value = document.createElement("span");
+    value.className = "score";
+    value.textContent = fmt(score, 3);
+    item.append(name, bar, value);
+    list.append(item);
+  }
+}
+
+function renderLiveEvents() {
+  const list = $("live-events");
+  list.replaceChildren();
+  for (const e of live.open.values()) {
+    const item = document.createElement("li");
+    item.className = "open";
+    item.textContent = `${e.label}: from ${fmt(e.onset_s)} s (going on)`;
+    list.append(item);
+  }
+  for (const e of live.events.slice(0, 50)) {
+    const item = document.createElement("li");
+    item.textContent = `${e.label}: ${fmt(e.onset_s)} to ${fmt(e.offset_s)} s (peak ${fmt(e.score)})`;
+    list.append(item);
+  }
+}
+
+// The last LIVE_SPAN_S seconds: each class's score (while it is among the top labels) and its events as bars
+// above the plot, open ones reaching the present; it scrolls as the stream goes on.
+function drawLiveTimeline() {
+  const canvas = $("live-timeline");
+  const ratio = window.devicePixelRatio || 1;
+  const cssWidth = canvas.clientWidth || 900;
+  const cssHeight = canvas.clientHeight || 160;
+  canvas.width = Math.round(cssWidth * ratio);
+  canvas.height = Math.round(cssHeight * ratio);
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const style = getComputedStyle(document.body);
+  ctx.fillStyle = style.backgroundColor;
+  ctx.fillRect(0, 0, cssWidth, cssHeight);
+  const end = Math.max(live.endS, LIVE_SPAN_S);
+  const begin = end - LIVE_SPAN_S;
+  const labels = [];
+  for (const h of live.history) for (const { label } of h.top) if (!labels.includes(label)) labels.push(label);
+  const eventLabels = [...new Set([...live.open.keys(), ...live.events.map((e) => e.label)])];
+  for (const label of eventLabels) if (!labels.includes(label)) labels.push(label);
+  const colour = (label) => PALETTE[labels.indexOf(label) % PALETTE.length];
+  const lane = 9;
+  const pad = { left: 44, right: 12, top: 10 + eventLabels.length * lane, bottom: 24 };
+  const width = cssWidth - pad.left - pad.right;
+  const height = cssHeight - pad.top - pad.bottom;
+  const x = (t) => pad.left + ((t - begin) / LIVE_SPAN_S) * width;
+  const y = (s) => pad.top + (1 - s) * height;
+  const bars = [...live.events.map((e) => [e, e.offset_s]), ...[...live.open.values()].map((e) => [e, live.endS])];
+  for (const [e, offset] of bars) {
+    if (offset < begin) continue;
+    const x0 = x(Math.max(begin, e.onset_s));
+    ctx.fillStyle = colour(e.label);
+    ctx.fillRect(x0, 4 + eventLabels.indexOf(e.label) * lane, Math.max(2, x(offset) - x0), lane - 3);
+  }
+  ctx.strokeStyle = style.color;
+  ctx.fillStyle = style.color;
+  ctx.lineWidth = 1;
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.beginPath();
+  ctx.moveTo(pad.left, pad.top);
+  ctx.lineTo(pad.left, pad.top + height);
+  ctx.lineTo(pad.left + width, pad.top + height);
+  ctx.stroke();
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (const s of [0, 1]) ctx.fillText(fmt(s, 1), pad.left - 6, y(s));
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  for (let t = Math.ceil(begin / 5) * 5; t <= end; t += 5) ctx.fillText(`${t} s`, x(t), pad.top + height + 4);
+  ctx.lineWidth = 2;
+  for (const label of labels) {
+    ctx.strokeStyle = colour(label);
+    ctx.beginPath();
+    let drawing = false;
+    for (const h of live.history) {
+      const hit = h.top.find((entry) => entry.label === label);
+      if (!hit) { drawing = false; continue; }
+      if (drawing) ctx.lineTo(x(h.t), y(hit.score));
+      else ctx.moveTo(x(h.t), y(hit.score));
+      drawing = true;
+    }
+    ctx.stroke();
+  }
+  const open = [...live.open.keys()];
+  canvas.setAttribute("aria-label", `Live event timeline, last ${LIVE_SPAN_S} s up to ${fmt(live.endS, 1)} s: ` +
+    (open.length ? `going on: ${open.join(", ")}` : "no event going on"));
+  canvas.dataset.drawn = "true";
+}
+
+// Stop capturing; with `sayEnd` ask the server for the last hops first (it closes the socket after them).
+function stopLive(sayEnd = true) {
+  if (!live) return;
+  const current = live;
+  if (!current.stopping) { // release the microphone once
+    current.stopping = true;
+    if (current.node) current.node.disconnect();
+    current.stream.getTracks().forEach((track) => track.stop());
+    current.context.close().catch(() => {});
+  }
+  if (sayEnd && current.socket.readyState === WebSocket.OPEN) {
+    current.socket.send(JSON.stringify({ end: true }));
+    setLiveStatus("Stopping…");
+    return; // onclose comes back here with sayEnd = false
+  }
+  if ($("live").dataset.state !== "error") $("live").dataset.state = "idle";
+  $("live-toggle").textContent = "Listen live";
+  $("live-toggle").setAttribute("aria-pressed", "false");
+  setLiveStatus(`Stopped after ${fmt(current.endS, 1)} s` +
+    (current.skipped ? `, ${current.skipped} windows skipped.` : "."));
+  live = null;
+}
+
+function toggleLive() {
+  if (live) stopLive(true);
+  else startLive();
+}
+
 // ---- wiring ----------------------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -384,6 +623,7 @@ document.addEventListener("DOMContentLoaded", () => {
     analyse();
   });
   $("record").addEventListener("click", toggleRecording);
+  $("live-toggle").addEventListener("click", toggleLive);
   let resizeTimer = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizeTimer);

@@ -1,0 +1,425 @@
+"""Live audio: tag a stream as it arrives, hop by hop, and detect events causally.
+
+An AudioSet AST expects its whole input window of context (10.24 s); padding a short chunk costs the same compute
+and loses accuracy. So `StreamingTagger` keeps a rolling context of one window and moves it by a hop: each time
+W more-than-enough samples have arrived for the next window on the grid 0, H, 2H, ... (W window, H hop, model
+rate), that window is scored. The latency a user sees is the wait for the hop plus one window's compute.
+
+Input blocks may have any size, sample rate and channel count: channels are averaged and checked as `load_audio`
+does (`ast_audio.audio.io.checked_mono`) and the rate is converted with soxr's streaming resampler (quality HQ,
+as `stream_audio` uses), so the windows, and their scores, are those that `events` computes from a file of the same
+audio (the regular windows; a live stream has no end-aligned final window). Only the samples the next window needs
+are kept: at most one window plus one block.
+
+Events use the rules of `ast_audio.infer.events` (same `EventConfig`: median smoothing over windows, hysteresis
+thresholds, minimum duration, merge gap, only/exclude, per-class thresholds), made causal by `CausalEvents`:
+- the median over k windows of window i is known when window i + k // 2 has been scored (k // 2 hops later);
+- window i owns the cell [b_i, b_{i+1}), b_i the midpoint between its centre and the previous window's centre
+  (b_0 = 0), as offline; an event's onset b_i is reported in the hop where it is decided: when the run has reached
+  `min_duration_s` (so an event that will be dropped as too short is never opened); its offset b_{j+1} when the
+  smoothed score has fallen below the low threshold and no later onset can be merged into it any more
+  (`merge_gap_s`). With the same window scores, the events are exactly those of `detect_events` (tested).
+
+When scoring cannot keep up with a real-time source (`drop_late`), windows whose audio is already more than a hop
+old while a newer window is ready are skipped and counted (`LiveHop.skipped`), so the output stays current instead
+of drifting behind; the first skip carries a one-time `warning`. The cell of the next scored window then widens
+(cells are always midpoints between scored windows' centres).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soxr
+import torch
+
+from ..audio.io import RESAMPLE_QUALITY, checked_mono
+from ..errors import AudioInputError, ConfigError
+from ..labels import check_labels, selected_classes
+from .events import Event, EventConfig, median_smooth
+from .tagger import Tagger
+
+PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+@dataclass(frozen=True)
+class OpenedEvent:
+    """An event whose onset has just been decided (it is still going on): label, onset time, score so far."""
+
+    label: str
+    onset_s: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "onset_s": round(self.onset_s, 6), "score": round(self.score, 6)}
+
+
+@dataclass
+class LiveHop:
+    """What one hop of a stream produced. Times are seconds from the stream's first sample.
+
+    scores: (C,) probabilities of the window [start_s, end_s); None on the hop `close()` adds, without a window, to
+    report the events that the end of the stream closed (start_s = end_s = the stream's end).
+    smoothed: (C,) median-smoothed scores of the latest window whose smoothing is decided (the window centred at
+    `smoothed_s`; k // 2 windows back), or None before the first.
+    opened / closed: events decided in this hop; active: labels of the events open now.
+    skipped: windows skipped so far because scoring fell behind; warning: set once, on the hop where the first
+    window was skipped.
+    compute_s: seconds spent scoring this window (front end and model).
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    scores: np.ndarray | None
+    labels: tuple[str, ...]
+    smoothed: np.ndarray | None = None
+    smoothed_s: float | None = None
+    opened: list[OpenedEvent] = field(default_factory=list)
+    closed: list[Event] = field(default_factory=list)
+    active: list[str] = field(default_factory=list)
+    skipped: int = 0
+    compute_s: float = 0.0
+    warning: str | None = None
+
+    def top(self, k: int, keep: Sequence[int] | None = None) -> list[tuple[str, float]]:
+        """The k best (label, score) of this window among the classes `keep` (default all), best first."""
+        if self.scores is None:
+            return []
+        index = np.arange(len(self.labels)) if keep is None else np.asarray(list(keep), dtype=np.int64)
+        order = index[np.argsort(-self.scores[index], kind="stable")][:k]
+        return [(self.labels[i], float(self.scores[i])) for i in order]
+
+    def to_dict(self, top_k: int = 5, keep: Sequence[int] | None = None) -> dict[str, Any]:
+        """JSON-ready: one object per hop (`listen --format jsonl`, the server's /v1/stream)."""
+        return {"index": self.index, "start_s": round(self.start_s, 6), "end_s": round(self.end_s, 6),
+                "top": [{"label": label, "score": round(score, 6)} for label, score in self.top(top_k, keep)],
+                "opened": [e.to_dict() for e in self.opened], "closed": [e.to_dict() for e in self.closed],
+                "active": list(self.active), "skipped": self.skipped, "compute_s": round(self.compute_s, 6),
+                **({"warning": self.warning} if self.warning else {})}
+
+
+@dataclass
+class _Track:
+    """One class's event in progress: onset, peak raw score, offset once its run ended (None while running)."""
+
+    onset: float
+    peak: float
+    offset: float | None = None
+    reported: bool = False
+
+
+class CausalEvents:
+    """`detect_events`' rules applied window by window (see the module docstring).
+
+    push(centre_s, raw (C,)) for every scored window in order, then finish(duration_s) at the end of the stream.
+    Both return (opened, closed, smoothed, smoothed_centre). `hop_s` is the smallest distance between two window
+    centres (the grid's hop): it bounds how soon the next cell can start, which decides when an onset is certain to
+    survive `min_duration_s` and when an offset can no longer be merged with a later onset.
+    """
+
+    def __init__(self, labels: Sequence[str], config: EventConfig, hop_s: float) -> None:
+        self.labels = tuple(labels)
+        self.config = config
+        self.hop_s = hop_s
+        if config.thresholds:
+            check_labels(list(config.thresholds), self.labels, where="the per-class thresholds")
+        self.classes = selected_classes(self.labels, config.only, config.exclude)
+        self.high = np.array([float((config.thresholds or {}).get(self.labels[c], config.threshold))
+                              for c in self.classes])
+        self.low = config.hysteresis * self.high
+        self.half = config.median_windows // 2
+        self.rows: deque[np.ndarray] = deque(maxlen=2 * self.half + 1)  # raw (C,) rows around the next window
+        self.centres: deque[float] = deque(maxlen=2 * self.half + 1)  # their centres
+        self.pushed = 0  # windows pushed
+        self.decided = 0  # windows whose smoothed score has been used
+        self.previous_centre: float | None = None  # centre of the last decided window
+        self.tracks: dict[int, _Track] = {}  # class index -> its event in progress
+
+    def push(self, centre_s: float, raw: np.ndarray) -> tuple[list[OpenedEvent], list[Event], np.ndarray | None,
+                                                              float | None]:
+        self.rows.append(np.asarray(raw, dtype=np.float64))
+        self.centres.append(centre_s)
+        self.pushed += 1
+        if self.pushed - self.decided <= self.half:  # the median of the next window needs k // 2 later windows
+            return [], [], None, None
+        return self._decide()
+
+    def finish(self, duration_s: float) -> tuple[list[OpenedEvent], list[Event]]:
+        """Decide the last k // 2 windows (the median pads with the last row, as offline) and close every event at
+        the end of the stream, as the last cell reaches the end of the recording offline."""
+        opened: list[OpenedEvent] = []
+        closed: list[Event] = []
+        while self.decided < self.pushed:
+            o, c, _, _ = self._decide()
+            opened += o
+            closed += c
+        for c in sorted(self.tracks):
+            track = self.tracks[c]
+            if track.offset is None:
+                track.offset = duration_s
+            o, e = self._close(c, track)
+            opened += o
+            closed += e
+        self.tracks.clear()
+        return opened, closed
+
+    def open_labels(self) -> list[str]:
+        """Labels of the events reported open and not closed yet."""
+        return [self.labels[c] for c, t in sorted(self.tracks.items()) if t.reported and t.offset is None]
+
+    def _decide(self) -> tuple[list[OpenedEvent], list[Event], np.ndarray, float]:
+        i = self.decided
+        rows = list(self.rows)  # windows max(0, i - half) .. min(pushed - 1, i + half)
+        first = self.pushed - len(rows)  # index of rows[0]
+        lo, hi = max(0, i - self.half) - first, min(self.pushed - 1, i + self.half) - first
+        block = np.stack(rows[lo:hi + 1])  # (n, C), its ends are the stream's ends wherever it is cut short
+        smooth_row = median_smooth(block, self.config.median_windows)[i - first - lo]  # (C,) edge-padded as offline
+        raw = self.rows[i - first]
+        centres = list(self.centres)
+        centre = centres[len(centres) - (self.pushed - i)]
+        cell_start = 0.0 if self.previous_centre is None else (self.previous_centre + centre) / 2
+        self.previous_centre = centre
+        self.decided += 1
+        earliest_next_cell = centre + self.hop_s / 2  # the next window's centre is at least a hop later
+        opened: list[OpenedEvent] = []
+        closed: list[Event] = []
+        for k, c in enumerate(self.classes):
+            v, track = smooth_row[c], self.tracks.get(c)
+            if track is not None and track.offset is None:  # in a run: continue while >= low
+                if v >= self.low[k]:
+                    track.peak = max(track.peak, float(raw[c]))
+                else:
+                    track.offset = cell_start
+            elif v >= self.high[k]:  # a run starts: merged into the last event if it ended at most merge_gap ago
+                if track is not None and cell_start - track.offset <= self.config.merge_gap_s:
+                    track.offset = None
+                    track.peak = max(track.peak, float(raw[c]))
+                else:
+                    if track is not None:
+                        o, e = self._close(c, track)
+                        opened += o
+                        closed += e
+                    track = self.tracks[c] = _Track(onset=cell_start, peak=float(raw[c]))
+            track = self.tracks.get(c)
+            if track is None:
+                continue
+            if track.offset is None:
+                if not track.reported and earliest_next_cell - track.onset >= self.config.min_duration_s:
+                    track.reported = True  # it lasts at least to the next cell: it survives min_duration_s
+                    opened.append(OpenedEvent(self.labels[c], track.onset, track.peak))
+            elif earliest_next_cell - track.offset > self.config.merge_gap_s:  # no later onset can merge with it
+                o, e = self._close(c, track)
+                opened += o
+                closed += e
+                del self.tracks[c]
+        return opened, closed, smooth_row, centre
+
+    def _close(self, c: int, track: _Track) -> tuple[list[OpenedEvent], list[Event]]:
+        """The finished event of class c, if it is long enough (opened too if its onset was not reported yet)."""
+        assert track.offset is not None
+        if track.offset - track.onset < self.config.min_duration_s:
+            return [], []
+        event = Event(self.labels[c], track.onset, track.offset, track.peak)
+        opened = [] if track.reported else [OpenedEvent(self.labels[c], track.onset, track.peak)]
+        return opened, [event]
+
+
+def to_float_block(block: Any, channels: int) -> np.ndarray:
+    """A block of samples -> (n, channels) float32 in [-1, 1]: float arrays pass through, int16 is scaled by 1/32768.
+    A (n,) block is one channel."""
+    data = np.asarray(block)
+    if data.ndim == 1:
+        data = data[:, None]  # (n,) -> (n, 1)
+    if data.ndim != 2 or data.shape[1] != channels:
+        raise AudioInputError(f"expected blocks of shape (n, {channels}) (or (n,) for one channel), got "
+                              f"{tuple(data.shape)}")
+    if data.dtype == np.int16:
+        return data.astype(np.float32) / 32768.0
+    if not np.issubdtype(data.dtype, np.floating):
+        raise AudioInputError(f"expected float samples in [-1, 1] or int16, got dtype {data.dtype}")
+    return data.astype(np.float32, copy=False)
+
+
+class PcmDecoder:
+    """Raw interleaved PCM bytes (s16le or f32le, `channels` channels) -> (n, channels) float32 blocks; a partial
+    frame at the end of one chunk is kept for the next (pipes and sockets split bytes anywhere)."""
+
+    def __init__(self, dtype: str, channels: int) -> None:
+        if dtype not in PCM_DTYPES:
+            raise ConfigError(f"PCM format must be one of {', '.join(PCM_DTYPES)}, got {dtype!r}")
+        if not (isinstance(channels, int) and channels >= 1):
+            raise ConfigError(f"channels must be a positive integer, got {channels!r}")
+        self.dtype, self.channels = PCM_DTYPES[dtype], channels
+        self.frame_bytes = self.dtype.itemsize * channels
+        self.rest = b""
+
+    def decode(self, data: bytes) -> np.ndarray:
+        data = self.rest + bytes(data)
+        usable = len(data) - len(data) % self.frame_bytes
+        self.rest = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)  # (n * C,) -> (n, C)
+        if self.dtype == np.dtype("<i2"):
+            return samples.astype(np.float32) / 32768.0
+        return samples.astype(np.float32)
+
+
+def measure_window_s(tagger: Tagger, window: int, repeats: int = 2) -> float:
+    """Seconds one window of `window` samples takes to score here (front end and model): the fastest of `repeats`
+    runs on silence, so the first run's one-off costs (allocation, graph warm-up) do not count."""
+    silence = torch.zeros(window)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tagger.score_windows([silence])
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+class StreamingTagger:
+    """Tag a live stream window by window (see the module docstring).
+
+    Args:
+        tagger: the model, its front end and labels.
+        sample_rate: rate of the blocks fed, in Hz (resampled to the model's rate when different).
+        channels: channels of the blocks fed (averaged).
+        window_s, hop_s: window and hop in seconds, checked as `Tagger.window_and_hop` does (defaults: the model's
+            input length and half of it).
+        events: the event rules (`EventConfig`, as `events` uses).
+        drop_late: a real-time source: skip windows that are more than a hop old while a newer one is ready.
+        batch_size: windows scored per forward pass when several are ready and none is skipped.
+
+    `feed(block)` returns the hops that block completed; `close()` flushes the resampler, scores what completes and
+    closes the open events at the end of the stream.
+    """
+
+    def __init__(self, tagger: Tagger, sample_rate: int, channels: int = 1, *, window_s: float | None = None,
+                 hop_s: float | None = None, events: EventConfig | None = None, drop_late: bool = False,
+                 batch_size: int = 8) -> None:
+        if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
+            raise ConfigError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+        if not (isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1):
+            raise ConfigError(f"channels must be a positive integer, got {channels!r}")
+        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.tagger = tagger
+        self.input_rate, self.channels = sample_rate, channels
+        self.rate = tagger.sample_rate
+        self.window, self.hop = tagger.window_and_hop(window_s, hop_s)
+        self.window_s, self.hop_s = self.window / self.rate, self.hop / self.rate
+        self.events = CausalEvents(tagger.labels, events or EventConfig(), self.hop_s)
+        self.drop_late, self.batch_size = drop_late, batch_size
+        self.resampler = (None if sample_rate == self.rate else
+                          soxr.ResampleStream(sample_rate, self.rate, 1, dtype="float32", quality=RESAMPLE_QUALITY))
+        self.buffer = np.zeros(0, dtype=np.float32)  # model-rate samples [buf_start, received)
+        self.buf_start = self.received = self.next_start = 0
+        self.index = 0  # windows placed so far (scored or skipped)
+        self.skipped = 0
+        self.warned = False
+        self.closed = False
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.tagger.labels
+
+    @property
+    def held_samples(self) -> int:
+        """Model-rate samples held now (at most one window plus one block, resampled)."""
+        return int(self.buffer.shape[0])
+
+    def feed(self, block: Any, arrived: float | None = None) -> list[LiveHop]:
+        """Add a block ((n, channels) or (n,) float in [-1, 1] or int16, at `sample_rate`); return the hops it
+        completed. `arrived`: `time.monotonic()` when the oldest of its samples arrived (default now), for
+        `drop_late`."""
+        if self.closed:
+            raise ConfigError("the stream was closed; start a new StreamingTagger")
+        mono = checked_mono("stream", to_float_block(block, self.channels), "stream")  # (n, C) -> (n,)
+        if self.resampler is not None:
+            mono = self.resampler.resample_chunk(mono, last=False)
+        self._append(mono)
+        return self._run(time.monotonic() if arrived is None else arrived)
+
+    def close(self) -> list[LiveHop]:
+        """End of the stream: the resampler's tail is scored, open events are closed at the stream's end (reported
+        on the last hop, or on a hop of its own with no window when no window completes)."""
+        if self.closed:
+            return []
+        self.closed = True
+        if self.resampler is not None:
+            self._append(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        hops = self._run(time.monotonic())
+        opened, closed = self.events.finish(self.received / self.rate)
+        if opened or closed:
+            if not hops:
+                end = self.received / self.rate
+                hops = [LiveHop(index=self.index, start_s=end, end_s=end, scores=None, labels=self.labels,
+                                skipped=self.skipped)]
+            hops[-1].opened += opened
+            hops[-1].closed += closed
+            hops[-1].active = []
+        return hops
+
+    def run(self, blocks: Iterable[Any]) -> Iterator[LiveHop]:
+        """Every hop of a whole stream of blocks (then `close`)."""
+        for block in blocks:
+            yield from self.feed(block)
+        yield from self.close()
+
+    def _append(self, samples: np.ndarray) -> None:
+        if samples.shape[0]:
+            self.buffer = np.concatenate([self.buffer, samples]) if self.buffer.size else samples.copy()
+            self.received += samples.shape[0]
+
+    def _take(self) -> tuple[int, np.ndarray]:
+        """The next window on the grid (its samples are all there), and drop the samples no later window needs."""
+        start = self.next_start
+        lo = start - self.buf_start
+        samples = self.buffer[lo:lo + self.window].copy()
+        self.next_start += self.hop
+        self.index += 1
+        keep_from = min(self.next_start, self.received)
+        self.buffer = self.buffer[keep_from - self.buf_start:]
+        self.buf_start = keep_from
+        return start, samples
+
+    def _run(self, arrived: float) -> list[LiveHop]:
+        hops: list[LiveHop] = []
+        pending: list[tuple[int, int, np.ndarray]] = []  # (index, start, samples) to score in one batch
+        while self.next_start + self.window <= self.received:
+            newer_ready = self.next_start + self.hop + self.window <= self.received
+            if self.drop_late and newer_ready and time.monotonic() - arrived > self.hop_s:
+                self._take()  # more than a hop late and a newer window is there: skip this one
+                self.skipped += 1
+                continue
+            index = self.index
+            start, samples = self._take()
+            pending.append((index, start, samples))
+            if self.drop_late or len(pending) == self.batch_size:  # real time: score each as soon as it is there
+                hops += self._score(pending)
+                pending = []
+        if pending:
+            hops += self._score(pending)
+        return hops
+
+    def _score(self, pending: list[tuple[int, int, np.ndarray]]) -> list[LiveHop]:
+        t0 = time.perf_counter()
+        scores = self.tagger.score_windows([torch.from_numpy(s) for _, _, s in pending]).numpy()  # (B, C)
+        compute_s = (time.perf_counter() - t0) / len(pending)
+        hops = []
+        for (index, start, _), row in zip(pending, scores, strict=True):
+            start_s, end_s = start / self.rate, (start + self.window) / self.rate
+            opened, closed, smoothed, smoothed_s = self.events.push((start_s + end_s) / 2, row)
+            hop = LiveHop(index=index, start_s=start_s, end_s=end_s, scores=row, labels=self.labels,
+                          smoothed=smoothed, smoothed_s=smoothed_s, opened=opened, closed=closed,
+                          active=self.events.open_labels(), skipped=self.skipped, compute_s=compute_s)
+            if self.skipped and not self.warned:
+                self.warned = True
+                hop.warning = (f"falling behind: scoring one window takes about {compute_s:.3f} s against a "
+                               f"{self.hop_s:g} s hop; skipping windows to stay current (counted in 'skipped')")
+            hops.append(hop)
+        return hops
