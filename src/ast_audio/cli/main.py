@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "ast_audio.cli.serve",  # serve
     "ast_audio.cli.export",  # export
     "ast_audio.cli.bench",  # bench
+    "ast_audio.cli.archive",  # merge-parts (the archive options of tag and events live there too)
 )
 _PYTHON_SHOWWARNING = warnings.showwarning
 
