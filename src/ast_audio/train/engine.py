@@ -343,6 +343,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
     bar = progress_bar(len(run.loader), f"epoch {epoch}/{config.epochs}" if config.progress else None, info)
     clips_done, t_epoch = 0, time.perf_counter()
     for batch in run.loader:
+        D.test_failure_hook(info, run.global_step)
         lr = warmup_lr(config, run.global_step)
         if lr is not None:
             set_lr(optimizer, lr)
