@@ -139,3 +139,17 @@ def test_list_files_share_and_shard_spec(tmp_path):
     for bad in ("3/3", "x", "1/0", "-1/2"):
         with pytest.raises(ConfigError):
             parse_shard(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tag"], "give audio files, or --files-from"),
+    (["events", "x.wav", "--resume"], "--resume and --shard go with --files-from"),
+    (["tag", "--files-from", "list.txt"], "--files-from needs --output"),
+    (["events", "x.wav", "--files-from", "list.txt", "-o", "o.jsonl"], "either audio files or --files-from"),
+])
+def test_archive_options_are_checked_in_one_line(argv, message, capsys):
+    from ast_audio.cli.main import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ast-audio: error: ") and message in err[0]
