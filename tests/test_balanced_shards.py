@@ -115,3 +115,14 @@ def test_draws_are_deterministic_and_resume_mid_run(shard_set):
     other = EpochSampler(len(clips), weights=weights, seed=4, num_replicas=2, rank=1)
     other.set_epoch(3)
     assert _keys(clips, other, workers=0) != expected
+
+
+def test_shards_without_a_clip_table_are_refused_with_the_fix(shard_set, tmp_path):
+    import shutil
+
+    from ast_audio.errors import ConfigError
+
+    old = shutil.copytree(shard_set[1], tmp_path / "old")
+    (old / "clips.npz").unlink()  # a folder prepared before the table existed
+    with pytest.raises(ConfigError, match="re-create the shards with `ast-audio prepare`"):
+        ShardClips(old, FRONT)

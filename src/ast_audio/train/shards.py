@@ -156,7 +156,7 @@ def _write_clip_table(path: Path, table: dict[str, list]) -> None:
     lengths = [len(t) for t in table["targets"]]
     np.savez(path, shard=np.asarray(table["shard"], dtype=np.int32), offset=np.asarray(table["offset"], np.int64),
              size=np.asarray(table["size"], np.int64), index=np.asarray(table["index"], np.int64),
-             key=np.asarray(table["key"], dtype=np.str_),
+             key=np.asarray([k.encode("utf-8") for k in table["key"]], dtype=np.bytes_),  # 1 byte a character
              target_ptr=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
              targets=np.asarray([t for ts in table["targets"] for t in ts], dtype=np.int32))
 
@@ -434,7 +434,8 @@ class ShardClips(torch.utils.data.Dataset):
     sampler (`EpochSampler` with `balanced_weights_from_targets`) then draws from shards exactly as from files.
 
     Items are those of `ClipDataset` ((T, F), (C,), key) or a `BadClip`; mixup partners come from the whole set, as
-    in the reference. Costs: the table (~40 bytes and the key per clip: ~150 MB for 2 M clips) in every process, and
+    in the reference. Costs: the table (~40 bytes plus the longest key's UTF-8 length per clip: ~120 MB for 2 M
+    clips with 20-byte keys) in every process (shared copy-on-write by forked DataLoader workers), and
     one random read of a clip (~300 KB of FLAC) per item instead of a sequential stream: fine on local disks and
     page-cached or parallel file systems, slower on spinning disks or object stores mounted as files.
     """
@@ -476,7 +477,7 @@ class ShardClips(torch.utils.data.Dataset):
         return [self.targets(i) for i in range(len(self))]
 
     def key(self, i: int) -> str:
-        return str(self.table["key"][i])
+        return bytes(self.table["key"][i]).decode("utf-8")
 
     def set_epoch(self, epoch: int) -> None:
         self.pipeline.set_epoch(epoch)
