@@ -76,8 +76,26 @@ def setup(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        torch_dist.init_process_group(backend=backend, timeout=timedelta(seconds=collective_timeout_s()))
+        timeout = timedelta(seconds=collective_timeout_s())
+        torch_dist.init_process_group(backend=backend, timeout=timeout, store=_round_store(world, timeout),
+                                      rank=rank, world_size=world)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def _round_store(world: int, timeout: timedelta) -> torch_dist.Store | None:
+    """Under torchrun's agent store, a store prefixed by this rendezvous round; else None (torch's env:// store).
+
+    After a restart the agent's store can still hold the previous round's keys (seen with `--standalone`), e.g. the
+    address of a killed rank's gloo socket, which a new rank then connects to and is refused. The round number is
+    agreed through the store itself: every rank adds 1 to a counter once, and all W ranks of round k (they start only
+    after round k - 1's workers were stopped) read values in (kW, (k + 1)W].
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                                timeout=timeout)
+    joined = store.add("ast_audio/joined", 1)
+    return torch_dist.PrefixStore(f"ast_audio/round_{(joined - 1) // world}", store)
 
 
 def collective_timeout_s() -> float:
