@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
@@ -35,7 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Stream each FILE through sliding windows, then turn per-class window scores into events: "
         "median smoothing over windows, hysteresis thresholding, minimum duration, merge gap. An event runs over "
         "the stretch of time nearest to its active windows' centres (docs/events.md).")
-    events.add_argument("files", nargs="+", metavar="FILE", help="audio files (any length, rate, channels)")
+    events.add_argument("files", nargs="*", metavar="FILE", help="audio files (any length, rate, channels); or "
+                        "--files-from")
     add_checkpoint_arg(events)
     group = events.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T",
@@ -69,6 +71,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_precision_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_archive_args(events)
     events.set_defaults(func=cmd_events)
 
     calibrate = commands.add_parser(
@@ -134,6 +137,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..labels import check_labels, parse_names, rollup, rollup_scores, selected_classes
     from ..utils import atomic_write_text
 
+    archive = archive_mode(args)
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
     tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
     labels, groups = rollup(tagger.labels) if args.rollup else (tagger.labels, None)
@@ -146,6 +150,11 @@ def cmd_events(args: argparse.Namespace) -> int:
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
     selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
+    if archive:
+        from ..infer.archive import events_job
+
+        job = events_job(tagger, config, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size)
+        return run_archive_command(args, job, tagger.sample_rate)
 
     truth = read_events_csv(args.plot_truth) if args.plot_truth else []
     many = len(args.files) > 1

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "ast_audio.cli.export",  # export
     "ast_audio.cli.bench",  # bench
     "ast_audio.cli.labels",  # labels
+    "ast_audio.cli.archive",  # merge-parts (the archive options of tag and events live there too)
 )
 _PYTHON_SHOWWARNING = warnings.showwarning
 
@@ -93,8 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AstAudioError, OSError) as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {_rank_prefix()}{one_line(exc)}", file=sys.stderr)
+        _record_for_torchrun(exc)
         return 1
+
+
+def _rank_prefix() -> str:
+    """"rank R of W: " under torchrun (so the failing rank names itself), else "" (no torch import)."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"rank {os.environ.get('RANK', '0')} of {world}: " if world not in ("", "1") else ""
+
+
+def _record_for_torchrun(exc: BaseException) -> None:
+    """Under torchrun, write torchelastic's error file, so the agent's failure summary names this rank's error as the
+    root cause (torch imported only then)."""
+    import os
+
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(exc)
 
 
 if __name__ == "__main__":

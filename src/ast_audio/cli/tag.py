@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AstAudioError
+from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     DEFAULT_CHECKPOINT,
     add_class_filter_args,
@@ -25,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tag = commands.add_parser("tag", help="tag audio files with an AST checkpoint",
                               description="Tag audio files. Audio longer than the model's input is scored with "
                               "overlapping sliding windows and aggregated (nothing is truncated).")
-    tag.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
+    tag.add_argument("files", nargs="*", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...); or --files-from")
     tag.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                      help=f"checkpoint folder, .pth file or hub id (default: {DEFAULT_CHECKPOINT})")
     tag.add_argument("--labels", metavar="CSV", help="class-label CSV overriding the checkpoint's label names")
@@ -46,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
     add_precision_arg(tag)
+    add_archive_args(tag)
     tag.set_defaults(func=cmd_tag)
 
     convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
@@ -81,6 +83,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from ..infer.formats import format_tags
     from ..infer.tagger import Tagger, load_onnx_tagger
 
+    archive = archive_mode(args)
     if getattr(args, "onnx", None):
         if args.precision != "fp32":
             raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
@@ -91,6 +94,12 @@ def cmd_tag(args: argparse.Namespace) -> int:
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
+    if archive:
+        from ..infer.archive import tag_job
+
+        job = tag_job(tagger, top_k=args.top_k, window_s=args.window, hop_s=args.hop, aggregate=args.aggregate,
+                      batch_size=args.batch_size, all_scores=args.all_scores, refine=refine)
+        return run_archive_command(args, job, tagger.sample_rate)
     failed = 0
 
     def report(index: int, exc: AstAudioError) -> None:  # a bad file: one line, the others are still tagged

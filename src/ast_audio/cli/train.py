@@ -77,9 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(config.to_json() + "\n")
         return 0
+    from ..train.dist import elastic_resume
     from ..train.engine import run
 
-    run(config, Path(args.out), resume=args.resume)
+    # torchrun --max-restarts N: a (re)started worker continues from the last complete checkpoint in --out
+    run(config, Path(args.out), resume=args.resume or elastic_resume())
     return 0
 
 

@@ -61,8 +61,8 @@ from .optim import (
 )
 from .outputs import format_row, metrics_csv, tensorboard_writer, write_epoch_outputs, write_json
 from .recipes import ESC50_FOLDS, TrainConfig
-from .sampler import EpochSampler, balanced_weights
-from .shards import ShardDataset, is_shard_folder, read_index
+from .sampler import EpochSampler, balanced_weights, balanced_weights_from_targets
+from .shards import ShardClips, ShardDataset, is_shard_folder, read_index
 
 Printer = Callable[[str], None]
 
@@ -117,9 +117,6 @@ def _shard_index(config: TrainConfig) -> dict[str, Any] | None:
     """index.json of `config.data` if it is a shard folder written by `ast-audio prepare`, else None."""
     if config.data is None or not is_shard_folder(config.data):
         return None
-    if config.balanced_sampling:
-        raise ConfigError(f"{config.data}: balanced sampling needs random access to every clip, which tar shards do "
-                          "not give; train from the JSON datafile, or pass --set balanced_sampling=false")
     return read_index(config.data)
 
 
@@ -181,7 +178,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     scaler: torch.amp.GradScaler | None
     amp: torch.dtype | None
-    train_data: Any  # ClipDataset or ShardDataset
+    train_data: Any  # ClipDataset, ShardDataset or ShardClips
     sampler: EpochSampler | None
     loader: torch.utils.data.DataLoader
     valid_data: ClipDataset
@@ -355,6 +352,13 @@ def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo
                   ) -> tuple[Any, EpochSampler | None, torch.utils.data.DataLoader]:
     """(training data set, its epoch sampler or None for shards, DataLoader) with the training augmentation."""
     per_rank = config.batch_size // info.world_size
+    if data.shard_index is not None and config.balanced_sampling:  # clips read by offset, drawn by the sampler
+        train_data = ShardClips(config.data, config.frontend, config.augment, seed=config.seed)
+        weights = balanced_weights_from_targets(train_data.all_targets(), train_data.num_classes)
+        sampler = EpochSampler(len(train_data), weights=weights, shuffle=True, seed=config.seed,
+                               num_replicas=info.world_size, rank=info.rank)
+        return train_data, sampler, torch.utils.data.DataLoader(train_data, batch_size=per_rank, sampler=sampler,
+                                                                collate_fn=collate, num_workers=config.num_workers)
     if data.shard_index is not None:  # a stream of tar shards, split over ranks and workers by ShardDataset itself
         train_data = ShardDataset(config.data, config.frontend, config.augment, seed=config.seed, shuffle=True)
         return train_data, None, torch.utils.data.DataLoader(train_data, batch_size=per_rank, collate_fn=collate,
@@ -419,6 +423,7 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
     bar = progress_bar(len(run.loader), f"epoch {epoch}/{config.epochs}" if config.progress else None, info)
     clips_done, t_epoch, step_time, steps = 0, time.perf_counter(), 0.0, 0
     for batch in run.loader:
+        D.test_failure_hook(info, run.global_step)
         lr = warmup_lr(config, run.global_step)
         if lr is not None:
             set_lr(optimizer, lr)

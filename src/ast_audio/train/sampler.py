@@ -8,7 +8,7 @@ same global batch (the reference used DataParallel, which splits each batch the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -25,11 +25,19 @@ def balanced_weights(manifest: Manifest) -> torch.Tensor:
 
     Counts are positives per class over `manifest` (the training set). Clips without labels get weight 0.
     """
-    counts = torch.tensor(manifest.class_counts(), dtype=torch.float64)  # (C,)
+    return balanced_weights_from_targets([e.targets for e in manifest.examples], manifest.num_classes)
+
+
+def balanced_weights_from_targets(targets: Sequence[Sequence[int]], num_classes: int) -> torch.Tensor:
+    """`balanced_weights` from the clips' class indices (a manifest's, or a shard folder's clip table)."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)  # (C,) positives per class
+    for clip in targets:
+        for t in clip:
+            counts[t] += 1
     label_weight = BALANCE_NUMERATOR / (counts + BALANCE_EPSILON)  # (C,)
-    weights = torch.zeros(len(manifest), dtype=torch.float64)
-    for i, example in enumerate(manifest.examples):
-        for t in example.targets:
+    weights = torch.zeros(len(targets), dtype=torch.float64)
+    for i, clip in enumerate(targets):
+        for t in clip:
             weights[i] += label_weight[t]
     return weights
 

@@ -43,6 +43,7 @@ from .recipes import AugmentConfig
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
+CLIPS_NAME = "clips.npz"  # the clip table (offsets for random access), see `_write_clip_table`
 FORMAT_NAME = "ast-audio-shards"
 FORMAT_VERSION = 1
 # Lossless storage: FLAC at 24 bits keeps 16-bit sources bit-exact and resampled audio to ~1e-7; WAV stores float32.
@@ -64,11 +65,14 @@ def _encode_star(args: tuple[Example, int, str]) -> tuple[bytes | None, str]:
     return _encode(*args)
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> int:
+    """Append a member; returns the byte offset of its data in the tar (for reading it back by seeking)."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0  # reproducible shards
     tar.addfile(info, io.BytesIO(data))
+    blocks = -(-len(data) // tarfile.BLOCKSIZE)
+    return tar.offset - blocks * tarfile.BLOCKSIZE  # addfile leaves tar.offset after the data's padded blocks
 
 
 def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size: int = 1000,
@@ -100,6 +104,7 @@ def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size
     jobs = [(example, sample_rate, audio_format) for example in manifest.examples]
     shards: list[dict] = []
     skipped: list[dict] = []
+    table: dict[str, list] = {"shard": [], "offset": [], "size": [], "index": [], "key": [], "targets": []}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         tar: tarfile.TarFile | None = None
@@ -122,8 +127,11 @@ def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size
                 stem = f"{index:09d}"
                 meta = {"key": example.key, "targets": list(example.targets), "index": index,
                         "source": example.source}
-                _add(tar, f"{stem}.{audio_format}", data)
+                offset = _add(tar, f"{stem}.{audio_format}", data)
                 _add(tar, f"{stem}.json", json.dumps(meta).encode())
+                for name, value in (("shard", len(shards) - 1), ("offset", offset), ("size", len(data)),
+                                    ("index", index), ("key", example.key), ("targets", example.targets)):
+                    table[name].append(value)
                 count += 1
                 shards[-1]["count"] = count
         finally:
@@ -137,8 +145,20 @@ def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size
                      "mids": list(manifest.mids), "multi_label": manifest.multi_label, "sample_rate": sample_rate,
                      "audio_format": audio_format, "clips": sum(s["count"] for s in shards),
                      "source_clips": len(manifest), "shards": shards, "skipped": skipped}
+        _write_clip_table(tmp / CLIPS_NAME, table)
         atomic_write_text(tmp / INDEX_NAME, json.dumps(index_doc, indent=1) + "\n")
     return out
+
+
+def _write_clip_table(path: Path, table: dict[str, list]) -> None:
+    """clips.npz: per clip its shard, audio byte offset and size, manifest index, key and targets (CSR), so that
+    `ShardClips` reads any clip with one seek and the balanced sampler's weights need no pass over the tars."""
+    lengths = [len(t) for t in table["targets"]]
+    np.savez(path, shard=np.asarray(table["shard"], dtype=np.int32), offset=np.asarray(table["offset"], np.int64),
+             size=np.asarray(table["size"], np.int64), index=np.asarray(table["index"], np.int64),
+             key=np.asarray([k.encode("utf-8") for k in table["key"]], dtype=np.bytes_),  # 1 byte a character
+             target_ptr=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
+             targets=np.asarray([t for ts in table["targets"] for t in ts], dtype=np.int32))
 
 
 def is_shard_folder(path: str | os.PathLike) -> bool:
@@ -407,3 +427,80 @@ def _read_shard(path: Path) -> Iterator[tuple[dict, bytes | None, str]]:
                 yield json.loads(entry["json"]), None, message
         logger.error(message)
         return
+
+
+class ShardClips(torch.utils.data.Dataset):
+    """Random access to a shard folder's clips by index (one seek and read per clip, through clips.npz): the balanced
+    sampler (`EpochSampler` with `balanced_weights_from_targets`) then draws from shards exactly as from files.
+
+    Items are those of `ClipDataset` ((T, F), (C,), key) or a `BadClip`; mixup partners come from the whole set, as
+    in the reference. Costs: the table (~40 bytes plus the longest key's UTF-8 length per clip: ~120 MB for 2 M
+    clips with 20-byte keys) in every process (shared copy-on-write by forked DataLoader workers), and
+    one random read of a clip (~300 KB of FLAC) per item instead of a sequential stream: fine on local disks and
+    page-cached or parallel file systems, slower on spinning disks or object stores mounted as files.
+    """
+
+    def __init__(self, folder: str | os.PathLike, frontend: FrontendConfig, augment: AugmentConfig | None = None,
+                 *, seed: int = 0, normalize: bool = True) -> None:
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        table_path = self.folder / CLIPS_NAME
+        if not table_path.is_file():
+            raise ConfigError(f"{self.folder}: no {CLIPS_NAME} (shards prepared by an older version); balanced "
+                              "sampling reads clips by offset: re-create the shards with `ast-audio prepare`")
+        with np.load(table_path, allow_pickle=False) as table:
+            self.table = {name: table[name] for name in table.files}
+        self.labels = tuple(self.index["labels"])
+        self.mids = tuple(self.index["mids"])
+        self.multi_label = bool(self.index["multi_label"])
+        self.shard_paths = [self.folder / s["name"] for s in self.index["shards"]]
+        empty = Manifest((), self.labels, self.mids, self.multi_label)
+        self.pipeline = ClipDataset(empty, frontend, augment, seed=seed, normalize=normalize)
+
+    def __len__(self) -> int:
+        return int(self.table["offset"].shape[0])
+
+    @property
+    def num_clips(self) -> int:
+        return len(self)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def targets(self, i: int) -> list[int]:
+        ptr = self.table["target_ptr"]
+        return self.table["targets"][ptr[i]:ptr[i + 1]].tolist()
+
+    def all_targets(self) -> list[list[int]]:
+        """Every clip's class indices, in table order (for the balanced sampler's weights)."""
+        return [self.targets(i) for i in range(len(self))]
+
+    def key(self, i: int) -> str:
+        return bytes(self.table["key"][i]).decode("utf-8")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.pipeline.set_epoch(epoch)
+
+    @property
+    def mixup_fallbacks(self) -> int:
+        return self.pipeline.mixup_fallbacks
+
+    def _load(self, i: int) -> torch.Tensor:
+        path = self.shard_paths[int(self.table["shard"][i])]
+        try:
+            with open(path, "rb") as f:
+                f.seek(int(self.table["offset"][i]))
+                data = f.read(int(self.table["size"][i]))
+        except OSError as exc:
+            raise AstAudioError(f"{path}: cannot read clip {self.key(i)} ({one_line(exc)})") from None
+        rate = self.pipeline.frontend.sample_rate
+        return remove_dc(decode_bytes(data, sample_rate=rate, name=f"{path}:{self.key(i)}"))
+
+    def __getitem__(self, i: int) -> Item | BadClip:
+        try:
+            waveform = self._load(i)
+        except AstAudioError as exc:
+            return BadClip(self.key(i), one_line(exc))
+        return self.pipeline.item(waveform, self.targets(i), self.key(i), int(self.table["index"][i]), len(self),
+                                  lambda j: (self._load(j), self.targets(j)))

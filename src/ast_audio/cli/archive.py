@@ -1,0 +1,80 @@
+"""Archive mode of `tag` and `events` (--files-from, --resume, --shard, --workers) and `ast-audio merge-parts`:
+thin shells over ast_audio.infer.archive."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .args import positive_int, report_file_error
+
+
+def add_archive_args(parser: argparse.ArgumentParser) -> None:
+    """The archive options shared by `tag` and `events` (and later `embed`)."""
+    group = parser.add_argument_group("archives", "tag a list or folder of files into a JSON-lines --output, "
+                                      "resumable and splittable (docs/scale.md)")
+    group.add_argument("--files-from", metavar="LIST", help="a text file with one audio path per line, or a folder "
+                       "(audio files under it, recursively); writes one JSON line per file to --output")
+    group.add_argument("--resume", action="store_true", help="continue --output: skip the files it already has")
+    group.add_argument("--shard", metavar="K/N", help="process part K of N (0 <= K < N) into OUTPUT.partK-of-N; "
+                       "the last part to finish merges them (default under torchrun: RANK/WORLD_SIZE)")
+    group.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="DataLoader processes decoding ahead of the model (default 2; 0 = in this process)")
+
+
+def archive_mode(args: argparse.Namespace) -> bool:
+    """True if the command runs over --files-from; checks the options that go with it."""
+    from ..errors import ConfigError
+
+    if args.files_from is None:
+        if args.files == []:
+            raise ConfigError("give audio files, or --files-from LIST (a file list or a folder) with --output")
+        if args.resume or args.shard:
+            raise ConfigError("--resume and --shard go with --files-from")
+        return False
+    if args.files:
+        raise ConfigError("give either audio files or --files-from, not both")
+    if not args.output:
+        raise ConfigError("--files-from needs --output OUT.jsonl (one JSON line per file)")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+    return True
+
+
+def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) -> int:
+    """Run `job` over --files-from into --output; bad files get an error line and one stderr line each; exit 1 if
+    any failed."""
+    from ..infer.archive import list_files, parse_shard, run_archive, torchrun_shard
+
+    files = list_files(args.files_from)
+    shard = parse_shard(args.shard) if args.shard else torchrun_shard()
+
+    def report(path: str, message: str) -> None:
+        report_file_error(path, Exception(message))
+
+    summary = run_archive(files, args.output, job, sample_rate=sample_rate, batch_size=args.batch_size,
+                          workers=args.workers, resume=args.resume, shard=shard, on_error=report)
+    part = f" (part {shard[0]} of {shard[1]})" if shard else ""
+    merged = f"; all parts done, merged into {summary['merged']}" if summary["merged"] else ""
+    print(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, {summary['skipped']} "
+          f"already there, {summary['errors']} errors{merged}", file=sys.stderr)
+    return 1 if summary["errors"] else 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add merge-parts."""
+    merge = commands.add_parser("merge-parts", help="merge OUT.partK-of-N files of `tag/events --shard` into OUT",
+                                description="Merge the complete parts of an archive run into one JSON-lines file, "
+                                "in the order of the original list (the last part to finish does this itself).")
+    merge.add_argument("output", metavar="OUT", help="the --output the parts were written for")
+    merge.add_argument("--parts", type=positive_int, metavar="N", help="number of parts (default: found next to OUT)")
+    merge.set_defaults(func=cmd_merge_parts)
+
+
+def cmd_merge_parts(args: argparse.Namespace) -> int:
+    from ..infer.archive import merge_parts
+
+    out = merge_parts(args.output, args.parts)
+    print(f"ast-audio: merged into {out}", file=sys.stderr)
+    return 0
