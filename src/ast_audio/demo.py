@@ -1,11 +1,16 @@
-"""The offline demo: generate a small labelled sound set, train a tiny AST on CPU, evaluate, save, tag.
+"""The offline demo: generate a small labelled sound set, train a tiny AST on CPU, evaluate, save, tag; and scenes of
+demo sounds at known times to test sound-event detection on (`make_scene`, `write_scenes`).
 
 Nothing is downloaded. Four classes of 1-2 s clips at 16 kHz, each with random frequencies, levels, onsets
-and a background noise floor:
+and a background noise floor, plus background-only clips (the noise floor alone, no class):
 - tone: a steady sine;
 - chirp: a sine gliding up over 1-2.5 octaves;
 - noise_burst: a 0.15-0.6 s burst of (optionally low-passed) white noise;
 - click_train: short decaying clicks repeated every 15-80 ms.
+
+The background clips sit in a `_background` folder, which the folder layout reads as an all-zero target, so the
+model is multi-label (BCE loss, sigmoid scores): each class scores on its own, and quiet scores low everywhere,
+which is what sound-event detection needs (a softmax model must give the quiet between sounds to some class).
 
 The model is trained by the training engine with the `folder` recipe (`ast_audio.train.engine.run`: the same loop,
 checkpoints and metrics as `ast-audio train`), sized for a CPU: a 64-wide, 2-block AST on 2 s inputs, no
@@ -30,9 +35,10 @@ from .config import FrontendConfig
 from .infer.tagger import Tagger
 from .train.data import ClipDataset
 from .train.engine import RunResult, run
-from .train.layouts import load_splits
+from .train.layouts import BACKGROUND, load_splits
 from .train.recipes import TrainConfig, make_recipe
 from .train.stats import norm_stats
+from .utils import atomic_path, atomic_write_text
 from .weights.checkpoint import load_model
 
 CLASSES = ("tone", "chirp", "noise_burst", "click_train")
@@ -67,12 +73,29 @@ def _fade(x: np.ndarray, seconds: float = 0.01) -> np.ndarray:
     return x
 
 
-def synth_clip(kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One clip of class `kind`: (N,) float32 at 16 kHz, 1-2 s, peak below 1."""
-    n = int(rng.uniform(1.0, 2.0) * SAMPLE_RATE)
-    clip = rng.uniform(0.002, 0.02) * rng.standard_normal(n)  # background noise floor
-    onset = int(rng.uniform(0.0, 0.3) * SAMPLE_RATE)
-    length = n - onset - int(rng.uniform(0.0, 0.2) * SAMPLE_RATE)
+def background_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) float64 quiet background: white noise at 0.002-0.02 RMS, low-passed half of the time. The noise floor
+    under every demo clip, the whole of a background clip, and the bed of a generated scene."""
+    noise = rng.uniform(0.002, 0.02) * rng.standard_normal(n)
+    if rng.random() < 0.5:  # one-pole low-pass: a duller hum, still no class
+        alpha = rng.uniform(0.5, 0.95)
+        noise = _one_pole(noise, alpha) / np.sqrt((1 - alpha) / (1 + alpha))  # keep the RMS
+    return noise
+
+
+def _one_pole(x: np.ndarray, alpha: float) -> np.ndarray:
+    """y[i] = alpha y[i-1] + (1 - alpha) x[i], vectorised through scipy-free cumulative form for speed."""
+    y = np.empty_like(x)
+    acc = 0.0
+    for i in range(len(x)):  # plain loop: clips are short; scenes call it once per minute of audio at most
+        acc = alpha * acc + (1 - alpha) * x[i]
+        y[i] = acc
+    return y
+
+
+def synth_event(kind: str, length: int, rng: np.random.Generator) -> np.ndarray:
+    """The sound of class `kind` alone: (<= length,) float64 with 10 ms fades, peak `level` in 0.1-0.5 (a noise
+    burst is cut to 0.15-0.6 s, so it may be shorter than `length`)."""
     t = np.arange(length) / SAMPLE_RATE
     level = rng.uniform(0.1, 0.5)
     if kind == "tone":
@@ -86,9 +109,7 @@ def synth_clip(kind: str, rng: np.random.Generator) -> np.ndarray:
         length = min(length, int(rng.uniform(0.15, 0.6) * SAMPLE_RATE))
         event = rng.standard_normal(length)
         if rng.random() < 0.5:  # one-pole low-pass for some colour
-            alpha = rng.uniform(0.5, 0.95)
-            for i in range(1, length):
-                event[i] = alpha * event[i - 1] + (1 - alpha) * event[i]
+            event = _one_pole(event, rng.uniform(0.5, 0.95))
         event /= np.abs(event).max()
     elif kind == "click_train":
         period = int(rng.uniform(0.015, 0.08) * SAMPLE_RATE)
@@ -100,23 +121,43 @@ def synth_clip(kind: str, rng: np.random.Generator) -> np.ndarray:
         event /= np.abs(event).max()
     else:
         raise ValueError(f"unknown class {kind!r}; expected one of {CLASSES}")
-    clip[onset:onset + len(event)] += level * _fade(event)
+    return level * _fade(event)
+
+
+def synth_clip(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One clip of class `kind` (or `BACKGROUND`: the noise floor alone): (N,) float32 at 16 kHz, 1-2 s, peak
+    below 1."""
+    n = int(rng.uniform(1.0, 2.0) * SAMPLE_RATE)
+    clip = background_noise(n, rng)
+    if kind == BACKGROUND:
+        return clip.astype(np.float32)
+    onset = int(rng.uniform(0.0, 0.3) * SAMPLE_RATE)
+    length = n - onset - int(rng.uniform(0.0, 0.2) * SAMPLE_RATE)
+    event = synth_event(kind, length, rng)
+    clip[onset:onset + len(event)] += event
     return clip.astype(np.float32)
 
 
 def make_dataset(folder: Path, seed: int = 0, clips_per_class: int = CLIPS_PER_CLASS,
-                 test_per_class: int = TEST_PER_CLASS) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    """Write folder/{train,test}/<class>/*.wav, train.csv/test.csv (path,label) and class_labels_indices.csv (the
-    class order of `CLASSES`).
+                 test_per_class: int = TEST_PER_CLASS,
+                 background_clips: int | None = None) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Write folder/{train,test}/<class>/*.wav, background-only clips in folder/{train,test}/_background/ (the
+    folder layout's all-zero target: `ast_audio.train.layouts.BACKGROUND`), train.csv/test.csv (path,label) and
+    class_labels_indices.csv (the class order of `CLASSES`).
 
-    Returns the (path, class index) lists of the train and test splits.
+    `background_clips` (default `clips_per_class`) background clips are split like a class. Returns the
+    (path, class index) lists of the train and test splits; background clips come last, with index -1.
     """
     rng = np.random.default_rng(seed)
+    background_clips = clips_per_class if background_clips is None else background_clips
     splits: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-    for label, kind in enumerate(CLASSES):
-        for i in range(clips_per_class):
-            split = "test" if i < test_per_class else "train"
-            path = folder / split / kind / f"{kind}_{i:03d}.wav"
+    kinds = [(label, kind, clips_per_class) for label, kind in enumerate(CLASSES)]
+    kinds.append((-1, BACKGROUND, background_clips))
+    for label, kind, count in kinds:
+        n_test = round(test_per_class * count / clips_per_class) if clips_per_class else 0
+        for i in range(count):
+            split = "test" if i < n_test else "train"
+            path = folder / split / kind / f"{kind.strip('_')}_{i:03d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), synth_clip(kind, rng), SAMPLE_RATE, subtype="PCM_16")
             splits[split].append((path, label))
@@ -124,12 +165,84 @@ def make_dataset(folder: Path, seed: int = 0, clips_per_class: int = CLIPS_PER_C
         with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label"])
-            writer.writerows([(str(p.relative_to(folder)), CLASSES[y]) for p, y in items])
+            writer.writerows([(str(p.relative_to(folder)), CLASSES[y] if y >= 0 else BACKGROUND) for p, y in items])
     with open(folder / "class_labels_indices.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "mid", "display_name"])
         writer.writerows([(i, f"/demo/{i}", name) for i, name in enumerate(CLASSES)])
     return splits["train"], splits["test"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scenes: minutes of background with demo sounds at known times
+
+
+@dataclass(frozen=True)
+class SceneEvent:
+    """One placed sound: class label, onset and offset in seconds (where its samples start and end)."""
+
+    label: str
+    onset_s: float
+    offset_s: float
+
+
+def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[float, float] = (0.2, 1.5),
+               overlap: float = 0.2, classes: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, list[SceneEvent]]:
+    """A scene of `duration_s` seconds: the demo's background noise throughout, demo sounds (1-2 s; noise bursts
+    0.15-0.6 s) one after another separated by `gap_s` seconds of background, a fraction `overlap` of them starting
+    inside the previous sound instead (a different class, 0.3-0.8 s after its onset), so some events overlap.
+
+    Returns the (N,) float32 waveform (peak below 1) and the events sorted by onset.
+    """
+    n = int(round(duration_s * SAMPLE_RATE))
+    scene = background_noise(n, rng)
+    events: list[SceneEvent] = []
+    at = rng.uniform(*gap_s)
+    previous: SceneEvent | None = None
+    while True:
+        kind = str(rng.choice(classes))
+        start = at
+        if previous is not None and rng.random() < overlap:
+            kind = str(rng.choice([c for c in classes if c != previous.label]))
+            start = previous.onset_s + rng.uniform(0.3, 0.8)
+        length = int(rng.uniform(1.0, 2.0) * SAMPLE_RATE)
+        first = int(round(start * SAMPLE_RATE))
+        if first + length > n - int(0.2 * SAMPLE_RATE):
+            break
+        sound = synth_event(kind, length, rng)
+        scene[first:first + len(sound)] += sound
+        event = SceneEvent(kind, first / SAMPLE_RATE, (first + len(sound)) / SAMPLE_RATE)
+        events.append(event)
+        previous = event
+        at = max(at, event.offset_s) + rng.uniform(*gap_s)
+    scene /= max(1.0, float(np.abs(scene).max()) / 0.99)
+    events.sort(key=lambda e: (e.onset_s, e.label))
+    return scene.astype(np.float32), events
+
+
+def write_scenes(folder: str | Path, count: int = 5, duration_s: float = 120.0, *, seed: int = 0,
+                 audio_format: str = "wav", gap_s: tuple[float, float] = (0.2, 1.5),
+                 overlap: float = 0.2) -> tuple[list[Path], Path, Path]:
+    """Write `count` scenes (`make_scene`) as folder/scene_NNN.wav (or .flac), their true events as
+    folder/truth.tsv (`filename onset offset event_label`, the DCASE ground-truth format) and their lengths as
+    folder/durations.tsv (`filename duration`). Returns (audio paths, truth path, durations path)."""
+    from .infer.formats import dcase_durations, dcase_events
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths, truth, durations = [], [], {}
+    for i in range(count):
+        audio, events = make_scene(duration_s, rng, gap_s=gap_s, overlap=overlap)
+        path = folder / f"scene_{i:03d}.{audio_format}"
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format=audio_format.upper())
+        paths.append(path)
+        truth.extend((path.name, e.onset_s, e.offset_s, e.label) for e in events)
+        durations[path.name] = len(audio) / SAMPLE_RATE
+    atomic_write_text(folder / "truth.tsv", dcase_events(truth))
+    atomic_write_text(folder / "durations.tsv", dcase_durations(durations))
+    return paths, folder / "truth.tsv", folder / "durations.tsv"
 
 
 def demo_config(data_dir: Path, *, epochs: int = EPOCHS, seed: int = 0, mean: float, std: float,

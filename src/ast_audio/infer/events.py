@@ -26,6 +26,17 @@ from ..errors import ConfigError
 from ..labels import check_labels, selected_classes
 from .stream import Timeline
 
+# How window scores are put on a time grid before thresholding (`EventConfig.grid`).
+GRIDS = ("cells", "mean", "max")
+# `ast-audio events`' default hop as a fraction of the window (docs/events.md has the measurements behind it): the
+# hop sets how finely the overlap-added scores ramp across a boundary, so it scales with the window.
+HOP_FRACTION = 0.1
+
+
+def default_hop_s(window_s: float) -> float:
+    """The default hop for event detection with `window_s`-second windows: `HOP_FRACTION` of the window."""
+    return HOP_FRACTION * window_s
+
 
 @dataclass(frozen=True)
 class EventConfig:
@@ -38,6 +49,11 @@ class EventConfig:
     min_duration_s: events shorter than this are dropped (after merging).
     merge_gap_s: events of the same class with at most this gap between them are merged.
     only / exclude: class names to keep / drop (checked against the model's labels).
+    grid: where the scores live before thresholding. "cells": each window's score on the cell nearest its centre
+        (the module docstring). "mean" / "max": `score_grid`, the mean / max of the windows covering each piece of
+        time between consecutive window edges (overlap-add); `median_windows` then counts grid pieces.
+    interpolate: place each onset (offset) where the straight line through the centres of the grid pieces on
+        either side crosses the high (low) threshold, instead of at the piece's edge: sub-hop boundaries.
     """
 
     threshold: float = 0.5
@@ -48,8 +64,12 @@ class EventConfig:
     merge_gap_s: float = 0.0
     only: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
+    grid: str = "cells"
+    interpolate: bool = False
 
     def __post_init__(self) -> None:
+        if self.grid not in GRIDS:
+            raise ConfigError(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 < self.hysteresis <= 1.0:
@@ -109,24 +129,101 @@ def hysteresis_runs(x: np.ndarray, high: float, low: float) -> list[tuple[int, i
     return runs
 
 
+@dataclass(frozen=True)
+class ScoreGrid:
+    """Scores on gapless, non-overlapping pieces of time from 0 to the end of a recording.
+
+    bounds_s: (M + 1,) increasing seconds, bounds_s[0] = 0 and bounds_s[-1] = the duration; piece m is
+    [bounds_s[m], bounds_s[m + 1]). scores: (M, C) float64. labels: the C class names.
+    """
+
+    bounds_s: np.ndarray
+    scores: np.ndarray
+    labels: tuple[str, ...]
+
+    @property
+    def centres_s(self) -> np.ndarray:
+        return (self.bounds_s[:-1] + self.bounds_s[1:]) / 2
+
+
+def score_grid(timeline: Timeline, reduce: str = "mean") -> ScoreGrid:
+    """Window scores -> scores on the pieces of time between consecutive window edges (starts and ends, cut to
+    [0, duration]): within one piece the set of covering windows does not change, so the piece's score is the
+    "mean" (overlap-add: sum of the covering windows' scores over their number) or "max" of theirs.
+
+    The mean is the default because it ramps: a piece just before a sound is covered by some windows that hold the
+    sound and some that do not, so its score rises gradually across the onset and crosses 0.5 near the point where
+    half of the covering windows fire. The max jumps to the first firing window's score, pushing onsets early by
+    up to a window. With a regular hop H that divides the window, the pieces are H long.
+    """
+    if reduce not in ("mean", "max"):
+        raise ConfigError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    duration = float(timeline.duration_s)
+    starts = np.clip(timeline.starts_s.numpy().astype(np.float64), 0.0, duration)  # (N,)
+    ends = np.clip(timeline.ends_s.numpy().astype(np.float64), 0.0, duration)  # (N,)
+    scores = timeline.scores.numpy().astype(np.float64)  # (N, C)
+    bounds = np.unique(np.concatenate([[0.0, duration], starts, ends]))  # (M + 1,)
+    bounds = bounds[np.concatenate([[True], np.diff(bounds) > 1e-9])]  # float noise between equal edges
+    m, c = len(bounds) - 1, scores.shape[1]
+    if m <= 0:
+        return ScoreGrid(np.array([0.0, duration]), scores[:1].copy() if len(scores) else np.zeros((1, c)),
+                         timeline.labels)
+    first = np.searchsorted(bounds, starts - 1e-9)  # (N,) first piece of each window
+    last = np.searchsorted(bounds, ends - 1e-9)  # (N,) one past its last piece
+    if reduce == "mean":
+        total = np.zeros((m + 1, c))
+        count = np.zeros(m + 1)
+        np.add.at(total, first, scores)
+        np.add.at(total, last, -scores)
+        np.add.at(count, first, 1.0)
+        np.add.at(count, last, -1.0)
+        total, count = np.cumsum(total, axis=0)[:m], np.cumsum(count)[:m]  # (M, C), (M,)
+        grid = total / np.maximum(count, 1.0)[:, None]
+    else:
+        grid = np.zeros((m, c))
+        for i in range(scores.shape[0]):
+            grid[first[i]:last[i]] = np.maximum(grid[first[i]:last[i]], scores[i])
+    return ScoreGrid(bounds, grid, timeline.labels)
+
+
+def _crossing(t0: float, x0: float, t1: float, x1: float, level: float) -> float:
+    """Where the line from (t0, x0) to (t1, x1) reaches `level` (x0 and x1 on either side of it)."""
+    if x1 == x0:
+        return (t0 + t1) / 2
+    return t0 + (level - x0) / (x1 - x0) * (t1 - t0)
+
+
 def detect_events(timeline: Timeline, config: EventConfig = EventConfig()) -> list[Event]:
     """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label."""
     labels = timeline.labels
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where="the per-class thresholds")
     classes = selected_classes(labels, config.only, config.exclude)
-    raw = timeline.scores.numpy().astype(np.float64)  # (N, C)
+    if config.grid == "cells":
+        raw = timeline.scores.numpy().astype(np.float64)  # (N, C)
+        cell_start, cell_end = timeline.cells()
+        centres = timeline.centres_s.numpy().astype(np.float64)
+    else:
+        grid = score_grid(timeline, config.grid)
+        raw = grid.scores  # (M, C)
+        cell_start, cell_end, centres = grid.bounds_s[:-1], grid.bounds_s[1:], grid.centres_s
     smooth = median_smooth(raw, config.median_windows)
-    cell_start, cell_end = timeline.cells()
+    n = raw.shape[0]
     events: list[Event] = []
     for c in classes:
         high = float((config.thresholds or {}).get(labels[c], config.threshold))
         low = config.hysteresis * high
+        x = smooth[:, c]
         merged: list[list[float]] = []  # [onset, offset, peak]
-        for i, j in hysteresis_runs(smooth[:, c], high, low):
+        for i, j in hysteresis_runs(x, high, low):
             onset, offset, peak = float(cell_start[i]), float(cell_end[j]), float(raw[i:j + 1, c].max())
+            if config.interpolate:
+                if i > 0:
+                    onset = _crossing(centres[i - 1], x[i - 1], centres[i], x[i], high)
+                if j + 1 < n:
+                    offset = _crossing(centres[j], x[j], centres[j + 1], x[j + 1], low)
             if merged and onset - merged[-1][1] <= config.merge_gap_s:
-                merged[-1][1] = offset
+                merged[-1][1] = max(merged[-1][1], offset)
                 merged[-1][2] = max(merged[-1][2], peak)
             else:
                 merged.append([onset, offset, peak])
