@@ -39,14 +39,19 @@ PSDS2 = dict(dtc_threshold=0.1, gtc_threshold=0.1, cttc_threshold=0.3, alpha_ct=
 INSTALL_HINT = "install the scorers with `pip install 'ast-audio[events]'` (sed_eval, sed_scores_eval)"
 
 
-def _import_sed_eval() -> Any:
-    """sed_eval, with a stand-in `pkg_resources` if setuptools no longer provides it (module docstring)."""
+def _stand_in_pkg_resources() -> None:
+    """Put an empty `pkg_resources` module in place if setuptools no longer provides it (module docstring)."""
     try:
         import pkg_resources  # noqa: F401  (setuptools < 81)
     except ImportError:
         stand_in = types.ModuleType("pkg_resources")
         stand_in.__doc__ = "ast-audio's stand-in: dcase_util imports pkg_resources but the scorers never call it."
         sys.modules.setdefault("pkg_resources", stand_in)
+
+
+def _import_sed_eval() -> Any:
+    """sed_eval (through dcase_util, which needs `_stand_in_pkg_resources`)."""
+    _stand_in_pkg_resources()
     try:
         import dcase_util  # noqa: F401
         import sed_eval
@@ -56,6 +61,8 @@ def _import_sed_eval() -> Any:
 
 
 def _import_sed_scores_eval() -> Any:
+    """sed_scores_eval (it imports sed_eval for its reference implementations)."""
+    _stand_in_pkg_resources()
     try:
         import sed_scores_eval
     except ImportError as exc:

@@ -16,7 +16,8 @@ within half a hop of a and b; a model that fires on less of the window gives ear
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,14 @@ from .stream import Timeline
 
 # How window scores are put on a time grid before thresholding (`EventConfig.grid`).
 GRIDS = ("cells", "mean", "max")
+# How boundaries are refined after thresholding (`EventConfig.refine`).
+REFINES = ("none", "energy")
+# Energy refinement: frame length, the noise floor's percentile, the shortest quiet gap that splits a sound (a click
+# train's clicks are up to 80 ms apart) and the shortest loud stretch that counts.
+ENERGY_FRAME_S = 0.01
+FLOOR_PERCENTILE = 10.0
+MIN_QUIET_S = 0.12
+MIN_LOUD_S = 0.03
 # `ast-audio events`' default hop as a fraction of the window (docs/events.md has the measurements behind it): the
 # hop sets how finely the overlap-added scores ramp across a boundary, so it scales with the window.
 HOP_FRACTION = 0.1
@@ -54,6 +63,10 @@ class EventConfig:
         time between consecutive window edges (overlap-add); `median_windows` then counts grid pieces.
     interpolate: place each onset (offset) where the straight line through the centres of the grid pieces on
         either side crosses the high (low) threshold, instead of at the piece's edge: sub-hop boundaries.
+    refine: "energy": move each boundary to the nearest edge of a loud stretch of the recording (`Energy`) within
+        `refine_search_s` (default half a window) and split an event at quiet gaps (`refine_with_energy`); needs
+        the recording's `Energy`. "none": the scores alone decide.
+    refine_margin_db: "loud" is this many dB above the recording's noise floor (its 10th-percentile frame level).
     """
 
     threshold: float = 0.5
@@ -66,10 +79,17 @@ class EventConfig:
     exclude: tuple[str, ...] = ()
     grid: str = "cells"
     interpolate: bool = False
+    refine: str = "none"
+    refine_search_s: float | None = None
+    refine_margin_db: float = 10.0
 
     def __post_init__(self) -> None:
         if self.grid not in GRIDS:
             raise ConfigError(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
+        if self.refine not in REFINES:
+            raise ConfigError(f"refine must be one of {', '.join(REFINES)}, got {self.refine!r}")
+        if self.refine_search_s is not None and not self.refine_search_s > 0:
+            raise ConfigError(f"refine_search_s must be > 0 seconds, got {self.refine_search_s}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
         if not 0.0 < self.hysteresis <= 1.0:
@@ -193,8 +213,92 @@ def _crossing(t0: float, x0: float, t1: float, x1: float, level: float) -> float
     return t0 + (level - x0) / (x1 - x0) * (t1 - t0)
 
 
-def detect_events(timeline: Timeline, config: EventConfig = EventConfig()) -> list[Event]:
-    """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label."""
+@dataclass(frozen=True)
+class Energy:
+    """Short-time level of a recording: db (K,) float64, 10 log10 of the mean square of each `frame_s`-long frame
+    (frame k covers [k frame_s, (k + 1) frame_s))."""
+
+    db: np.ndarray
+    frame_s: float = ENERGY_FRAME_S
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[np.ndarray], sample_rate: int, frame_s: float = ENERGY_FRAME_S) -> Energy:
+        """From (n,) sample chunks in order (e.g. `ast_audio.audio.io.stream_audio`): memory is one frame per
+        `frame_s` of audio, never the samples."""
+        frame = max(1, round(frame_s * sample_rate))
+        levels: list[np.ndarray] = []
+        rest = np.zeros(0, dtype=np.float64)
+        for chunk in chunks:
+            data = np.concatenate([rest, np.asarray(chunk, dtype=np.float64)])
+            whole = len(data) // frame * frame
+            if whole:
+                levels.append(np.mean(data[:whole].reshape(-1, frame) ** 2, axis=1))  # (n // frame, frame) -> rows
+            rest = data[whole:]
+        if len(rest):
+            levels.append(np.array([np.mean(rest ** 2)]))
+        power = np.concatenate(levels) if levels else np.zeros(0)
+        return cls(10.0 * np.log10(power + 1e-12), frame / sample_rate)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, sample_rate: int, frame_s: float = ENERGY_FRAME_S) -> Energy:
+        """Stream `path` (decoded and resampled as the scores were) into an `Energy`."""
+        from ..audio.io import stream_audio
+
+        return cls.from_chunks(stream_audio(path, sample_rate), sample_rate, frame_s)
+
+    def loud_runs(self, margin_db: float = 10.0) -> list[tuple[float, float]]:
+        """[start, end) seconds of the loud stretches: frames more than `margin_db` above the noise floor (the
+        `FLOOR_PERCENTILE` percentile of the frame levels), quiet gaps shorter than `MIN_QUIET_S` filled, stretches
+        shorter than `MIN_LOUD_S` dropped."""
+        if self.db.size == 0:
+            return []
+        loud = self.db > np.percentile(self.db, FLOOR_PERCENTILE) + margin_db
+        runs = _runs(loud)
+        filled: list[list[int]] = []
+        for a, b in runs:
+            if filled and (a - filled[-1][1]) * self.frame_s < MIN_QUIET_S:
+                filled[-1][1] = b
+            else:
+                filled.append([a, b])
+        return [(a * self.frame_s, b * self.frame_s) for a, b in filled if (b - a) * self.frame_s >= MIN_LOUD_S]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[a, b) index ranges where a 1-D boolean mask is True."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def refine_with_energy(events: Sequence[Event], runs: Sequence[tuple[float, float]], search_s: float) -> list[Event]:
+    """Boundaries moved to the recording's loud stretches (`Energy.loud_runs`).
+
+    Each loud stretch lying at least half inside an event becomes an event of that class and score; its onset is the
+    stretch's start if that lies within `search_s` before the event's onset or later (else the stretch began with
+    another sound, e.g. one this event overlaps, and the score's onset stays), likewise its offset. An event with
+    no such stretch is kept as it is. So window-scale boundaries snap to where the sound starts and stops, and two
+    sounds of a class that the windows merged across a short quiet gap come apart.
+    """
+    out: list[Event] = []
+    for e in events:
+        inside = [(a, b) for a, b in runs if min(b, e.offset_s) - max(a, e.onset_s) >= 0.5 * (b - a)]
+        if not inside:
+            out.append(e)
+            continue
+        for a, b in inside:
+            onset = a if a >= e.onset_s - search_s else e.onset_s
+            offset = b if b <= e.offset_s + search_s else e.offset_s
+            out.append(Event(e.label, onset, offset, e.score))
+    return out
+
+
+def detect_events(timeline: Timeline, config: EventConfig = EventConfig(), energy: Energy | None = None) -> list[Event]:
+    """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label.
+
+    `energy` (the recording's `Energy`) is needed by `config.refine == "energy"` and ignored otherwise."""
+    if config.refine == "energy" and energy is None:
+        raise ConfigError("refine='energy' needs the recording's Energy (Energy.from_file)")
+    runs = energy.loud_runs(config.refine_margin_db) if config.refine == "energy" and energy is not None else None
+    search_s = config.refine_search_s if config.refine_search_s is not None else timeline.window_s / 2
     labels = timeline.labels
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where="the per-class thresholds")
@@ -214,6 +318,7 @@ def detect_events(timeline: Timeline, config: EventConfig = EventConfig()) -> li
         high = float((config.thresholds or {}).get(labels[c], config.threshold))
         low = config.hysteresis * high
         x = smooth[:, c]
+        found: list[Event] = []
         merged: list[list[float]] = []  # [onset, offset, peak]
         for i, j in hysteresis_runs(x, high, low):
             onset, offset, peak = float(cell_start[i]), float(cell_end[j]), float(raw[i:j + 1, c].max())
@@ -222,11 +327,15 @@ def detect_events(timeline: Timeline, config: EventConfig = EventConfig()) -> li
                     onset = _crossing(centres[i - 1], x[i - 1], centres[i], x[i], high)
                 if j + 1 < n:
                     offset = _crossing(centres[j], x[j], centres[j + 1], x[j + 1], low)
-            if merged and onset - merged[-1][1] <= config.merge_gap_s:
-                merged[-1][1] = max(merged[-1][1], offset)
-                merged[-1][2] = max(merged[-1][2], peak)
+            found.append(Event(labels[c], onset, offset, peak))
+        if runs is not None:
+            found = refine_with_energy(found, runs, search_s)
+        for e in sorted(found, key=lambda e: e.onset_s):
+            if merged and e.onset_s - merged[-1][1] <= config.merge_gap_s:
+                merged[-1][1] = max(merged[-1][1], e.offset_s)
+                merged[-1][2] = max(merged[-1][2], e.score)
             else:
-                merged.append([onset, offset, peak])
+                merged.append([e.onset_s, e.offset_s, e.score])
         events.extend(Event(labels[c], on, off, peak) for on, off, peak in merged
                       if off - on >= config.min_duration_s)
     events.sort(key=lambda e: (e.onset_s, e.label))
