@@ -22,10 +22,11 @@ from .tag import emit
 
 # Files longer than this many seconds get a progress bar on stderr.
 PROGRESS_MIN_S = 60.0
-# Copies of ast_audio.infer.formats.EVENT_FORMATS and ast_audio.infer.events.GRIDS (those modules import torch,
+# Copies of ast_audio.infer.formats.EVENT_FORMATS, ast_audio.infer.events.GRIDS and REFINES (those import torch,
 # which `--help` must not; a test checks the copies equal).
 EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
 GRIDS = ("cells", "mean", "max")
+REFINES = ("none", "energy")
 odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
 
 
@@ -51,6 +52,9 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
                         help="where window scores are thresholded: mean (default) or max of the windows covering "
                         "each stretch between window edges (overlap-add), or cells (each window's score on the "
                         "hop-long stretch around its centre: the earlier rule)")
+    parser.add_argument("--refine", choices=REFINES, default="energy",
+                        help="energy (default): move each boundary to the nearest start/end of a loud stretch of "
+                        "the recording within half a window, and split events at quiet gaps; none: scores alone")
     parser.add_argument("--no-interpolate", dest="interpolate", action="store_false",
                         help="put boundaries on the grid's edges instead of where the line between neighbouring "
                         "grid scores crosses the threshold (sub-hop boundaries, the default)")
@@ -67,7 +71,7 @@ def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: 
                        median_windows=args.median, min_duration_s=args.min_duration, merge_gap_s=args.merge_gap,
                        only=tuple(parse_names(only, labels)) if only else None,
                        exclude=tuple(parse_names(exclude, labels)) if exclude else (),
-                       grid=args.grid, interpolate=args.interpolate)
+                       grid=args.grid, interpolate=args.interpolate, refine=args.refine)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -196,7 +200,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
-    from ..infer.events import default_hop_s, detect_events, score_grid
+    from ..infer.events import Energy, default_hop_s, detect_events, score_grid
     from ..infer.formats import dcase_durations, format_event_files, format_events, read_events_csv, scores_tsv
     from ..infer.tagger import Tagger, score_stream
     from ..labels import check_labels, selected_classes
@@ -253,7 +257,15 @@ def cmd_events(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        events = detect_events(timeline, config)
+        try:
+            energy = Energy.from_file(path, tagger.sample_rate) if config.refine == "energy" else None
+        except AstAudioError as exc:  # the file changed or broke between the two reads
+            if args.debug:
+                raise
+            report_file_error(path, exc)
+            failed += 1
+            continue
+        events = detect_events(timeline, config, energy)
         results.append((path, timeline, events))
         if args.scores_dir:
             reduce = "mean" if config.grid == "cells" else config.grid
@@ -335,7 +347,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
     from ..infer.evaluate_events import read_truth
-    from ..infer.events import default_hop_s
+    from ..infer.events import Energy, default_hop_s
     from ..infer.formats import DCASE_EVENT_COLUMNS, read_dcase_table
     from ..infer.tagger import Tagger, score_stream
 
@@ -351,12 +363,15 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"{args.truth}: classes {', '.join(unknown[:5])} are not classes of the model; calibrate "
                           "a model trained on this label set")
-    timelines, failed = {}, 0
+    config = _event_config(args, tagger.labels)
+    timelines, energies, failed = {}, {}, 0
     for name in names:
         path = folder / name
+        key = name.rsplit(".", 1)[0]
         try:
-            timelines[name.rsplit(".", 1)[0]] = score_stream(tagger, path, window_s=args.window, hop_s=hop_s,
-                                                              batch_size=args.batch_size)
+            timelines[key] = score_stream(tagger, path, window_s=args.window, hop_s=hop_s, batch_size=args.batch_size)
+            if config.refine == "energy":
+                energies[key] = Energy.from_file(path, tagger.sample_rate)
         except (AstAudioError, OSError) as exc:
             if args.debug:
                 raise
@@ -364,7 +379,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
             failed += 1
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")
-    table = calibrate_events(timelines, truth, _event_config(args, tagger.labels))
+    table = calibrate_events(timelines, truth, config, energies=energies or None)
     write_thresholds({label: row["threshold"] for label, row in table.items()}, args.output, stats=table)
     print(f"calibrated {len(table)} classes for event-based F1 on {len(timelines)} recordings "
           f"({sum(len(v) for v in truth.values())} true events); wrote {args.output}", file=sys.stderr)

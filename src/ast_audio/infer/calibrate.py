@@ -22,7 +22,7 @@ import torch
 
 from ..errors import AstAudioError, ConfigError
 from ..utils import atomic_write_text
-from .events import EventConfig, detect_events
+from .events import Energy, EventConfig, detect_events
 from .stream import Timeline
 from .tagger import Tagger
 
@@ -171,8 +171,8 @@ EVENT_CANDIDATES = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.10
 
 
 def calibrate_events(timelines: Mapping[str, Timeline], truth: Mapping[str, Sequence[tuple[float, float, str]]],
-                     config: EventConfig | None = None,
-                     candidates: Sequence[float] = EVENT_CANDIDATES) -> dict[str, dict[str, float]]:
+                     config: EventConfig | None = None, candidates: Sequence[float] = EVENT_CANDIDATES, *,
+                     energies: Mapping[str, Energy] | None = None) -> dict[str, dict[str, float]]:
     """Per-class thresholds with the best collar-based (event) F1 on strongly labelled recordings.
 
     timelines: {audio id: window scores} of the recordings; truth: {audio id: [(onset, offset, label)]} (the DCASE
@@ -180,7 +180,8 @@ def calibrate_events(timelines: Mapping[str, Timeline], truth: Mapping[str, Sequ
     and threshold t for every class, and sed_eval scores each class's events (onset collar 0.2 s, offset collar
     max(0.2 s, 20 %)); a class keeps the t with its highest F1 (ties: the higher t). Classes are independent in
     detection (and in this F1), so one pass over the candidates serves all of them. Classes without true events
-    are left out. Returns {label: {"threshold", "f1", "precision", "recall"}}.
+    are left out. `energies` ({audio id: Energy}) is needed when `config.refine` is "energy". Returns
+    {label: {"threshold", "f1", "precision", "recall"}}.
     """
     from .evaluate_events import sed_eval_f1
 
@@ -193,7 +194,8 @@ def calibrate_events(timelines: Mapping[str, Timeline], truth: Mapping[str, Sequ
     best: dict[str, dict[str, float]] = {}
     for t in sorted(candidates):
         step = replace(config, threshold=float(t), thresholds=None)
-        pred = {audio_id: [(e.onset_s, e.offset_s, e.label) for e in detect_events(timelines[audio_id], step)]
+        pred = {audio_id: [(e.onset_s, e.offset_s, e.label)
+                           for e in detect_events(timelines[audio_id], step, (energies or {}).get(audio_id))]
                 for audio_id in ids}
         per_class = sed_eval_f1(truth_ids, pred, {k: timelines[k].duration_s for k in ids})["per_class"]
         for label in present:
