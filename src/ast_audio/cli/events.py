@@ -60,6 +60,19 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
                         "grid scores crosses the threshold (sub-hop boundaries, the default)")
 
 
+def _event_window_and_hop(tagger, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
+    """Window and hop in seconds for event detection: the given ones, else the defaults relative to the model's input
+    (`default_window_s`) and to the window (`default_hop_s`); checked by `Tagger.window_and_hop`."""
+    from ..infer.events import default_hop_s, default_window_s
+
+    if window_s is None:
+        window_s = default_window_s(tagger.max_window_s)
+    if hop_s is None:
+        hop_s = default_hop_s(window_s)
+    tagger.window_and_hop(window_s, hop_s)
+    return window_s, hop_s
+
+
 def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = 0.5,
                   thresholds: dict[str, float] | None = None):
     """The EventConfig of the detection arguments (and --only/--exclude where the command has them)."""
@@ -89,7 +102,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
                        "(classes not in the file use 0.5)")
     events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds "
-                        "(default: the model's input length)")
+                        "(default: half the model's input length, ast_audio.infer.events.default_window_s)")
     events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: "
                         "a fixed fraction of the window, ast_audio.infer.events.default_hop_s; docs/events.md)")
     _add_detection_args(events)
@@ -135,7 +148,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--mode", choices=("f1", "precision"), default="f1", help="f1 (default) or precision")
     calibrate.add_argument("--target-precision", type=unit_float, default=0.9, metavar="P",
                            help="--mode precision: the precision to reach (default 0.9)")
-    calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds")
+    calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: the "
+                           "model's input; with --truth, half of it, as in events)")
     calibrate.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows")
     add_precision_arg(calibrate)
     calibrate.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
@@ -200,15 +214,14 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
-    from ..infer.events import Energy, default_hop_s, detect_events, score_grid
+    from ..infer.events import Energy, detect_events, score_grid
     from ..infer.formats import dcase_durations, format_event_files, format_events, read_events_csv, scores_tsv
     from ..infer.tagger import Tagger, score_stream
     from ..labels import check_labels, selected_classes
     from ..utils import atomic_write_text
 
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
-    window, _ = tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
-    hop_s = args.hop if args.hop is not None else default_hop_s(window / tagger.sample_rate)
+    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)  # checked before decoding anything
     labels = tagger.labels
     config = _event_config(args, labels, args.threshold,
                            read_thresholds(args.thresholds) if args.thresholds else None)
@@ -246,7 +259,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.update(round(done, 1) - bar.n)
 
-            timeline = score_stream(tagger, path, window_s=args.window, hop_s=hop_s, batch_size=args.batch_size,
+            timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size,
                                     progress=progress)
         except AstAudioError as exc:
             if args.debug:
@@ -347,7 +360,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
     from ..infer.evaluate_events import read_truth
-    from ..infer.events import Energy, default_hop_s
+    from ..infer.events import Energy
     from ..infer.formats import DCASE_EVENT_COLUMNS, read_dcase_table
     from ..infer.tagger import Tagger, score_stream
 
@@ -357,8 +370,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(row["filename"] for row in read_dcase_table(args.truth, DCASE_EVENT_COLUMNS)))
     folder = Path(args.audio_dir) if args.audio_dir else Path(args.truth).parent
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
-    window, _ = tagger.window_and_hop(args.window, args.hop)
-    hop_s = args.hop if args.hop is not None else default_hop_s(window / tagger.sample_rate)
+    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)
     unknown = sorted({e[2] for events in truth.values() for e in events} - set(tagger.labels))
     if unknown:
         raise ConfigError(f"{args.truth}: classes {', '.join(unknown[:5])} are not classes of the model; calibrate "
@@ -369,7 +381,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
         path = folder / name
         key = name.rsplit(".", 1)[0]
         try:
-            timelines[key] = score_stream(tagger, path, window_s=args.window, hop_s=hop_s, batch_size=args.batch_size)
+            timelines[key] = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
             if config.refine == "energy":
                 energies[key] = Energy.from_file(path, tagger.sample_rate)
         except (AstAudioError, OSError) as exc:

@@ -37,9 +37,18 @@ ENERGY_FRAME_S = 0.01
 FLOOR_PERCENTILE = 10.0
 MIN_QUIET_S = 0.12
 MIN_LOUD_S = 0.03
-# `ast-audio events`' default hop as a fraction of the window (docs/events.md has the measurements behind it): the
-# hop sets how finely the overlap-added scores ramp across a boundary, so it scales with the window.
+# `ast-audio events`' default window and hop, relative to the model's input length and to the window, so that they
+# suit a 2 s demo model and a 10.24 s AudioSet AST alike (docs/events.md has the measurements behind them). A window
+# of half the input halves how far a window-scale boundary can be off while the model still sees enough of a
+# sound (shorter inputs are zero-padded, as short training clips are); the hop sets how finely the overlap-added
+# scores ramp across a boundary.
+WINDOW_FRACTION = 0.5
 HOP_FRACTION = 0.1
+
+
+def default_window_s(input_s: float) -> float:
+    """The default window for event detection with a model whose input lasts `input_s` seconds."""
+    return WINDOW_FRACTION * input_s
 
 
 def default_hop_s(window_s: float) -> float:
