@@ -74,10 +74,10 @@ def _fade(x: np.ndarray, seconds: float = 0.01) -> np.ndarray:
     return x
 
 
-def background_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n,) float64 quiet background: white noise at 0.002-0.02 RMS, low-passed half of the time. The noise floor
-    under every demo clip, the whole of a background clip, and the bed of a generated scene."""
-    noise = rng.uniform(0.002, 0.02) * rng.standard_normal(n)
+def background_noise(n: int, rng: np.random.Generator, level: tuple[float, float] = (0.002, 0.02)) -> np.ndarray:
+    """(n,) float64 quiet background: white noise at an RMS drawn from `level`, low-passed half of the time. The
+    noise floor under every demo clip, the whole of a background clip, and the bed of a generated scene."""
+    noise = rng.uniform(*level) * rng.standard_normal(n)
     if rng.random() < 0.5:  # one-pole low-pass: a duller hum, still no class
         alpha = rng.uniform(0.5, 0.95)
         noise = _one_pole(noise, alpha) / np.sqrt((1 - alpha) / (1 + alpha))  # keep the RMS
@@ -204,6 +204,12 @@ def make_dataset(folder: Path, seed: int = 0, clips_per_class: int = CLIPS_PER_C
 # Scenes: minutes of background with demo sounds at known times
 
 
+# A scene's background RMS: the quiet end of the clips' noise floors. The floor under a training clip reaches 0.02
+# RMS, as loud as a sparse click train at its lowest level (0.1 peak, 3 ms clicks up to 80 ms apart: ~0.01 RMS), so
+# a whole scene at that floor would hold "events" that are not audible; at <= 0.006 every sound is >= 6 dB above it.
+SCENE_BED = (0.002, 0.006)
+
+
 @dataclass(frozen=True)
 class SceneEvent:
     """One placed sound: class label, onset and offset in seconds (where its samples start and end)."""
@@ -215,14 +221,14 @@ class SceneEvent:
 
 def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[float, float] = (0.2, 1.5),
                overlap: float = 0.2, classes: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, list[SceneEvent]]:
-    """A scene of `duration_s` seconds: the demo's background noise throughout, demo sounds (1-2 s; noise bursts
+    """A scene of `duration_s` seconds: the demo's background noise (at `SCENE_BED`) throughout, demo sounds (1-2 s; noise bursts
     0.15-0.6 s) one after another separated by `gap_s` seconds of background, a fraction `overlap` of them starting
     inside the previous sound instead (a different class, 0.3-0.8 s after its onset), so some events overlap.
 
     Returns the (N,) float32 waveform (peak below 1) and the events sorted by onset.
     """
     n = int(round(duration_s * SAMPLE_RATE))
-    scene = background_noise(n, rng)
+    scene = background_noise(n, rng, SCENE_BED)
     events: list[SceneEvent] = []
     at = rng.uniform(*gap_s)
     previous: SceneEvent | None = None
@@ -230,8 +236,12 @@ def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[floa
         kind = str(rng.choice(classes))
         start = at
         if previous is not None and rng.random() < overlap:
-            kind = str(rng.choice([c for c in classes if c != previous.label]))
             start = previous.onset_s + rng.uniform(0.3, 0.8)
+            # a class still sounding (or just ended) at `start` would give two connected events of one class
+            busy = {e.label for e in events if e.offset_s > start - 0.2}
+            kind = str(rng.choice([c for c in classes if c not in busy] or [kind]))
+            if kind in busy:
+                start = at
         length = int(rng.uniform(1.0, 2.0) * SAMPLE_RATE)
         first = int(round(start * SAMPLE_RATE))
         if first + length > n - int(0.2 * SAMPLE_RATE):

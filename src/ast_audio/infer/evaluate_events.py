@@ -275,6 +275,23 @@ def evaluate_events(truth_path: str | Path, *, pred_path: str | Path | None = No
             raise ConfigError(f"{durations_path} lacks the duration of {missing[0]} (and {len(missing) - 1} more)")
     result = EventEvaluation(files=len(scores) if scores is not None else len(truth),
                              truth_events=sum(len(v) for v in truth.values()), source="")
+    try:
+        values = _f1_values(result, truth, pred_path, scores, scores_dir, durations, threshold)
+    except AssertionError as exc:
+        raise ConfigError(f"{truth_path}: the scorer refused the inputs ({str(exc).splitlines()[0][:300]})") from None
+    for key, value in values.items():
+        setattr(result, key, value)
+    try:
+        _psds_into(result, scores, truth, durations)
+    except AssertionError as exc:  # the scorers check their inputs with asserts
+        raise ConfigError(f"{truth_path}: the scorer refused the inputs ({str(exc).splitlines()[0][:300]})") from None
+    return result
+
+
+def _f1_values(result: EventEvaluation, truth: dict[str, list], pred_path: str | Path | None,
+               scores: dict[str, Any] | None, scores_dir: str | Path | None, durations: dict[str, float] | None,
+               threshold: float | Mapping[str, float]) -> dict[str, Any]:
+    """The F1 values: from the event table with sed_eval, else from the score tables with sed_scores_eval."""
     values: dict[str, Any]
     if pred_path is not None:
         pred = read_truth(pred_path)
@@ -287,15 +304,18 @@ def evaluate_events(truth_path: str | Path, *, pred_path: str | Path | None = No
         values = scores_f1(scores, truth, durations, threshold)
         shown = f"{threshold:g}" if isinstance(threshold, (int, float)) else "per-class thresholds"
         result.source = f"scores in {scores_dir} at threshold {shown} (sed_scores_eval)"
-    for key, value in values.items():
-        setattr(result, key, value)
+    return values
+
+
+def _psds_into(result: EventEvaluation, scores: dict[str, Any] | None, truth: dict[str, list],
+               durations: Mapping[str, float] | None) -> None:
+    """PSDS1 and PSDS2 (and their PSD-ROCs) into `result` when there are score tables."""
     if scores is not None:
         assert durations is not None
         for name, params in (("psds1", PSDS1), ("psds2", PSDS2)):
             value, roc = psds(scores, truth, durations, params)
             setattr(result, name, value)
             result.psd_roc[name] = roc
-    return result
 
 
 def format_evaluation(result: EventEvaluation) -> str:
