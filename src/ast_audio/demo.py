@@ -221,9 +221,10 @@ class SceneEvent:
 
 def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[float, float] = (0.2, 1.5),
                overlap: float = 0.2, classes: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, list[SceneEvent]]:
-    """A scene of `duration_s` seconds: the demo's background noise (at `SCENE_BED`) throughout, demo sounds (1-2 s; noise bursts
-    0.15-0.6 s) one after another separated by `gap_s` seconds of background, a fraction `overlap` of them starting
-    inside the previous sound instead (a different class, 0.3-0.8 s after its onset), so some events overlap.
+    """A scene of `duration_s` seconds: the demo's background noise (at `SCENE_BED`) throughout, demo sounds (1-2 s;
+    noise bursts 0.15-0.6 s) one after another separated by `gap_s` seconds of background, a fraction `overlap` of
+    them starting inside the previous sound instead (0.3-0.8 s after its onset, of a class not sounding then), so
+    some events overlap; events of one class never touch (the scorers require that).
 
     Returns the (N,) float32 waveform (peak below 1) and the events sorted by onset.
     """
