@@ -85,7 +85,7 @@ def background_noise(n: int, rng: np.random.Generator, level: tuple[float, float
 
 
 def _one_pole(x: np.ndarray, alpha: float) -> np.ndarray:
-    """y[i] = alpha y[i-1] + (1 - alpha) x[i], vectorised through scipy-free cumulative form for speed."""
+    """The one-pole low-pass y[i] = alpha y[i-1] + (1 - alpha) x[i] (y[-1] = 0)."""
     y = np.empty_like(x)
     acc = 0.0
     for i in range(len(x)):  # plain loop: clips are short; scenes call it once per minute of audio at most

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .args import (
     add_checkpoint_arg,
@@ -19,6 +20,10 @@ from .args import (
     unit_float,
 )
 from .tag import emit
+
+if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help` must not import torch)
+    from ..infer.events import EventConfig
+    from ..infer.tagger import Tagger
 
 # Files longer than this many seconds get a progress bar on stderr.
 PROGRESS_MIN_S = 60.0
@@ -60,7 +65,7 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
                         "grid scores crosses the threshold (sub-hop boundaries, the default)")
 
 
-def _event_window_and_hop(tagger, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
+def _event_window_and_hop(tagger: Tagger, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
     """Window and hop in seconds for event detection: the given ones, else the defaults relative to the model's input
     (`default_window_s`) and to the window (`default_hop_s`); checked by `Tagger.window_and_hop`."""
     from ..infer.events import default_hop_s, default_window_s
@@ -74,7 +79,7 @@ def _event_window_and_hop(tagger, window_s: float | None, hop_s: float | None) -
 
 
 def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = 0.5,
-                  thresholds: dict[str, float] | None = None):
+                  thresholds: dict[str, float] | None = None) -> EventConfig:
     """The EventConfig of the detection arguments (and --only/--exclude where the command has them)."""
     from ..infer.events import EventConfig
     from ..labels import parse_names
@@ -158,7 +163,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     evaluate = commands.add_parser(
         "eval-events", help="score events against a truth table: event/segment F1 (sed_eval), PSDS1/2",
-        description="Collar-based F1 (onset collar 0.2 s, offset collar max(0.2 s, 20%%)) and segment-based F1 "
+        description="Collar-based F1 (onset collar 0.2 s, offset collar max(0.2 s, 20%)) and segment-based F1 "
         "(1 s segments) of an event table (--pred, sed_eval), or of score tables at --threshold (--scores-dir, "
         "sed_scores_eval); PSDS1 and PSDS2 with the DCASE parameters from score tables (sed_scores_eval). "
         "Needs the `events` extra (docs/events.md).")
