@@ -96,9 +96,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add events, calibrate and explain."""
     events = commands.add_parser(
         "events", help="sound events (onset/offset per class) in recordings of any length",
-        description="Stream each FILE through sliding windows, then turn per-class window scores into events: "
-        "median smoothing over windows, hysteresis thresholding, minimum duration, merge gap. An event runs over "
-        "the stretch of time nearest to its active windows' centres (docs/events.md).")
+        description="Stream each FILE through sliding windows (by default half the model's input, every tenth of "
+        "a window), average the overlapping windows' scores onto a gapless grid, then per class: median smoothing, "
+        "hysteresis thresholding with boundaries interpolated between grid points, boundaries snapped to the "
+        "recording's loud stretches, merge gap, minimum duration (docs/events.md).")
     events.add_argument("files", nargs="+", metavar="FILE", help="audio files (any length, rate, channels)")
     add_checkpoint_arg(events)
     group = events.add_mutually_exclusive_group()
