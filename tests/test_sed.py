@@ -363,3 +363,30 @@ def test_cli_copies_of_grid_and_refine_names_match_the_library():
 
 def test_score_grid_type():
     assert ScoreGrid(np.array([0.0, 1.0]), np.zeros((1, 1)), ("a",)).centres_s.tolist() == [0.5]
+
+
+def test_generated_scenes_match_their_truth(tmp_path):
+    """`write_scenes`: audio of the asked length, truth the scorers accept (no connected events of one class), some
+    sounds overlapping, and the truth's events where the audio is loud: each sound stands above the quiet bed."""
+    from ast_audio.demo import SAMPLE_RATE, write_scenes
+
+    paths, truth_path, durations_path = write_scenes(tmp_path, count=2, duration_s=40.0, seed=3, overlap=0.3)
+    truth = sse.io.read_ground_truth_events(truth_path)
+    sse.io.assert_non_connected_events(truth)  # the scorers' own check
+    assert set(truth) == {"scene_000", "scene_001"}
+    assert sse.io.read_audio_durations(durations_path) == {"scene_000": 40.0, "scene_001": 40.0}
+    overlapping = 0
+    for path in paths:
+        audio, rate = sf.read(str(path))
+        assert rate == SAMPLE_RATE and len(audio) == 40 * SAMPLE_RATE
+        events = sorted(truth[path.stem])
+        assert len(events) >= 12 and all(0 < on < off <= 40.0 for on, off, _ in events)
+        overlapping += sum(b[0] < a[1] for a, b in zip(events, events[1:], strict=False))
+        sounding = np.zeros(len(audio), dtype=bool)
+        for on, off, _ in events:
+            sounding[int(on * rate):int(off * rate)] = True
+        bed = np.sqrt(np.mean(audio[~sounding] ** 2))
+        for on, off, _ in events:
+            part = audio[int(on * rate):int(off * rate)]
+            assert np.sqrt(np.mean(part ** 2)) > 2 * bed  # every sound is audible over the bed
+    assert overlapping >= 2

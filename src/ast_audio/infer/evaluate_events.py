@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import sys
 import types
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -202,6 +203,14 @@ def sed_eval_f1(truth: Mapping[str, list[tuple[float, float, str]]], pred: Mappi
         segment_metrics.evaluate(reference_event_list=ref, estimated_event_list=est,
                                  evaluated_length_seconds=length)
     out: dict[str, Any] = {}
+    with warnings.catch_warnings():  # a class without true or output events: sed_eval's nanmean of nothing is NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        _collect(out, event_metrics, segment_metrics)
+    return out
+
+
+def _collect(out: dict[str, Any], event_metrics: Any, segment_metrics: Any) -> None:
+    """sed_eval's overall (micro), class-average (macro) and per-class values into `out`."""
     for name, metrics in (("event", event_metrics), ("segment", segment_metrics)):
         overall = metrics.results_overall_metrics()["f_measure"]
         out[f"{name}_f1"] = float(overall["f_measure"])
@@ -213,7 +222,6 @@ def sed_eval_f1(truth: Mapping[str, list[tuple[float, float, str]]], pred: Mappi
             row[f"{name}_f1"] = float(result["f_measure"]["f_measure"])
             row[f"{name}_precision"] = float(result["f_measure"]["precision"])
             row[f"{name}_recall"] = float(result["f_measure"]["recall"])
-    return out
 
 
 def scores_f1(scores: Mapping[str, Any], truth: Mapping[str, list], durations: Mapping[str, float],
