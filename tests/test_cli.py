@@ -220,9 +220,13 @@ def test_all_files_bad_exits_1_without_output(setup):
 
 
 @pytest.mark.slow
-def test_demo_trains_well_above_chance(tmp_path):
+def test_demo_trains_well_above_chance_and_detects_events_in_scenes(tmp_path):
+    """The demo trains a multi-label model that scores background clips low; on generated scenes of its sounds
+    (held out: other seeds than its training clips), `events` with its defaults reaches event F1 >= 0.7 and
+    segment F1 >= 0.9 as scored by sed_eval through `eval-events` (the issue's goal), and writes score tables for
+    PSDS."""
     out = tmp_path / "demo"
-    # The budget only guards against a hung run: on an idle machine the 40 epochs take about 25 s, so the
+    # The budget only guards against a hung run: on an idle machine the 40 epochs take about 30 s, so the
     # accuracy bound is checked after the full schedule, not after however many epochs a loaded machine allows.
     proc = run_cli("demo", "--out", out, "--seconds-budget", "600")
     assert proc.returncode == 0, proc.stderr
@@ -230,8 +234,26 @@ def test_demo_trains_well_above_chance(tmp_path):
     accuracy = float(line.split("test accuracy:")[1].split()[0])
     assert accuracy >= 0.6, proc.stdout  # chance is 0.25
     model = load_model(out / "model")
-    assert model.labels == ("tone", "chirp", "noise_burst", "click_train") and not model.multi_label
+    assert model.labels == ("tone", "chirp", "noise_burst", "click_train") and model.multi_label
+    tagger = Tagger(model)
+    background = sorted((out / "data" / "test" / "_background").glob("*.wav"))
+    assert len(background) == 20
+    top = [max(score for _, score in r.top) for r in tagger.tag(background, top_k=1)]
+    assert max(top) < 0.5, top  # quiet scores low on every class: no event in the gaps between sounds
     clip = next((out / "data" / "test" / "chirp").glob("*.wav"))
-    (result,) = Tagger(model).tag([clip], top_k=4)
-    assert sorted(label for label, _ in result.top) == sorted(model.labels)
-    assert sum(score for _, score in result.top) == pytest.approx(1.0, abs=1e-5)  # softmax over 4 classes
+    (result,) = tagger.tag([clip], top_k=4)
+    assert result.top[0][0] == "chirp" and result.top[0][1] > 0.5 > result.top[1][1]
+
+    scenes = tmp_path / "scenes"
+    proc = run_cli("scenes", scenes, "--count", "3", "--seconds", "60", "--seed", "11")
+    assert proc.returncode == 0, proc.stderr
+    wavs = sorted(scenes.glob("scene_*.wav"))
+    proc = run_cli("events", *wavs, "--checkpoint", out / "model", "--format", "dcase", "-o", tmp_path / "ev.tsv",
+                   "--durations", tmp_path / "durations.tsv", "--scores-dir", tmp_path / "scores", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("eval-events", "--truth", scenes / "truth.tsv", "--pred", tmp_path / "ev.tsv", "--scores-dir",
+                   tmp_path / "scores", "--durations", tmp_path / "durations.tsv", "--json", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads((tmp_path / "r.json").read_text())
+    assert scores["event_f1"] >= 0.7 and scores["segment_f1"] >= 0.9, proc.stdout
+    assert 0 < scores["psds1"] <= 1 and 0 < scores["psds2"] <= 1, proc.stdout

@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from ast_audio import AST
-from ast_audio.infer.events import EventConfig, detect_events
+from ast_audio.infer.events import Energy, EventConfig, detect_events
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model, write_tone
@@ -60,9 +60,13 @@ OPTIONS = ("--window", "1.0", "--hop", "0.25", "--threshold", "0.45", "--hystere
 
 
 def library_events(setup, path: Path) -> list:
+    """The library's events with OPTIONS and the command's defaults for the rest (the overlap-add mean grid,
+    interpolated boundaries, energy refinement)."""
     tagger = Tagger(load_model(setup["ckpt"]))
     timeline = score_stream(tagger, path, window_s=1.0, hop_s=0.25)
-    return detect_events(timeline, EventConfig(threshold=0.45, hysteresis=0.9, median_windows=3))
+    config = EventConfig(threshold=0.45, hysteresis=0.9, median_windows=3, grid="mean", interpolate=True,
+                         refine="energy")
+    return detect_events(timeline, config, Energy.from_file(path, tagger.sample_rate))
 
 
 def test_events_json_csv_equal_library_and_bad_file_skipped(setup):

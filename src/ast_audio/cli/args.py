@@ -94,7 +94,8 @@ DATA_HELP = ("audioset: train JSON datafile; esc50 / speechcommands: the release
              "class sub-folders or a CSV (path,label[;label]) / JSON manifest")
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "required", shards: bool = False) -> None:
+def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "required", shards: bool = False,
+                  data_required: bool = True) -> None:
     """The data-set arguments, as `ast_audio.train.layouts.load_splits` takes them: --layout, --data, --eval-data,
     --label-csv, --fold.
 
@@ -102,6 +103,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "requ
         layout: "required", "optional" (no default; the command checks), a default layout, or None for no
             --layout option (`train`: the recipe says).
         shards: --data may also be a folder written by `ast-audio prepare`.
+        data_required: whether --data is required (calibrate: not with --truth, which names its own files).
     """
     if layout is not None:
         kwargs: dict[str, Any] = ({"required": True} if layout == "required" else {} if layout == "optional"
@@ -111,7 +113,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "requ
                             help=f"data layout: audioset (JSON datafile), esc50 (release root), speechcommands "
                                  f"(release root), folder (class sub-folders or a CSV/JSON manifest){default}")
     where = "; or a folder written by `ast-audio prepare`" if shards else ""
-    parser.add_argument("--data", required=True, metavar="PATH", help=DATA_HELP + where)
+    parser.add_argument("--data", required=data_required, metavar="PATH", help=DATA_HELP + where)
     parser.add_argument("--eval-data", metavar="PATH", help="audioset: the evaluation JSON datafile; folder: an "
                         "explicit validation folder/manifest")
     parser.add_argument("--label-csv", metavar="CSV", help="class_labels_indices.csv (index,mid,display_name)")

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
@@ -23,19 +24,78 @@ from .args import (
 )
 from .tag import emit
 
+if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help` must not import torch)
+    from ..infer.events import EventConfig
+    from ..infer.tagger import Tagger
+
 # Files longer than this many seconds get a progress bar on stderr.
 PROGRESS_MIN_S = 60.0
-EVENT_FORMATS = ("json", "csv", "audacity", "srt")  # ast_audio.infer.formats.EVENT_FORMATS (checked equal by a test)
+# Copies of ast_audio.infer.formats.EVENT_FORMATS, ast_audio.infer.events.GRIDS and REFINES (those import torch,
+# which `--help` must not; a test checks the copies equal).
+EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
+GRIDS = ("cells", "mean", "max")
+REFINES = ("none", "energy")
 odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
+
+
+def _add_detection_args(parser: argparse.ArgumentParser) -> None:
+    """How window scores become events (`ast_audio.infer.events.EventConfig`), for events and calibrate --truth."""
+    parser.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R",
+                        help="low threshold = R x high: an event continues while the score stays above it "
+                        "(default 0.5; 1 = no hysteresis)")
+    parser.add_argument("--median", type=odd_int, default=1, metavar="N",
+                        help="median filter over N windows (odd; default 1 = off)")
+    parser.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
+                        help="drop events shorter than S seconds (default 0)")
+    parser.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
+                        help="merge events of a class at most S seconds apart (default 0)")
+    parser.add_argument("--grid", choices=GRIDS, default="mean",
+                        help="where window scores are thresholded: mean (default) or max of the windows covering "
+                        "each stretch between window edges (overlap-add), or cells (each window's score on the "
+                        "hop-long stretch around its centre: the earlier rule)")
+    parser.add_argument("--refine", choices=REFINES, default="energy",
+                        help="energy (default): move each boundary to the nearest start/end of a loud stretch of "
+                        "the recording within half a window, and split events at quiet gaps; none: scores alone")
+    parser.add_argument("--no-interpolate", dest="interpolate", action="store_false",
+                        help="put boundaries on the grid's edges instead of where the line between neighbouring "
+                        "grid scores crosses the threshold (sub-hop boundaries, the default)")
+
+
+def _event_window_and_hop(tagger: Tagger, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
+    """Window and hop in seconds for event detection: the given ones, else the defaults relative to the model's input
+    (`default_window_s`) and to the window (`default_hop_s`); checked by `Tagger.window_and_hop`."""
+    from ..infer.events import default_hop_s, default_window_s
+
+    if window_s is None:
+        window_s = default_window_s(tagger.max_window_s)
+    if hop_s is None:
+        hop_s = default_hop_s(window_s)
+    tagger.window_and_hop(window_s, hop_s)
+    return window_s, hop_s
+
+
+def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = 0.5,
+                  thresholds: dict[str, float] | None = None) -> EventConfig:
+    """The EventConfig of the detection arguments (and --only/--exclude where the command has them)."""
+    from ..infer.events import EventConfig
+    from ..labels import parse_names
+
+    only, exclude = getattr(args, "only", None), getattr(args, "exclude", None)
+    return EventConfig(threshold=threshold, thresholds=thresholds, hysteresis=args.hysteresis,
+                       median_windows=args.median, min_duration_s=args.min_duration, merge_gap_s=args.merge_gap,
+                       only=tuple(parse_names(only, labels)) if only else None,
+                       exclude=tuple(parse_names(exclude, labels)) if exclude else (),
+                       grid=args.grid, interpolate=args.interpolate, refine=args.refine)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add events, calibrate and explain."""
     events = commands.add_parser(
         "events", help="sound events (onset/offset per class) in recordings of any length",
-        description="Stream each FILE through sliding windows, then turn per-class window scores into events: "
-        "median smoothing over windows, hysteresis thresholding, minimum duration, merge gap. An event runs over "
-        "the stretch of time nearest to its active windows' centres (docs/events.md).")
+        description="Stream each FILE through sliding windows (by default half the model's input, every tenth of "
+        "a window), average the overlapping windows' scores onto a gapless grid, then per class: median smoothing, "
+        "hysteresis thresholding with boundaries interpolated between grid points, boundaries snapped to the "
+        "recording's loud stretches, merge gap, minimum duration (docs/events.md).")
     events.add_argument("files", nargs="*", metavar="FILE", help="audio files (any length, rate, channels); or "
                         "--files-from")
     add_checkpoint_arg(events)
@@ -44,22 +104,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="high threshold for every class (default 0.5)")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
                        "(classes not in the file use 0.5)")
-    events.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R",
-                        help="low threshold = R x high: an event continues while the score stays above it "
-                        "(default 0.5; 1 = no hysteresis)")
     events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds "
-                        "(default: the model's input length)")
-    events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
-                        "the window); events are placed to within about half a hop")
-    events.add_argument("--median", type=odd_int, default=1, metavar="N",
-                        help="median filter over N windows (odd; default 1 = off)")
-    events.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
-                        help="drop events shorter than S seconds (default 0)")
-    events.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
-                        help="merge events of a class at most S seconds apart (default 0)")
+                        "(default: half the model's input length, ast_audio.infer.events.default_window_s)")
+    events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: "
+                        "a fixed fraction of the window, ast_audio.infer.events.default_hop_s; docs/events.md)")
+    _add_detection_args(events)
     add_class_filter_args(events)
     events.add_argument("--format", choices=EVENT_FORMATS, default="json",
-                        help="json (default), csv (file,label,onset,offset,score), audacity (label track), srt")
+                        help="json (default), csv (file,label,onset,offset,score), audacity (label track), srt, "
+                        "dcase (filename<TAB>onset<TAB>offset<TAB>event_label, what sed_eval/sed_scores_eval read)")
+    events.add_argument("--durations", metavar="TSV", help="also write the files' durations as a DCASE table "
+                        "(filename<TAB>duration), for eval-events and the DCASE scorers")
+    events.add_argument("--scores-dir", metavar="DIR", help="also write each file's scores on the grid as "
+                        "DIR/<name>.tsv (onset<TAB>offset<TAB><class...>, gapless from 0 to the end): what "
+                        "sed_scores_eval and `ast-audio eval-events --scores-dir` read for PSDS")
     events.add_argument("--output", "-o", metavar="OUT", help="write here (atomically) instead of stdout; with "
                         "several files and --format audacity/srt, a folder receiving one file per input")
     events.add_argument("--plot", metavar="PNG", help="also draw the top classes' window scores with the events "
@@ -75,23 +133,52 @@ def register(commands: argparse._SubParsersAction) -> None:
     events.set_defaults(func=cmd_events)
 
     calibrate = commands.add_parser(
-        "calibrate", help="per-class thresholds from a labelled set (F1-optimal or a target precision)",
+        "calibrate", help="per-class thresholds from a labelled set (F1-optimal or a target precision), or for "
+        "event-based F1 on strongly labelled recordings (--truth)",
         description="Score every clip of a labelled set (clip score = max over windows) and choose, per class, the "
-        "threshold with the best F1, or the lowest one reaching --target-precision. Writes label,threshold,f1,"
-        "precision,recall; `events --thresholds` and `tag --thresholds` read it.")
+        "threshold with the best F1, or the lowest one reaching --target-precision. With --truth TSV (DCASE events: "
+        "filename, onset, offset, event_label) and --audio-dir, run event detection on those recordings instead and "
+        "choose, per class, the threshold (0.05, 0.10, ..., 0.95) with the best collar-based event F1 (sed_eval). "
+        "Writes label,threshold,f1,precision,recall; `events --thresholds` and `tag --thresholds` read it.")
     add_checkpoint_arg(calibrate)
-    add_data_args(calibrate, layout="folder")
+    add_data_args(calibrate, layout="folder", data_required=False)
+    calibrate.add_argument("--truth", metavar="TSV", help="strongly labelled recordings: a DCASE event table; "
+                           "calibrates for event-based F1 (the detection options below apply, as in `events`)")
+    calibrate.add_argument("--audio-dir", metavar="DIR", help="--truth: the folder holding its files (default: the "
+                           "table's folder)")
+    _add_detection_args(calibrate)
     calibrate.add_argument("--split", choices=("valid", "test", "train", "all"), default="valid",
                            help="which split to calibrate on (default valid; a folder without splits: all)")
     calibrate.add_argument("--mode", choices=("f1", "precision"), default="f1", help="f1 (default) or precision")
     calibrate.add_argument("--target-precision", type=unit_float, default=0.9, metavar="P",
                            help="--mode precision: the precision to reach (default 0.9)")
-    calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds")
+    calibrate.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: the "
+                           "model's input; with --truth, half of it, as in events)")
     calibrate.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows")
     add_precision_arg(calibrate)
     calibrate.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
     calibrate.add_argument("--output", "-o", required=True, metavar="CSV", help="thresholds CSV to write")
     calibrate.set_defaults(func=cmd_calibrate)
+
+    evaluate = commands.add_parser(
+        "eval-events", help="score events against a truth table: event/segment F1 (sed_eval), PSDS1/2",
+        description="Collar-based F1 (onset collar 0.2 s, offset collar max(0.2 s, 20%)) and segment-based F1 "
+        "(1 s segments) of an event table (--pred, sed_eval), or of score tables at --threshold (--scores-dir, "
+        "sed_scores_eval); PSDS1 and PSDS2 with the DCASE parameters from score tables (sed_scores_eval). "
+        "Needs the `events` extra (docs/events.md).")
+    evaluate.add_argument("--truth", required=True, metavar="TSV",
+                          help="true events: filename<TAB>onset<TAB>offset<TAB>event_label")
+    evaluate.add_argument("--pred", metavar="TSV", help="events from `ast-audio events --format dcase`")
+    evaluate.add_argument("--scores-dir", metavar="DIR", help="score tables from `ast-audio events --scores-dir`")
+    evaluate.add_argument("--durations", metavar="TSV", help="filename<TAB>duration (default: each score table's "
+                          "end; with --pred only, sed_eval's default, the last event's offset)")
+    group = evaluate.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T",
+                       help="--scores-dir without --pred: the decision threshold for the F1 values (default 0.5)")
+    group.add_argument("--thresholds", metavar="CSV", help="per-class decision thresholds (`ast-audio calibrate`)")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON (with the PSD-ROC points)")
+    evaluate.add_argument("--plot", metavar="PNG", help="draw the PSD-ROC curves (needs --scores-dir)")
+    evaluate.set_defaults(func=cmd_eval_events)
 
     explain = commands.add_parser(
         "explain", help="PNG: the log-mel spectrogram with the model's evidence over it",
@@ -131,32 +218,38 @@ def cmd_events(args: argparse.Namespace) -> int:
     from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
-    from ..infer.events import EventConfig, detect_events
-    from ..infer.formats import format_event_files, format_events, read_events_csv
+    from ..infer.events import Energy, detect_events, score_grid
+    from ..infer.formats import dcase_durations, format_event_files, format_events, read_events_csv, scores_tsv
     from ..infer.tagger import Tagger, score_stream
-    from ..labels import check_labels, parse_names, rollup, rollup_scores, selected_classes
+    from ..labels import check_labels, rollup, rollup_scores, selected_classes
     from ..utils import atomic_write_text
 
     archive = archive_mode(args)
     tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
-    tagger.window_and_hop(args.window, args.hop)  # check the options before decoding anything
+    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)  # checked before decoding anything
     labels, groups = rollup(tagger.labels) if args.rollup else (tagger.labels, None)
-    config = EventConfig(threshold=args.threshold,
-                         thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
-                         hysteresis=args.hysteresis, median_windows=args.median, min_duration_s=args.min_duration,
-                         merge_gap_s=args.merge_gap,
-                         only=tuple(parse_names(args.only, labels)) if args.only else None,
-                         exclude=tuple(parse_names(args.exclude, labels)) if args.exclude else ())
+    config = _event_config(args, labels, args.threshold,
+                           read_thresholds(args.thresholds) if args.thresholds else None)
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
     selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
     if archive:
         from ..infer.archive import events_job
 
-        job = events_job(tagger, config, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size)
+        job = events_job(tagger, config, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
         return run_archive_command(args, job, tagger.sample_rate)
 
     truth = read_events_csv(args.plot_truth) if args.plot_truth else []
+    if args.scores_dir:
+        scores_dir = Path(args.scores_dir)
+        if scores_dir.exists() and not scores_dir.is_dir():
+            raise ConfigError(f"{scores_dir} is a file; --scores-dir needs a folder (one score table per input)")
+        scores_dir.mkdir(parents=True, exist_ok=True)
+        stems = [Path(p).stem for p in args.files]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            raise ConfigError(f"two inputs are named {twice[0]}.*; --scores-dir names each table after its file, "
+                              "so give files with different names")
     many = len(args.files) > 1
     split_outputs = many and args.format in ("audacity", "srt") and args.output is not None
     if split_outputs and Path(args.output).exists() and not Path(args.output).is_dir():
@@ -176,7 +269,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.update(round(done, 1) - bar.n)
 
-            timeline = score_stream(tagger, path, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
+            timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size,
                                     progress=progress)
         except AstAudioError as exc:
             if args.debug:
@@ -189,8 +282,20 @@ def cmd_events(args: argparse.Namespace) -> int:
                 bar.close()
         if groups is not None:  # (N, C) -> (N, C'): the model's classes, then the parents they roll up to
             timeline = dataclasses.replace(timeline, scores=rollup_scores(timeline.scores, groups), labels=labels)
-        events = detect_events(timeline, config)
+        try:
+            energy = Energy.from_file(path, tagger.sample_rate) if config.refine == "energy" else None
+        except AstAudioError as exc:  # the file changed or broke between the two reads
+            if args.debug:
+                raise
+            report_file_error(path, exc)
+            failed += 1
+            continue
+        events = detect_events(timeline, config, energy)
         results.append((path, timeline, events))
+        if args.scores_dir:
+            reduce = "mean" if config.grid == "cells" else config.grid
+            atomic_write_text(Path(args.scores_dir) / f"{Path(path).stem}.tsv",
+                              scores_tsv(score_grid(timeline, reduce)))
         if args.plot:
             from ..infer.plots import plot_timeline
 
@@ -206,6 +311,8 @@ def cmd_events(args: argparse.Namespace) -> int:
             atomic_write_text(out / f"{Path(name).stem}{suffix}", format_events(events, args.format))
     else:
         emit(format_event_files(results, args.format), args.output)
+    if args.durations:
+        atomic_write_text(args.durations, dcase_durations({name: t.duration_s for name, t, _ in results}))
     return 1 if failed else 0
 
 
@@ -216,6 +323,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..infer.tagger import Tagger
     from ..train.layouts import load_splits
 
+    if args.truth is not None:
+        if args.data is not None:
+            raise ConfigError("give --data (clip-level F1 on a labelled set) or --truth (event F1 on strongly "
+                              "labelled recordings), not both")
+        return _calibrate_events(args)
+    if args.data is None:
+        raise ConfigError("give --data (a labelled set, clip-level F1) or --truth TSV (strongly labelled "
+                          "recordings, event F1)")
     splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.label_csv)
     if args.split == "all":
         manifests = [m for m in (splits.train, splits.valid, splits.test) if m is not None]
@@ -250,6 +365,77 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"wrote {args.output}" + (f"; {missing} classes without positives left out" if missing else ""),
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def _calibrate_events(args: argparse.Namespace) -> int:
+    """calibrate --truth: score every recording of the truth table, then `calibrate_events`."""
+    from ..errors import AstAudioError, ConfigError
+    from ..infer.calibrate import calibrate_events, write_thresholds
+    from ..infer.evaluate_events import read_truth
+    from ..infer.events import Energy
+    from ..infer.formats import DCASE_EVENT_COLUMNS, read_dcase_table
+    from ..infer.tagger import Tagger, score_stream
+
+    if args.mode != "f1":
+        raise ConfigError("--truth calibrates for event-based F1 only; leave out --mode precision")
+    truth = read_truth(args.truth)
+    names = list(dict.fromkeys(row["filename"] for row in read_dcase_table(args.truth, DCASE_EVENT_COLUMNS)))
+    folder = Path(args.audio_dir) if args.audio_dir else Path(args.truth).parent
+    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
+    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)
+    unknown = sorted({e[2] for events in truth.values() for e in events} - set(tagger.labels))
+    if unknown:
+        raise ConfigError(f"{args.truth}: classes {', '.join(unknown[:5])} are not classes of the model; calibrate "
+                          "a model trained on this label set")
+    config = _event_config(args, tagger.labels)
+    timelines, energies, failed = {}, {}, 0
+    for name in names:
+        path = folder / name
+        key = name.rsplit(".", 1)[0]
+        try:
+            timelines[key] = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
+            if config.refine == "energy":
+                energies[key] = Energy.from_file(path, tagger.sample_rate)
+        except (AstAudioError, OSError) as exc:
+            if args.debug:
+                raise
+            report_file_error(str(path), exc)
+            failed += 1
+    if not timelines:
+        raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")
+    table = calibrate_events(timelines, truth, config, energies=energies or None)
+    write_thresholds({label: row["threshold"] for label, row in table.items()}, args.output, stats=table)
+    print(f"calibrated {len(table)} classes for event-based F1 on {len(timelines)} recordings "
+          f"({sum(len(v) for v in truth.values())} true events); wrote {args.output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_eval_events(args: argparse.Namespace) -> int:
+    """Score an event table or score tables against the truth; print the table, optionally JSON and the PSD-ROC."""
+    import json
+
+    from ..errors import ConfigError
+    from ..infer.calibrate import read_thresholds
+    from ..infer.evaluate_events import evaluate_events, format_evaluation
+    from ..utils import atomic_write_text
+
+    if args.pred is None and args.scores_dir is None:
+        raise ConfigError("give --pred EVENTS.tsv (from `events --format dcase`) or --scores-dir DIR (from "
+                          "`events --scores-dir`), or both")
+    if args.plot and args.scores_dir is None:
+        raise ConfigError("--plot draws the PSD-ROC, which needs score tables: add --scores-dir")
+    threshold = read_thresholds(args.thresholds) if args.thresholds else args.threshold
+    result = evaluate_events(args.truth, pred_path=args.pred, scores_dir=args.scores_dir,
+                             durations_path=args.durations, threshold=threshold)
+    sys.stdout.write(format_evaluation(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result.to_dict(with_roc=True), indent=2) + "\n")
+    if args.plot:
+        from ..infer.plots import plot_psd_roc
+
+        plot_psd_roc(result.psd_roc, {"psds1": result.psds1, "psds2": result.psds2}, args.plot,
+                     title=f"PSD-ROC, {result.files} file(s), {result.truth_events} true events")
+    return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -23,11 +23,11 @@ from ..version import __version__
 
 PROG = "ast-audio"
 COMMAND_MODULES = (
-    "ast_audio.cli.tag",  # tag, convert, demo
+    "ast_audio.cli.tag",  # tag, convert, demo, scenes
     "ast_audio.cli.embed",  # embed
     "ast_audio.cli.train",  # train, eval, average
     "ast_audio.cli.data",  # prepare, stats
-    "ast_audio.cli.events",  # events, calibrate, explain
+    "ast_audio.cli.events",  # events, calibrate, eval-events, explain
     "ast_audio.cli.listen",  # listen
     "ast_audio.cli.serve",  # serve
     "ast_audio.cli.export",  # export

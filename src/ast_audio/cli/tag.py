@@ -16,6 +16,7 @@ from .args import (
     positive_float,
     positive_int,
     report_file_error,
+    unit_float,
 )
 
 TAG_FORMATS = ("table", "json", "csv")  # ast_audio.infer.formats.TAG_FORMATS (checked equal by a test)
@@ -65,6 +66,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="training time budget in seconds (default 90)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=cmd_demo)
+
+    scenes = commands.add_parser(
+        "scenes", help="write scenes of demo sounds at known times (audio + DCASE truth), to test event detection",
+        description="Minutes of quiet background with the demo's sounds (tone, chirp, noise_burst, click_train) "
+        "one after another, 0.2-1.5 s apart, some overlapping the one before. Writes OUT/scene_NNN.wav, "
+        "OUT/truth.tsv (filename, onset, offset, event_label) and OUT/durations.tsv (filename, duration).")
+    scenes.add_argument("out", metavar="OUT", help="output folder")
+    scenes.add_argument("--count", type=positive_int, default=5, help="number of scenes (default 5)")
+    scenes.add_argument("--seconds", type=positive_float, default=120.0, help="length of each (default 120)")
+    scenes.add_argument("--overlap", type=unit_float, default=0.2, metavar="P",
+                        help="fraction of sounds that start inside the one before (default 0.2)")
+    scenes.add_argument("--audio-format", choices=("wav", "flac"), default="wav", help="wav (default) or flac")
+    scenes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    scenes.set_defaults(func=cmd_scenes)
 
 
 def emit(text: str, output: str | None) -> None:
@@ -168,4 +183,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     run_demo(args.out, seconds_budget=args.seconds_budget, seed=args.seed)
+    return 0
+
+
+def cmd_scenes(args: argparse.Namespace) -> int:
+    """Write generated scenes and their truth: see ast_audio.demo.write_scenes."""
+    from ..demo import write_scenes
+
+    paths, truth, durations = write_scenes(args.out, args.count, args.seconds, seed=args.seed,
+                                           audio_format=args.audio_format, overlap=args.overlap)
+    print(f"wrote {len(paths)} scene(s) of {args.seconds:g} s to {args.out}; truth {truth}, durations {durations}",
+          file=sys.stderr)
     return 0

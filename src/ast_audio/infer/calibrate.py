@@ -2,7 +2,9 @@
 
 `calibration_table` sweeps every distinct score of a class as a threshold for the rule score >= threshold;
 `score_clips` gives the clip scores of a labelled set (clip score = max over windows, as `Tagger.tag` aggregates).
-`ast-audio calibrate` writes the CSV that `events --thresholds`, `tag --thresholds` and `serve --thresholds` read.
+`calibrate_events` chooses per-class thresholds for event-based F1 on strongly labelled recordings (a DCASE truth
+table). `ast-audio calibrate` writes the CSV that `events --thresholds`, `tag --thresholds` and `serve --thresholds`
+read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +22,8 @@ import torch
 
 from ..errors import AstAudioError, ConfigError
 from ..utils import atomic_write_text
+from .events import Energy, EventConfig, detect_events
+from .stream import Timeline
 from .tagger import Tagger
 
 
@@ -159,3 +164,45 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
     if not scores:
         raise ConfigError("no clip of the data set could be scored; nothing to calibrate")
     return torch.stack(scores), torch.stack(targets)  # (N, C) each
+
+
+# Thresholds tried by `calibrate_events` (event-based F1 is not monotone in the threshold, so a grid, not a sweep).
+EVENT_CANDIDATES = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.10, ..., 0.95
+
+
+def calibrate_events(timelines: Mapping[str, Timeline], truth: Mapping[str, Sequence[tuple[float, float, str]]],
+                     config: EventConfig | None = None, candidates: Sequence[float] = EVENT_CANDIDATES, *,
+                     energies: Mapping[str, Energy] | None = None) -> dict[str, dict[str, float]]:
+    """Per-class thresholds with the best collar-based (event) F1 on strongly labelled recordings.
+
+    timelines: {audio id: window scores} of the recordings; truth: {audio id: [(onset, offset, label)]} (the DCASE
+    table `evaluate_events.read_truth` reads). For every candidate threshold t, `detect_events` runs with `config`
+    and threshold t for every class, and sed_eval scores each class's events (onset collar 0.2 s, offset collar
+    max(0.2 s, 20 %)); a class keeps the t with its highest F1 (ties: the higher t). Classes are independent in
+    detection (and in this F1), so one pass over the candidates serves all of them. Classes without true events
+    are left out. `energies` ({audio id: Energy}) is needed when `config.refine` is "energy". Returns
+    {label: {"threshold", "f1", "precision", "recall"}}.
+    """
+    from .evaluate_events import sed_eval_f1
+
+    config = config if config is not None else EventConfig()
+    ids = sorted(timelines)
+    truth_ids = {audio_id: [tuple(e) for e in truth.get(audio_id, [])] for audio_id in ids}
+    present = sorted({e[2] for events in truth_ids.values() for e in events})
+    if not present:
+        raise ConfigError("the truth has no events in the scored recordings; nothing to calibrate")
+    best: dict[str, dict[str, float]] = {}
+    for t in sorted(candidates):
+        step = replace(config, threshold=float(t), thresholds=None)
+        pred = {audio_id: [(e.onset_s, e.offset_s, e.label)
+                           for e in detect_events(timelines[audio_id], step, (energies or {}).get(audio_id))]
+                for audio_id in ids}
+        per_class = sed_eval_f1(truth_ids, pred, {k: timelines[k].duration_s for k in ids})["per_class"]
+        for label in present:
+            row = per_class.get(label, {})
+            f1 = row.get("event_f1", 0.0)
+            f1 = 0.0 if f1 != f1 else f1  # NaN (no output events and no true ones) counts as 0
+            if label not in best or f1 >= best[label]["f1"]:
+                best[label] = {"threshold": float(t), "f1": f1, "precision": row.get("event_precision", 0.0),
+                               "recall": row.get("event_recall", 0.0)}
+    return best

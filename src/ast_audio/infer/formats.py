@@ -4,7 +4,11 @@
 - events: JSON, CSV file,label,onset,offset,score, an Audacity label track or SRT subtitles (`format_events` for
   one input, `format_event_files` for several); the JSON of one input is `events_document`, which `ast-audio events
   --format json` lists and the server's /v1/events returns (plus the window scores it draws, `timeline_view`);
-- reference events read back from a label,onset,offset CSV (`read_events_csv`).
+- reference events read back from a label,onset,offset CSV (`read_events_csv`);
+- the DCASE formats that sed_eval, sed_scores_eval and psds_eval read: an event table `filename onset offset
+  event_label` (`dcase_events`; `ast-audio events --format dcase`), a durations table `filename duration`
+  (`dcase_durations`), and per-file score tables `onset offset <class...>` on gapless pieces of time
+  (`scores_tsv`; `ast-audio events --scores-dir`). All tab-separated with a header line.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from pathlib import PurePath
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
-from .events import Event
+from .events import Event, ScoreGrid
 from .stream import Timeline
 from .tagger import TagResult
 
 TAG_FORMATS = ("table", "json", "csv")
-EVENT_FORMATS = ("json", "csv", "audacity", "srt")
+EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
+DCASE_EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
+DCASE_DURATION_COLUMNS = ("filename", "duration")
 _EVENT_CSV_HEADER = ("file", "label", "onset", "offset", "score")
 
 
@@ -108,6 +116,8 @@ def format_events(events: Sequence[Event], fmt: str, *, file: str | None = None)
         return _events_csv([(file or "", events)])
     if fmt == "audacity":
         return "".join(f"{e.onset_s:.6f}\t{e.offset_s:.6f}\t{_clean(e.label)}\n" for e in events)
+    if fmt == "dcase":
+        return dcase_events((dcase_name(file or ""), e.onset_s, e.offset_s, e.label) for e in events)
     if fmt == "srt":
         blocks = [f"{n}\n{srt_time(e.onset_s)} --> {srt_time(e.offset_s)}\n{_clean(e.label)} ({e.score:.2f})\n"
                   for n, e in enumerate(events, 1)]
@@ -134,9 +144,71 @@ def format_event_files(results: Sequence[tuple[str, Timeline, Sequence[Event]]],
                           indent=2) + "\n"
     if fmt == "csv":
         return _events_csv([(name, events) for name, _, events in results])
+    if fmt == "dcase":
+        return dcase_events((dcase_name(name), e.onset_s, e.offset_s, e.label)
+                            for name, _, events in results for e in events)
     if fmt in EVENT_FORMATS:
         return "\n".join(format_events(events, fmt) for _, _, events in results)
     raise ConfigError(f"unknown event format {fmt!r}; expected one of {', '.join(EVENT_FORMATS)}")
+
+
+def dcase_name(path: str) -> str:
+    """The `filename` of a file in the DCASE tables: its base name with extension (the scorers match score files
+    and durations by the base name without extension)."""
+    return PurePath(path).name
+
+
+def _dcase_field(text: str) -> str:
+    return _clean(text).strip()
+
+
+def dcase_events(rows: Iterable[tuple[str, float, float, str]]) -> str:
+    """(filename, onset, offset, label) rows -> the DCASE event table: header `filename onset offset event_label`,
+    tab-separated, seconds to the microsecond."""
+    lines = ["\t".join(DCASE_EVENT_COLUMNS)]
+    lines += [f"{_dcase_field(name)}\t{onset:.6f}\t{offset:.6f}\t{_dcase_field(label)}"
+              for name, onset, offset, label in rows]
+    return "\n".join(lines) + "\n"
+
+
+def dcase_durations(durations: Mapping[str, float]) -> str:
+    """{filename: seconds} -> the DCASE durations table: header `filename duration`, tab-separated."""
+    lines = ["\t".join(DCASE_DURATION_COLUMNS)]
+    lines += [f"{_dcase_field(dcase_name(name))}\t{seconds:.6f}" for name, seconds in durations.items()]
+    return "\n".join(lines) + "\n"
+
+
+def scores_tsv(grid: ScoreGrid) -> str:
+    """A `ScoreGrid` -> the sed_scores_eval score table: header `onset offset <class...>`, one row per piece of
+    time (gapless, non-overlapping, 0 to the file's end), tab-separated, scores to 6 decimals."""
+    lines = ["\t".join(["onset", "offset", *(_dcase_field(label) for label in grid.labels)])]
+    for m in range(grid.scores.shape[0]):
+        values = "\t".join(f"{v:.6f}" for v in grid.scores[m].tolist())
+        lines.append(f"{grid.bounds_s[m]:.6f}\t{grid.bounds_s[m + 1]:.6f}\t{values}")
+    return "\n".join(lines) + "\n"
+
+
+def read_dcase_table(path: str | PathLike, columns: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a tab-separated DCASE table whose header holds `columns` (extra columns are kept, empty lines
+    skipped). A missing file, a missing column or a ragged row is a one-line `ConfigError`."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = [line.rstrip("\r\n") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc}); expected a tab-separated table with the header "
+                          f"{' '.join(columns)}") from None
+    header = lines[0].split("\t") if lines else []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise ConfigError(f"{path}: the header lacks {', '.join(missing)}; expected a tab-separated table with the "
+                          f"columns {' '.join(columns)}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise ConfigError(f"{path}:{number}: {len(fields)} tab-separated fields, the header has {len(header)}")
+        rows.append(dict(zip(header, fields, strict=True)))
+    return rows
 
 
 def read_events_csv(path: str) -> list[Event]:

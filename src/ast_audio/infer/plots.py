@@ -161,3 +161,31 @@ def plot_timeline(timeline: Timeline, events: Sequence[Event], out: str | os.Pat
     """Save `timeline_figure` as a PNG (atomically when `out` is a path)."""
     _save(timeline_figure(timeline, events, top_n=top_n, width_px=width_px, height_px=height_px, title=title,
                           truth=truth), out)
+
+
+def psd_roc_figure(rocs: dict[str, dict[str, list[float]]], values: dict[str, float | None], *, max_efpr: float = 100.0,
+                   width_px: int = 800, height_px: int = 500, title: str | None = None) -> Any:
+    """PSD-ROC curves (effective TPR over effective FPR per hour, a staircase as PSDS integrates it), one per
+    parameter set in `rocs` ({"psds1": {"efpr": [...], "etpr": [...]}}), the PSDS values in the legend."""
+    fig = _figure(width_px, height_px)
+    ax = fig.add_subplot()
+    for name, roc in rocs.items():
+        value = values.get(name)
+        shown = f"{name.upper()} = {value:.3f}" if value is not None else name.upper()
+        ax.step(roc["efpr"], roc["etpr"], where="post", lw=1.8, label=shown)
+    ax.set_xlim(0.0, max_efpr)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("effective false positive rate (per hour)")
+    ax.set_ylabel("effective true positive rate")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_psd_roc(rocs: dict[str, dict[str, list[float]]], values: dict[str, float | None],
+                 out: str | os.PathLike | BinaryIO, **kwargs: Any) -> None:
+    """Save `psd_roc_figure` as a PNG (atomically when `out` is a path)."""
+    _save(psd_roc_figure(rocs, values, **kwargs), out)

@@ -8,6 +8,8 @@ and class indices (spec §2.5-2.6):
 - "esc50": the ESC-50 release (`audio/*.wav`, `meta/esc50.csv`); valid = fold k, train = the other four.
 - "speechcommands": the Speech Commands v2 release with its official `validation_list.txt` / `testing_list.txt`.
 - "folder": a user's own data: class sub-folders (optionally under train/ valid/ test/), or a CSV/JSON manifest.
+  A `_background` folder (or the label `_background` in a manifest) holds clips with no class at all: an all-zero
+  target, so the data are multi-label (BCE: independent sigmoid scores) and the model learns to score quiet low.
 
 Paths and labels are checked here (a missing file or an unknown label is a `ConfigError` naming the path);
 whether each file decodes is found when it is loaded (`ast_audio.train.data.ClipDataset`). Nothing here imports
@@ -40,6 +42,8 @@ SPEECHCOMMANDS_WORDS = (
     "marvin", "yes", "up", "sheila", "happy", "bird", "go", "one",
 )
 SPEECHCOMMANDS_NOISE_DIR = "_background_noise_"
+# The folder layout's name for "none of the classes" (a folder or a manifest label): all-zero targets.
+BACKGROUND = "_background"
 
 # Folder layout: a class with fewer clips than FEW_CLIPS gets a training warning; without validation data, nothing
 # is held out when a class has fewer than MIN_SPLIT_CLIPS (a split would leave it 0-2 clips to learn from), and
@@ -342,7 +346,8 @@ def _scan_class_folders(root: Path) -> list[_Raw]:
         if not files:
             raise ConfigError(f"{folder}: class folder has no audio files ({', '.join(AUDIO_EXTENSIONS)}); "
                               "remove it or add clips")
-        raws.extend(_Raw(p.resolve(), (folder.name,), f"{folder.name}/{p.name}") for p in files)
+        names = () if folder.name == BACKGROUND else (folder.name,)
+        raws.extend(_Raw(p.resolve(), names, f"{folder.name}/{p.name}") for p in files)
     return raws
 
 
@@ -358,7 +363,7 @@ def _read_csv_manifest(path: Path) -> list[_Raw]:
     for line_no, row in enumerate(rows, start=1):
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             raise ConfigError(f"{path}:{line_no}: expected path,label[;label...] (2 fields), got {row!r}")
-        names = tuple(dict.fromkeys(n.strip() for n in row[1].split(";") if n.strip()))
+        names = _without_background(n.strip() for n in row[1].split(";") if n.strip())
         raws.append(_Raw(_resolve(path.parent, row[0].strip()).resolve(), names, row[0].strip()))
     return raws
 
@@ -373,9 +378,14 @@ def _read_json_manifest(path: Path) -> list[_Raw]:
         if not isinstance(wav, str) or not wav or not isinstance(labels, list) or not labels:
             raise ConfigError(f"{path}: data[{i}] needs \"wav\" (a path) and \"labels\" (comma-separated names or "
                               "a list)")
-        names = tuple(dict.fromkeys(str(n).strip() for n in labels if str(n).strip()))
+        names = _without_background(str(n).strip() for n in labels if str(n).strip())
         raws.append(_Raw(_resolve(path.parent, wav).resolve(), names, wav))
     return raws
+
+
+def _without_background(names: Iterable[str]) -> tuple[str, ...]:
+    """Label names in order, once each, without `BACKGROUND` (a clip labelled only that has no class)."""
+    return tuple(n for n in dict.fromkeys(names) if n != BACKGROUND)
 
 
 def _read_source(path: Path) -> list[_Raw]:
@@ -405,7 +415,7 @@ def _holdout(raws: list[_Raw], fraction: float, seed: int, origin: Path) -> tupl
         raise ConfigError(f"holdout must be a fraction in (0, 1), got {fraction}")
     groups: dict[str, list[int]] = {}
     for i, raw in enumerate(raws):
-        groups.setdefault(raw.names[0], []).append(i)
+        groups.setdefault(raw.names[0] if raw.names else BACKGROUND, []).append(i)
     import torch  # only here: the holdout draws from torch's generator so that splits stay as they were
 
     generator = torch.Generator().manual_seed(seed)
@@ -454,7 +464,10 @@ def _load_folder(data: Path, eval_data: str | None, label_csv: str | None, holdo
         labels = mids = tuple(names)
         index_of = {name: i for i, name in enumerate(names)}
         origin = data
-    multi = any(len(r.names) > 1 for raws in (train_raw, valid_raw, test_raw or []) for r in raws)
+        if not names:
+            raise ConfigError(f"{data}: only {BACKGROUND} clips; expected at least one class besides the background")
+    # Several labels on a clip, or none (background), make the classes independent: BCE and sigmoid scores.
+    multi = any(len(r.names) != 1 for raws in (train_raw, valid_raw, test_raw or []) for r in raws)
 
     def manifest(raws: list[_Raw]) -> Manifest:
         examples = []

@@ -77,8 +77,13 @@ def d_prime(auc: float) -> float:
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Top-1 accuracy over the whole set: argmax(scores) == argmax(targets) (not class-averaged)."""
+    """Top-1 accuracy over the clips that have a class: argmax(scores) == argmax(targets) (not class-averaged).
+
+    Clips without any positive (background clips of a multi-label set) have no top class to hit and are left out.
+    """
     scores, targets = np.asarray(scores), np.asarray(targets)
+    labelled = targets.max(axis=1) > 0 if targets.ndim == 2 and targets.shape[1] else np.zeros(0, dtype=bool)
+    scores, targets = scores[labelled], targets[labelled]
     if scores.shape[0] == 0:
         return math.nan
     return float(np.mean(scores.argmax(axis=1) == targets.argmax(axis=1)))
