@@ -124,6 +124,12 @@ def test_events_over_a_file_list(archive, tmp_path):
     got = rows(out)
     assert [r["file"] for r in got] == [str(p) for p in files]
     assert all({"events", "window_s", "hop_s", "duration_s"} <= set(r) for r in got)
+    # The same documents as `events FILE...` (same defaults, energy refinement included), file for file.
+    listed = tmp_path / "listed.json"
+    run = run_cli("events", *files, "--checkpoint", archive["ckpt"], "--threshold", "0.3", "--batch-size", "2",
+                  "--format", "json", "--no-progress", "--output", listed)
+    assert run.returncode == 0, run.stderr
+    assert [{**doc, "file": str(doc["file"])} for doc in json.loads(listed.read_text())] == got
 
 
 def test_list_files_share_and_shard_spec(tmp_path):

@@ -276,7 +276,7 @@ def tag_job(tagger: Any, *, top_k: int = 10, window_s: float | None = None, hop_
 def events_job(tagger: Any, config: Any, *, window_s: float | None = None, hop_s: float | None = None,
                batch_size: int = 8) -> Job:
     """Sound events as a job: `score_stream` + `detect_events` per file, the `events --format json` document."""
-    from .events import detect_events
+    from .events import Energy, detect_events
     from .formats import events_document
     from .tagger import score_stream
 
@@ -290,7 +290,10 @@ def events_job(tagger: Any, config: Any, *, window_s: float | None = None, hop_s
             except AstAudioError as exc:
                 rows.append({"file": name, "error": one_line(exc)})
                 continue
-            rows.append(events_document(name, timeline, detect_events(timeline, config)))
+            # The decoded waveform is at hand, so the energy refinement reads it instead of the file again.
+            energy = (Energy.from_chunks([wave.numpy()], tagger.sample_rate) if config.refine == "energy"
+                      else None)
+            rows.append(events_document(name, timeline, detect_events(timeline, config, energy)))
         return rows
 
     return job
