@@ -141,7 +141,7 @@ def test_filename_is_only_a_display_name(server, clip):
 
 
 def test_events_equal_library(server, tagger, clip):
-    from ast_audio.infer.events import EventConfig, detect_events
+    from ast_audio.infer.events import Energy, EventConfig, detect_events
     from ast_audio.infer.tagger import score_stream
 
     fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.5", "median": "3", "min_duration": "0.5",
@@ -150,9 +150,13 @@ def test_events_equal_library(server, tagger, clip):
     assert response.status_code == 200, response.text
     got = response.json()
 
-    timeline = score_stream(tagger, load_audio(clip), window_s=1.0, hop_s=0.25)
+    waveform = load_audio(clip)
+    timeline = score_stream(tagger, waveform, window_s=1.0, hop_s=0.25)
+    # The rule of `ast-audio events` (overlap-add grid, interpolated, energy-refined boundaries).
     events = detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, min_duration_s=0.5,
-                                                 merge_gap_s=0.3, thresholds=THRESHOLDS))
+                                                 merge_gap_s=0.3, thresholds=THRESHOLDS, grid="mean",
+                                                 interpolate=True, refine="energy"),
+                           Energy.from_chunks([waveform.numpy()], tagger.sample_rate))
     assert events, "the fixture should produce events at threshold 0.5"
     siren = timeline.labels.index("Siren")
     assert timeline.scores[:, siren].max() > 0.5 and "Siren" not in [e["label"] for e in got["events"]]

@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audio.io import bytes_info, decode_bytes
 from ..errors import AstAudioError
-from ..infer.events import EventConfig, detect_events
+from ..infer.events import Energy, EventConfig, default_hop_s, default_window_s, detect_events
 from ..infer.formats import events_document, timeline_view
 from ..infer.stream import window_count
 from ..infer.tagger import score_stream
@@ -168,7 +168,8 @@ class Service:
         waveform = self.decode_windowed(upload, *plan)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
                                 batch_size=self.settings.batch_size)
-        events = detect_events(timeline, config)
+        energy = Energy.from_chunks([waveform.numpy()], self.tagger.sample_rate) if config.refine == "energy" else None
+        events = detect_events(timeline, config, energy)
         keep = selected_classes(timeline.labels, config.only, config.exclude)
         view = timeline_view(timeline, events, top_n, config.threshold, keep=keep, thresholds=config.thresholds)
         return _json_bytes({**events_document(upload.name, timeline, events), "timeline": view})
@@ -271,8 +272,11 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     async def events(request: Request) -> Response:
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
+        # The defaults of `ast-audio events` (docs/events.md): half the model's input, a tenth of the window.
         window_s = form_number(fields, "window_s", float, None, low=0)
+        window_s = default_window_s(service.tagger.max_window_s) if window_s is None else window_s
         hop_s = form_number(fields, "hop_s", float, None, low=0)
+        hop_s = default_hop_s(window_s) if hop_s is None else hop_s
         plan = service.window_plan(window_s, hop_s)
         median = form_number(fields, "median", int, 1, low=1)
         if median % 2 == 0:
@@ -283,7 +287,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                              merge_gap_s=form_number(fields, "merge_gap", float, 0.0, low=0),
                              thresholds=settings.thresholds,
                              only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
-                             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
+                             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)),
+                             grid="mean", interpolate=True, refine="energy")  # as `ast-audio events` detects
         top_n = form_number(fields, "top_n", int, 5, low=1)
         body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_n)
         return Response(body, media_type="application/json")
