@@ -66,3 +66,20 @@ def _graph_cache(tmp_path_factory):
         os.environ.pop("AST_AUDIO_CACHE", None)
     else:
         os.environ["AST_AUDIO_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One real `ast-audio demo` run for the whole session (about 30 s of training on 2 idle cores): its output
+    folder and the finished process. The demo test checks the run itself; the precision test compares every fast
+    path on the model it trained (one training instead of two)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo-run") / "demo"
+    # The budget only guards against a hung run: the 40 epochs take about 30 s on an idle machine, so the checks
+    # see the full schedule, not however many epochs a loaded machine allows.
+    proc = subprocess.run([sys.executable, "-m", "ast_audio", "demo", "--out", str(out), "--seconds-budget", "600"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+    return out, proc

@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ast_audio import ConfigError, load_model, save_hf, save_model
-from ast_audio.bench.accuracy import accuracy_report
+from ast_audio.bench.accuracy import compare_precisions
 from ast_audio.bench.timing import ast_flops
 from ast_audio.model.precision import (
     AUTO_BY_CLASS,
@@ -200,18 +200,24 @@ def test_fused_linear_falls_back_when_onednn_refuses(monkeypatch):
 
 
 @pytest.mark.slow
-def test_int8_agrees_with_fp32_on_a_trained_model():
-    """A small AST trained on generated clips: every fast path (bf16, int8, ONNX Runtime fp32/int8) picks fp32's top
-    class on >= 99% of held-out clips. (The demo's data size and schedule: about 25 s of training on 2 quiet
-    cores.)"""
-    report = accuracy_report(train_per_class=60, test_per_class=25, epochs=40, log=lambda _: None)
-    rows = {r.name: r for r in report.rows}
+def test_int8_agrees_with_fp32_on_a_trained_model(demo_run):
+    """The demo's small AST, trained on generated clips by the real `ast-audio demo` run (tests/conftest.py): every
+    fast path (bf16, int8, ONNX Runtime fp32/int8) picks fp32's top class on all but at most one of its held-out
+    labelled clips (80; the bench's 400-clip figures are in docs/speed.md)."""
+    out, proc = demo_run
+    assert proc.returncode == 0, proc.stderr
+    model = load_model(out / "model")
+    classes = {name: i for i, name in enumerate(model.labels)}
+    test_items = [(p, classes[p.parent.name]) for p in sorted((out / "data" / "test").glob("*/*.wav"))
+                  if p.parent.name in classes]  # the background clips have no top class to agree on
+    assert len(test_items) == 80
+    rows = {r.name: r for r in compare_precisions(model, test_items, PRECISIONS, log=lambda _: None)}
     fp32 = rows["ast-audio fp32"]
     assert fp32.top1_agreement == 1.0 and fp32.max_abs_logit_diff == 0.0
     assert fp32.accuracy >= 0.8, "the model must have learned for agreement to mean anything"
     assert rows["ast-audio ort-fp32"].max_abs_logit_diff < FP32_ATOL
     for name in ("ast-audio bf16", "ast-audio int8", "ast-audio ort-int8"):
-        assert rows[name].top1_agreement >= 0.99, (name, rows[name])
+        assert rows[name].top1_agreement >= 1 - 1.5 / len(test_items), (name, rows[name])  # at most one clip
         assert 0 < rows[name].mean_abs_logit_diff < 0.05
         assert abs(rows[name].accuracy - fp32.accuracy) <= 0.02
 

@@ -22,6 +22,7 @@ from ..audio.features import FeatureExtractor
 from ..audio.io import load_audio
 from ..demo import CLASSES, INPUT_TDIM, MODEL, make_dataset, train_demo_model
 from ..export.backend import to_precision
+from ..model.ast import AST
 from ..model.precision import ORT_PRECISIONS, PRECISIONS, check_precision, choose_precision, onnxruntime_available
 from ..weights.checkpoint import load_model
 
@@ -67,7 +68,6 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
     auto = choose_precision("auto")
     precisions = list(dict.fromkeys(auto.precision if p == "auto" else check_precision(p) for p in precisions))
     notes: list[str] = [f"auto picks {auto.precision} on this CPU ({auto.reason})"]
-    outputs: dict[str, torch.Tensor] = {}
     spec = MODEL["model_config"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -83,17 +83,31 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
         result, _ = train_demo_model(folder / "data", folder / "run", epochs=epochs, seed=seed, log=log)
         train_seconds = time.perf_counter() - start
         model = load_model(result.model_dir)
-        x_test = FeatureExtractor(model.frontend)([load_audio(p) for p, _ in test_items])  # (N, T, F)
-        y_test = torch.tensor([y for _, y in test_items])
-        with torch.inference_mode():
-            for precision in precisions:
-                if precision in ORT_PRECISIONS and not onnxruntime_available():
-                    notes.append(f"{precision}: onnx/onnxruntime not installed; left out")
-                    log(notes[-1])
-                    continue
-                converted = to_precision(copy.deepcopy(model), precision)
-                outputs[f"ast-audio {precision}"] = converted(x_test).float()
-            reference = model(x_test)
+        rows = compare_precisions(model, test_items, precisions, notes=notes, log=log)
+    described = f"{spec['embed_dim']} wide, {spec['depth']} blocks, {INPUT_TDIM} frames, {len(CLASSES)} classes"
+    return AccuracyReport(classes=CLASSES, num_train=len(train_items), num_test=len(test_items), model=described,
+                          epochs=epochs, train_seconds=train_seconds, rows=rows, notes=notes)
+
+
+def compare_precisions(model: AST, test_items: Sequence[tuple[Path, int]], precisions: Sequence[str], *,
+                       notes: list[str] | None = None, log: Callable[[str], None] = print) -> list[AccuracyRow]:
+    """Each precision of `model` against its fp32 logits on the (path, class index) clips: top-1 agreement, logit
+    differences and accuracy per path (ONNX Runtime paths left out, with a note, when it is not installed)."""
+    notes = [] if notes is None else notes
+    auto = choose_precision("auto")
+    precisions = list(dict.fromkeys(auto.precision if p == "auto" else check_precision(p) for p in precisions))
+    x_test = FeatureExtractor(model.frontend)([load_audio(p) for p, _ in test_items])  # (N, T, F)
+    y_test = torch.tensor([y for _, y in test_items])
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        for precision in precisions:
+            if precision in ORT_PRECISIONS and not onnxruntime_available():
+                notes.append(f"{precision}: onnx/onnxruntime not installed; left out")
+                log(notes[-1])
+                continue
+            converted = to_precision(copy.deepcopy(model), precision)
+            outputs[f"ast-audio {precision}"] = converted(x_test).float()
+        reference = model(x_test)
     top_ref = reference.argmax(dim=1)
     rows = []
     for name, logits in outputs.items():
@@ -101,9 +115,7 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
         rows.append(AccuracyRow(name=name, top1_agreement=float((logits.argmax(dim=1) == top_ref).float().mean()),
                                 mean_abs_logit_diff=float(diff.mean()), max_abs_logit_diff=float(diff.max()),
                                 accuracy=float((logits.argmax(dim=1) == y_test).float().mean())))
-    described = f"{spec['embed_dim']} wide, {spec['depth']} blocks, {INPUT_TDIM} frames, {len(CLASSES)} classes"
-    return AccuracyReport(classes=CLASSES, num_train=len(train_items), num_test=len(y_test), model=described,
-                          epochs=epochs, train_seconds=train_seconds, rows=rows, notes=notes)
+    return rows
 
 
 def format_accuracy(report: AccuracyReport) -> str:
