@@ -62,10 +62,10 @@ function option(id) {
 
 // ---- tags ------------------------------------------------------------------------------------------------------
 
-function renderTags(result) {
-  const list = $("tags");
+// One list item per label: name, a bar as long as the score (0-1) and the score; for the file's tags and the live view.
+function renderScoreList(list, labels) {
   list.replaceChildren();
-  for (const { label, score } of result.labels) {
+  for (const { label, score } of labels) {
     const item = document.createElement("li");
     const name = document.createElement("span");
     name.className = "label";
@@ -82,6 +82,10 @@ function renderTags(result) {
     item.append(name, bar, value);
     list.append(item);
   }
+}
+
+function renderTags(result) {
+  renderScoreList($("tags"), result.labels);
   const windows = result.windows.length;
   $("tags-meta").textContent = `${result.file}: ${fmt(result.duration_s)} s` +
     (windows > 1 ? `, ${windows} windows, ${result.aggregate} over windows` : "");
@@ -473,25 +477,7 @@ function onLiveMessage(msg) {
 }
 
 function renderLiveTags(top) {
-  const list = $("live-tags");
-  list.replaceChildren();
-  for (const { label, score } of top) {
-    const item = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "label";
-    name.textContent = label;
-    const bar = document.createElement("div");
-    bar.className = "bar";
-    bar.setAttribute("aria-hidden", "true");
-    const fill = document.createElement("span");
-    fill.style.width = `${Math.max(0, Math.min(1, score)) * 100}%`;
-    bar.append(fill);
-    const value = document.createElement("span");
-    value.className = "score";
-    value.textContent = fmt(score, 3);
-    item.append(name, bar, value);
-    list.append(item);
-  }
+  renderScoreList($("live-tags"), top);
 }
 
 function renderLiveEvents() {
