@@ -83,3 +83,15 @@ def demo_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "ast_audio", "demo", "--out", str(out), "--seconds-budget", "600"],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
     return out, proc
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    """`ast_audio.cli.main` in this process (for the error paths: no interpreter start-up per call)."""
+    from ast_audio.cli import main
+
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse usage errors
+        rc = int(exc.code)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err

@@ -22,7 +22,7 @@ from ast_audio import AST
 from ast_audio.infer.events import Energy, EventConfig, detect_events
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.weights.checkpoint import load_model, save_model
-from conftest import tiny_model, write_tone
+from conftest import run_main, tiny_model, write_tone
 
 LABELS = ("chirp", "noise", "tone")  # the folder layout sorts class names
 
@@ -116,18 +116,6 @@ def test_events_audacity_srt_files_and_plot(setup, tmp_path):
         seconds = [int(x[:2]) * 3600 + int(x[3:5]) * 60 + int(x[6:8]) + int(x[9:]) / 1000 for x in (a, b)]
         assert label == e.label and seconds == pytest.approx([e.onset_s, e.offset_s], abs=5.01e-4)
     assert (folder / "tone.srt").exists()
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    """`ast_audio.cli.main` in this process (for the error paths: no interpreter start-up per call)."""
-    from ast_audio.cli import main
-
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse usage errors
-        rc = int(exc.code)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def test_events_filters_and_threshold_errors(setup, tmp_path, capsys):

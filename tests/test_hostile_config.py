@@ -35,27 +35,23 @@ Edit = Callable[[dict[str, Any]], None]
 def native_folder(root: Path, name: str = "native", edit: Edit | None = None,
                   edit_state: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
     """A tiny model saved natively, with config.json and/or the weights edited afterwards."""
-    folder = root / name
-    save_model(tiny_model(0), folder)
-    if edit is not None:
-        meta = json.loads((folder / "config.json").read_text())
-        edit(meta)
-        (folder / "config.json").write_text(json.dumps(meta))
-    if edit_state is not None:
-        state = load_file(str(folder / "model.safetensors"))
-        edit_state(state)
-        save_file(state, str(folder / "model.safetensors"))
-    return folder
+    save_model(tiny_model(0), root / name)
+    return edited(root / name, edit, edit_state)
 
 
 def hf_folder(root: Path, edit: Edit | None = None,
               edit_state: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
-    folder = root / "hf"
-    save_hf(tiny_model(0), folder)
+    """A tiny model saved in the transformers format, with config.json and/or the weights edited afterwards."""
+    save_hf(tiny_model(0), root / "hf")
+    return edited(root / "hf", edit, edit_state)
+
+
+def edited(folder: Path, edit: Edit | None, edit_state: Callable[[dict[str, torch.Tensor]], None] | None) -> Path:
+    """Apply `edit` to the folder's config.json and `edit_state` to its model.safetensors, in place."""
     if edit is not None:
-        config = json.loads((folder / "config.json").read_text())
-        edit(config)
-        (folder / "config.json").write_text(json.dumps(config))
+        meta = json.loads((folder / "config.json").read_text())
+        edit(meta)
+        (folder / "config.json").write_text(json.dumps(meta))
     if edit_state is not None:
         state = load_file(str(folder / "model.safetensors"))
         edit_state(state)

@@ -19,7 +19,7 @@ from ast_audio.infer.events import EventConfig
 from ast_audio.infer.live import StreamingTagger
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
-from conftest import tiny_model
+from conftest import run_main, tiny_model
 
 LABELS = ("chirp", "noise", "tone")
 # The untrained model's sigmoid scores sit near 0.5: these options give events (as in test_events_cli.py).
@@ -110,18 +110,6 @@ def test_tiny_hop_refused_then_skipped_windows_reported(ckpt, tmp_path, capsys):
     assert [h["skipped"] for h in hops] == sorted(h["skipped"] for h in hops)
     assert sum("warning" in h for h in hops) == 1
     assert run.stderr.count("falling behind") == 1 and f"skipped {hops[-1]['skipped']} of {total}" in run.stderr
-
-
-def run_main(capsys, *args: str) -> tuple[int, str, str]:
-    """`ast_audio.cli.main` in this process (for the error paths: no interpreter start-up per call)."""
-    from ast_audio.cli import main
-
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse usage errors
-        rc = int(exc.code)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
 
 
 def test_microphone_missing_and_bad_options(ckpt, capsys):
