@@ -93,16 +93,23 @@ function renderTags(result) {
 
 // ---- timeline --------------------------------------------------------------------------------------------------
 
-function drawTimeline(data) {
-  lastTimeline = data;
-  const canvas = $("timeline");
+// Size a canvas's backing store to its CSS box at the screen's pixel ratio (sharp lines on high-DPI screens) and
+// return a 2-d context that draws in CSS pixels, with the box's size (defaultHeight when it has none yet).
+function sizeCanvas(canvas, defaultHeight) {
   const ratio = window.devicePixelRatio || 1;
   const cssWidth = canvas.clientWidth || 900;
-  const cssHeight = canvas.clientHeight || 280;
+  const cssHeight = canvas.clientHeight || defaultHeight;
   canvas.width = Math.round(cssWidth * ratio);
   canvas.height = Math.round(cssHeight * ratio);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  return { ctx, cssWidth, cssHeight };
+}
+
+function drawTimeline(data) {
+  lastTimeline = data;
+  const canvas = $("timeline");
+  const { ctx, cssWidth, cssHeight } = sizeCanvas(canvas, 280);
   const style = getComputedStyle(document.body);
   const textColour = style.color;
   ctx.fillStyle = getComputedStyle(canvas).backgroundColor === "rgba(0, 0, 0, 0)" ?
@@ -500,13 +507,7 @@ function renderLiveEvents() {
 // above the plot, open ones reaching the present; it scrolls as the stream goes on.
 function drawLiveTimeline() {
   const canvas = $("live-timeline");
-  const ratio = window.devicePixelRatio || 1;
-  const cssWidth = canvas.clientWidth || 900;
-  const cssHeight = canvas.clientHeight || 160;
-  canvas.width = Math.round(cssWidth * ratio);
-  canvas.height = Math.round(cssHeight * ratio);
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const { ctx, cssWidth, cssHeight } = sizeCanvas(canvas, 160);
   const style = getComputedStyle(document.body);
   ctx.fillStyle = style.backgroundColor;
   ctx.fillRect(0, 0, cssWidth, cssHeight);
