@@ -92,9 +92,10 @@ def _save(fig: Any, out: str | os.PathLike | BinaryIO) -> None:
 
 
 # Relevance contours drawn over the spectrogram: cyan (far from magma's hues), thicker where more relevant.
-RELEVANCE_LEVELS = (0.25, 0.5, 0.75)
-_RELEVANCE_COLOURS = ("#b8f4ff", "#4fe3ff", "#00b4e6")
-_RELEVANCE_WIDTHS = (1.0, 1.8, 2.6)
+# The lowest level shows the secondary evidence: one patch often holds the maximum and the next ones about 0.1-0.2.
+RELEVANCE_LEVELS = (0.1, 0.25, 0.5, 0.75)
+_RELEVANCE_COLOURS = ("#d8faff", "#8beeff", "#3fd8ff", "#00a8d8")
+_RELEVANCE_WIDTHS = (0.8, 1.4, 2.0, 2.6)
 
 
 def explanation_figure(expl: Explanation, *, width_px: int = 1200, height_px: int = 600) -> Any:
