@@ -93,6 +93,19 @@ def check_results(page, top_label: str, top_score: float | None = None) -> None:
     assert "Done" in page.inner_text("#status")
 
 
+def check_legend_colours(page, labels: tuple[str, ...]) -> None:
+    """Each legend swatch is its class's colour in the PNG timelines: tab10 by the class's index in the labels."""
+    import matplotlib
+
+    swatches = page.evaluate("() => [...document.querySelectorAll('#legend span')].map("
+                             "(s) => [s.textContent, getComputedStyle(s.querySelector('i')).backgroundColor])")
+    assert swatches
+    for text, colour in swatches:
+        index = labels.index(text.split(" (peak")[0])
+        r, g, b = (round(255 * v) for v in matplotlib.colormaps["tab10"](index % 10)[:3])
+        assert colour == f"rgb({r}, {g}, {b})", (text, colour)
+
+
 @pytest.mark.slow
 def test_upload_shows_tags_timeline_and_explanation(browser, server, checkpoint, tmp_path):
     from playwright.sync_api import expect
@@ -106,6 +119,7 @@ def test_upload_shows_tags_timeline_and_explanation(browser, server, checkpoint,
         page.click("#analyse")
         check_results(page, top_label, top_score)
         assert "pattern.wav: 6.00 s" in page.inner_text("#tags-meta")
+        check_legend_colours(page, load_model(checkpoint).labels)
         # Every event the server found is listed in the accessible table (or "no events" is said).
         rows = page.locator("#events-table tbody tr").count()
         assert rows > 0 or page.is_visible("#events-empty")

@@ -100,6 +100,11 @@ def test_good_stream_equals_library(server):
     check_equal(got, expected)
     assert any(h.get("closed") for h in got[1:-1])  # the stream does produce events
     assert all("error" not in m for m in got)
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    labels = load_model(server.ckpt).labels  # the page colours live classes as the PNG does: tab10 by label index
+    assert got[0]["colours"] == {label: to_hex(matplotlib.colormaps["tab10"](i % 10)) for i, label in enumerate(labels)}
 
 
 def refused(url: str, first: str | bytes, then: bytes | None = None) -> tuple[dict, int]:

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import ConfigError
 from .events import Event, ScoreGrid
+from .plots import class_colour
 from .stream import Timeline
 from .tagger import TagResult
 
@@ -231,8 +232,9 @@ def timeline_view(timeline: Timeline, events: Sequence[Event], top_n: int, thres
     """The window scores worth drawing: the `top_n` classes by peak score (among `keep`, default all), plus every
     class with an event.
 
-    Returns {"starts_s": [...], "ends_s": [...], "threshold": t, "classes": [{"label", "peak", "threshold",
-    "scores"}]}, classes ordered by peak score, best first; a class's threshold is its entry in `thresholds`, else t.
+    Returns {"starts_s": [...], "ends_s": [...], "threshold": t, "classes": [{"label", "colour", "peak", "threshold",
+    "scores"}]}, classes ordered by peak score, best first; a class's threshold is its entry in `thresholds`, else t;
+    its colour is `plots.class_colour` (the colour the PNG timeline gives it).
     """
     thresholds = thresholds or {}
     scores = timeline.scores.float()  # (N windows, C)
@@ -248,7 +250,7 @@ def timeline_view(timeline: Timeline, events: Sequence[Event], top_n: int, thres
         "starts_s": [round(float(s), 6) for s in timeline.starts_s.tolist()],
         "ends_s": [round(float(s), 6) for s in timeline.ends_s.tolist()],
         "threshold": threshold,
-        "classes": [{"label": timeline.labels[i], "peak": float(peaks[i]),
+        "classes": [{"label": timeline.labels[i], "colour": class_colour(i), "peak": float(peaks[i]),
                      "threshold": float(thresholds.get(timeline.labels[i], threshold)),
                      "scores": [round(float(v), 6) for v in scores[:, i].tolist()]} for i in chosen],
     }

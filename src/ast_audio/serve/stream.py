@@ -4,7 +4,8 @@ Protocol (every server message is one JSON text message):
 1. The client sends one JSON text message declaring its audio and options:
    {"rate": 48000, "format": "s16le" | "f32le", "channels": 1, and optionally "window_s", "hop_s", "threshold",
    "hysteresis", "median", "min_duration", "merge_gap", "only": [...], "exclude": [...], "top_k"}.
-   The server answers {"ready": true, "window_s", "hop_s", "sample_rate", "labels"} (or an error, then closes).
+   The server answers {"ready": true, "window_s", "hop_s", "sample_rate", "labels", "colours"} (or an error, then
+   closes); "labels" is the number of classes, "colours" maps each class to its colour in every picture.
 2. The client sends binary messages of interleaved PCM (any length, frames may be split between messages).
    For each hop the server sends `LiveHop.to_dict()` (window times, top labels, events opened and closed, skipped).
 3. The client sends {"end": true} (or just closes): the server sends the last hops (events closed by the end of the
@@ -34,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..errors import AstAudioError
 from ..infer.events import EventConfig
 from ..infer.live import PCM_DTYPES, PcmDecoder, StreamingTagger
+from ..infer.plots import class_colour
 from ..labels import parse_names, selected_classes
 from ..utils import one_line
 from .limits import ApiError, ServeSettings
@@ -168,7 +170,8 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
         streamer, decoder, top_k, keep = start_session(service, first.get("text"))
         await websocket.send_json({"ready": True, "window_s": round(streamer.window_s, 6),
                                    "hop_s": round(streamer.hop_s, 6), "sample_rate": streamer.rate,
-                                   "labels": len(streamer.labels)})
+                                   "labels": len(streamer.labels),
+                                   "colours": {label: class_colour(i) for i, label in enumerate(streamer.labels)}})
         receiver = asyncio.create_task(_receiver(websocket, settings, deadline, queue))
         while True:
             items = [await queue.get()]

@@ -3,7 +3,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const PALETTE = ["#2f81f7", "#e8590c", "#2da44e", "#a371f7", "#d1242f", "#bf8700", "#1b7c83", "#8250df"];
+// Class colours come from the server (the same colour as in the PNG timelines: by the class's index in the model's
+// label order); a class it gave none is drawn in grey.
+const NO_COLOUR = "#888";
 const TARGET_RATE = 16000; // recordings are converted to 16 kHz mono 16-bit WAV before upload
 
 let source = null; // {blob, name}: what "Analyse" sends
@@ -117,7 +119,7 @@ function drawTimeline(data) {
   ctx.fillRect(0, 0, cssWidth, cssHeight);
 
   const timeline = data.timeline;
-  const colour = new Map(timeline.classes.map((c, i) => [c.label, PALETTE[i % PALETTE.length]]));
+  const colour = new Map(timeline.classes.map((c) => [c.label, c.colour || NO_COLOUR]));
   // One lane per class with events above the plot, so overlapping events of different classes stay apart.
   const lanes = timeline.classes.map((c) => c.label).filter((label) => data.events.some((e) => e.label === label));
   const lane = 9;
@@ -133,7 +135,7 @@ function drawTimeline(data) {
     const row = lanes.indexOf(event.label);
     const x0 = x(event.onset_s);
     const w = Math.max(2, x(event.offset_s) - x0);
-    ctx.fillStyle = colour.get(event.label) || "#888";
+    ctx.fillStyle = colour.get(event.label) || NO_COLOUR;
     ctx.globalAlpha = 1;
     ctx.fillRect(x0, 6 + row * lane, w, lane - 3);
     ctx.globalAlpha = 0.08;
@@ -422,7 +424,7 @@ async function startLive() {
   const socket = new WebSocket(`${scheme}://${location.host}/v1/stream`);
   socket.binaryType = "arraybuffer";
   live = { socket, context, stream, node: null, events: [], open: new Map(), history: [], endS: 0, hops: 0,
-           skipped: 0, stopping: false };
+           skipped: 0, stopping: false, colours: {} };
   $("live").dataset.state = "connecting";
   $("live-toggle").textContent = "Stop listening";
   $("live-toggle").setAttribute("aria-pressed", "true");
@@ -445,6 +447,7 @@ function startCapture(ready) {
   input.connect(node);
   node.connect(context.destination); // a ScriptProcessor only runs when connected; it outputs silence
   live.node = node;
+  live.colours = ready.colours || {};
   $("live").dataset.state = "listening";
   setLiveStatus(`Listening: window ${fmt(ready.window_s)} s, a result every ${fmt(ready.hop_s)} s.`);
 }
@@ -517,7 +520,7 @@ function drawLiveTimeline() {
   for (const h of live.history) for (const { label } of h.top) if (!labels.includes(label)) labels.push(label);
   const eventLabels = [...new Set([...live.open.keys(), ...live.events.map((e) => e.label)])];
   for (const label of eventLabels) if (!labels.includes(label)) labels.push(label);
-  const colour = (label) => PALETTE[labels.indexOf(label) % PALETTE.length];
+  const colour = (label) => live.colours[label] || NO_COLOUR;
   const lane = 9;
   const pad = { left: 44, right: 12, top: 10 + eventLabels.length * lane, bottom: 24 };
   const width = cssWidth - pad.left - pad.right;
