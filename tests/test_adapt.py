@@ -215,7 +215,8 @@ def test_load_model_reads_imagenet_files(tmp_path):
     torch.save({"model": src}, tmp_path / "deit.pth")
     model = load_model(tmp_path / "deit.pth", num_heads=4, input_tdim=128, num_classes=35)
     c = model.config
-    assert (c.model_size, c.embed_dim, c.depth, c.grid, c.num_classes) == ("custom", DIM, 2, (12, 12), 35)  # 32 wide: no reference size
+    # 32 wide, 2 blocks: no reference size, so "custom" (issue 19 item 11: the config says what was built)
+    assert (c.model_size, c.embed_dim, c.depth, c.grid, c.num_classes) == ("custom", DIM, 2, (12, 12), 35)
     assert model.labels[0] == "class_0" and model(torch.randn(1, 128, 128)).shape == (1, 35)
     torch.testing.assert_close(model.patch_embed.proj.weight, src["patch_embed.proj.weight"].sum(1, keepdim=True))
 

@@ -99,7 +99,8 @@ def test_remap_head_moves_rows_by_name_and_draws_new_ones():
     weight, bias = new.state_dict()["mlp_head.1.weight"], new.state_dict()["mlp_head.1.bias"]
     for i, name in enumerate(data[1:], start=1):
         j = MODEL_ORDER.index(name)
-        assert torch.equal(weight[i], state["mlp_head.1.weight"][j]) and torch.equal(bias[i], state["mlp_head.1.bias"][j])
+        assert torch.equal(weight[i], state["mlp_head.1.weight"][j])
+        assert torch.equal(bias[i], state["mlp_head.1.bias"][j])
     assert not any(torch.equal(weight[0], row) for row in state["mlp_head.1.weight"])  # "am": a new row
     for key in ("mlp_head.0.weight", "mlp_head.0.bias"):
         assert torch.equal(new.state_dict()[key], state[key])  # the head LayerNorm is kept with the rows

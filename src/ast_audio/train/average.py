@@ -69,6 +69,10 @@ def _field_differences(reference: Mapping[str, Any], other: Mapping[str, Any], s
             if k not in skip and not _same(reference.get(k), other.get(k))]
 
 
+def _name_at(names: Sequence[str], i: int) -> str:
+    return repr(names[i]) if i < len(names) else "none"
+
+
 def model_differences(reference: AST, other: AST) -> str | None:
     """How `other` differs from `reference` in what averaging needs equal, or None: the architecture (every
     ASTConfig field but the size name), the front end (its statistics to `FLOAT_RTOL`), the labels and the score
@@ -80,10 +84,9 @@ def model_differences(reference: AST, other: AST) -> str | None:
             more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
             return f"{part} ({', '.join(diffs[:3])}{more})"
     if reference.labels != other.labels:
-        first = next((i for i, (a, b) in enumerate(zip(reference.labels, other.labels)) if a != b),
-                     min(len(reference.labels), len(other.labels)))
-        at = lambda labels: repr(labels[first]) if first < len(labels) else "none"  # noqa: E731
-        return f"labels (class {first}: {at(reference.labels)} vs {at(other.labels)})"
+        ours, theirs = list(reference.labels), list(other.labels)
+        first = next(i for i in range(max(len(ours), len(theirs))) if ours[i:i + 1] != theirs[i:i + 1])
+        return f"labels (class {first}: {_name_at(ours, first)} vs {_name_at(theirs, first)})"
     if reference.multi_label != other.multi_label:
         return f"multi_label ({reference.multi_label} vs {other.multi_label})"
     return None
