@@ -215,7 +215,8 @@ def test_load_model_reads_imagenet_files(tmp_path):
     torch.save({"model": src}, tmp_path / "deit.pth")
     model = load_model(tmp_path / "deit.pth", num_heads=4, input_tdim=128, num_classes=35)
     c = model.config
-    assert (c.model_size, c.embed_dim, c.depth, c.grid, c.num_classes) == ("base384", DIM, 2, (12, 12), 35)
+    # 32 wide, 2 blocks: no reference size, so "custom" (issue 19 item 11: the config says what was built)
+    assert (c.model_size, c.embed_dim, c.depth, c.grid, c.num_classes) == ("custom", DIM, 2, (12, 12), 35)
     assert model.labels[0] == "class_0" and model(torch.randn(1, 128, 128)).shape == (1, 35)
     torch.testing.assert_close(model.patch_embed.proj.weight, src["patch_embed.proj.weight"].sum(1, keepdim=True))
 
@@ -229,7 +230,7 @@ def test_load_model_reads_imagenet_files(tmp_path):
 
 def test_load_model_imagenet_defaults_to_the_matching_size(tmp_path):
     """A 192-wide 14 x 14 checkpoint is tiny224: 3 heads, AudioSet-sized input and head by default."""
-    torch.save(make_imagenet(side=14, dim=192, depth=1), tmp_path / "deit_tiny.pth")
+    torch.save(make_imagenet(side=14, dim=192, depth=12), tmp_path / "deit_tiny.pth")  # all 12 blocks: tiny224
     model = load_model(tmp_path / "deit_tiny.pth")
     c = model.config
     assert (c.model_size, c.num_heads, c.grid, c.num_classes, c.imagenet_grid) == ("tiny224", 3, (12, 101), 527, 14)

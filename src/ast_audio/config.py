@@ -30,6 +30,8 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
     "base224": (768, 12, 12, 14),
     "base384": (768, 12, 12, 24),
 }
+# `ASTConfig.model_size` of a width / head count / depth that is none of the MODEL_SIZES (a small test or demo model).
+CUSTOM_SIZE = "custom"
 
 # Dataset normalisation statistics of the reference recipes (spec §2.1), computed with augmentation on.
 AUDIOSET_MEAN, AUDIOSET_STD = -4.2677393, 4.5689974
@@ -149,7 +151,10 @@ class ASTConfig:
     """Architecture of an AST.
 
     `model_size` picks the reference width/heads/depth; `embed_dim`, `depth`, `num_heads` override it
-    (for small test or demo models) and are filled in from `model_size` when left as None.
+    (for small test or demo models) and are filled in from `model_size` when left as None. The config stores what
+    is built: a model whose width, heads or depth differ from its size's becomes `model_size="custom"`
+    (`CUSTOM_SIZE`, which needs all three given), so a saved tiny model never claims to be base384; checkpoints saved
+    before this say e.g. "base384" with other widths and load as "custom".
     Inputs are (B, T, F) = (batch, input_tdim frames, input_fdim mel bins).
 
     Allowed values (checked on construction, ConfigError otherwise; integers must be ints, not bools):
@@ -180,11 +185,16 @@ class ASTConfig:
     head_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        check_choice("model_size", self.model_size, sorted(MODEL_SIZES))
-        dim, heads, depth, _ = MODEL_SIZES[self.model_size]
-        for name, default in (("embed_dim", dim), ("num_heads", heads), ("depth", depth)):
-            if getattr(self, name) is None:
-                _set(self, name, default)
+        check_choice("model_size", self.model_size, [*sorted(MODEL_SIZES), CUSTOM_SIZE])
+        if self.model_size == CUSTOM_SIZE:
+            _check(None not in (self.embed_dim, self.num_heads, self.depth),
+                   f"model_size {CUSTOM_SIZE!r} needs embed_dim, num_heads and depth; give all three or a size name "
+                   f"({', '.join(MODEL_SIZES)})")
+        else:
+            dim, heads, depth, _ = MODEL_SIZES[self.model_size]
+            for name, default in (("embed_dim", dim), ("num_heads", heads), ("depth", depth)):
+                if getattr(self, name) is None:
+                    _set(self, name, default)
         _set(self, "input_fdim", check_int("input_fdim", self.input_fdim, 1, MAX_MEL_BINS, " mel bins"))
         _set(self, "input_tdim", check_int("input_tdim", self.input_tdim, 1, MAX_FRAMES, " frames"))
         _set(self, "fshape", check_int("fshape", self.fshape, 1, MAX_MEL_BINS))
@@ -206,6 +216,9 @@ class ASTConfig:
                f"mlp_ratio {self.mlp_ratio:g} x embed_dim {self.embed_dim} gives an MLP of width 0; use a larger ratio")
         for name in ("layer_norm_eps", "head_norm_eps"):
             _set(self, name, check_float(name, getattr(self, name), 0.0, MAX_NORM_EPS, low_open=True))
+        if self.model_size != CUSTOM_SIZE and (self.embed_dim, self.num_heads, self.depth) != \
+                MODEL_SIZES[self.model_size][:3]:
+            _set(self, "model_size", CUSTOM_SIZE)  # store what is built, not the size it started from
         count = self.num_parameters
         _check(count <= MAX_PARAMETERS,
                f"this config has {count:.3g} parameters ({count * 4 / 1e9:.3g} GB in float32), more than the "
@@ -238,9 +251,10 @@ class ASTConfig:
         return patch + tokens + self.depth * block + head
 
     @property
-    def imagenet_grid(self) -> int:
-        """Side of the square patch grid of the ImageNet model this size comes from (24 for base384)."""
-        return MODEL_SIZES[self.model_size][3]
+    def imagenet_grid(self) -> int | None:
+        """Side of the square patch grid of the ImageNet model this size comes from (24 for base384; None for a
+        custom size)."""
+        return MODEL_SIZES[self.model_size][3] if self.model_size in MODEL_SIZES else None
 
     def replace(self, **changes: Any) -> ASTConfig:
         return dataclasses.replace(self, **changes)

@@ -19,12 +19,13 @@ import csv
 import difflib
 import os
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from .errors import AstAudioError, AstAudioWarning, CheckpointError, ConfigError
 from .ontology import Ontology, load_ontology
@@ -116,8 +117,83 @@ def resolve_labels(labels: str | os.PathLike | Sequence[str]) -> list[str]:
     return names
 
 
+def unnamed_labels(num_classes: int) -> tuple[str, ...]:
+    """The names of a model that stores none: "class_0", "class_1", ... (`AST` gives these; see `has_names`)."""
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def has_names(labels: Sequence[str]) -> bool:
+    """Whether `labels` are real class names rather than the placeholders of `unnamed_labels`."""
+    return tuple(labels) != unnamed_labels(len(labels))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Names against a model's classes
+
+
+def _quote(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+@overload
+def match_classes(data_labels: Sequence[str], model_labels: Sequence[str], *, data_where: str = ...,
+                  model_where: str = ..., allow_new: Literal[False] = ...) -> list[int]: ...
+@overload
+def match_classes(data_labels: Sequence[str], model_labels: Sequence[str], *, data_where: str = ...,
+                  model_where: str = ..., allow_new: bool) -> list[int | None]: ...
+def match_classes(data_labels: Sequence[str], model_labels: Sequence[str], *, data_where: str = "the data",
+                  model_where: str = "the model", allow_new: bool = False) -> list[int] | list[int | None]:
+    """The model output of each data class, matched by name: `order[i]` is the output that scores
+    `data_labels[i]`, so `logits[:, order]` (N, C_model) -> (N, C_data) puts a model's scores in the data's class
+    order, and `head.weight[order]` reorders a head's rows. The one place where data classes meet model outputs
+    (`ast-audio eval`, `train --init checkpoint:PATH`).
+
+    - Both sides named: matched by name in any order. Without `allow_new` the two must be the same set of names;
+      with it, a data class the model lacks gets None (a new head row) and model outputs the data lacks are dropped.
+    - One side without names (the model's `unnamed_labels`: a checkpoint that stores none): matched by position,
+      only when the class counts agree, with a one-line AstAudioWarning saying so (never silently). With
+      `allow_new` and different counts, every class is new (None).
+
+    Raises:
+        ConfigError: the names cannot be matched (one line naming the first classes missing on either side), or
+            the counts differ where one side has no names, or a side names a class twice.
+    """
+    data, model = list(data_labels), list(model_labels)
+    if data == model:
+        return list(range(len(data)))
+    if not (has_names(data) and has_names(model)):
+        unnamed = model_where if not has_names(model) else data_where
+        if len(data) == len(model):
+            which = (f"{model_where} stores no class names, so its {len(model)} outputs are matched to the classes "
+                     f"of {data_where}" if unnamed == model_where else
+                     f"{data_where} has no class names, so its {len(data)} classes are matched to the outputs of "
+                     f"{model_where}")
+            warnings.warn(f"{which} by position, not by name; store the class names with the model and the data to "
+                          "have them checked", AstAudioWarning, stacklevel=2)
+            return list(range(len(data)))
+        if allow_new:
+            return [None] * len(data)
+        raise ConfigError(f"{model_where} has {len(model)} classes but {data_where} has {len(data)}, and "
+                          f"{unnamed} has no class names to match them by; use data with the model's classes")
+    for side, names in ((data_where, data), (model_where, model)):
+        twice = [n for n, count in Counter(names).items() if count > 1]
+        if twice:
+            raise ConfigError(f"{side} names class(es) {_quote(twice)} more than once; each class needs its own "
+                              "name to be matched by name")
+    index = {name: i for i, name in enumerate(model)}
+    in_data = set(data)
+    missing = [n for n in data if n not in index]  # data classes the model has no output for
+    extra = [n for n in model if n not in in_data]  # model outputs the data lacks
+    if allow_new:
+        return [index.get(n) for n in data]
+    if missing or extra:
+        parts = [f"not in {model_where}: {_quote(missing)}" if missing else "",
+                 f"not in {data_where}: {_quote(extra)}" if extra else ""]
+        raise ConfigError(f"the classes of {data_where} do not match those of {model_where} "
+                          f"({'; '.join(p for p in parts if p)}); use data labelled with the model's class names "
+                          "(`ast-audio labels --checkpoint CKPT` lists them)")
+    return [index[n] for n in data]
 
 
 def check_labels(names: Sequence[str], labels: Sequence[str], where: str = "") -> None:

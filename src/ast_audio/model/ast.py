@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..config import ASTConfig, FrontendConfig, check_input_sizes
 from ..errors import ConfigError
+from ..labels import unnamed_labels
 from .precision import PrecisionChoice
 
 NUM_PREFIX_TOKENS = 2  # DeiT's cls and distillation tokens
@@ -119,7 +120,7 @@ class AST(nn.Module):
             frontend = FrontendConfig(num_mel_bins=config.input_fdim, target_length=config.input_tdim)
         check_input_sizes(config, frontend)
         self.frontend = frontend
-        labels = tuple(labels) if labels is not None else tuple(f"class_{i}" for i in range(config.num_classes))
+        labels = tuple(labels) if labels is not None else unnamed_labels(config.num_classes)
         if len(labels) != config.num_classes:
             raise ConfigError(f"{len(labels)} label names given for {config.num_classes} classes")
         self.labels = labels

@@ -1,14 +1,17 @@
 """Weight averaging (the paper's "WA", spec §3.1): the equal-weight mean of every tensor of several checkpoints.
 
-Only checkpoints of the same model can be averaged: identical architecture, front end, labels and tensor names and
-shapes. Anything else raises CheckpointError saying which checkpoint differs and how.
+Only checkpoints of the same model can be averaged: the same architecture (every config field but the size name),
+front end (floats such as the normalisation statistics to a relative 1e-6), labels, and tensor names and shapes.
+Anything else raises CheckpointError saying which checkpoint differs and in which fields.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,28 +48,61 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], names: Seq
     return out
 
 
-def _describe(model: AST) -> dict:
-    return {"model": model.config.to_dict(), "frontend": model.frontend.to_dict(), "labels": list(model.labels),
-            "multi_label": model.multi_label}
+# Floats of two configs (normalisation mean/std, frame lengths, mlp_ratio, LayerNorm eps) are the same when they agree
+# to this relative tolerance: two runs of one model store statistics that differ in the 13th digit (computed on other
+# threads or machines), while a float32 input cannot tell apart values closer than ~6e-8 relative.
+FLOAT_RTOL = 1e-6
+# ASTConfig fields that name rather than define an architecture (the width, heads and depth are fields of their own).
+NAME_FIELDS = ("model_size",)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with floats compared to `FLOAT_RTOL`."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=FLOAT_RTOL)
+    return a == b
+
+
+def _field_differences(reference: Mapping[str, Any], other: Mapping[str, Any], skip: Sequence[str] = ()) -> list[str]:
+    """"field: A vs B" for each field of two config dicts that differs (floats to `FLOAT_RTOL`)."""
+    return [f"{k}: {reference.get(k)!r} vs {other.get(k)!r}" for k in dict.fromkeys([*reference, *other])
+            if k not in skip and not _same(reference.get(k), other.get(k))]
+
+
+def _name_at(names: Sequence[str], i: int) -> str:
+    return repr(names[i]) if i < len(names) else "none"
+
+
+def model_differences(reference: AST, other: AST) -> str | None:
+    """How `other` differs from `reference` in what averaging needs equal, or None: the architecture (every
+    ASTConfig field but the size name), the front end (its statistics to `FLOAT_RTOL`), the labels and the score
+    rule."""
+    parts = {"architecture": _field_differences(reference.config.to_dict(), other.config.to_dict(), NAME_FIELDS),
+             "front end": _field_differences(reference.frontend.to_dict(), other.frontend.to_dict())}
+    for part, diffs in parts.items():
+        if diffs:
+            more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+            return f"{part} ({', '.join(diffs[:3])}{more})"
+    if reference.labels != other.labels:
+        ours, theirs = list(reference.labels), list(other.labels)
+        first = next(i for i in range(max(len(ours), len(theirs))) if ours[i:i + 1] != theirs[i:i + 1])
+        return f"labels (class {first}: {_name_at(ours, first)} vs {_name_at(theirs, first)})"
+    if reference.multi_label != other.multi_label:
+        return f"multi_label ({reference.multi_label} vs {other.multi_label})"
+    return None
 
 
 def average_models(models: Sequence[AST], names: Sequence[str] | None = None) -> AST:
-    """A new AST whose weights are the mean of `models`' weights; refuses models with different configs."""
+    """A new AST whose weights are the mean of `models`' weights; refuses models of different architectures, front
+    ends, labels or score rules (`model_differences`). The result takes the first model's config and front end."""
     if not models:
         raise CheckpointError("nothing to average: give at least one checkpoint")
     names = list(names) if names is not None else [f"checkpoint {i + 1}" for i in range(len(models))]
-    reference = _describe(models[0])
     for name, model in zip(names[1:], models[1:], strict=True):
-        other = _describe(model)
-        for part in ("model", "frontend", "labels", "multi_label"):
-            if other[part] != reference[part]:
-                diff = part
-                if isinstance(reference[part], dict):
-                    keys = [k for k in reference[part] if reference[part][k] != other[part].get(k)]
-                    pairs = ", ".join(f"{k}: {reference[part][k]!r} vs {other[part].get(k)!r}" for k in keys[:3])
-                    diff = f"{part} ({pairs})"
-                raise CheckpointError(f"{name}: its {diff} differs from {names[0]}; only checkpoints of the same "
-                                      "model (same config, front end and labels) can be averaged")
+        diff = model_differences(models[0], model)
+        if diff is not None:
+            raise CheckpointError(f"{name}: its {diff} differs from {names[0]}; only checkpoints of the same "
+                                  "model (same architecture, front end and labels) can be averaged")
     state = average_state_dicts([m.state_dict() for m in models], names)
     first = models[0]
     averaged = AST(first.config, frontend=first.frontend, labels=first.labels, multi_label=first.multi_label)

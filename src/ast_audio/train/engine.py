@@ -38,9 +38,10 @@ from typing import Any
 import torch
 
 from ..errors import AstAudioError, ConfigError, OutputError
+from ..labels import match_classes
 from ..model import AST
 from ..utils import atomic_write_text, backup_path
-from ..weights.adapt import HEAD_KEYS
+from ..weights.adapt import HEAD_KEYS, remap_head
 from ..weights.checkpoint import load_model, save_model
 from ..weights.hub import DEFAULT_MODEL
 from . import checkpointing as C
@@ -79,8 +80,9 @@ def build_model(config: TrainConfig, labels: Sequence[str], multi_label: bool) -
     """The model `config.init` asks for, sized to the data: ImageNet / AudioSet adaptation (spec §1.4, §1.5),
     a checkpoint to continue from, or random init (seeded by `config.seed`).
 
-    AudioSet initialisation always gets a new head, even for 527 classes (spec §1.5); `checkpoint:` keeps the head
-    when the class count matches.
+    AudioSet initialisation always gets a new head, even for 527 classes (spec §1.5); `checkpoint:` keeps the trained
+    head row of every class it shares with the data, matched by name in any order (`match_classes`, `remap_head`),
+    and starts fresh rows for the data's other classes.
     """
     kind, path = config.init_spec
     frontend, spec = config.frontend, config.model
@@ -89,19 +91,23 @@ def build_model(config: TrainConfig, labels: Sequence[str], multi_label: bool) -
     if kind == "none":
         return AST(spec.ast_config(frontend, num_classes), frontend=frontend, labels=list(labels),
                    multi_label=multi_label)
-    common = dict(input_fdim=frontend.num_mel_bins, input_tdim=frontend.target_length, fstride=spec.fstride,
-                  tstride=spec.tstride, num_classes=num_classes, labels=list(labels), multi_label=multi_label,
-                  frontend=frontend)
+    inputs = dict(input_fdim=frontend.num_mel_bins, input_tdim=frontend.target_length, fstride=spec.fstride,
+                  tstride=spec.tstride, multi_label=multi_label, frontend=frontend)
+    if kind == "checkpoint":  # its own head and names first, then its rows matched to the data's classes by name
+        model = load_model(path, **inputs)
+        rows = match_classes(labels, model.labels, data_where="the training data", model_where=f"checkpoint {path}",
+                             allow_new=True)
+        return remap_head(model, labels, rows).train()
+    common = dict(inputs, num_classes=num_classes, labels=list(labels))
     if kind == "imagenet":
         if path is None:
             raise ConfigError(f"recipe {config.recipe!r} starts from ImageNet weights: pass --init imagenet:PATH (a "
                               "timm/DeiT checkpoint, e.g. deit_base_distilled_patch16_384 .pth/.safetensors) or "
                               "--init none to train from scratch")
         model = load_model(path, model_size=spec.model_size, **common)
-    else:
-        source = path or DEFAULT_MODEL
-        model = load_model(source, **common)
-        if kind == "audioset" and model.config.num_classes == num_classes:
+    else:  # audioset
+        model = load_model(path or DEFAULT_MODEL, **common)
+        if model.config.num_classes == num_classes:
             fresh = AST(model.config, frontend=model.frontend, labels=model.labels, multi_label=multi_label)
             state = model.state_dict()
             state.update({k: v for k, v in fresh.state_dict().items() if k in HEAD_KEYS})

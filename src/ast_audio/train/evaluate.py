@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import AstAudioError, ConfigError
+from ..labels import match_classes
 from ..model import AST
 from ..model.scores import probabilities
 from ..utils import atomic_path
@@ -149,7 +150,15 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], layout: str, 
                          label_csv: str | None = None, holdout: float = 0.2, seed: int = 0, batch_size: int = 24,
                          num_workers: int = 0, device: str = "auto") -> dict[str, Any]:
     """Metrics of one checkpoint, or of the ensemble of several (mean of their sigmoid, or softmax for single-label
-    models, outputs: the paper's Ensemble-S/M), on a split of a data set."""
+    models, outputs: the paper's Ensemble-S/M), on a split of a data set.
+
+    Each model's outputs are matched to the data's classes by name (`ast_audio.labels.match_classes`), so the
+    class order of the data (folder names sorted, or a label CSV) need not be the model's.
+
+    Raises:
+        ConfigError: no such split, or a model whose classes are not the data's (one line naming the first
+            mismatches).
+    """
     splits = load_splits(layout, data, fold=fold, eval_data=eval_data, label_csv=label_csv, holdout=holdout,
                          seed=seed)
     name = split or ("test" if splits.test is not None else "valid")
@@ -160,11 +169,11 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], layout: str, 
     total, index, targets, bad = None, None, None, 0
     for ckpt in checkpoints:
         model = load_model(ckpt).to(info.device)
-        if model.config.num_classes != manifest.num_classes:
-            raise ConfigError(f"{ckpt}: the model has {model.config.num_classes} classes but the {name} split has "
-                              f"{manifest.num_classes}; evaluate on the data set it was trained for")
+        # the model output of each data class, by name (never silently by position)
+        columns = match_classes(manifest.labels, model.labels, data_where=f"the {name} split of {data}",
+                                model_where=str(ckpt))
         pred = predict(model, ClipDataset(manifest, model.frontend, None, seed=seed), info, batch_size, num_workers)
-        probs = probabilities(pred.logits, model.multi_label).double()
+        probs = probabilities(pred.logits, model.multi_label).double()[:, columns]  # (N, C_model) -> (N, C_data)
         if total is None:
             total, index, targets, bad = probs, pred.index, pred.targets, len(pred.bad)
         else:

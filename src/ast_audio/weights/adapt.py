@@ -188,3 +188,36 @@ def adapt_model(model: AST, **overrides: Any) -> AST:
     log.info("adapted AST: %s%s", changed or "no config change", ", new head" if new_head else "")
     return new
 
+
+
+def remap_head(model: AST, labels: Sequence[str], rows: Sequence[int | None]) -> AST:
+    """A copy of `model` whose head scores `labels`: output i keeps `model`'s trained head row `rows[i]` (weight row
+    and bias of the classifier), or starts fresh where `rows[i]` is None (a class the model did not have).
+
+    `rows` comes from `ast_audio.labels.match_classes(labels, model.labels, allow_new=True)`, so a checkpoint whose
+    classes are the data's in another order keeps its trained head, reordered by name. The head's LayerNorm is kept
+    when any row is; when none is, the whole head is new (as `adapt_model` makes it for another class count). New
+    rows are drawn from torch's global RNG, like every fresh head. `model` is not modified.
+    """
+    if len(rows) != len(labels):
+        raise ConfigError(f"remap_head needs one row per label, got {len(rows)} rows for {len(labels)} labels")
+    config = model.config.replace(num_classes=len(labels))
+    new = AST(config, frontend=model.frontend, labels=list(labels), multi_label=model.multi_label)
+    fresh = new.state_dict()
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    kept = [(i, r) for i, r in enumerate(rows) if r is not None]
+    if kept:
+        to_rows, from_rows = [i for i, _ in kept], [r for _, r in kept]
+        for key in ("mlp_head.1.weight", "mlp_head.1.bias"):  # (C, D) and (C,)
+            value = fresh[key].clone()
+            value[to_rows] = state[key][from_rows].to(value.dtype)
+            state[key] = value
+    else:
+        state.update({key: fresh[key] for key in HEAD_KEYS})
+    new.load_state_dict(state, strict=True)
+    reference = next(model.parameters())
+    new.to(device=reference.device, dtype=reference.dtype)
+    new.train(model.training)
+    log.info("head: %d of %d classes keep their trained row (matched by name), %d new", len(kept), len(labels),
+             len(labels) - len(kept))
+    return new

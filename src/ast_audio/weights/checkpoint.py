@@ -160,6 +160,8 @@ def save_hf(model: AST, folder: str | Path) -> Path:
 def _build(loaded: Loaded, overrides: dict[str, Any]) -> AST:
     """The model the loaded weights describe, then adapted when the keywords change its config."""
     config = loaded.config
+    if loaded.kind == "imagenet":  # the reader built the config from model_size; what it built says "custom" when
+        overrides = {k: v for k, v in overrides.items() if k != "model_size"}  # the weights are not that size
     fields = config.to_dict()
     structural = any(k not in MODEL_KEYWORDS and (k not in fields or fields[k] != v) for k, v in overrides.items())
     frontend, labels, multi_label = loaded.frontend, loaded.labels, loaded.multi_label
