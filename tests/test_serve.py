@@ -151,7 +151,7 @@ def test_events_equal_library(server, tagger, clip):
     got = response.json()
 
     waveform = load_audio(clip)
-    timeline = score_stream(tagger, waveform, window_s=1.0, hop_s=0.25)
+    timeline = score_stream(tagger, waveform, window_s=1.0, hop_s=0.25, sample_rate=16000)
     # The rule of `ast-audio events` (overlap-add grid, interpolated, energy-refined boundaries).
     events = detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, min_duration_s=0.5,
                                                  merge_gap_s=0.3, thresholds=THRESHOLDS, grid="mean",
