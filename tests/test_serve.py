@@ -92,7 +92,8 @@ def test_startup_line_and_healthz(server):
                                 "upload_timeout_s": UPLOAD_TIMEOUT_S, "min_hop_fraction": MIN_HOP_FRACTION,
                                 "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16,
                                 "stream_max_sessions": 4, "stream_max_message_kb": 256.0,
-                                "stream_max_messages_per_s": 50, "stream_max_session_s": 3600.0}
+                                "stream_max_messages_per_s": 50, "stream_max_speed": 4.0, "stream_burst_s": 30.0,
+                                "stream_max_session_s": 3600.0}
     assert health["load"] == {"active_requests": 0, "queued_requests": 0, "computing_batches": 0,
                               "waiting_batches": 0}
 

@@ -257,6 +257,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                            "stream_max_sessions": settings.stream_max_sessions,
                            "stream_max_message_kb": settings.stream_max_message_kb,
                            "stream_max_messages_per_s": settings.stream_max_messages_per_s,
+                           "stream_max_speed": settings.stream_max_speed,
+                           "stream_burst_s": settings.stream_burst_s,
                            "stream_max_session_s": settings.stream_max_session_s},
                 "threads": settings.threads, "load": service.load()}
 
