@@ -176,7 +176,7 @@ def test_hear_api(tmp_path):
     scene = hear.get_scene_embeddings(audio, module)
     assert scene.shape == (3, 32)
     # scene: windows of the model input (128 frames = 1.285 s) at half-window hops, averaged
-    single = list(Embedder(model).embed([audio[1]]))[0]
+    single = list(Embedder(model).embed([audio[1]], sample_rate=16000))[0]
     torch.testing.assert_close(scene[1], torch.from_numpy(single.clip))
     from ast_audio.errors import AudioInputError, ConfigError
 

@@ -102,20 +102,20 @@ def test_stream_waveform_and_short_clip(tmp_path):
     wave = (0.1 * torch.randn(16000 * 3, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     path = tmp_path / "w.wav"
     sf.write(str(path), wave.numpy(), 16000, subtype="FLOAT")
-    a = score_stream(tagger, wave, window_s=0.7, hop_s=0.3)
+    a = score_stream(tagger, wave, window_s=0.7, hop_s=0.3, sample_rate=16000)
     b = score_stream(tagger, path, window_s=0.7, hop_s=0.3)
     torch.testing.assert_close(a.scores, b.scores, atol=1e-6, rtol=0)
     short = wave[:8000]
-    timeline = score_stream(tagger, short)
+    timeline = score_stream(tagger, short, sample_rate=16000)
     assert timeline.scores.shape == (1, 5)
-    torch.testing.assert_close(timeline.scores[0], tagger.tag(short)[0].scores, atol=1e-6, rtol=0)
+    torch.testing.assert_close(timeline.scores[0], tagger.tag(short, sample_rate=16000)[0].scores, atol=1e-6, rtol=0)
     assert timeline.starts_s.tolist() == [0.0] and timeline.ends_s.tolist() == [0.5]
 
 
 def test_stream_progress_and_bad_input(tmp_path):
     tagger = Tagger(tiny_model())
     calls: list[tuple[float, float]] = []
-    score_stream(tagger, torch.zeros(16000 * 4), window_s=0.5, hop_s=0.5, batch_size=2,
+    score_stream(tagger, torch.zeros(16000 * 4), window_s=0.5, hop_s=0.5, batch_size=2, sample_rate=16000,
                  progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (4.0, 4.0)
     assert all(b >= a for (a, _), (b, _) in zip(calls, calls[1:], strict=False))  # monotone
@@ -125,9 +125,9 @@ def test_stream_progress_and_bad_input(tmp_path):
     with pytest.raises(AudioInputError, match="bad.wav"):
         score_stream(tagger, tmp_path / "bad.wav")
     with pytest.raises(AudioInputError, match="1-D"):
-        score_stream(tagger, torch.zeros(2, 100))
+        score_stream(tagger, torch.zeros(2, 100), sample_rate=16000)
     with pytest.raises(ConfigError):
-        score_stream(tagger, torch.zeros(16000), batch_size=0)
+        score_stream(tagger, torch.zeros(16000), batch_size=0, sample_rate=16000)
 
 
 def test_read_window_equals_decoded_slice(tmp_path):

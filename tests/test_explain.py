@@ -84,7 +84,7 @@ def test_rollout_matches_numpy_definition():
     np.testing.assert_allclose(ours, reference, atol=1e-5)  # float32 attention vs float64 numpy: 1e-5
     np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-9)  # rows stay distributions
 
-    expl = explain(model, tone())
+    expl = explain(model, tone(), sample_rate=16000)
     f_dim, t_dim = model.config.grid
     expected_patch = reference[:2, 2:].mean(axis=0).reshape(f_dim, t_dim)  # cls/dist rows -> patch grid
     np.testing.assert_allclose(expl.patch_relevance.numpy(), expected_patch, atol=1e-5)
@@ -104,7 +104,7 @@ def test_gradient_rollout_matches_numpy_definition():
         reference = reference + np.clip(gm * am, 0, None).mean(axis=0) @ reference
     np.testing.assert_allclose(gradient_rollout([m[0].detach() for m in maps], [gr[0] for gr in grads]).numpy(),
                                reference, atol=1e-9)
-    expl = explain(model, tone(), class_name="class_2")
+    expl = explain(model, tone(), class_name="class_2", sample_rate=16000)
     f_dim, t_dim = model.config.grid
     np.testing.assert_allclose(expl.patch_relevance.numpy(), reference[:2, 2:].mean(axis=0).reshape(f_dim, t_dim),
                                atol=1e-5)
@@ -130,7 +130,7 @@ def test_patches_to_cells_hand_computed():
 def test_explain_shapes_and_errors():
     model = tiny_model()
     wave = tone(3.0)
-    expl = explain(model, wave, top_k=2)
+    expl = explain(model, wave, top_k=2, sample_rate=16000)
     frames = model.frontend.target_length  # 3 s is longer than the 1.295 s input: one full input window
     assert expl.fbank.shape == (frames, 128) and expl.relevance.shape == (frames, 128)
     assert float(expl.relevance.min()) >= 0 and float(expl.relevance.max()) == pytest.approx(1.0)
@@ -142,23 +142,23 @@ def test_explain_shapes_and_errors():
                                atol=1e-6)
     assert float(expl.relevance[126:].abs().sum() + expl.relevance[:, 126:].abs().sum()) == 0.0
     torch.testing.assert_close(expl.fbank, FeatureExtractor(model.frontend).frames(wave[:model.frontend.input_samples]))
-    short = explain(model, wave[:8000])  # 0.5 s: 48 frames of audio, padded inside the model
+    short = explain(model, wave[:8000], sample_rate=16000)  # 0.5 s: 48 frames of audio, padded inside the model
     assert short.fbank.shape == (48, 128) and short.relevance.shape == (48, 128)
-    later = explain(model, wave, start_s=1.5)
+    later = explain(model, wave, start_s=1.5, sample_rate=16000)
     assert later.start_s == 1.5
     with pytest.raises(ConfigError, match="unknown class"):
-        explain(model, wave, class_name="nope")
+        explain(model, wave, class_name="nope", sample_rate=16000)
     with pytest.raises(ConfigError, match="outside the audio"):
-        explain(model, wave, start_s=10.0)
+        explain(model, wave, start_s=10.0, sample_rate=16000)
 
 
 def test_explain_int8_class_is_a_clear_error_rollout_works():
     from ast_audio.model.precision import apply_precision
 
     model = apply_precision(tiny_model(), "int8")
-    assert explain(model, tone()).relevance.shape == (128, 128)
+    assert explain(model, tone(), sample_rate=16000).relevance.shape == (128, 128)
     with pytest.raises(ConfigError, match="int8"):
-        explain(model, tone(), class_name="class_1")
+        explain(model, tone(), class_name="class_1", sample_rate=16000)
 
 
 def test_mel_axis_conversion_matches_kaldi_bank_centres():
@@ -175,7 +175,7 @@ def test_mel_axis_conversion_matches_kaldi_bank_centres():
 
 def test_explanation_figure_axes_and_png_size(tmp_path):
     model = tiny_model()
-    expl = explain(model, tone(), top_k=2)
+    expl = explain(model, tone(), top_k=2, sample_rate=16000)
     fig = explanation_figure(expl, width_px=900, height_px=450)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "time (s)" and ax.get_ylabel() == "mel bin"
@@ -236,7 +236,7 @@ def test_drawing_from_threads_gives_the_serial_pictures():
     from concurrent.futures import ThreadPoolExecutor
 
     model = tiny_model()
-    expls = [explain(model, tone(freq=f)) for f in (500.0, 2000.0)]
+    expls = [explain(model, tone(freq=f), sample_rate=16000) for f in (500.0, 2000.0)]
 
     def draw(expl) -> bytes:
         buffer = io.BytesIO()

@@ -161,9 +161,9 @@ def test_tagger_on_onnx_graphs_matches_eager(exported, tmp_path):
     model, plain, front = exported
     rate = model.frontend.sample_rate
     waves = [_waves(n, count=1, seed=n)[0] for n in (3 * rate, rate // 2, model.frontend.input_samples, 5000)]
-    eager = Tagger(model).tag(waves, top_k=3, batch_size=3)
+    eager = Tagger(model).tag(waves, top_k=3, batch_size=3, sample_rate=rate)
     for path in (plain.path, front.path):
-        results = load_onnx_tagger(path).tag(waves, top_k=3, batch_size=3)
+        results = load_onnx_tagger(path).tag(waves, top_k=3, batch_size=3, sample_rate=rate)
         assert [len(r.windows) for r in results] == [len(r.windows) for r in eager]
         assert len(results[0].windows) > 1
         for ours, ref in zip(results, eager, strict=True):

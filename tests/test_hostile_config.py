@@ -325,7 +325,8 @@ def test_a_model_that_produces_nan_scores_raises_instead_of_reporting_them():
     with torch.no_grad():
         model.blocks[1].mlp.fc2.weight[0, 0] = NAN  # in memory: loading would refuse it
     tagger = Tagger(model)
-    text = one_line_error(CheckpointError, lambda: tagger.tag(torch.sin(torch.arange(16000.0)) * 0.1))
+    text = one_line_error(CheckpointError,
+                          lambda: tagger.tag(torch.sin(torch.arange(16000.0)) * 0.1, sample_rate=16000))
     assert "the model produced non-finite scores" in text
 
 

@@ -54,7 +54,7 @@ def test_window_starts():
 
 def test_short_audio_is_one_padded_window(tagger):
     clip = _noise(0.8, seed=0)
-    (result,) = tagger.tag(clip, top_k=3)
+    (result,) = tagger.tag(clip, top_k=3, sample_rate=RATE)
     assert result.duration_s == pytest.approx(0.8)
     assert [(w.start_s, w.end_s) for w in result.windows] == [(0.0, pytest.approx(0.8))]
     torch.testing.assert_close(result.scores, _reference_scores(tagger.model, clip))
@@ -62,7 +62,7 @@ def test_short_audio_is_one_padded_window(tagger):
 
 def test_long_audio_sliding_windows_cover_the_file(tagger):
     clip = _noise(4.0, seed=1)  # 64000 samples, window 20720, hop 10360
-    (result,) = tagger.tag(clip, top_k=2)
+    (result,) = tagger.tag(clip, top_k=2, sample_rate=RATE)
     starts = [0, 10360, 20720, 31080, 41440, 64000 - 20720]
     assert [round(w.start_s * RATE) for w in result.windows] == starts
     assert [round(w.end_s * RATE) for w in result.windows] == [s + 20720 for s in starts]
@@ -74,14 +74,14 @@ def test_long_audio_sliding_windows_cover_the_file(tagger):
 
 def test_custom_window_and_hop(tagger):
     clip = _noise(3.2, seed=2)
-    (result,) = tagger.tag(clip, window_s=1.0, hop_s=0.75)
+    (result,) = tagger.tag(clip, window_s=1.0, hop_s=0.75, sample_rate=RATE)
     assert [(w.start_s, w.end_s) for w in result.windows] == [
         (0.0, 1.0), (0.75, 1.75), (1.5, 2.5), (2.2, 3.2)]  # last one aligned to the end
 
 
 @pytest.mark.parametrize("aggregate", ["max", "mean"])
 def test_aggregation_matches_window_scores(tagger, aggregate):
-    (result,) = tagger.tag(_noise(3.0, seed=4), aggregate=aggregate, top_k=5)
+    (result,) = tagger.tag(_noise(3.0, seed=4), aggregate=aggregate, top_k=5, sample_rate=RATE)
     stacked = torch.stack([w.scores for w in result.windows])  # (W, C)
     expected = stacked.max(dim=0).values if aggregate == "max" else stacked.mean(dim=0)
     torch.testing.assert_close(result.scores, expected)
@@ -91,9 +91,9 @@ def test_aggregation_matches_window_scores(tagger, aggregate):
 
 def test_batch_of_files_equals_per_file(tagger):
     clips = [_noise(s, seed=10 + i) for i, s in enumerate((0.5, 2.7, 1.1, 4.3))]
-    together = tagger.tag(clips, batch_size=5)
+    together = tagger.tag(clips, batch_size=5, sample_rate=RATE)
     for clip, result in zip(clips, together, strict=True):
-        (alone,) = tagger.tag(clip, batch_size=1)
+        (alone,) = tagger.tag(clip, batch_size=1, sample_rate=RATE)
         assert [(w.start_s, w.end_s) for w in alone.windows] == [(w.start_s, w.end_s) for w in result.windows]
         torch.testing.assert_close(result.scores, alone.scores, rtol=1e-5, atol=1e-6)
         assert [label for label, _ in alone.top] == [label for label, _ in result.top]
@@ -102,7 +102,7 @@ def test_batch_of_files_equals_per_file(tagger):
 def test_paths_are_loaded_and_named(tagger, tmp_path):
     path = write_tone(tmp_path / "tone.wav", seconds=2.0, sample_rate=44100)
     (from_path,) = tagger.tag([path])
-    (from_wave,) = tagger.tag([load_audio(path)], names=["x"])
+    (from_wave,) = tagger.tag([load_audio(path)], names=["x"], sample_rate=RATE)
     assert from_path.name == str(path) and from_wave.name == "x"
     torch.testing.assert_close(from_path.scores, from_wave.scores)
     with pytest.raises(AudioInputError, match="no such file"):
@@ -116,15 +116,15 @@ def test_sigmoid_for_multi_label_softmax_otherwise():
     clip = _noise(1.0, seed=6)
     with torch.no_grad():
         logits = multi(FeatureExtractor(multi.frontend)(clip))[0]
-    (sig,) = Tagger(multi).tag(clip)
-    (soft,) = Tagger(single).tag(clip)
+    (sig,) = Tagger(multi).tag(clip, sample_rate=RATE)
+    (soft,) = Tagger(single).tag(clip, sample_rate=RATE)
     torch.testing.assert_close(sig.scores, logits.sigmoid())
     torch.testing.assert_close(soft.scores, logits.softmax(-1))
     assert soft.scores.sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_top_k_is_capped_and_json_serialisable(tagger):
-    (result,) = tagger.tag(_noise(2.0, seed=7), top_k=50)
+    (result,) = tagger.tag(_noise(2.0, seed=7), top_k=50, sample_rate=RATE)
     assert len(result.top) == 5 == len(result.windows[0].top)  # the tiny model has 5 classes
     data = json.loads(json.dumps(result.to_dict(all_scores=True)))
     assert set(data) == {"file", "duration_s", "aggregate", "labels", "windows", "scores"}
@@ -145,12 +145,12 @@ def test_top_k_is_capped_and_json_serialisable(tagger):
 ])
 def test_bad_options_raise_config_error(tagger, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        tagger.tag(_noise(1.0, seed=8), **kwargs)
+        tagger.tag(_noise(1.0, seed=8), **kwargs, sample_rate=RATE)
 
 
 def test_bad_waveform_shape(tagger):
     with pytest.raises(AudioInputError, match="1-D"):
-        tagger.tag([torch.zeros(2, 16000)])
+        tagger.tag([torch.zeros(2, 16000)], sample_rate=RATE)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def test_file_is_streamed_with_the_scores_of_the_decoded_waveform(tagger, tmp_pa
     path = tmp_path / "stereo8k.flac"
     sf.write(str(path), data, 8000)
     (streamed,) = tagger.tag(path, window_s=1.0, hop_s=0.3, top_k=3)
-    (in_memory,) = tagger.tag(load_audio(path), window_s=1.0, hop_s=0.3, top_k=3)
+    (in_memory,) = tagger.tag(load_audio(path), window_s=1.0, hop_s=0.3, top_k=3, sample_rate=RATE)
     assert streamed.name == str(path)
     assert streamed.duration_s == pytest.approx(in_memory.duration_s, abs=1e-9)
     assert [(w.start_s, w.end_s) for w in streamed.windows] == [(w.start_s, w.end_s) for w in in_memory.windows]
@@ -211,9 +211,9 @@ def test_bad_file_among_many_is_reported_and_the_rest_scored_as_alone(tagger, tm
 
 def test_too_short_inputs_say_so(tagger, tmp_path):
     with pytest.raises(AudioInputError, match="shorter than one 25 ms analysis window"):
-        tagger.tag(torch.zeros(399))
+        tagger.tag(torch.zeros(399), sample_rate=RATE)
     with pytest.raises(AudioInputError, match="0 samples"):
-        tagger.tag(torch.zeros(0))
+        tagger.tag(torch.zeros(0), sample_rate=RATE)
     sf.write(str(tmp_path / "short.wav"), np.zeros(300, dtype=np.float32), 16000)
     with pytest.raises(AudioInputError, match=r"short.wav: audio is 18.8 ms long"):
         tagger.tag(tmp_path / "short.wav")

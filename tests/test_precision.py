@@ -512,10 +512,11 @@ def test_ort_models_explain_through_their_torch_source(random_tiny):
     from ast_audio.export.backend import to_precision
 
     runtime = to_precision(copy.deepcopy(random_tiny), "ort-int8")
-    assert torch.equal(explain(runtime, wave).relevance, explain(random_tiny, wave).relevance)
+    assert torch.equal(explain(runtime, wave, sample_rate=16000).relevance,
+                       explain(random_tiny, wave, sample_rate=16000).relevance)
     runtime.torch_model = None
     with pytest.raises(ConfigError, match="attention maps of the torch model.*use --precision auto, fp32 or bf16"):
-        explain(runtime, wave)
+        explain(runtime, wave, sample_rate=16000)
 
 
 def test_every_command_checks_the_precision_in_one_line(tmp_path, random_tiny):

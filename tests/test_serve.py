@@ -92,7 +92,8 @@ def test_startup_line_and_healthz(server):
                                 "upload_timeout_s": UPLOAD_TIMEOUT_S, "min_hop_fraction": MIN_HOP_FRACTION,
                                 "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16,
                                 "stream_max_sessions": 4, "stream_max_message_kb": 256.0,
-                                "stream_max_messages_per_s": 50, "stream_max_session_s": 3600.0}
+                                "stream_max_messages_per_s": 50, "stream_max_speed": 4.0, "stream_burst_s": 30.0,
+                                "stream_max_session_s": 3600.0}
     assert health["load"] == {"active_requests": 0, "queued_requests": 0, "computing_batches": 0,
                               "waiting_batches": 0}
 
@@ -151,7 +152,7 @@ def test_events_equal_library(server, tagger, clip):
     got = response.json()
 
     waveform = load_audio(clip)
-    timeline = score_stream(tagger, waveform, window_s=1.0, hop_s=0.25)
+    timeline = score_stream(tagger, waveform, window_s=1.0, hop_s=0.25, sample_rate=16000)
     # The rule of `ast-audio events` (overlap-add grid, interpolated, energy-refined boundaries).
     events = detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, min_duration_s=0.5,
                                                  merge_gap_s=0.3, thresholds=THRESHOLDS, grid="mean",

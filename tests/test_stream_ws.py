@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -234,3 +236,108 @@ def test_message_rate_and_session_length_limits(tmp_path):
                 ws.recv(timeout=30)
             assert ws.close_code == 1008 and "1.5 s session limit (stream_max_session_s)" in message["error"]
         assert "Traceback" not in srv.output()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The rate limits are about audio (issue 19, item 8): docs/serve.md's example runs as written against the defaults
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default_server(tmp_path_factory):
+    """`ast-audio serve` with every stream limit at its default."""
+    ckpt = save_tiny_checkpoint(tmp_path_factory.mktemp("ws_defaults") / "ckpt")
+    with run_server(ckpt) as srv:
+        srv.ckpt = ckpt  # type: ignore[attr-defined]
+        srv.ws = srv.url.replace("http://", "ws://") + "/v1/stream"  # type: ignore[attr-defined]
+        yield srv
+
+
+def docs_example() -> str:
+    """The Python WebSocket client of docs/serve.md, as printed there."""
+    text = (ROOT / "docs" / "serve.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (example,) = [b for b in blocks if "websockets.sync.client" in b]
+    return example
+
+
+def test_docs_example_runs_as_written_against_the_defaults(default_server, tmp_path):
+    """The example (its file and address substituted) streams a 6 s 22.05 kHz stereo file in 0.1 s messages, paced
+    at twice real time: it gets every hop and {"done": true}, where main's unpaced example was cut off by the
+    50-messages-a-second limit after two hops. Its hops are the library's on the same samples."""
+    data = pcm(6.0, seed=3)  # (N, 2) int16 at 22.05 kHz
+    path = tmp_path / "street.wav"
+    import soundfile as sf
+
+    sf.write(str(path), data, 22050, subtype="PCM_16")
+    code = docs_example()
+    assert '"street.wav"' in code and "ws://127.0.0.1:8000/v1/stream" in code
+    code = code.replace('"street.wav"', repr(str(path))).replace("ws://127.0.0.1:8000/v1/stream", default_server.ws)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    got = [json.loads(line) for line in run.stdout.splitlines()]
+    assert got[0]["ready"] is True and all("error" not in m for m in got), got[-1]
+    done = got[-1]
+    tagger = Tagger(load_model(default_server.ckpt))
+    expected = [h.to_dict(10) for h in StreamingTagger(tagger, 22050, 2).run([data.astype(np.float32) / 32768])]
+    scored = {e["index"]: e for e in expected if e["top"]}
+    assert done["done"] is True and done["windows"] == len(scored) >= 8
+    hops = [h for h in got[1:-1] if h["top"]]
+    assert len(hops) + done["skipped"] == done["windows"]
+    for h in hops:
+        assert [t["label"] for t in h["top"]] == [t["label"] for t in scored[h["index"]]["top"]]
+
+
+def send_unpaced(url: str, seconds: float, chunk_s: float) -> tuple[list[dict], int | None]:
+    """Send `seconds` of 16 kHz mono s16le at once in `chunk_s` messages, then {"end": true}; every message the
+    server sent and its close code."""
+    with connect(url, open_timeout=30) as ws:
+        ws.send(json.dumps({"rate": 16000}))
+        messages = [json.loads(ws.recv(timeout=30))]
+        chunk = np.zeros(int(16000 * chunk_s), dtype="<i2").tobytes()
+        try:
+            for _ in range(round(seconds / chunk_s)):
+                ws.send(chunk)
+            ws.send(json.dumps({"end": True}))
+        except ConnectionClosed:
+            pass
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code
+
+
+def test_audio_faster_than_real_time_within_the_burst_then_refused(default_server):
+    """Unpaced messages: 20 s of audio in 1 s messages (within the 30 s burst) are all scored; 200 s in 50 messages
+    of 4 s (within the message limit's burst) exceed the burst unless reading them took 42 s, so the stream is
+    refused in one line naming the limit (main took all 200 s: it counted messages only)."""
+    messages, code = send_unpaced(default_server.ws, 20.0, 1.0)
+    assert code == 1000 and messages[-1]["done"] is True and all("error" not in m for m in messages)
+    messages, code = send_unpaced(default_server.ws, 200.0, 4.0)
+    error = messages[-1]["error"]
+    assert code == 1008 and "\n" not in error
+    assert "faster than 4 x real time after a burst of 30 s (stream_max_speed, stream_burst_s)" in error
+    assert "Traceback" not in default_server.output()
+
+
+def test_token_bucket_burst_then_rate():
+    from ast_audio.serve.limits import TokenBucket
+
+    bucket = TokenBucket(rate=4.0, burst=30.0, now=100.0)
+    assert bucket.take(30.0, 100.0) and not bucket.take(0.5, 100.0)  # the burst at once, then nothing left
+    assert bucket.take(4.0, 101.0) and not bucket.take(0.1, 101.0)  # 4 s of audio a second
+    assert bucket.take(30.0, 200.0) and not bucket.take(1.0, 200.0)  # a long pause refills up to the burst only
+    assert not bucket.take(31.0, 1e6)  # more than the burst never passes at once
+
+
+def test_cli_stream_limits_default_to_serve_settings():
+    from ast_audio.cli.main import build_parser
+    from ast_audio.serve.limits import ServeSettings
+
+    args, defaults = build_parser().parse_args(["serve"]), ServeSettings()
+    assert (args.stream_max_speed, args.stream_burst_s, args.stream_max_messages_per_s) == \
+        (defaults.stream_max_speed, defaults.stream_burst_s, defaults.stream_max_messages_per_s) == (4.0, 30.0, 50)

@@ -5,7 +5,8 @@ Public API:
     load_model, save_model, save_hf  every checkpoint format in, native and transformers formats out
     fbank, FeatureExtractor          Kaldi log-mel front end and the padded, normalised model input
     load_audio                       decode + downmix + resample any soundfile-readable file
-    Tagger                           batched, sliding-window tagging of files or waveforms
+    Tagger                           batched, sliding-window tagging of files, or of waveforms (numpy arrays or
+                                     tensors) with their sample_rate=
     grid_size                        the patch grid of an input size, kernel and stride
 
 The names are imported on first use (PEP 562 `__getattr__`), so `import ast_audio` and the command line's --help do

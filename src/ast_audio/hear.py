@@ -78,7 +78,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
     """(n_sounds, n_samples) -> (embeddings (n_sounds, n_timestamps, D), timestamps (n_sounds, n_timestamps) ms)."""
     audio = _check_audio(audio, model)
     results = list(model.embedder().embed(list(audio), window_s=model.timestamp_window_s,
-                                          hop_s=model.timestamp_hop_s, batch_size=16))
+                                          hop_s=model.timestamp_hop_s, batch_size=16, sample_rate=model.sample_rate))
     embeddings = torch.stack([torch.from_numpy(r.windows) for r in results])  # n_sounds x (W, D) -> (n, W, D)
     centres_ms = torch.from_numpy((results[0].starts_s + results[0].ends_s) / 2 * 1000).float()  # (W,)
     return embeddings.to(audio.device), centres_ms.expand(len(results), -1).contiguous().to(audio.device)
@@ -87,5 +87,5 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     """(n_sounds, n_samples) -> (n_sounds, D) clip embeddings."""
     audio = _check_audio(audio, model)
-    results = model.embedder().embed(list(audio), batch_size=16)
+    results = model.embedder().embed(list(audio), batch_size=16, sample_rate=model.sample_rate)
     return torch.stack([torch.from_numpy(r.clip) for r in results]).to(audio.device)  # (n, D)

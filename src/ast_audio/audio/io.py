@@ -2,8 +2,9 @@
 
 This is the only module that decodes audio (soundfile / libsndfile, which reads wav, flac, ogg vorbis/opus, mp3,
 aiff, ...) and resamples it (soxr): whole files (`load_audio`), bytes in memory (`decode_bytes`), files streamed block
-by block (`stream_audio`) or one stretch of a file (`read_window`). What an input is, and why it cannot be decoded,
-is `ast_audio.audio.probe`.
+by block (`stream_audio`) or one stretch of a file (`read_window`). `as_waveform` brings a waveform held in memory (a
+numpy array or torch tensor, at a rate the caller names) to the same form, for every API that takes one. What an
+input is, and why it cannot be decoded, is `ast_audio.audio.probe`.
 
 Differences from the reference loader (spec §2.1), both deliberate:
 - multi-channel files are *downmixed* by averaging the channels; the reference (`torchaudio.load` followed by
@@ -119,6 +120,56 @@ def resample(waveform: torch.Tensor, orig_rate: int, target_rate: int) -> torch.
     data = soxr.resample(waveform.detach().cpu().numpy().astype(np.float32), orig_rate, target_rate,
                          quality=RESAMPLE_QUALITY)
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def require_sample_rate(sample_rate: Any, name: str = "waveform") -> int:
+    """The rate of an in-memory waveform, checked: None (not given) or anything but a positive integer raises a
+    one-line ConfigError saying to pass `sample_rate=` (a file carries its rate; an array does not)."""
+    if sample_rate is None:
+        raise ConfigError(f"{name}: an in-memory waveform needs its rate: pass sample_rate=<Hz> (e.g. "
+                          "sample_rate=44100); it is resampled to the model's rate (a file path needs none)")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ConfigError(f"{name}: sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def is_waveform(item: Any) -> bool:
+    """Whether `item` is an in-memory waveform (a numpy array or a torch tensor) rather than a path."""
+    return isinstance(item, (np.ndarray, torch.Tensor))
+
+
+def as_waveform(samples: Any, sample_rate: Any, target_rate: int, name: str = "waveform") -> torch.Tensor:
+    """An in-memory waveform at `sample_rate` Hz -> the (M,) float32 CPU tensor at `target_rate` the models take.
+
+    The one coercion behind every API that takes a waveform (`Tagger.tag`, `score_stream`, `Embedder.embed`,
+    `explain`): `samples` is a 1-D (N,) float numpy array or torch tensor in [-1, 1] (mono: average the channels
+    first), checked as decoded files are (finite, no int-scaled peak above 2.0), then resampled with soxr HQ as
+    `load_audio` resamples files, M = round(N * target_rate / sample_rate).
+
+    Raises:
+        ConfigError: `sample_rate` missing (None) or not a positive integer.
+        AudioInputError: not an array or tensor, not 1-D, not float, NaN/inf or int-scaled samples.
+    """
+    rate = require_sample_rate(sample_rate, name)
+    if not is_waveform(samples):
+        raise AudioInputError(f"{name}: expected a path, or a waveform as a numpy array or torch tensor, got "
+                              f"{type(samples).__name__}")
+    if isinstance(samples, torch.Tensor):
+        if not samples.is_floating_point():
+            raise AudioInputError(f"{name}: expected float samples in [-1, 1], got dtype {samples.dtype}; scale "
+                                  "integer samples first (x.float() / 32768 for int16)")
+        data = samples.detach().to("cpu", torch.float32).numpy()
+    else:
+        if not np.issubdtype(samples.dtype, np.floating):
+            raise AudioInputError(f"{name}: expected float samples in [-1, 1], got dtype {samples.dtype}; scale "
+                                  "integer samples first (x.astype(np.float32) / 32768 for int16)")
+        data = samples
+    if data.ndim != 1:
+        raise AudioInputError(f"{name}: expected a 1-D (N,) mono waveform, got shape {tuple(data.shape)}; average "
+                              "the channels first (x.mean(axis=0) for (channels, N), x.mean(axis=1) for "
+                              "(N, channels))")
+    mono = torch.from_numpy(checked_mono(name, data[:, None], f"{data.dtype} waveform"))  # (N, 1) -> (N,) float32
+    return resample(mono, rate, target_rate) if mono.shape[0] else mono
 
 
 def checked_mono(name: str, data: np.ndarray, subtype: str) -> np.ndarray:

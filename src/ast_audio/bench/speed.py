@@ -98,11 +98,12 @@ def realtime_factor(model: Any, seconds: float, batch: int, seed: int = 0, repea
     t = torch.arange(int(seconds * rate)) / rate
     wave = 0.3 * torch.sin(2 * math.pi * 440.0 * t) + 0.05 * torch.randn(t.shape, generator=gen)
     window_s = tagger.max_window_s
-    tagger.tag(wave[: int(window_s * rate * 2)], window_s=window_s, hop_s=window_s, batch_size=batch)  # warm-up
+    tagger.tag(wave[: int(window_s * rate * 2)], window_s=window_s, hop_s=window_s, batch_size=batch,
+               sample_rate=rate)  # warm-up
     wall = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        result = tagger.tag(wave, window_s=window_s, hop_s=window_s, batch_size=batch)[0]
+        result = tagger.tag(wave, window_s=window_s, hop_s=window_s, batch_size=batch, sample_rate=rate)[0]
         wall = min(wall, time.perf_counter() - start)
     factor = seconds / wall
     return {"seconds": seconds, "windows": len(result.windows), "wall_s": wall, "realtime_factor": factor,

@@ -449,7 +449,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.class_name is not None:
         check_labels([args.class_name], model.labels)
     waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)
-    expl = explain(model, waveform, class_name=args.class_name, top_k=args.top_k)
+    expl = explain(model, waveform, sample_rate=model.frontend.sample_rate, class_name=args.class_name,
+                   top_k=args.top_k)
     expl.start_s = args.start if args.start else 0.0
     plot_explanation(expl, args.output, width_px=args.width, height_px=args.height)
     tops = ", ".join(f"{label} {score:.3f}" for label, score in expl.labels)

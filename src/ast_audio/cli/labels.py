@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 from typing import Any
 
@@ -47,12 +46,9 @@ def _entry(node: Any, index: dict[str, int], depth: int | None = None) -> dict[s
 
 
 def _emit(text: str) -> int:
-    """Print `text`; a reader that stops early (`ast-audio labels | head`) is not an error."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush fails no more
+    """Print `text` (a reader that stops early, `ast-audio labels | head`, is handled once for every command by
+    `cli.main`)."""
+    sys.stdout.write(text)
     return 0
 
 

@@ -82,7 +82,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Sources: a reader thread puts (float32 (n, channels) block, arrival time) on a queue, then None at the end.
+# Sources: a reader thread puts (float32 (n, channels) block, arrival time) on a queue, then None at the end; it
+# stops early once `stop` is set (the output's reader went away, Ctrl-C).
 
 
 def _reader(put, produce) -> threading.Thread:
@@ -125,10 +126,10 @@ def open_microphone(rate: int, block: int, put) -> Any:
     return stream
 
 
-def read_stdin(decoder, block_bytes: int):
+def read_stdin(decoder, block_bytes: int, stop: threading.Event):
     def produce(put) -> None:
         fd = sys.stdin.buffer.fileno()
-        while True:
+        while not stop.is_set():
             data = os.read(fd, block_bytes)  # returns what the pipe holds (up to block_bytes): no waiting for more
             if not data:
                 return
@@ -138,7 +139,7 @@ def read_stdin(decoder, block_bytes: int):
     return produce
 
 
-def read_file(path: str, block_s: float, realtime: bool):
+def read_file(path: str, block_s: float, realtime: bool, stop: threading.Event):
     import soundfile as sf
 
     from ..audio.io import load_audio_info
@@ -152,13 +153,13 @@ def read_file(path: str, block_s: float, realtime: bool):
         start = time.monotonic()
         done = 0
         with sf.SoundFile(path) as f:
-            while True:
+            while not stop.is_set():
                 data = f.read(frames, dtype="float32", always_2d=True)  # (n, channels)
                 if not data.shape[0]:
                     return
                 done += data.shape[0]
                 if realtime:  # a block is "there" once its last sample would have been played
-                    time.sleep(max(0.0, start + done / info.sample_rate - time.monotonic()))
+                    stop.wait(max(0.0, start + done / info.sample_rate - time.monotonic()))
                 put(data)
     return produce, info
 
@@ -258,15 +259,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
         q.put((item, time.monotonic()))
 
     mic = None
+    stop = threading.Event()  # set when the loop below ends for any reason: the reader threads end too
     if args.input is None:
         rate, channels, drop_late = tagger.sample_rate, 1, True
         mic = open_microphone(rate, max(1, round(args.block * rate)), put)
     elif args.input == "-":
         rate, channels, drop_late = args.rate, args.channels, args.realtime
         decoder = PcmDecoder(args.dtype, args.channels)
-        _reader(put, read_stdin(decoder, max(decoder.frame_bytes, round(args.block * rate) * decoder.frame_bytes)))
+        _reader(put, read_stdin(decoder, max(decoder.frame_bytes, round(args.block * rate) * decoder.frame_bytes),
+                                stop))
     else:
-        produce, info = read_file(args.input, args.block, args.realtime)
+        produce, info = read_file(args.input, args.block, args.realtime, stop)
         rate, channels, drop_late = info.sample_rate, info.channels, args.realtime
         _reader(put, produce)
 
@@ -289,7 +292,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
             emit(streamer.feed(block, arrived))
     except KeyboardInterrupt:
         pass  # the microphone runs until Ctrl-C: close the stream and report what it closed
-    finally:
+    finally:  # also on BrokenPipeError (stdout's reader left), which cli.main turns into a quiet exit
+        stop.set()
         if mic is not None:
             mic.stop()
             mic.close()

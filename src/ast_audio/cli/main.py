@@ -6,13 +6,16 @@ errors; `main` prints those as one line and exits 1. Nothing imported at module 
 `ast-audio --help` and `ast-audio COMMAND --help` start fast.
 
 Exit status: 0 success; 1 a user error, printed as one line `ast-audio: error: <message>` (add `--debug` for the
-traceback); 2 a usage error (argparse); 130 interrupted.
+traceback); 2 a usage error (argparse); 130 interrupted; 141 (128 + SIGPIPE, what a shell reports for a Unix tool
+killed by SIGPIPE) when stdout's reader went away (`ast-audio labels | head`): output ends quietly, no message.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
 import sys
 import warnings
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from ..utils import one_line
 from ..version import __version__
 
 PROG = "ast-audio"
+EXIT_BROKEN_PIPE = 128 + 13  # 128 + SIGPIPE
 COMMAND_MODULES = (
     "ast_audio.cli.tag",  # tag, convert, demo, scenes
     "ast_audio.cli.embed",  # embed
@@ -87,22 +91,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..model.precision import check_precision
 
             check_precision(args.precision)
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # what is still buffered meets a closed pipe here, not in the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():  # another pipe (a subprocess, a socket) broke: a real error
+            return _report(exc, args.debug)
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except (AstAudioError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"{PROG}: error: {_rank_prefix()}{one_line(exc)}", file=sys.stderr)
-        _record_for_torchrun(exc)
-        return 1
+        return _report(exc, args.debug)
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    """Print a user error as one line (or re-raise it with --debug); the exit status 1."""
+    if debug:
+        raise exc
+    print(f"{PROG}: error: {_rank_prefix()}{one_line(exc)}", file=sys.stderr)
+    _record_for_torchrun(exc)
+    return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end has closed (poll flags it with an error or hang-up)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+    except (AttributeError, ValueError, OSError):  # no poll() (Windows) or no descriptor: trust the error
+        return True
+
+
+def _discard_stdout() -> None:
+    """Point stdout's descriptor at /dev/null, so what is still buffered (flushed again when Python exits) goes
+    nowhere instead of raising BrokenPipeError a second time ("Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _rank_prefix() -> str:
     """"rank R of W: " under torchrun (so the failing rank names itself), else "" (no torch import)."""
-    import os
-
     world = os.environ.get("WORLD_SIZE", "1")
     return f"rank {os.environ.get('RANK', '0')} of {world}: " if world not in ("", "1") else ""
 
@@ -110,8 +142,6 @@ def _rank_prefix() -> str:
 def _record_for_torchrun(exc: BaseException) -> None:
     """Under torchrun, write torchelastic's error file, so the agent's failure summary names this rank's error as the
     root cause (torch imported only then)."""
-    import os
-
     if os.environ.get("TORCHELASTIC_ERROR_FILE"):
         from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 

@@ -63,7 +63,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--stream-max-message-kb", type=positive_float, default=256.0, metavar="KB",
                        help="largest PCM message of a live stream, in KiB (default 256)")
     serve.add_argument("--stream-max-messages-per-s", type=positive_int, default=50, metavar="N",
-                       help="most messages a live stream may send per second (default 50)")
+                       help="messages a live stream may send per second, after a burst of as many (default 50)")
+    serve.add_argument("--stream-max-speed", type=positive_float, default=4.0, metavar="X",
+                       help="seconds of audio a live stream may send per second, i.e. x real time (default 4)")
+    serve.add_argument("--stream-burst-s", type=positive_float, default=30.0, metavar="S",
+                       help="seconds of audio a live stream may send at once beyond --stream-max-speed (default 30)")
     serve.add_argument("--stream-max-session-s", type=positive_float, default=3600.0, metavar="S",
                        help="longest a live stream may stay open, in seconds (default 3600)")
     serve.add_argument("--thresholds", metavar="CSV",
@@ -96,5 +100,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              stream_max_sessions=args.stream_max_sessions,
                              stream_max_message_kb=args.stream_max_message_kb,
                              stream_max_messages_per_s=args.stream_max_messages_per_s,
+                             stream_max_speed=args.stream_max_speed, stream_burst_s=args.stream_burst_s,
                              stream_max_session_s=args.stream_max_session_s)
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

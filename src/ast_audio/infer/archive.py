@@ -257,7 +257,7 @@ def tag_job(tagger: Any, *, top_k: int = 10, window_s: float | None = None, hop_
     def job(names: Sequence[str], waves: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         failed: dict[int, str] = {}
         results = iter(tagger.tag(list(waves), top_k=top_k, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
-                                  batch_size=batch_size, names=list(names),
+                                  batch_size=batch_size, names=list(names), sample_rate=tagger.sample_rate,
                                   on_error=lambda i, exc: failed.__setitem__(i, one_line(exc))))
         rows = []
         for i, name in enumerate(names):
@@ -286,7 +286,8 @@ def events_job(tagger: Any, config: Any, *, window_s: float | None = None, hop_s
         rows = []
         for name, wave in zip(names, waves, strict=True):
             try:
-                timeline = score_stream(tagger, wave, window_s=window_s, hop_s=hop_s, batch_size=batch_size)
+                timeline = score_stream(tagger, wave, window_s=window_s, hop_s=hop_s, batch_size=batch_size,
+                                        sample_rate=tagger.sample_rate)
             except AstAudioError as exc:
                 rows.append({"file": name, "error": one_line(exc)})
                 continue

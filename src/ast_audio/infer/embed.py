@@ -31,7 +31,7 @@ from ..errors import AudioInputError, ConfigError
 from ..model import AST
 from ..utils import atomic_path
 from .stream import AudioSource
-from .tagger import Tagger
+from .tagger import Tagger, as_items
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +140,23 @@ class Embedder:
 
     def embed(self, inputs: AudioSource | Sequence[AudioSource], window_s: float | None = None,
               hop_s: float | None = None, batch_size: int = 8, names: Sequence[str] | None = None,
-              on_error: Callable[[int, AudioInputError], None] | None = None) -> Iterator[ClipEmbeddings]:
-        """Embed files or (N,) waveforms at the model rate; yields one ClipEmbeddings per (good) input, in order.
+              on_error: Callable[[int, AudioInputError], None] | None = None, *,
+              sample_rate: int | None = None) -> Iterator[ClipEmbeddings]:
+        """Embed files or (N,) waveforms; yields one ClipEmbeddings per (good) input, in order.
 
-        Windows as `Tagger.tag` places them (window_s default: the model's input; hop_s default: half the window);
-        a bad input raises AudioInputError naming it, or with `on_error` is reported and skipped.
+        Inputs and windows as `Tagger.tag` takes and places them (window_s default: the model's input; hop_s
+        default: half the window; waveforms, numpy arrays or torch tensors, need `sample_rate` and are resampled to
+        the model's rate); a bad input raises AudioInputError naming it, or with `on_error` is reported and skipped.
         """
         if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         window, hop = self.tagger.window_and_hop(window_s, hop_s)
-        items = [inputs] if isinstance(inputs, (str, os.PathLike, torch.Tensor)) else list(inputs)
+        items = as_items(inputs)
         rate = self.tagger.sample_rate
         from .stream import stream_scores
 
         for scored in stream_scores(self.embed_windows, self.model.frontend, items, window, hop, batch_size,
-                                    names=names, on_error=on_error):
+                                    names=names, on_error=on_error, sample_rate=sample_rate):
             rows = scored.scores.numpy()  # (W, D) or (W, 1 + N, D)
             yield ClipEmbeddings(name=scored.name, duration_s=scored.num_samples / rate,
                                  starts_s=np.asarray(scored.starts, dtype=np.float64) / rate,

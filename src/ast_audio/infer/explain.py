@@ -18,11 +18,13 @@ number of patches covering it. Cells no patch covers (the last few bins/frames w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..audio.features import FeatureExtractor
-from ..errors import AudioInputError, ConfigError
+from ..audio.io import as_waveform
+from ..errors import ConfigError
 from ..labels import check_labels, top_labels
 from ..model import AST
 from ..model.ast import NUM_PREFIX_TOKENS
@@ -117,15 +119,17 @@ def _prefix_rows(matrix: torch.Tensor) -> torch.Tensor:
     return matrix[:NUM_PREFIX_TOKENS, NUM_PREFIX_TOKENS:].mean(dim=0)
 
 
-def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None, top_k: int = 3,
-            start_s: float = 0.0) -> Explanation:
+def explain(model: AST, waveform: Any, *, sample_rate: int | None = None, class_name: str | None = None,
+            top_k: int = 3, start_s: float = 0.0) -> Explanation:
     """Relevance of each (frame, mel bin) of one model input window for the model's output.
 
     Args:
         model: an AST (an ONNX Runtime model from `runtime_model` is explained through the fp32 AST it was built
             from).
-        waveform: (N,) float waveform at the model's sample rate; the window [start_s, start_s + input length)
-            is explained (audio past it is ignored; shorter audio is zero-padded in the log-mel domain as usual).
+        waveform: (N,) float waveform (numpy array or torch tensor) at `sample_rate`; the window [start_s,
+            start_s + input length) is explained (audio past it is ignored; shorter audio is zero-padded in the
+            log-mel domain as usual).
+        sample_rate: the waveform's rate in Hz (required; resampled to the model's rate with `as_waveform`).
         class_name: explain this class with gradient-weighted rollout; None = class-agnostic rollout.
         top_k: number of (label, score) pairs in the result.
         start_s: where the window starts, in seconds.
@@ -135,12 +139,11 @@ def explain(model: AST, waveform: torch.Tensor, *, class_name: str | None = None
         raise ConfigError(f"an explanation reads the attention maps of the torch model, which precision "
                           f"{getattr(model, 'precision', type(model).__name__)} does not have; use --precision auto, "
                           "fp32 or bf16")
-    if not isinstance(waveform, torch.Tensor) or waveform.dim() != 1:
-        raise AudioInputError(f"expected a 1-D (N,) waveform tensor, got {getattr(waveform, 'shape', waveform)}")
+    frontend = model.frontend
+    waveform = as_waveform(waveform, sample_rate, frontend.sample_rate)  # (N,) at sample_rate -> (M,) model rate
     labels = list(model.labels)
     if class_name is not None:
         check_labels([class_name], labels)
-    frontend = model.frontend
     start = round(start_s * frontend.sample_rate)
     if not 0 <= start < waveform.shape[0]:
         raise ConfigError(f"start_s={start_s:g} is outside the audio (0 to {waveform.shape[0] / frontend.sample_rate:g}"

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio.io import BLOCK_FRAMES, stream_audio
+from ..audio.io import BLOCK_FRAMES, as_waveform, is_waveform, require_sample_rate, stream_audio
 from ..config import FrontendConfig
 from ..errors import AudioInputError, ConfigError
 from ..labels import top_labels
 
-AudioSource = str | os.PathLike | torch.Tensor
+AudioSource = str | os.PathLike | torch.Tensor | np.ndarray  # a path, or a (N,) waveform with its sample_rate
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -87,22 +87,20 @@ def window_count(num_samples: int, window: int, hop: int) -> int:
     return -(-(num_samples - window) // hop) + 1  # ceil((N - W) / H) regular starts, plus the end-aligned window
 
 
-def input_windows(item: Any, name: str, window: int, hop: int,
-                  frontend: FrontendConfig) -> Iterator[tuple[int, np.ndarray]]:
-    """The windows of one input (a path, decoded as the windows need it, or a (N,) waveform at the front end's
-    rate), checked: an input that cannot be read, has the wrong shape or is shorter than one analysis frame raises
-    AudioInputError naming it."""
+def input_windows(item: Any, name: str, window: int, hop: int, frontend: FrontendConfig,
+                  sample_rate: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """The windows of one input (a path, decoded as the windows need it, or a (N,) waveform at `sample_rate` Hz,
+    resampled to the front end's rate by `as_waveform`), checked: an input that cannot be read, has the wrong shape
+    or is shorter than one analysis frame raises AudioInputError naming it."""
     rate = frontend.sample_rate
     if isinstance(item, (str, os.PathLike)):
         chunks: Iterable[np.ndarray] = stream_audio(item, sample_rate=rate)
-    elif isinstance(item, torch.Tensor):
-        if item.dim() != 1:
-            raise AudioInputError(f"{name}: expected a 1-D (N,) mono waveform at {rate} Hz, got shape "
-                                  f"{tuple(item.shape)}")
-        waveform = item.detach().float().cpu()
+    elif is_waveform(item):
+        waveform = as_waveform(item, sample_rate, rate, name)  # (N,) at sample_rate -> (M,) float32 at rate
         chunks = (waveform[i:i + BLOCK_FRAMES].numpy() for i in range(0, waveform.shape[0], BLOCK_FRAMES))
     else:
-        raise AudioInputError(f"{name}: expected a path or a waveform tensor, got {type(item).__name__}")
+        raise AudioInputError(f"{name}: expected a path, or a waveform as a numpy array or torch tensor, got "
+                              f"{type(item).__name__}")
     cut = 0
     for start, samples in stream_windows(chunks, window, hop):
         if samples.shape[0] < frontend.window_samples:  # only a whole clip can be shorter than a window
@@ -120,7 +118,8 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
                   inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                   names: Sequence[str] | None = None,
                   on_error: Callable[[int, AudioInputError], None] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Iterator[ScoredWindows]:
+                  progress: Callable[[int, int], None] | None = None,
+                  sample_rate: int | None = None) -> Iterator[ScoredWindows]:
     """Score every window of every input; yields one ScoredWindows per input, in input order.
 
     The one implementation of windowed scoring, behind `Tagger.tag`, `Tagger.stream_scores` and `score_stream`.
@@ -131,7 +130,8 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
     Args:
         score_windows: B windows (W_i,) at the front end's rate -> (B, C) probabilities (`Tagger.score_windows`).
         frontend: the model's front end (its rate and analysis window decide what is too short).
-        inputs: paths (any rate and channel count libsndfile reads) or (N,) float waveforms at the front end's rate.
+        inputs: paths (any rate and channel count libsndfile reads) or (N,) float waveforms (numpy arrays or torch
+            tensors) at `sample_rate`.
         window, hop: window length and hop in samples (see `window_and_hop`).
         batch_size: windows per forward pass.
         names: one name per input for results and messages (default: the path, or "waveform_<i>").
@@ -139,7 +139,11 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
             shape; the error names it); its windows are dropped and the other inputs still scored. None: raise.
         progress: called as progress(index, samples_done) after each forward pass, for the input whose window
             ended the batch.
+        sample_rate: the rate of the waveforms among `inputs`, in Hz (required when there are any: ConfigError
+            before anything is scored); they are resampled to the front end's rate. Paths carry their own rate.
     """
+    if sample_rate is not None or any(is_waveform(source) for source in inputs):
+        require_sample_rate(sample_rate)  # a call-level mistake: raised up front, never passed to on_error
     pending: list[tuple[ScoredWindows, int, np.ndarray]] = []  # (input, start, (W,) samples) awaiting a batch
     rows: dict[int, list[torch.Tensor]] = {}  # each input's (C,) window scores so far
     cut: list[ScoredWindows] = []  # inputs with every window cut, in order, whose last windows may be pending
@@ -168,7 +172,7 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
         item = ScoredWindows(index=index, name=str(names[index]) if names is not None else default,
                              num_samples=0, starts=[], ends=[], scores=torch.empty(0))
         rows[index] = []
-        windows = input_windows(source, item.name, window, hop, frontend)
+        windows = input_windows(source, item.name, window, hop, frontend, sample_rate)
         while True:
             try:
                 start, samples = next(windows)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ..audio.features import FeatureExtractor
+from ..audio.io import is_waveform, require_sample_rate
 from ..errors import AudioInputError, CheckpointError, ConfigError
 from ..labels import resolve_labels, top_labels
 from ..model import AST
@@ -174,25 +175,28 @@ class Tagger:
     def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                       names: Sequence[str] | None = None,
                       on_error: Callable[[int, AudioInputError], None] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Iterator[ScoredWindows]:
+                      progress: Callable[[int, int], None] | None = None,
+                      sample_rate: int | None = None) -> Iterator[ScoredWindows]:
         """Score every window of every input with this model; yields one ScoredWindows per input, in input order.
 
         `ast_audio.infer.stream.stream_scores` with this Tagger's `score_windows` and front end (see it for the
-        arguments); `window` and `hop` are sample counts (`window_and_hop`).
+        arguments); `window` and `hop` are sample counts at the model rate (`window_and_hop`); `sample_rate` is the
+        rate of the waveforms among `inputs`.
         """
         return stream_scores(self.score_windows, self.model.frontend, inputs, window, hop, batch_size, names=names,
-                             on_error=on_error, progress=progress)
+                             on_error=on_error, progress=progress, sample_rate=sample_rate)
 
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
             names: Sequence[str] | None = None,
-            on_error: Callable[[int, AudioInputError], None] | None = None) -> list[TagResult]:
+            on_error: Callable[[int, AudioInputError], None] | None = None, *,
+            sample_rate: int | None = None) -> list[TagResult]:
         """Tag files or waveforms.
 
         Args:
-            inputs: a path or (N,) waveform at `self.sample_rate`, or a list of them. Paths are decoded block by
-                block with `stream_audio` (mono, resampled; memory does not grow with the file's length); a bad file
-                raises `AudioInputError` naming it.
+            inputs: a path or a (N,) float waveform (numpy array or torch tensor, mono, in [-1, 1]), or a list of
+                them. Paths are decoded block by block with `stream_audio` (mono, resampled; memory does not grow
+                with the file's length); a bad file raises `AudioInputError` naming it.
             top_k: labels kept per clip and per window (capped at the number of classes).
             window_s: sliding-window length in seconds; default the model's input length (`max_window_s`).
             hop_s: seconds between window starts, in (0, window_s]; default window_s / 2 (50% overlap).
@@ -201,6 +205,8 @@ class Tagger:
             names: display names for the inputs (default: the path, or "waveform_<i>").
             on_error: called as on_error(index, error) for an input that cannot be used, which is then left out of
                 the results (default: raise).
+            sample_rate: the waveforms' rate in Hz, required when `inputs` holds any (as transformers' pipelines
+                take `sampling_rate`); they are resampled to `self.sample_rate` with soxr (`as_waveform`).
 
         Returns:
             One TagResult per input (per good input with `on_error`), in order.
@@ -213,13 +219,13 @@ class Tagger:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         window, hop = self.window_and_hop(window_s, hop_s)
 
-        single = isinstance(inputs, (str, os.PathLike, torch.Tensor))
-        items = [inputs] if single else list(inputs)
+        items = as_items(inputs)
         if names is not None and len(names) != len(items):
             raise ConfigError(f"got {len(names)} names for {len(items)} inputs")
         rate = self.sample_rate
         results = []
-        for scored in self.stream_scores(items, window, hop, batch_size, names=names, on_error=on_error):
+        for scored in self.stream_scores(items, window, hop, batch_size, names=names, on_error=on_error,
+                                         sample_rate=sample_rate):
             per_window = scored.scores  # (W_i, C)
             clip = per_window.max(dim=0).values if aggregate == "max" else per_window.mean(dim=0)
             windows = [WindowScores(start_s=s / rate, end_s=e / rate, scores=row,
@@ -236,33 +242,41 @@ def tag_files(paths: Sequence[str | Path], checkpoint: str | os.PathLike, **kwar
     return Tagger.from_checkpoint(checkpoint).tag(list(paths), **kwargs)
 
 
-def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, window_s: float | None = None,
+def as_items(inputs: AudioSource | Sequence[AudioSource]) -> list[AudioSource]:
+    """One input (a path or a waveform) or a sequence of them -> the list of inputs."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike)) or is_waveform(inputs) else list(inputs)
+
+
+def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None = None,
                  hop_s: float | None = None, batch_size: int = 8,
-                 progress: Callable[[float, float], None] | None = None) -> Timeline:
-    """Score every window of a file (streamed) or a (N,) waveform at the model rate: the recording's `Timeline`.
+                 progress: Callable[[float, float], None] | None = None,
+                 sample_rate: int | None = None) -> Timeline:
+    """Score every window of a file (streamed) or a (N,) waveform: the recording's `Timeline`.
 
     The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`).
 
     Args:
         tagger: the model, its front end and labels.
-        source: an audio path (any rate and channel count libsndfile reads) or a 1-D float waveform at
-            `tagger.sample_rate`.
+        source: an audio path (any rate and channel count libsndfile reads) or a 1-D float waveform (numpy array
+            or torch tensor) at `sample_rate`.
         window_s, hop_s: as in `Tagger.tag` (defaults: the model's input length, half of it).
         batch_size: windows per forward pass; memory ~ batch_size windows of audio and features.
         progress: called as progress(seconds_done, total_seconds) after each batch (total from the header).
+        sample_rate: the waveform's rate in Hz (required for a waveform; resampled to the model's rate).
     """
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     window, hop = tagger.window_and_hop(window_s, hop_s)
     rate = tagger.sample_rate
-    if isinstance(source, torch.Tensor):
-        name, total_s = "waveform", source.shape[-1] / rate
+    if is_waveform(source):
+        name, total_s = "waveform", source.shape[-1] / require_sample_rate(sample_rate)
     else:
         from ..audio.io import load_audio_info
 
         name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
     report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
-    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report)
+    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report,
+                                     sample_rate=sample_rate)
     duration_s = scored.num_samples / rate
     if progress is not None:
         progress(duration_s, duration_s)

@@ -160,14 +160,15 @@ class Service:
             plan: tuple[int, int]) -> bytes:
         waveform = self.decode_windowed(upload, *plan)
         result = self.tagger.tag(waveform, top_k=top_k, window_s=window_s, hop_s=hop_s,
-                                 batch_size=self.settings.batch_size, names=[upload.name])[0]
+                                 batch_size=self.settings.batch_size, names=[upload.name],
+                                 sample_rate=self.tagger.sample_rate)[0]
         return _json_bytes(result.to_dict())
 
     def events(self, upload: Upload, window_s: float | None, hop_s: float | None, plan: tuple[int, int],
                config: EventConfig, top_n: int) -> bytes:
         waveform = self.decode_windowed(upload, *plan)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
-                                batch_size=self.settings.batch_size)
+                                batch_size=self.settings.batch_size, sample_rate=self.tagger.sample_rate)
         energy = Energy.from_chunks([waveform.numpy()], self.tagger.sample_rate) if config.refine == "energy" else None
         events = detect_events(timeline, config, energy)
         keep = selected_classes(timeline.labels, config.only, config.exclude)
@@ -180,7 +181,8 @@ class Service:
 
         waveform = self.decode(upload)
         with self.turns.turn(self._local.client):  # one model input, forward (and backward): one turn
-            explanation = explain(self.model, waveform, class_name=class_name, start_s=start_s)
+            explanation = explain(self.model, waveform, sample_rate=self.tagger.sample_rate, class_name=class_name,
+                                  start_s=start_s)
         buffer = io.BytesIO()
         with self.plot_lock:
             plot_explanation(explanation, buffer)
@@ -255,6 +257,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                            "stream_max_sessions": settings.stream_max_sessions,
                            "stream_max_message_kb": settings.stream_max_message_kb,
                            "stream_max_messages_per_s": settings.stream_max_messages_per_s,
+                           "stream_max_speed": settings.stream_max_speed,
+                           "stream_burst_s": settings.stream_burst_s,
                            "stream_max_session_s": settings.stream_max_session_s},
                 "threads": settings.threads, "load": service.load()}
 

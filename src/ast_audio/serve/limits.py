@@ -1,6 +1,7 @@
 """The service's limits: `ServeSettings` (every limit and knob, checked at start-up), `ApiError` (an error answered
-as JSON {"error": ...} with its status) and `BodyLimitMiddleware` (413 for a body over the size limit, 408 for one
-slower than the upload timeout, enforced before anything reads the body).
+as JSON {"error": ...} with its status), `BodyLimitMiddleware` (413 for a body over the size limit, 408 for one
+slower than the upload timeout, enforced before anything reads the body) and `TokenBucket` (the rate limits of a
+live stream: seconds of audio and messages per wall-clock second, each with a burst).
 
 The per-request work limits (hop fraction, window count) are checked by `ast_audio.serve.app.Service` against these
 settings with `ast_audio.infer.stream.window_count`.
@@ -51,7 +52,14 @@ class ServeSettings:
             the request's `threshold` applies to the classes not listed. Names are checked against the model.
         stream_max_sessions: live streams (/v1/stream) open at once; one more is refused (close 1013).
         stream_max_message_kb: largest binary PCM message of a stream, in KiB -> close 1009.
-        stream_max_messages_per_s: most messages a stream may send in any one second -> close 1008.
+        stream_max_messages_per_s: messages a stream may send per second, with a burst of as many: in any T
+            seconds at most stream_max_messages_per_s x (1 + T) messages -> close 1008. Stops floods of tiny
+            messages; the audio they carry is limited by the next two.
+        stream_max_speed: seconds of audio a stream may send per second of wall-clock time (x real time) ...
+        stream_burst_s: ... beyond a burst of this many seconds of audio: in any T seconds at most
+            stream_burst_s + stream_max_speed x T seconds of audio -> close 1008. A live source (real time) never
+            reaches it; a client may send a file faster than real time, up to stream_max_speed, and the first
+            stream_burst_s seconds of it at once.
         stream_max_session_s: longest a stream may stay open, in seconds -> close 1008.
     """
 
@@ -73,11 +81,13 @@ class ServeSettings:
     stream_max_sessions: int = 4
     stream_max_message_kb: float = 256.0
     stream_max_messages_per_s: int = 50
+    stream_max_speed: float = 4.0
+    stream_burst_s: float = 30.0
     stream_max_session_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s",
-                     "stream_max_message_kb", "stream_max_session_s"):
+                     "stream_max_message_kb", "stream_max_session_s", "stream_max_speed", "stream_burst_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -102,6 +112,24 @@ class ServeSettings:
     @property
     def stream_max_message_bytes(self) -> int:
         return int(self.stream_max_message_kb * 1024)
+
+class TokenBucket:
+    """A rate limit with a burst: `burst` units at once, refilled at `rate` units per second up to `burst`, so any
+    T seconds take at most burst + rate x T units. Times are `time.monotonic()` seconds; it starts full."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.level, self.last = burst, now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Spend `amount` units at time `now` if the bucket holds them (True); otherwise spend nothing (False)."""
+        self.level = min(self.burst, self.level + (now - self.last) * self.rate)
+        self.last = now
+        if amount > self.level + 1e-9:  # a bucket refilled to exactly `amount` may hold it less a rounding error
+            return False
+        self.level -= amount
+        return True
+
 
 class ApiError(Exception):
     """An error answered with `status` and the JSON body {"error": message}."""

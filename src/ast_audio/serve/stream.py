@@ -11,9 +11,13 @@ Protocol (every server message is one JSON text message):
 3. The client sends {"end": true} (or just closes): the server sends the last hops (events closed by the end of the
    stream), then {"done": true, "windows": N, "skipped": S} and closes normally.
 
-Errors are {"error": "<one line>"} followed by a close: 1008 (policy) for a bad first message, too many messages
-per second or a session past its length; 1009 for a message over the size limit; 1013 (try again later) when the
-server already has its most sessions. Limits are `ServeSettings.stream_*` (docs/serve.md).
+Errors are {"error": "<one line>"} followed by a close: 1008 (policy) for a bad first message, audio sent faster
+than the stream's speed limit allows, too many messages per second or a session past its length; 1009 for a message
+over the size limit; 1013 (try again later) when the server already has its most sessions. Limits are
+`ServeSettings.stream_*` (docs/serve.md). The rate limits are token buckets (`limits.TokenBucket`) on what the
+stream costs: seconds of audio per second (`stream_max_speed`, after a burst of `stream_burst_s`), so a client may
+send faster than real time up to a bound, whatever its chunk size; and messages per second
+(`stream_max_messages_per_s`, after a burst of as many), so floods of tiny messages are stopped too.
 
 Each session is isolated: its own `StreamingTagger` (resampler, window, event state) and its own failure handling;
 windows are scored in worker threads taking turns with the HTTP requests (`Service.run`, `fair.FairTurns`), and a
@@ -27,7 +31,6 @@ import asyncio
 import json
 import math
 import time
-from collections import deque
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -38,7 +41,7 @@ from ..infer.live import PCM_DTYPES, PcmDecoder, StreamingTagger
 from ..infer.plots import class_colour
 from ..labels import parse_names, selected_classes
 from ..utils import one_line
-from .limits import ApiError, ServeSettings
+from .limits import ApiError, ServeSettings, TokenBucket
 
 MAX_RATE_HZ = 384000
 MAX_CHANNELS = 32
@@ -172,7 +175,8 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
                                    "hop_s": round(streamer.hop_s, 6), "sample_rate": streamer.rate,
                                    "labels": len(streamer.labels),
                                    "colours": {label: class_colour(i) for i, label in enumerate(streamer.labels)}})
-        receiver = asyncio.create_task(_receiver(websocket, settings, deadline, queue))
+        bytes_per_s = decoder.frame_bytes * streamer.input_rate  # of audio, as sent
+        receiver = asyncio.create_task(_receiver(websocket, settings, deadline, queue, bytes_per_s))
         while True:
             items = [await queue.get()]
             while not queue.empty():
@@ -207,11 +211,16 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
         sessions.open -= 1
 
 
-async def _receiver(websocket: WebSocket, settings: ServeSettings, deadline: float, queue: asyncio.Queue) -> None:
+async def _receiver(websocket: WebSocket, settings: ServeSettings, deadline: float, queue: asyncio.Queue,
+                    bytes_per_s: int) -> None:
     """Read the client's messages as they come (timestamped, so late windows can be skipped), enforcing the
-    message size, message rate and session length; the session loop acts on what it puts on the queue."""
+    message size, message rate, audio rate and session length; the session loop acts on what it puts on the queue.
+    `bytes_per_s`: bytes of PCM per second of audio (rate x channels x sample size)."""
     limit = settings.stream_max_message_bytes
-    recent: deque[float] = deque()  # arrival times of the messages of the last second
+    start = time.monotonic()
+    messages = TokenBucket(settings.stream_max_messages_per_s, settings.stream_max_messages_per_s, start)
+    audio = TokenBucket(settings.stream_max_speed, settings.stream_burst_s, start)  # seconds of audio
+    sent_s = 0.0  # audio received so far, for the refusal's message
     try:
         while True:
             try:
@@ -226,13 +235,11 @@ async def _receiver(websocket: WebSocket, settings: ServeSettings, deadline: flo
             if message["type"] == "websocket.disconnect":
                 queue.put_nowait(("gone", None, now))
                 return
-            recent.append(now)
-            while recent[0] < now - 1.0:
-                recent.popleft()
-            if len(recent) > settings.stream_max_messages_per_s:
+            if not messages.take(1, now):
                 queue.put_nowait(("refuse", StreamRefused(1008, f"more than {settings.stream_max_messages_per_s} "
-                                                                "messages per second (stream_max_messages_per_s); "
-                                                                "send larger chunks less often"), now))
+                                                                "messages per second (stream_max_messages_per_s, "
+                                                                "after a burst of as many); send larger chunks less "
+                                                                "often"), now))
                 return
             data = message.get("bytes")
             if data is None:
@@ -251,6 +258,16 @@ async def _receiver(websocket: WebSocket, settings: ServeSettings, deadline: flo
                 queue.put_nowait(("refuse", StreamRefused(1009, f"message of {len(data)} bytes is larger than the "
                                                                 f"{limit} allowed (stream_max_message_kb); send "
                                                                 "smaller chunks"), now))
+                return
+            seconds = len(data) / bytes_per_s
+            sent_s += seconds
+            if not audio.take(seconds, now):
+                speed, burst = settings.stream_max_speed, settings.stream_burst_s
+                queue.put_nowait(("refuse", StreamRefused(1008, f"audio is arriving faster than {speed:g} x real "
+                                                                f"time after a burst of {burst:g} s "
+                                                                f"(stream_max_speed, stream_burst_s): {sent_s:.1f} s "
+                                                                f"of audio in {now - start:.1f} s; send at most "
+                                                                f"{speed:g} s of audio per second"), now))
                 return
             queue.put_nowait(("pcm", data, now))
     except WebSocketDisconnect:
