@@ -180,7 +180,7 @@ def test_stitched_frames_are_gapless_and_equal_the_brute_force(overlap, samples)
     result = score_frames(model, waveform, overlap=overlap, batch_size=3)
     columns = math.ceil(samples / 1600)
     assert result.scores.shape == (columns, 5)
-    assert result.spans[0, 0] == 0 and result.spans[-1, 1] == samples / 16000
+    assert result.spans[0, 0] == 0 and result.spans[-1, 1] == samples / 16000 and result.hop_s == 0.1
     np.testing.assert_array_equal(result.spans[1:, 0], result.spans[:-1, 1])  # no gap, no overlap
     torch.testing.assert_close(result.scores, brute_force_frames(model, waveform, overlap), atol=1e-5, rtol=0)
     assert result.windows == (5 if not overlap else math.ceil((columns - 12) / 6) + 1)
@@ -207,7 +207,7 @@ def test_checkpoint_round_trip_keeps_the_head(tmp_path):
     assert loaded.config == model.config
     x = torch.randn(2, 128, 128)
     with torch.no_grad():
-        for got, want in zip(loaded.forward_both(x), model.forward_both(x)):
+        for got, want in zip(loaded.forward_both(x), model.forward_both(x), strict=True):
             torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 

@@ -69,16 +69,12 @@ class FrameScores:
     labels: tuple[str, ...]
     num_samples: int
     sample_rate: int
+    hop_s: float  # seconds per grid column (0.1 for AST; the last column may be shorter)
     windows: int  # model passes
 
     @property
     def duration_s(self) -> float:
         return self.num_samples / self.sample_rate
-
-    @property
-    def hop_s(self) -> float:
-        """Seconds per grid column (0.1 for AST)."""
-        return float(self.spans[0, 1] - self.spans[0, 0]) if len(self.spans) > 1 else self.duration_s
 
 
 def grid_columns(num_samples: int, column_samples: int) -> int:
@@ -98,6 +94,8 @@ def score_frames(model, audio: torch.Tensor | str | os.PathLike, *, overlap: boo
         AudioInputError: audio that cannot be read, not 1-D, or shorter than one analysis frame.
         CheckpointError: non-finite logits (weights that overflow).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not getattr(model, "has_frame_head", False):
         raise ConfigError("frame scores need a frame model (one with a frame head); this is a clip model: use "
                           "sliding windows (Tagger, `ast-audio events`) or train one with `train --recipe sed`")
@@ -117,7 +115,8 @@ def score_frames(model, audio: torch.Tensor | str | os.PathLike, *, overlap: boo
     scores = torch.cat(rows)  # (num_columns, C)
     spans = np.array([column_span(config, frontend, j) for j in range(num_columns)])
     spans[-1, 1] = waveform.shape[0] / frontend.sample_rate  # the last column ends with the file
-    return FrameScores(scores, spans, tuple(model.labels), waveform.shape[0], frontend.sample_rate, len(windows))
+    return FrameScores(scores, spans, tuple(model.labels), waveform.shape[0], frontend.sample_rate,
+                       hop_s=column_span(config, frontend, 1)[0], windows=len(windows))
 
 
 def _waveform(audio: torch.Tensor | str | os.PathLike, rate: int, min_samples: int) -> torch.Tensor:
