@@ -77,10 +77,10 @@ def test_allow_new_keeps_shared_classes():
 # The head surgery
 
 
-def _named(labels: tuple[str, ...], seed: int = 0) -> AST:
+def _named(labels: tuple[str, ...], seed: int = 0, **changes) -> AST:
     """A tiny single-label model with `labels` and a head whose every tensor is random (rows far apart, so a row in
     the wrong place, or a LayerNorm reset to its init, cannot pass for the right one)."""
-    base = tiny_model(seed=seed, num_classes=len(labels))
+    base = tiny_model(seed=seed, num_classes=len(labels), **changes)
     model = AST(base.config, frontend=base.frontend, labels=list(labels), multi_label=False)
     model.load_state_dict(base.state_dict())
     torch.manual_seed(seed + 100)
@@ -115,6 +115,28 @@ def test_remap_head_without_shared_classes_is_a_new_head():
     new = remap_head(source, ("x", "y"), [None, None])
     assert new.labels == ("x", "y") and new.state_dict()["mlp_head.1.weight"].shape == (2, 32)
     assert torch.equal(new.state_dict()["mlp_head.0.weight"], torch.ones(32))  # a fresh LayerNorm: nothing kept
+
+
+def test_remap_head_moves_a_frame_models_classifier_rows_too():
+    """A frame model's per-column classifier rows follow their class like the clip head's; the weak-label
+    attention (C x C) is new."""
+    from ast_audio.config import FrameHeadConfig
+
+    source = _named(MODEL_ORDER, seed=3, frame_head=FrameHeadConfig(temporal="none", weak_pool="attention", hidden=16))
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    with torch.no_grad():  # a non-zero attention, so "fresh" is visible
+        source.frame_head.weak_attention.weight.fill_(0.5)
+    data = ("am", "chirp", "noise", "tone")
+    new = remap_head(source, data, match_classes(data, MODEL_ORDER, allow_new=True))
+    got = new.state_dict()
+    for i, name in enumerate(data[1:], start=1):
+        j = MODEL_ORDER.index(name)
+        assert torch.equal(got["frame_head.classifier.weight"][i], state["frame_head.classifier.weight"][j])
+        assert torch.equal(got["frame_head.classifier.bias"][i], state["frame_head.classifier.bias"][j])
+    assert got["frame_head.weak_attention.weight"].shape == (4, 4)
+    assert torch.count_nonzero(got["frame_head.weak_attention.weight"]) == 0
+    x = torch.randn(1, new.config.input_tdim, new.config.input_fdim)
+    assert new.forward_frames(x).shape[-1] == 4
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -219,14 +219,20 @@ def remap_head(model: AST, labels: Sequence[str], rows: Sequence[int | None]) ->
     fresh = new.state_dict()
     state = {k: v.detach() for k, v in model.state_dict().items()}
     kept = [(i, r) for i, r in enumerate(rows) if r is not None]
+    # A frame model's class-sized layers follow the clip head's rows: its classifier rows move by name like
+    # `mlp_head.1`; the weak-label attention (C, C) mixes classes, so it starts fresh (as plain mean pooling).
+    row_keys = ["mlp_head.1.weight", "mlp_head.1.bias"]  # (C, D) and (C,)
+    if config.frame_head is not None:
+        row_keys += ["frame_head.classifier.weight", "frame_head.classifier.bias"]  # (C, K) and (C,)
+        state.update({k: fresh[k] for k in fresh if k.startswith("frame_head.weak_attention.")})
     if kept:
         to_rows, from_rows = [i for i, _ in kept], [r for _, r in kept]
-        for key in ("mlp_head.1.weight", "mlp_head.1.bias"):  # (C, D) and (C,)
+        for key in row_keys:
             value = fresh[key].clone()
             value[to_rows] = state[key][from_rows].to(value.dtype)
             state[key] = value
     else:
-        state.update({key: fresh[key] for key in HEAD_KEYS})
+        state.update({key: fresh[key] for key in (*HEAD_KEYS, *row_keys[2:])})
     new.load_state_dict(state, strict=True)
     reference = next(model.parameters())
     new.to(device=reference.device, dtype=reference.dtype)
