@@ -23,7 +23,7 @@ WRITING_COMMANDS = ("tag", "events", "embed", "explain", "calibrate", "eval", "t
                     "convert", "export", "scenes")
 PROGRESS_COMMANDS = ("stats", "calibrate", "eval", "events", "train")
 TOP_K_COMMANDS = ("tag", "events", "explain", "listen")
-OLD_SPELLINGS = ("--label-csv", "--batch", "--out", "--plot-classes")
+OLD_SPELLINGS = ("--label-csv", "--batch", "--out", "--plot-classes", "--workers")
 CLASSES = ("chirp", "noise", "tone")  # a folder layout's classes, sorted
 
 
@@ -66,6 +66,8 @@ def test_every_parser_speaks_one_vocabulary():
     (["prepare", "--data", "d", "-o", "s", "--format", "wav"], "audio_format", "wav", "--format", "--audio-format"),
     (["bench", "--batch", "3"], "batch_size", 3, "--batch", "--batch-size"),
     (["events", "f.wav", "--plot-classes", "7"], "top_k", 7, "--plot-classes", "--top-k"),
+    (["tag", "--files-from", "L", "-o", "x", "--workers", "0"], "num_workers", 0, "--workers", "--num-workers"),
+    (["stats", "--data", "d", "--workers", "1"], "num_workers", 1, "--workers", "--num-workers"),
     (["eval", "--checkpoint", "c", "--layout", "folder", "--data", "d", "--label-csv", "L.csv"], "labels", "L.csv",
      "--label-csv", "--labels"),
 ])

@@ -1,4 +1,4 @@
-"""Archive mode of `tag` and `events` (--files-from, --resume, --shard, --workers) and `ast-audio merge-parts`:
+"""Archive mode of `tag` and `events` (--files-from, --resume, --shard, --num-workers) and `ast-audio merge-parts`:
 thin shells over ast_audio.infer.archive."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from .args import positive_int, report_file_error
+from .args import add_option, positive_int, report_file_error
 
 
 def add_archive_args(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_archive_args(parser: argparse.ArgumentParser) -> None:
                        "(without --resume or --force an existing --output is refused)")
     group.add_argument("--shard", metavar="K/N", help="process part K of N (0 <= K < N) into OUTPUT.partK-of-N; "
                        "the last part to finish merges them (default under torchrun: RANK/WORLD_SIZE)")
-    group.add_argument("--workers", type=int, default=2, metavar="N",
+    add_option(group, "--num-workers", type=int, default=2, metavar="N", deprecated=("--workers",),
                        help="DataLoader processes decoding ahead of the model (default 2; 0 = in this process)")
 
 
@@ -38,8 +38,8 @@ def archive_mode(args: argparse.Namespace) -> bool:
         raise ConfigError("give either audio files or --files-from, not both")
     if not args.output:
         raise ConfigError("--files-from needs --output OUT.jsonl (one JSON line per file)")
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+    if args.num_workers < 0:
+        raise ConfigError(f"--num-workers must be 0 or more, got {args.num_workers}")
     if args.resume and args.force:
         raise ConfigError("--resume continues --output and --force replaces it: pass one of them")
     return True
@@ -62,7 +62,7 @@ def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) ->
         report_file_error(path, Exception(message))
 
     summary = run_archive(files, args.output, job, sample_rate=sample_rate, batch_size=args.batch_size,
-                          workers=args.workers, resume=args.resume, shard=shard, on_error=report)
+                          workers=args.num_workers, resume=args.resume, shard=shard, on_error=report)
     part = f" (part {shard[0]} of {shard[1]})" if shard else ""
     merged = f"; all parts done, merged into {summary['merged']}" if summary["merged"] else ""
     print(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, {summary['skipped']} "

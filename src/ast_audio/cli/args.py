@@ -236,7 +236,7 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> None:
     from ..errors import OutputError
 
     if Path(path).exists() and not force:
-        raise OutputError(f"{path} already exists; choose another -o/--output or pass --force to replace it", path)
+        raise OutputError(f"{path} already exists; choose another output or pass --force to replace it", path)
 
 
 def clear_for_force(path: str | os.PathLike, markers: Sequence[str]) -> None:

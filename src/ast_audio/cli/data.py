@@ -47,7 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--sample-rate", type=positive_int, default=16000, help="stored rate in Hz (default 16000)")
     add_option(prepare, "--audio-format", choices=("flac", "wav"), default="flac", deprecated=("--format",),
                help="how the clips are stored: flac, lossless 24-bit (default); wav, float32")
-    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this process)")
+    add_option(prepare, "--num-workers", type=int, default=0, deprecated=("--workers",),
+               help="decoding processes (default 0: this process)")
     prepare.set_defaults(func=cmd_prepare)
 
     stats = commands.add_parser(
@@ -67,7 +68,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--num-mel-bins", type=positive_int, help="mel bins (default 128)")
     stats.add_argument("--batch-size", type=positive_int, default=1000, help="clips per batch (default 1000)")
     stats.add_argument("--num-batches", type=positive_int, help="stop after this many batches")
-    stats.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    add_option(stats, "--num-workers", type=int, default=0, deprecated=("--workers",),
+               help="DataLoader worker processes (default 0)")
     add_progress_arg(stats)
     stats.set_defaults(func=cmd_stats)
 
@@ -97,7 +99,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     output = require_output(args, "DIR")
     manifest = _manifest(args)
     out = prepare_shards(manifest, output, shard_size=args.shard_size, sample_rate=args.sample_rate,
-                         audio_format=args.audio_format, num_workers=max(0, args.workers), force=args.force)
+                         audio_format=args.audio_format, num_workers=max(0, args.num_workers), force=args.force)
     index = json.loads((out / INDEX_NAME).read_text(encoding="utf-8"))
     _report_bad(entry["error"] for entry in index["skipped"])
     print(json.dumps({"out": str(out), "clips": index["clips"], "shards": len(index["shards"]),
@@ -138,7 +140,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         dataset = ClipDataset(_manifest(args), frontend, augment, seed=args.seed, normalize=False)
     with progress_for(args, "stats", "batches") as progress:
         result = norm_stats(dataset, batch_size=args.batch_size, num_batches=args.num_batches,
-                            num_workers=max(0, args.workers), seed=args.seed, progress=progress)
+                            num_workers=max(0, args.num_workers), seed=args.seed, progress=progress)
     _report_bad(bad.error for bad in result.bad)
     print(json.dumps({"mean": result.mean, "std": result.std, "clips": result.clips, "skipped": result.skipped,
                       "batches": result.batches}))
