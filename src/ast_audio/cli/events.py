@@ -395,6 +395,7 @@ def _calibrate_events(args: argparse.Namespace) -> int:
                 raise
             report_file_error(str(path), exc)
             failed += 1
+    progress(len(names), len(names))
     progress.close()
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")

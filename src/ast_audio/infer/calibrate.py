@@ -138,7 +138,8 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
         window_s, hop_s, batch_size: as in `Tagger.tag`; a clip's score is the max over its windows.
         on_error: called as on_error(path, error) for a clip that cannot be scored, which is then left out
             (default: raise).
-        progress: called as progress(clips_done, clips) after each clip (e.g. `ast_audio.utils.Progress`).
+        progress: called as progress(clips_done, clips) before each clip and at the end (e.g.
+            `ast_audio.utils.Progress`).
 
     Raises:
         ConfigError: a class name that is not one of the model's (calibrate a model trained on this label set), or
@@ -151,9 +152,9 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
                           f"(which has e.g. {', '.join(repr(n) for n in tagger.labels[:5])}); calibrate a model "
                           "trained on this label set")
     scores, targets = [], []
-    for done, (path, names) in enumerate(clips, 1):
+    for done, (path, names) in enumerate(clips):
         if progress is not None:
-            progress(done - 1, len(clips))
+            progress(done, len(clips))
         try:
             result = tagger.tag(path, top_k=1, window_s=window_s, hop_s=hop_s, batch_size=batch_size)[0]
         except AstAudioError as exc:
@@ -165,6 +166,8 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
         row[[index[name] for name in names]] = 1.0
         scores.append(result.scores)
         targets.append(row)
+    if progress is not None:
+        progress(len(clips), len(clips))
     if not scores:
         raise ConfigError("no clip of the data set could be scored; nothing to calibrate")
     return torch.stack(scores), torch.stack(targets)  # (N, C) each
