@@ -23,7 +23,7 @@ from ast_audio.weights.checkpoint import save_model
 from conftest import tiny_model, write_tone
 
 NUM_GOOD = 11
-OPTIONS = ("--batch-size", "2", "--workers", "1", "--top-k", "2")
+OPTIONS = ("--batch-size", "2", "--num-workers", "1", "--top-k", "2")
 
 
 def run_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -119,7 +119,7 @@ def test_events_over_a_file_list(archive, tmp_path):
     listing.write_text("# three files\n" + "\n".join(str(p) for p in files) + "\n\n")
     out = tmp_path / "events.jsonl"
     run = run_cli("events", "--files-from", listing, "--checkpoint", archive["ckpt"], "--output", out,
-                  "--threshold", "0.3", "--workers", "0", "--batch-size", "2")
+                  "--threshold", "0.3", "--num-workers", "0", "--batch-size", "2")
     assert run.returncode == 0, run.stderr
     got = rows(out)
     assert [r["file"] for r in got] == [str(p) for p in files]

@@ -21,7 +21,7 @@ CLI = str(Path(sys.executable).with_name("ast-audio"))
 # Runs the CLI with `import transformers` failing, as if it were not installed.
 WITHOUT_TRANSFORMERS = ("import sys; sys.modules['transformers'] = None; from ast_audio.cli import main; "
                         "sys.exit(main(sys.argv[1:]))")
-FAST = ["--repeats", "1", "--batch", "2", "--seconds", "3", "--no-peak"]
+FAST = ["--repeats", "1", "--batch-size", "2", "--seconds", "3", "--no-peak"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_bench_without_transformers(checkpoint, tmp_path):
 def test_bench_peak_and_fraction(checkpoint, tmp_path):
     """With the peaks measured (native dtypes only), each variant's fraction of peak is FLOPs / time / peak."""
     out = tmp_path / "bench.json"
-    run = subprocess.run([CLI, "bench", "--checkpoint", str(checkpoint), "--repeats", "1", "--batch", "2",
+    run = subprocess.run([CLI, "bench", "--checkpoint", str(checkpoint), "--repeats", "1", "--batch-size", "2",
                           "--seconds", "0", "--compare", "none", "--precisions", "fp32", "--json", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr

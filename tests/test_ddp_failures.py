@@ -37,7 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _args(data, out: Path) -> list[str]:
     train_json, eval_json, label_csv = data
-    return [*ARGS, "--data", str(train_json), "--eval-data", str(eval_json), "--label-csv", str(label_csv), "--out",
+    return [*ARGS, "--data", str(train_json), "--eval-data", str(eval_json), "--labels", str(label_csv), "-o",
             str(out)]
 
 

@@ -102,7 +102,7 @@ def test_train_onto_a_disk_that_fills_during_epoch_2(small_disk, tmp_path):
 
     observer = threading.Thread(target=fill_after_epoch_1)
     observer.start()
-    run = run_cli("train", *TRAIN, "--data", data, "--out", out)
+    run = run_cli("train", *TRAIN, "--data", data, "-o", out)
     observer.join()
     assert run.returncode == 1, run.stderr
     (line,) = _error_lines(run.stderr)
@@ -114,12 +114,12 @@ def test_train_onto_a_disk_that_fills_during_epoch_2(small_disk, tmp_path):
 
     for filler in small_disk.glob("filler*"):
         filler.unlink()
-    resumed = run_cli("train", *TRAIN, "--data", data, "--out", out, "--resume")
+    resumed = run_cli("train", *TRAIN, "--data", data, "-o", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {out} after epoch 1" in resumed.stderr
     assert [r["epoch"] for r in _rows(out / "metrics.csv")] == ["1", "2"]
     reference = tmp_path / "reference"
-    assert main(["train", *TRAIN, "--data", str(data), "--out", str(reference)]) == 0
+    assert main(["train", *TRAIN, "--data", str(data), "-o", str(reference)]) == 0
     a, b = load_file(str(reference / "checkpoint" / "model.safetensors")), load_file(str(out / "checkpoint" /
                                                                                          "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -219,7 +219,7 @@ def test_train_torch_save_failure_on_a_full_disk(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ast_audio.utils.shutil, "disk_usage",
                         lambda p: Usage(*real_usage(p)[:2], 4096) if Path(p) == out else real_usage(p))
     capsys.readouterr()
-    assert main(["train", *TRAIN, "--data", str(data), "--out", str(out)]) == 1
+    assert main(["train", *TRAIN, "--data", str(data), "-o", str(out)]) == 1
     (line,) = _error_lines(capsys.readouterr().err)
     assert line.startswith(f"ast-audio: error: epoch 2 not saved: cannot write {out / 'checkpoint'}: the disk is "
                            "full (about ") and f"4.0 KiB free in {out})" in line

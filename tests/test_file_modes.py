@@ -53,7 +53,7 @@ def test_training_outputs_have_the_umask_modes(tmp_path):
     out = tmp_path / "out"
     umask = 0o027  # group may read, others nothing: 0o640 files, 0o750 folders
     run = run_cli(umask, "train", "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}', "--init", "none",
-                  "--num-workers", "0", "--no-progress", "--recipe", "folder", "--data", data, "--out", out,
+                  "--num-workers", "0", "--no-progress", "--recipe", "folder", "--data", data, "-o", out,
                   "--epochs", "1", "--batch-size", "4", "--target-length", "64")
     assert run.returncode == 0, run.stderr
     got = modes(out)

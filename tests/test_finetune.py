@@ -226,7 +226,7 @@ def test_train_lora_cli_then_tag_and_export(tmp_path, capsys):
 
     data = make_folder(tmp_path / "data", classes=("tone", "noise"), clips_per_class=5, seconds=0.5)
     out = tmp_path / "run"
-    args = ["train", "--recipe", "folder", "--data", str(data), "--out", str(out), "--epochs", "1", "--batch-size",
+    args = ["train", "--recipe", "folder", "--data", str(data), "-o", str(out), "--epochs", "1", "--batch-size",
             "4", "--target-length", "60", "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}',
             "--num-workers", "0", "--no-progress", "--finetune", "lora", "--lora-rank", "2", "--lora-targets",
             "qkv,fc1", "--save-adapters"]
@@ -240,7 +240,7 @@ def test_train_lora_cli_then_tag_and_export(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["labels"][0]["label"] in ("noise", "tone")
     # export with its parity check against the eager model
     assert main(["export", str(out / "model"), str(tmp_path / "m.onnx")]) == 0 and (tmp_path / "m.onnx").is_file()
-    assert main(["train", "--recipe", "folder", "--data", str(data), "--out", str(tmp_path / "x"),
+    assert main(["train", "--recipe", "folder", "--data", str(data), "-o", str(tmp_path / "x"),
                  "--finetune", "half"]) == 1
     assert "finetune must be full, linear, lora or last:N" in capsys.readouterr().err
 

@@ -83,7 +83,7 @@ def test_folder_recipe_learns_from_scratch(tmp_path):
     data = make_learnable_folder(tmp_path / "data")
     out = tmp_path / "out"
     start = time.perf_counter()
-    code = main(["train", "--recipe", "folder", "--data", str(data), "--out", str(out), "--init", "none",
+    code = main(["train", "--recipe", "folder", "--data", str(data), "-o", str(out), "--init", "none",
                  "--model-config", MODEL, "--target-length", "150", "--fstride", "16", "--tstride", "16",
                  "--epochs", "30", "--batch-size", "16", "--lr", "1e-3",
                  "--set", "freqm=12", "--num-workers", "0", "--no-progress"])

@@ -146,7 +146,7 @@ def test_events_equal_library(server, tagger, clip):
     from ast_audio.infer.tagger import score_stream
 
     fields = {"window_s": "1.0", "hop_s": "0.25", "threshold": "0.5", "median": "3", "min_duration": "0.5",
-              "merge_gap": "0.3", "top_n": "2"}
+              "merge_gap": "0.3", "top_k": "2"}
     response = post(server, "/v1/events", wav_part(clip), data=fields)
     assert response.status_code == 200, response.text
     got = response.json()
@@ -224,6 +224,19 @@ def test_events_only_and_exclude(server, clip):
     assert got["events"] == [e for e in everything["events"] if e["label"] not in ("Speech", "Tone")]
     assert {c["label"] for c in got["timeline"]["classes"]} == set(LABELS) - {"Speech", "Tone"}
     assert_error(post(server, "/v1/events", wav_part(clip), data={"only": "Trombone"}), 422, "Trombone")
+
+
+def test_events_top_k_and_its_old_name_top_n(server, clip):
+    """/v1/events takes `top_k` (classes in the timeline), as /v1/tag and the CLI call a count of reported classes;
+    the old field name `top_n` still works, and both at once are refused."""
+    fields = {"window_s": "1.0", "hop_s": "0.5", "threshold": "0.99"}  # no events: exactly top_k classes drawn
+    new = post(server, "/v1/events", wav_part(clip), data={**fields, "top_k": "1"}).json()
+    old = post(server, "/v1/events", wav_part(clip), data={**fields, "top_n": "1"}).json()
+    wide = post(server, "/v1/events", wav_part(clip), data={**fields, "top_k": "3"}).json()
+    assert len(new["timeline"]["classes"]) == 1 and len(wide["timeline"]["classes"]) == 3
+    assert old["timeline"] == new["timeline"]
+    assert_error(post(server, "/v1/events", wav_part(clip), data={**fields, "top_k": "1", "top_n": "2"}), 422,
+                 "top_k", "top_n")
 
 
 def test_events_only_takes_ontology_names_and_ids(server, clip):

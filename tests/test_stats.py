@@ -87,7 +87,7 @@ def test_stats_command(data_root):
 
 def test_prepare_command_and_stats_on_shards(data_root, tmp_path):
     out_dir = tmp_path / "shards"
-    proc = _cli("prepare", "--layout", "folder", "--data", str(data_root), "--split", "valid", "--out",
+    proc = _cli("prepare", "--layout", "folder", "--data", str(data_root), "--split", "valid", "-o",
                 str(out_dir), "--shard-size", "1")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"out": str(out_dir), "clips": 2, "shards": 2, "skipped": 0}
@@ -108,7 +108,7 @@ def test_commands_report_bad_paths_in_one_line(data_root, tmp_path, capsys):
     make_folder(bad / "valid", classes=("a", "b"), clips_per_class=1, seconds=0.3)
     broken = bad / "train" / "a" / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav file")
-    assert main(["prepare", "--layout", "folder", "--data", str(bad), "--out", str(tmp_path / "s")]) == 1
+    assert main(["prepare", "--layout", "folder", "--data", str(bad), "-o", str(tmp_path / "s")]) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"out": str(tmp_path / "s"), "clips": 6, "shards": 1, "skipped": 1}
     lines = captured.err.strip().splitlines()

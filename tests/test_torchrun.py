@@ -27,7 +27,7 @@ TOL = 1e-5  # DDP averages the two ranks' mean-loss gradients; one process takes
 def _train(out: Path, data: tuple[Path, Path, Path], launcher: list[str]) -> subprocess.CompletedProcess:
     train_json, eval_json, label_csv = data
     args = ["train", "--recipe", "audioset-full", "--data", str(train_json), "--eval-data", str(eval_json),
-            "--label-csv", str(label_csv), "--out", str(out), "--epochs", "2", "--batch-size", "8",
+            "--labels", str(label_csv), "-o", str(out), "--epochs", "2", "--batch-size", "8",
             "--target-length", "100", "--init", "none", "--device", "cpu", "--num-workers", "0", "--no-progress",
             "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}', "--set", "warmup=false",
             "--set", "lr=1e-3", "--set", "selection=last"]

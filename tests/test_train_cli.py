@@ -120,7 +120,7 @@ def test_eval_and_ensemble_match_sklearn(folder_run, folder_data, capsys):
 
 def test_average_command_and_refusal(folder_run, tmp_path, capsys):
     a, b = folder_run / "model", folder_run / "checkpoint"
-    assert main(["average", str(a), str(b), "--out", str(tmp_path / "wa")]) == 0
+    assert main(["average", str(a), str(b), "-o", str(tmp_path / "wa")]) == 0
     got, wa, wb = _weights(tmp_path / "wa"), _weights(a), _weights(b)
     for key, value in got.items():
         assert torch.allclose(value.double(), (wa[key].double() + wb[key].double()) / 2, atol=1e-7, rtol=0), key
@@ -131,7 +131,7 @@ def test_average_command_and_refusal(folder_run, tmp_path, capsys):
 
     save_model(tiny_model(num_classes=3), tmp_path / "different")
     capsys.readouterr()
-    assert main(["average", str(a), str(tmp_path / "different"), "--out", str(tmp_path / "bad")]) == 1
+    assert main(["average", str(a), str(tmp_path / "different"), "-o", str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ast-audio: error:") and "differs" in err and "\n" not in err
     assert not (tmp_path / "bad").exists()

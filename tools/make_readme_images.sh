@@ -14,21 +14,21 @@ mkdir -p "$WORK" docs/images
 
 if [ ! -f "$WORK/demo/model/config.json" ]; then
     # a generous budget: training stops after 40 epochs anyway (~30 s on an idle 2-core machine)
-    "$PY" -m ast_audio demo --out "$WORK/demo" --seconds-budget 900
+    "$PY" -m ast_audio demo -o "$WORK/demo" --force --seconds-budget 900
 fi
 
-"$PY" -m ast_audio scenes "$WORK/scene" --count 1 --seconds 30 --seed 4
+"$PY" -m ast_audio scenes "$WORK/scene" --count 1 --seconds 30 --seed 4 --force
 # --plot-truth reads label,onset,offset (CSV); the DCASE truth is filename<TAB>onset<TAB>offset<TAB>event_label
 awk -F'\t' 'NR == 1 {print "label,onset,offset"; next} {print $4 "," $2 "," $3}' "$WORK/scene/truth.tsv" \
     > "$WORK/truth.csv"
 
 "$PY" -m ast_audio events "$WORK/scene/scene_000.wav" --checkpoint "$WORK/demo/model" --format dcase \
-    -o "$WORK/events.tsv" --scores-dir "$WORK/scores" --plot docs/images/events.png --plot-truth "$WORK/truth.csv" \
+    -o "$WORK/events.tsv" --force --scores-dir "$WORK/scores" --plot docs/images/events.png --plot-truth "$WORK/truth.csv" \
     --no-progress
 cat "$WORK/events.tsv"
 "$PY" -m ast_audio eval-events --truth "$WORK/scene/truth.tsv" --pred "$WORK/events.tsv" --scores-dir "$WORK/scores"
 
 chirp=$(awk -F'\t' '$4 == "chirp" {printf "%.2f", ($2 > 0.3 ? $2 - 0.3 : 0); exit}' "$WORK/scene/truth.tsv")
 "$PY" -m ast_audio explain "$WORK/scene/scene_000.wav" --checkpoint "$WORK/demo/model" --start "$chirp" \
-    --class chirp -o docs/images/explain.png --width 1000 --height 500
+    --class chirp -o docs/images/explain.png --force --width 1000 --height 500
 ls -l docs/images/events.png docs/images/explain.png

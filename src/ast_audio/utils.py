@@ -1,5 +1,5 @@
 """Small shared helpers: atomic file writes (with the umask's modes and a clear error on a full disk), one-line
-messages."""
+messages, progress reports on stderr (`Progress`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import errno
 import os
 import shutil
 import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import OutputError
 
@@ -221,3 +223,76 @@ def count_non_finite(tensor: torch.Tensor) -> int:
     if torch.isfinite(tensor.sum()):
         return 0
     return int((~torch.isfinite(tensor)).sum())
+
+
+# Seconds between progress lines (`Progress`); the environment variable changes it (0: a line on every update, what
+# the tests use).
+PROGRESS_EVERY_S = 5.0
+PROGRESS_EVERY_ENV = "AST_AUDIO_PROGRESS_EVERY"
+
+
+class Progress:
+    """A progress callback `progress(done, total)` for work that can take more than a few seconds, reported on stderr.
+
+    Nothing is shown during the first `every_s` seconds (short runs stay quiet). After that: a tqdm bar when stderr
+    is a terminal (and tqdm is installed), else one line `ast-audio: WHAT: DONE/TOTAL UNIT (P%), N s` every
+    `every_s` seconds. The library takes such callbacks and is silent without one; the CLI makes them
+    (`--no-progress`: `enabled=False`, which reports nothing). `every_s` defaults to $AST_AUDIO_PROGRESS_EVERY, else
+    5 s. A context manager: leaving it takes the bar off the terminal.
+    """
+
+    def __init__(self, what: str, unit: str = "", every_s: float | None = None, stream: Any = None,
+                 enabled: bool = True) -> None:
+        if every_s is None:
+            every_s = float(os.environ.get(PROGRESS_EVERY_ENV, PROGRESS_EVERY_S))
+        self.what, self.unit, self.every_s, self.enabled = what, unit, every_s, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = self.last = time.monotonic()
+        self._bar: Any = None
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, done: float, total: float | None = None) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._tty:
+            self._update_bar(done, total)
+        elif now - self.last >= self.every_s:
+            self.last = now
+            self.stream.write(f"ast-audio: {self.line(done, total, now - self.started)}\n")
+            self.stream.flush()
+
+    def line(self, done: float, total: float | None, elapsed: float) -> str:
+        """'WHAT: DONE/TOTAL UNIT (P%), N s' (no total: 'WHAT: DONE UNIT, N s')."""
+        unit = f" {self.unit}" if self.unit else ""
+        if total:
+            return f"{self.what}: {_count(done)}/{_count(total)}{unit} ({100 * done / total:.0f}%), {elapsed:.0f} s"
+        return f"{self.what}: {_count(done)}{unit}, {elapsed:.0f} s"
+
+    def _update_bar(self, done: float, total: float | None) -> None:
+        if self._bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # no tqdm: plain lines on the terminal too
+                self._tty = False
+                return
+            self._bar = tqdm(total=total, desc=self.what, unit=f" {self.unit}" if self.unit else "it",
+                             file=self.stream, leave=False, delay=self.every_s, dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        """Take the bar (if any) off the terminal."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _count(x: float) -> str:
+    """12 -> '12', 12.345 -> '12.3' (progress counts: clips, batches or seconds of audio)."""
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"

@@ -1,4 +1,4 @@
-"""Archive mode of `tag` and `events` (--files-from, --resume, --shard, --workers) and `ast-audio merge-parts`:
+"""Archive mode of `tag` and `events` (--files-from, --resume, --shard, --num-workers) and `ast-audio merge-parts`:
 thin shells over ast_audio.infer.archive."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from .args import positive_int, report_file_error
+from .args import add_option, positive_int, report_file_error
 
 
 def add_archive_args(parser: argparse.ArgumentParser) -> None:
@@ -16,10 +16,11 @@ def add_archive_args(parser: argparse.ArgumentParser) -> None:
                                       "resumable and splittable (docs/scale.md)")
     group.add_argument("--files-from", metavar="LIST", help="a text file with one audio path per line, or a folder "
                        "(audio files under it, recursively); writes one JSON line per file to --output")
-    group.add_argument("--resume", action="store_true", help="continue --output: skip the files it already has")
+    group.add_argument("--resume", action="store_true", help="continue --output: skip the files it already has "
+                       "(without --resume or --force an existing --output is refused)")
     group.add_argument("--shard", metavar="K/N", help="process part K of N (0 <= K < N) into OUTPUT.partK-of-N; "
                        "the last part to finish merges them (default under torchrun: RANK/WORLD_SIZE)")
-    group.add_argument("--workers", type=int, default=2, metavar="N",
+    add_option(group, "--num-workers", type=int, default=2, metavar="N", deprecated=("--workers",),
                        help="DataLoader processes decoding ahead of the model (default 2; 0 = in this process)")
 
 
@@ -37,24 +38,31 @@ def archive_mode(args: argparse.Namespace) -> bool:
         raise ConfigError("give either audio files or --files-from, not both")
     if not args.output:
         raise ConfigError("--files-from needs --output OUT.jsonl (one JSON line per file)")
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be 0 or more, got {args.workers}")
+    if args.num_workers < 0:
+        raise ConfigError(f"--num-workers must be 0 or more, got {args.num_workers}")
+    if args.resume and args.force:
+        raise ConfigError("--resume continues --output and --force replaces it: pass one of them")
     return True
 
 
 def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) -> int:
     """Run `job` over --files-from into --output; bad files get an error line and one stderr line each; exit 1 if
     any failed."""
-    from ..infer.archive import list_files, parse_shard, run_archive, torchrun_shard
+    from pathlib import Path
+
+    from ..infer.archive import list_files, parse_shard, part_path, run_archive, torchrun_shard
 
     files = list_files(args.files_from)
     shard = parse_shard(args.shard) if args.shard else torchrun_shard()
+    if args.force:  # the overwrite rule: --force replaces this run's output (or this part) instead of refusing it
+        target = part_path(args.output, *shard) if shard and shard[1] > 1 else Path(args.output)
+        target.unlink(missing_ok=True)
 
     def report(path: str, message: str) -> None:
         report_file_error(path, Exception(message))
 
     summary = run_archive(files, args.output, job, sample_rate=sample_rate, batch_size=args.batch_size,
-                          workers=args.workers, resume=args.resume, shard=shard, on_error=report)
+                          workers=args.num_workers, resume=args.resume, shard=shard, on_error=report)
     part = f" (part {shard[0]} of {shard[1]})" if shard else ""
     merged = f"; all parts done, merged into {summary['merged']}" if summary["merged"] else ""
     print(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, {summary['skipped']} "

@@ -1,5 +1,6 @@
-"""Argument helpers shared by every `ast-audio` command: one number validator factory, and the checkpoint, precision
-and data-set arguments defined once.
+"""Argument helpers shared by every `ast-audio` command: one number validator factory, the checkpoint, precision and
+data-set arguments defined once, and the one vocabulary of docs/cli.md (-o/--output with --force and the overwrite
+rule, --labels, --device, --no-progress, and `add_option`, which keeps old spellings as hidden deprecated aliases).
 
 Nothing here (or in any cli module at import time) imports torch: `ast-audio --help` and `ast-audio COMMAND --help`
 only build parsers. Heavy imports (models, matplotlib, fastapi, onnx) happen inside the commands' functions.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..train.layouts import LAYOUTS
@@ -97,7 +100,7 @@ DATA_HELP = ("audioset: train JSON datafile; esc50 / speechcommands: the release
 def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "required", shards: bool = False,
                   data_required: bool = True) -> None:
     """The data-set arguments, as `ast_audio.train.layouts.load_splits` takes them: --layout, --data, --eval-data,
-    --label-csv, --fold.
+    --labels (its `label_csv`), --fold.
 
     Args:
         layout: "required", "optional" (no default; the command checks), a default layout, or None for no
@@ -116,22 +119,32 @@ def add_data_args(parser: argparse.ArgumentParser, *, layout: str | None = "requ
     parser.add_argument("--data", required=data_required, metavar="PATH", help=DATA_HELP + where)
     parser.add_argument("--eval-data", metavar="PATH", help="audioset: the evaluation JSON datafile; folder: an "
                         "explicit validation folder/manifest")
-    parser.add_argument("--label-csv", metavar="CSV", help="class_labels_indices.csv (index,mid,display_name)")
+    add_labels_arg(parser, "the data's class names: class_labels_indices.csv (index,mid,display_name)")
     parser.add_argument("--fold", type=positive_int, metavar="K", help="ESC-50 validation fold (1-5)")
 
 
 def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str | None = None,
-                       torch_only: bool = False, verbose: bool = False):
-    """load_model for the inference commands: `precision` resolved for this machine (`torch_only`: explanations,
-    which need the torch model), and with `verbose` one stderr line saying what runs and why."""
+                       torch_only: bool = False, verbose: bool = False, device: str = "cpu"):
+    """load_model for the inference commands: `precision` resolved for this machine and `device` (`torch_only`:
+    explanations, which need the torch model), and with `verbose` one stderr line saying what runs and why. The model
+    is loaded on the CPU; the Tagger (or the command) moves it to `device`."""
     from ..model.precision import choose_precision
     from ..weights.checkpoint import load_model
 
-    choice = choose_precision(precision, torch_only=torch_only)
+    choice = choose_precision(precision, torch_only=torch_only, device=device)
     model = load_model(checkpoint, precision=choice, labels=labels)
     if verbose:
         print(f"ast-audio: {choice.describe()}", file=sys.stderr)
     return model
+
+
+def load_tagger(args: argparse.Namespace, labels: str | None = None):
+    """The Tagger of an inference command: --checkpoint in --precision (`load_for_inference`), run on --device."""
+    from ..infer.tagger import Tagger
+
+    device = inference_device(args.device, args.precision)
+    model = load_for_inference(args.checkpoint, args.precision, labels=labels, verbose=args.verbose, device=device)
+    return Tagger(model, device=device)
 
 
 def report_file_error(path: str, exc: Exception) -> None:
@@ -141,3 +154,135 @@ def report_file_error(path: str, exc: Exception) -> None:
     message = one_line(exc)
     prefix = f"{path}: "
     print(f"ast-audio: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The one vocabulary (docs/cli.md): an option means the same on every command; old spellings stay as hidden aliases.
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """The one stderr line of a deprecated spelling."""
+    print(f"ast-audio: warning: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+def add_option(parser: Any, *flags: str, deprecated: Sequence[str] = (), **kwargs: Any) -> argparse.Action:
+    """`parser.add_argument(*flags, **kwargs)` (parser: a parser or an argument group), plus each spelling in
+    `deprecated` as a hidden alias of it: same destination, type and choices, left out of --help, and one stderr
+    line `ast-audio: warning: OLD is deprecated; use NEW` when used.
+
+    An option with aliases cannot be `required` in argparse's sense (argparse would not count the alias); the
+    command checks it instead (`require_output`).
+    """
+    action = parser.add_argument(*flags, **kwargs)
+    new = max(action.option_strings, key=len)
+    base = type(action)
+
+    class DeprecatedAlias(base):  # type: ignore[misc, valid-type]
+        def __call__(self, parser_: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            warn_deprecated(option_string or self.option_strings[0], new)
+            super().__call__(parser_, namespace, values, option_string)
+
+    same = {k: v for k, v in kwargs.items() if k not in ("action", "help", "default", "required", "dest")}
+    for old in deprecated:
+        parser.add_argument(old, action=DeprecatedAlias, dest=action.dest, default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS, **same)
+    return action
+
+
+def add_labels_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--labels CSV` (train/eval/stats/prepare/calibrate's --label-csv is its hidden alias)."""
+    add_option(parser, "--labels", dest="labels", metavar="CSV", deprecated=("--label-csv",), help=help)
+
+
+def add_output_arg(parser: argparse.ArgumentParser, *, metavar: str, help: str, required: bool = False,
+                   deprecated: Sequence[str] = (), default: str | None = None, force: bool = True) -> None:
+    """`-o/--output PATH` (what the command writes) and, with `force`, `--force` (replace an existing output).
+
+    `required` with aliases is checked by `require_output` in the command (see `add_option`)."""
+    if required and not deprecated:
+        add_option(parser, "--output", "-o", metavar=metavar, required=True, help=help)
+    else:
+        suffix = " (required)" if required else ""
+        add_option(parser, "--output", "-o", metavar=metavar, default=default, deprecated=deprecated,
+                   help=help + suffix)
+    if force:
+        parser.add_argument("--force", action="store_true", help="replace the output if it exists (without it an "
+                            "existing output is refused)")
+
+
+def add_positional_output(parser: argparse.ArgumentParser, *, metavar: str, help: str) -> None:
+    """An output given as the last positional argument (`convert SRC OUT`, `export CKPT OUT.onnx`, `scenes OUT`) or,
+    as on every other command, as -o/--output; plus --force. The command reads it with `require_output`."""
+    parser.add_argument("out", nargs="?", metavar=metavar, help=f"{help} (or -o/--output {metavar})")
+    add_output_arg(parser, metavar=metavar, help=f"the same as the positional {metavar}")
+
+
+def require_output(args: argparse.Namespace, metavar: str) -> str:
+    """The command's output path: -o/--output, or the positional OUT where the command has one; exactly one."""
+    from ..errors import ConfigError
+
+    positional, option = getattr(args, "out", None), getattr(args, "output", None)
+    if positional is not None and option is not None:
+        raise ConfigError(f"give the output once: as the positional {metavar} or as -o/--output, not both")
+    path = positional if positional is not None else option
+    if path is None:
+        raise ConfigError(f"{args.command} needs an output: -o/--output {metavar}")
+    return path
+
+
+def refuse_existing(path: str | os.PathLike, force: bool) -> None:
+    """The overwrite rule of every command: an existing output is refused without --force (docs/cli.md)."""
+    from ..errors import OutputError
+
+    if Path(path).exists() and not force:
+        raise OutputError(f"{path} already exists; choose another output or pass --force to replace it", path)
+
+
+def clear_for_force(path: str | os.PathLike, markers: Sequence[str]) -> None:
+    """--force on a command that fills a folder step by step (train, demo, scenes): remove the previous output first,
+    but only a folder that holds one of `markers` (what that command writes); any other folder is written into and
+    nothing in it is deleted (a typo must not cost a user's files)."""
+    import shutil
+
+    folder = Path(path)
+    if folder.is_dir() and any((folder / name).exists() for name in markers):
+        shutil.rmtree(folder)
+
+
+DEVICE_HELP = "auto (default: a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N"
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """`--device` on every command that runs a model."""
+    parser.add_argument("--device", default="auto", metavar="DEV", help=DEVICE_HELP)
+
+
+def inference_device(name: str, precision: str = "fp32") -> str:
+    """--device resolved for an inference command ("cpu", "cuda:0", ...): auto is a CUDA GPU when there is one (the
+    CPU for the ONNX Runtime precisions, which run there); a CUDA device on a machine without one is a one-line
+    ConfigError."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..train.dist import resolve_device
+
+    if name == "auto" and precision.startswith("ort-"):
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available on this machine; use --device cpu (or auto)")
+    return str(resolve_device(name))
+
+
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """`--no-progress` on every command that can run for long (a line every few seconds on stderr, or a bar when
+    stderr is a terminal: `ast_audio.utils.Progress`)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines (or bar) on stderr")
+
+
+def progress_for(args: argparse.Namespace, what: str, unit: str):
+    """The progress callback of a command (`ast_audio.utils.Progress`; silent with --no-progress), a context
+    manager."""
+    from ..utils import Progress
+
+    return Progress(what, unit, enabled=not getattr(args, "no_progress", False))

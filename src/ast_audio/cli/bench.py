@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .args import PRECISION_CHOICES, non_negative_float, positive_int
+from .args import PRECISION_CHOICES, add_option, non_negative_float, positive_int
 
 # ast_audio.bench.speed's defaults, repeated so that --help needs no torch (tests/test_bench_cli.py checks them).
 DEFAULT_BATCH = 4
@@ -32,8 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--compare", choices=("transformers", "none"), default="transformers",
                        help="time the peers on the same weights (default; skipped if transformers is missing)")
     bench.add_argument("--compile", action="store_true", help="also time torch.compile'd torch precisions")
-    bench.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
-                       help=f"batch size for throughput (default {DEFAULT_BATCH})")
+    add_option(bench, "--batch-size", type=positive_int, default=DEFAULT_BATCH, deprecated=("--batch",),
+               help=f"batch size for throughput (default {DEFAULT_BATCH})")
     bench.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
                        help=f"timed interleaved rounds (default {DEFAULT_REPEATS})")
     bench.add_argument("--seconds", type=non_negative_float, default=60.0, metavar="S",
@@ -78,7 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             model = load_model(args.checkpoint)
         result = run_bench(model, precisions=precisions, compare=args.compare == "transformers",
-                           batch=args.batch, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
+                           batch=args.batch_size, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
                            peaks=not args.no_peak, log=log)
         text, data = format_bench(result), result.to_dict()
     sys.stdout.write(text)

@@ -10,7 +10,16 @@ import argparse
 import json
 import sys
 
-from .args import add_data_args, positive_int, unit_float
+from .args import (
+    add_data_args,
+    add_option,
+    add_output_arg,
+    add_progress_arg,
+    positive_int,
+    progress_for,
+    require_output,
+    unit_float,
+)
 
 SPLITS = ("train", "valid", "test")
 
@@ -33,13 +42,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Decode every clip of a split once (mono, resampled to --sample-rate), store it losslessly in "
         "tar shards with its labels, and write index.json. `ast-audio train --data DIR` streams such a folder.")
     _add_data_args(prepare, shards=False)
-    prepare.add_argument("--out", required=True, metavar="DIR", help="output folder for the shards")
+    add_output_arg(prepare, metavar="DIR", required=True, deprecated=("--out",), help="output folder for the shards")
     prepare.add_argument("--shard-size", type=positive_int, default=1000, help="clips per shard (default 1000)")
     prepare.add_argument("--sample-rate", type=positive_int, default=16000, help="stored rate in Hz (default 16000)")
-    prepare.add_argument("--format", choices=("flac", "wav"), default="flac",
-                         help="flac: lossless 24-bit (default); wav: float32")
-    prepare.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: this process)")
-    prepare.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_option(prepare, "--audio-format", choices=("flac", "wav"), default="flac", deprecated=("--format",),
+               help="how the clips are stored: flac, lossless 24-bit (default); wav, float32")
+    add_option(prepare, "--num-workers", type=int, default=0, deprecated=("--workers",),
+               help="decoding processes (default 0: this process)")
     prepare.set_defaults(func=cmd_prepare)
 
     stats = commands.add_parser(
@@ -59,7 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     stats.add_argument("--num-mel-bins", type=positive_int, help="mel bins (default 128)")
     stats.add_argument("--batch-size", type=positive_int, default=1000, help="clips per batch (default 1000)")
     stats.add_argument("--num-batches", type=positive_int, help="stop after this many batches")
-    stats.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    add_option(stats, "--num-workers", type=int, default=0, deprecated=("--workers",),
+               help="DataLoader worker processes (default 0)")
+    add_progress_arg(stats)
     stats.set_defaults(func=cmd_stats)
 
 
@@ -70,7 +81,7 @@ def _manifest(args: argparse.Namespace):
     if args.layout is None:
         raise ConfigError("--layout is required (audioset, esc50, speechcommands or folder)")
     splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data,
-                         label_csv=args.label_csv, holdout=args.holdout, seed=args.seed)
+                         label_csv=args.labels, holdout=args.holdout, seed=args.seed)
     manifest = getattr(splits, args.split)
     if manifest is None:
         raise ConfigError(f"layout {args.layout} has no {args.split} split; use --split train or valid")
@@ -85,9 +96,10 @@ def _report_bad(items) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from ..train.shards import INDEX_NAME, prepare_shards
 
+    output = require_output(args, "DIR")
     manifest = _manifest(args)
-    out = prepare_shards(manifest, args.out, shard_size=args.shard_size, sample_rate=args.sample_rate,
-                         audio_format=args.format, num_workers=max(0, args.workers), force=args.force)
+    out = prepare_shards(manifest, output, shard_size=args.shard_size, sample_rate=args.sample_rate,
+                         audio_format=args.audio_format, num_workers=max(0, args.num_workers), force=args.force)
     index = json.loads((out / INDEX_NAME).read_text(encoding="utf-8"))
     _report_bad(entry["error"] for entry in index["skipped"])
     print(json.dumps({"out": str(out), "clips": index["clips"], "shards": len(index["shards"]),
@@ -126,8 +138,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         dataset = ShardDataset(args.data, frontend, augment, seed=args.seed, normalize=False)
     else:
         dataset = ClipDataset(_manifest(args), frontend, augment, seed=args.seed, normalize=False)
-    result = norm_stats(dataset, batch_size=args.batch_size, num_batches=args.num_batches,
-                        num_workers=max(0, args.workers), seed=args.seed)
+    with progress_for(args, "stats", "batches") as progress:
+        result = norm_stats(dataset, batch_size=args.batch_size, num_batches=args.num_batches,
+                            num_workers=max(0, args.num_workers), seed=args.seed, progress=progress)
     _report_bad(bad.error for bad in result.bad)
     print(json.dumps({"mean": result.mean, "std": result.std, "clips": result.clips, "skipped": result.skipped,
                       "batches": result.batches}))

@@ -6,16 +6,19 @@ A thin shell over `ast_audio.infer.embed` (Embedder, write_embeddings).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import AstAudioError
 from .args import (
     add_checkpoint_arg,
+    add_device_arg,
+    add_output_arg,
     add_precision_arg,
+    inference_device,
     load_for_inference,
     number,
     positive_float,
     positive_int,
+    refuse_existing,
     report_file_error,
 )
 
@@ -32,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
     add_checkpoint_arg(embed)
     add_precision_arg(embed, default="auto")
+    add_device_arg(embed)
     embed.add_argument("--window", type=positive_float, metavar="S",
                        help="window length in seconds (default: the model's input length)")
     embed.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
@@ -41,8 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--pool", choices=POOLS, help="tokens: mean of the cls and dist tokens; mean: mean of the "
                        "patch tokens; none: also keep the patch tokens (default: the model's own pooling)")
     embed.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
-    embed.add_argument("--output", "-o", required=True, metavar="OUT", help="OUT.npz or OUT.parquet")
-    embed.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_output_arg(embed, metavar="OUT", required=True, help="OUT.npz or OUT.parquet")
     embed.set_defaults(func=cmd_embed)
 
 
@@ -51,11 +54,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from ..infer.embed import Embedder, output_format, write_embeddings
 
     output_format(args.output)
-    if Path(args.output).exists() and not args.force:
-        raise AstAudioError(f"{args.output} already exists; choose another --output or pass --force to replace it")
+    refuse_existing(args.output, args.force)
     # Embeddings need the torch layers: auto picks among torch precisions; an explicit ort-* runs its fp32 source.
-    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
-    embedder = Embedder(model, layer=args.layer, pool=args.pool)
+    device = inference_device(args.device, args.precision)
+    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose, device=device)
+    embedder = Embedder(model, device=device, layer=args.layer, pool=args.pool)
     embedder.tagger.window_and_hop(args.window, args.hop)  # refuse bad options before decoding anything
     failed = 0
 

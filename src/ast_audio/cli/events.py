@@ -13,12 +13,20 @@ from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
     add_data_args,
+    add_device_arg,
+    add_option,
+    add_output_arg,
     add_precision_arg,
+    add_progress_arg,
+    inference_device,
     load_for_inference,
+    load_tagger,
     non_negative_float,
     number,
     positive_float,
     positive_int,
+    progress_for,
+    refuse_existing,
     report_file_error,
     unit_float,
 )
@@ -28,8 +36,6 @@ if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help`
     from ..infer.events import EventConfig
     from ..infer.tagger import Tagger
 
-# Files longer than this many seconds get a progress bar on stderr.
-PROGRESS_MIN_S = 60.0
 # Copies of ast_audio.infer.formats.EVENT_FORMATS, ast_audio.infer.events.GRIDS and REFINES (those import torch,
 # which `--help` must not; a test checks the copies equal).
 EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
@@ -118,17 +124,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     events.add_argument("--scores-dir", metavar="DIR", help="also write each file's scores on the grid as "
                         "DIR/<name>.tsv (onset<TAB>offset<TAB><class...>, gapless from 0 to the end): what "
                         "sed_scores_eval and `ast-audio eval-events --scores-dir` read for PSDS")
-    events.add_argument("--output", "-o", metavar="OUT", help="write here (atomically) instead of stdout; with "
-                        "several files and --format audacity/srt, a folder receiving one file per input")
+    add_output_arg(events, metavar="OUT", help="write here (atomically) instead of stdout; with several files and "
+                   "--format audacity/srt, a folder receiving one file per input; with --files-from, the JSON-lines "
+                   "file")
     events.add_argument("--plot", metavar="PNG", help="also draw the top classes' window scores with the events "
                         "shaded (several inputs: PNG-<input name>.png each)")
-    events.add_argument("--plot-classes", type=positive_int, default=5, metavar="N",
-                        help="classes drawn by --plot (default 5)")
+    add_option(events, "--top-k", type=positive_int, default=5, metavar="N", deprecated=("--plot-classes",),
+               help="classes drawn by --plot: the N with the highest peak score, plus any with an event (default 5)")
     events.add_argument("--plot-truth", metavar="CSV", help="--plot: also draw reference events from a CSV with "
                         "label,onset,offset columns (e.g. annotations) above the scores")
     add_precision_arg(events)
+    add_device_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
-    events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_progress_arg(events)
     add_archive_args(events)
     events.set_defaults(func=cmd_events)
 
@@ -156,8 +164,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "model's input; with --truth, half of it, as in events)")
     calibrate.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows")
     add_precision_arg(calibrate)
+    add_device_arg(calibrate)
     calibrate.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass")
-    calibrate.add_argument("--output", "-o", required=True, metavar="CSV", help="thresholds CSV to write")
+    add_output_arg(calibrate, metavar="CSV", required=True, help="thresholds CSV to write")
+    add_progress_arg(calibrate)
     calibrate.set_defaults(func=cmd_calibrate)
 
     evaluate = commands.add_parser(
@@ -185,7 +195,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Attention rollout from the cls/dist tokens over the patch grid (or, with --class, gradient-"
         "weighted rollout for that class), mapped back to time-frequency cells, drawn over the log-mel spectrogram.")
     explain.add_argument("file", metavar="FILE", help="audio file")
-    explain.add_argument("--output", "-o", required=True, metavar="PNG", help="picture to write")
+    add_output_arg(explain, metavar="PNG", required=True, help="picture to write")
     explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: "
                          "class-agnostic rollout)")
     explain.add_argument("--start", type=non_negative_float, default=0.0, metavar="S",
@@ -195,17 +205,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--height", type=positive_int, default=600, help="picture height in pixels (default 600)")
     add_checkpoint_arg(explain)
     add_precision_arg(explain)
+    add_device_arg(explain)
     explain.set_defaults(func=cmd_explain)
-
-
-def _progress_bar(total_s: float, name: str):
-    """A tqdm bar over audio seconds on stderr, or None when tqdm is missing."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=round(total_s, 1), unit="s", desc=Path(name).name, file=sys.stderr, leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
 
 
 def _plot_path(plot: str, name: str, many: bool) -> Path:
@@ -215,17 +216,18 @@ def _plot_path(plot: str, name: str, many: bool) -> Path:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Events for FILE...: bad files are reported on stderr and skipped; exit 1 if any failed."""
-    from ..audio.io import load_audio_info
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
     from ..infer.events import Energy, detect_events, score_grid
     from ..infer.formats import dcase_durations, format_event_files, format_events, read_events_csv, scores_tsv
-    from ..infer.tagger import Tagger, score_stream
+    from ..infer.tagger import score_stream
     from ..labels import check_labels, rollup, rollup_scores, selected_classes
     from ..utils import atomic_write_text
 
     archive = archive_mode(args)
-    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
+    if not archive and args.output is not None:
+        refuse_existing(args.output, args.force)
+    tagger = load_tagger(args)
     window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)  # checked before decoding anything
     labels, groups = rollup(tagger.labels) if args.rollup else (tagger.labels, None)
     config = _event_config(args, labels, args.threshold,
@@ -258,28 +260,16 @@ def cmd_events(args: argparse.Namespace) -> int:
     results = []  # (name, timeline, events)
     failed = 0
     for path in args.files:
-        bar = None
         try:
-            if not args.no_progress:
-                total = load_audio_info(path).duration_s
-                if total >= PROGRESS_MIN_S:
-                    bar = _progress_bar(total, path)
-
-            def progress(done: float, total: float, bar=bar) -> None:
-                if bar is not None:
-                    bar.update(round(done, 1) - bar.n)
-
-            timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size,
-                                    progress=progress)
+            with progress_for(args, Path(path).name, "s of audio") as progress:  # long files: a line every few s
+                timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size,
+                                        progress=progress)
         except AstAudioError as exc:
             if args.debug:
                 raise
             report_file_error(path, exc)
             failed += 1
             continue
-        finally:
-            if bar is not None:
-                bar.close()
         if groups is not None:  # (N, C) -> (N, C'): the model's classes, then the parents they roll up to
             timeline = dataclasses.replace(timeline, scores=rollup_scores(timeline.scores, groups), labels=labels)
         try:
@@ -299,7 +289,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         if args.plot:
             from ..infer.plots import plot_timeline
 
-            plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.plot_classes,
+            plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.top_k,
                           title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
                           f"hop {timeline.hop_s:g} s", truth=truth)
 
@@ -320,9 +310,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     """Per-class thresholds from a labelled set; unreadable clips are reported and skipped (exit 1 at the end)."""
     from ..errors import ConfigError
     from ..infer.calibrate import calibration_table, score_clips, write_thresholds
-    from ..infer.tagger import Tagger
     from ..train.layouts import load_splits
 
+    refuse_existing(args.output, args.force)
     if args.truth is not None:
         if args.data is not None:
             raise ConfigError("give --data (clip-level F1 on a labelled set) or --truth (event F1 on strongly "
@@ -331,7 +321,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError("give --data (a labelled set, clip-level F1) or --truth TSV (strongly labelled "
                           "recordings, event F1)")
-    splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.label_csv)
+    splits = load_splits(args.layout, args.data, fold=args.fold, eval_data=args.eval_data, label_csv=args.labels)
     if args.split == "all":
         manifests = [m for m in (splits.train, splits.valid, splits.test) if m is not None]
     else:
@@ -339,7 +329,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if chosen is None:
             raise ConfigError(f"this data set has no {args.split} split; use --split valid or train")
         manifests = [chosen]
-    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
+    tagger = load_tagger(args)
     tagger.window_and_hop(args.window, args.hop)
     data_labels = manifests[0].labels
     clips = [(e.source, [data_labels[t] for t in e.targets]) for m in manifests for e in m.examples]
@@ -352,8 +342,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         report_file_error(path, exc)
         failed += 1
 
-    score_matrix, target_matrix = score_clips(tagger, clips, window_s=args.window, hop_s=args.hop,
-                                              batch_size=args.batch_size, on_error=report)  # (N, C) each
+    with progress_for(args, "calibrate", "clips") as progress:
+        score_matrix, target_matrix = score_clips(tagger, clips, window_s=args.window, hop_s=args.hop,
+                                                  batch_size=args.batch_size, on_error=report,
+                                                  progress=progress)  # (N, C) each
     table = calibration_table(score_matrix, target_matrix, tagger.labels, mode=args.mode,
                               target_precision=args.target_precision)
     present = [label for label, col in zip(tagger.labels, target_matrix.sum(0).tolist(), strict=True) if col > 0]
@@ -374,14 +366,14 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     from ..infer.evaluate_events import read_truth
     from ..infer.events import Energy
     from ..infer.formats import DCASE_EVENT_COLUMNS, read_dcase_table
-    from ..infer.tagger import Tagger, score_stream
+    from ..infer.tagger import score_stream
 
     if args.mode != "f1":
         raise ConfigError("--truth calibrates for event-based F1 only; leave out --mode precision")
     truth = read_truth(args.truth)
     names = list(dict.fromkeys(row["filename"] for row in read_dcase_table(args.truth, DCASE_EVENT_COLUMNS)))
     folder = Path(args.audio_dir) if args.audio_dir else Path(args.truth).parent
-    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
+    tagger = load_tagger(args)
     window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)
     unknown = sorted({e[2] for events in truth.values() for e in events} - set(tagger.labels))
     if unknown:
@@ -389,7 +381,9 @@ def _calibrate_events(args: argparse.Namespace) -> int:
                           "a model trained on this label set")
     config = _event_config(args, tagger.labels)
     timelines, energies, failed = {}, {}, 0
-    for name in names:
+    progress = progress_for(args, "calibrate", "recordings")
+    for done, name in enumerate(names):
+        progress(done, len(names))
         path = folder / name
         key = name.rsplit(".", 1)[0]
         try:
@@ -401,6 +395,8 @@ def _calibrate_events(args: argparse.Namespace) -> int:
                 raise
             report_file_error(str(path), exc)
             failed += 1
+    progress(len(names), len(names))
+    progress.close()
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")
     table = calibrate_events(timelines, truth, config, energies=energies or None)
@@ -445,7 +441,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..infer.plots import plot_explanation
     from ..labels import check_labels
 
-    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose)
+    refuse_existing(args.output, args.force)
+    device = inference_device(args.device, args.precision)
+    model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose,
+                               device=device).to(device)
     if args.class_name is not None:
         check_labels([args.class_name], model.labels)
     waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .args import add_positional_output, require_output
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add this module's sub-parsers to `commands`."""
@@ -13,7 +15,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "eager model on generated inputs and print the max logit difference. Labels and configs are stored in the "
         "graph's metadata, so `ast-audio tag --onnx OUT.onnx` needs nothing else.")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint folder, .pth file or hub id")
-    export.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    add_positional_output(export, metavar="OUT.onnx", help="the ONNX file to write")
     export.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                         help="fp32 (default) or int8 (onnxruntime dynamic quantization of the linear layers)")
     export.add_argument("--with-frontend", action="store_true",
@@ -22,7 +24,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 18, at least 17)")
     export.add_argument("--labels", metavar="CSV", help="class-label CSV overriding the checkpoint's label names")
     export.add_argument("--no-check", action="store_true", help="skip the parity check against the eager model")
-    export.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists")
     export.set_defaults(func=cmd_export)
 
 
@@ -34,12 +35,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export.onnx import check_output_path, export_onnx
     from ..weights.checkpoint import load_model
 
-    check_output_path(Path(args.out), args.force)  # before spending time loading the checkpoint
+    out = require_output(args, "OUT.onnx")
+    check_output_path(Path(out), args.force)  # before spending time loading the checkpoint
     if args.opset is not None and args.opset < 17:
         raise ExportError(f"opset {args.opset} is too old: the graph needs ONNX opset 17 or newer "
                           "(LayerNormalization); use --opset 18")
     model = load_model(args.checkpoint, labels=args.labels)
-    report = export_onnx(model, args.out, precision=args.precision, with_frontend=args.with_frontend,
+    report = export_onnx(model, out, precision=args.precision, with_frontend=args.with_frontend,
                          opset=args.opset, check=not args.no_check, force=args.force)
     print(report.summary())
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
+    add_device_arg,
     add_precision_arg,
     non_negative_float,
     positive_float,
@@ -43,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--input -), or `--input FILE [--realtime]`.")
     add_checkpoint_arg(listen)
     add_precision_arg(listen, default="auto")
+    add_device_arg(listen)
     listen.add_argument("--input", metavar="SRC", help="'-' for raw PCM on stdin, or an audio file; default: the "
                         "microphone")
     listen.add_argument("--rate", type=positive_int, default=16000, help="--input -: sample rate in Hz "
@@ -229,11 +231,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from ..infer.calibrate import read_thresholds
     from ..infer.events import EventConfig
     from ..infer.live import PcmDecoder, StreamingTagger, measure_window_s
-    from ..infer.tagger import Tagger
     from ..labels import check_labels, parse_names, selected_classes
-    from .args import load_for_inference
+    from .args import load_tagger
 
-    tagger = Tagger(load_for_inference(args.checkpoint, args.precision, verbose=args.verbose))
+    tagger = load_tagger(args)
     window, hop = tagger.window_and_hop(args.window, args.hop)
     labels = tagger.labels
     config = EventConfig(threshold=args.threshold,

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .args import add_checkpoint_arg, add_precision_arg, number, positive_float, positive_int
+from .args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    add_precision_arg,
+    inference_device,
+    number,
+    positive_float,
+    positive_int,
+)
 
 port_number = number(int, low=0, high=65535, what="a port number 0-65535")
 hop_fraction = number(float, low=0, high=0.5, low_open=True)
@@ -30,6 +38,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     serve.add_argument("--port", type=port_number, default=8000, help="TCP port (default 8000; 0 = any free port)")
     add_precision_arg(serve)
+    add_device_arg(serve)
     serve.add_argument("--max-upload-mb", type=positive_float, default=20.0, metavar="MB",
                        help="largest request body in MiB; larger uploads get 413 (default 20)")
     serve.add_argument("--max-duration-s", type=positive_float, default=600.0, metavar="S",
@@ -93,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_upload_mb=args.max_upload_mb, max_duration_s=args.max_duration_s,
                              upload_timeout_s=args.upload_timeout_s,
                              threads=args.workers_threads, batch_size=args.batch_size, precision=args.precision,
+                             device=inference_device(args.device, args.precision),
                              debug=bool(getattr(args, "debug", False)), thresholds=thresholds,
                              min_hop_fraction=args.min_hop_fraction, max_windows=args.max_windows,
                              max_active_requests=args.max_active_requests, header_timeout_s=args.header_timeout_s,

@@ -11,11 +11,17 @@ from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     DEFAULT_CHECKPOINT,
     add_class_filter_args,
+    add_device_arg,
+    add_output_arg,
+    add_positional_output,
     add_precision_arg,
-    load_for_inference,
+    clear_for_force,
+    load_tagger,
     positive_float,
     positive_int,
+    refuse_existing,
     report_file_error,
+    require_output,
     unit_float,
 )
 
@@ -41,27 +47,29 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="clip score from window scores (default max)")
     tag.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     tag.add_argument("--all-scores", action="store_true", help="json: include every class's clip score")
-    tag.add_argument("--output", "-o", metavar="PATH", help="write the result here (atomically) instead of stdout")
+    add_output_arg(tag, metavar="PATH", help="write the result here (atomically) instead of stdout; with "
+                   "--files-from, the JSON-lines file")
     tag.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`: report "
                      "every listed class whose score reaches its threshold (instead of the top-k)")
     add_class_filter_args(tag)
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
     add_precision_arg(tag)
+    add_device_arg(tag)
     add_archive_args(tag)
     tag.set_defaults(func=cmd_tag)
 
     convert = commands.add_parser("convert", help="convert a checkpoint to the native or transformers format")
     convert.add_argument("source", metavar="SRC", help="checkpoint folder, .pth file or hub id")
-    convert.add_argument("out", metavar="OUT", help="output folder")
+    add_positional_output(convert, metavar="OUT", help="output folder")
     convert.add_argument("--format", choices=("native", "hf"), required=True,
                          help="native: model.safetensors + config.json; hf: a transformers AST folder")
     convert.add_argument("--labels", metavar="CSV", help="class-label CSV to store with the model")
-    convert.add_argument("--force", action="store_true", help="replace OUT if it exists")
     convert.set_defaults(func=cmd_convert)
 
     demo = commands.add_parser("demo", help="offline demo: generate audio, train a small AST, evaluate, tag")
-    demo.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default ./demo-output)")
+    add_output_arg(demo, metavar="DIR", default="demo-output", deprecated=("--out",),
+                   help="output folder (default ./demo-output)")
     demo.add_argument("--seconds-budget", type=positive_float, default=90.0, metavar="S",
                       help="training time budget in seconds (default 90)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -72,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Minutes of quiet background with the demo's sounds (tone, chirp, noise_burst, click_train) "
         "one after another, 0.2-1.5 s apart, some overlapping the one before. Writes OUT/scene_NNN.wav, "
         "OUT/truth.tsv (filename, onset, offset, event_label) and OUT/durations.tsv (filename, duration).")
-    scenes.add_argument("out", metavar="OUT", help="output folder")
+    add_positional_output(scenes, metavar="OUT", help="output folder")
     scenes.add_argument("--count", type=positive_int, default=5, help="number of scenes (default 5)")
     scenes.add_argument("--seconds", type=positive_float, default=120.0, help="length of each (default 120)")
     scenes.add_argument("--overlap", type=unit_float, default=0.2, metavar="P",
@@ -96,16 +104,20 @@ def emit(text: str, output: str | None) -> None:
 def cmd_tag(args: argparse.Namespace) -> int:
     """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
     from ..infer.formats import format_tags
-    from ..infer.tagger import Tagger, load_onnx_tagger
+    from ..infer.tagger import load_onnx_tagger
 
     archive = archive_mode(args)
+    if not archive and args.output is not None:
+        refuse_existing(args.output, args.force)
     if getattr(args, "onnx", None):
         if args.precision != "fp32":
             raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
                                 "exported (`ast-audio export --precision int8`)")
+        if args.device not in ("auto", "cpu"):
+            raise AstAudioError("--device applies to checkpoints; an ONNX graph runs on the CPU with onnxruntime")
         tagger = load_onnx_tagger(args.onnx, labels=args.labels)
     else:
-        tagger = Tagger(load_for_inference(args.checkpoint, args.precision, labels=args.labels, verbose=args.verbose))
+        tagger = load_tagger(args, labels=args.labels)
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
@@ -167,9 +179,8 @@ def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert SRC to OUT in the native or transformers format; refuses to replace OUT without --force."""
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise AstAudioError(f"{out} already exists; choose another output or pass --force to replace it")
+    out = Path(require_output(args, "OUT"))
+    refuse_existing(out, args.force)
     from ..weights.checkpoint import load_model, save_hf, save_model
 
     model = load_model(args.source, labels=args.labels)
@@ -182,7 +193,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
     from ..demo import run_demo
 
-    run_demo(args.out, seconds_budget=args.seconds_budget, seed=args.seed)
+    refuse_existing(args.output, args.force)
+    clear_for_force(args.output, ("model", "training", "data"))
+    run_demo(args.output, seconds_budget=args.seconds_budget, seed=args.seed)
     return 0
 
 
@@ -190,8 +203,11 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     """Write generated scenes and their truth: see ast_audio.demo.write_scenes."""
     from ..demo import write_scenes
 
-    paths, truth, durations = write_scenes(args.out, args.count, args.seconds, seed=args.seed,
+    out = require_output(args, "OUT")
+    refuse_existing(out, args.force)
+    clear_for_force(out, ("truth.tsv", "durations.tsv"))
+    paths, truth, durations = write_scenes(out, args.count, args.seconds, seed=args.seed,
                                            audio_format=args.audio_format, overlap=args.overlap)
-    print(f"wrote {len(paths)} scene(s) of {args.seconds:g} s to {args.out}; truth {truth}, durations {durations}",
+    print(f"wrote {len(paths)} scene(s) of {args.seconds:g} s to {out}; truth {truth}, durations {durations}",
           file=sys.stderr)
     return 0

@@ -1,12 +1,13 @@
 """`ast-audio train`, `eval` and `average`: thin shells over ast_audio.train.engine / average.
 
 Examples:
-    ast-audio train --recipe esc50 --data ESC-50-master --out runs/esc50
-    ast-audio train --recipe folder --data my_sounds/ --init none --epochs 20 --out runs/mine
+    ast-audio train --recipe esc50 --data ESC-50-master -o runs/esc50
+    ast-audio train --recipe folder --data my_sounds/ --init none --epochs 20 -o runs/mine
+    ast-audio train --recipe folder --data my_sounds/ --init none --epochs 30 -o runs/mine --resume  # 10 more
     torchrun --nproc_per_node 4 -m ast_audio train --recipe audioset-balanced --data bal.json \
-        --eval-data eval.json --label-csv class_labels_indices.csv --init imagenet:deit_base_384.pth
+        --eval-data eval.json --labels class_labels_indices.csv --init imagenet:deit_base_384.pth
     ast-audio eval --checkpoint runs/mine/model --layout folder --data my_sounds/
-    ast-audio average runs/as/models/epoch_1 runs/as/models/epoch_2 --out runs/as/wa
+    ast-audio average runs/as/models/epoch_1 runs/as/models/epoch_2 -o runs/as/wa
 """
 
 from __future__ import annotations
@@ -19,7 +20,21 @@ from typing import Any
 
 from ..config import MODEL_SIZES
 from ..train.recipes import RECIPES, make_recipe
-from .args import add_data_args, positive_float, positive_int
+from .args import (
+    add_data_args,
+    add_device_arg,
+    add_output_arg,
+    add_progress_arg,
+    clear_for_force,
+    positive_float,
+    positive_int,
+    progress_for,
+    refuse_existing,
+    require_output,
+)
+
+# What a training run's folder holds (clear_for_force replaces only such a folder).
+RUN_MARKERS = ("checkpoint", "model", "config.json", "metrics.csv")
 
 
 def _set_pairs(pairs: list[str]) -> dict[str, Any]:
@@ -41,7 +56,7 @@ def config_from_args(args: argparse.Namespace):
     by `TrainConfig.from_dict`)."""
     from ..errors import ConfigError
 
-    overrides: dict[str, Any] = dict(data=args.data, eval_data=args.eval_data, label_csv=args.label_csv,
+    overrides: dict[str, Any] = dict(data=args.data, eval_data=args.eval_data, label_csv=args.labels,
                                      fold=args.fold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                      seed=args.seed, device=args.device, model_size=args.model_size,
                                      fstride=args.fstride, tstride=args.tstride, init=args.init,
@@ -72,27 +87,53 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a recipe into --out (see ast_audio.train.engine.run)."""
+    """Train a recipe into -o/--output (see ast_audio.train.engine.run)."""
+    import os
+
+    from ..errors import ConfigError
+
     config = config_from_args(args)
     if args.print_config:
         sys.stdout.write(config.to_json() + "\n")
         return 0
-    from ..train.dist import elastic_resume
+    from ..train.dist import elastic_restart, elastic_resume
     from ..train.engine import run
 
-    # torchrun --max-restarts N: a (re)started worker continues from the last complete checkpoint in --out
-    run(config, Path(args.out), resume=args.resume or elastic_resume())
+    out = Path(args.output)
+    if args.resume and args.force:
+        raise ConfigError("--resume continues the run in -o/--output and --force replaces it: pass one of them")
+    if args.resume and args.epochs is None:
+        config = config.replace(epochs=_saved_epochs(out, config.epochs))
+    if args.force and elastic_restart() == 0 and os.environ.get("RANK", "0") == "0":
+        clear_for_force(out, RUN_MARKERS)  # rank 0, before any rank looks at it
+    # torchrun --max-restarts N: a (re)started worker continues from the last complete checkpoint in -o/--output
+    run(config, out, resume=args.resume or elastic_resume())
     return 0
+
+
+def _saved_epochs(out: Path, default: int) -> int:
+    """--resume without --epochs: the epochs the run in `out` was started with (its config.json), not the recipe's
+    default; --epochs N with --resume extends (or shortens) the run to N epochs."""
+    path = out / "config.json"
+    if not path.is_file():
+        return default
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["epochs"])
+    except (ValueError, KeyError, TypeError):
+        return default
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Print the metrics of a checkpoint (or an ensemble) on a data split as JSON."""
     from ..train.evaluate import evaluate_checkpoints
 
-    result = evaluate_checkpoints([args.checkpoint, *(args.ensemble or [])], args.layout, args.data,
-                                  split=args.split, fold=args.fold, eval_data=args.eval_data,
-                                  label_csv=args.label_csv, seed=args.seed, batch_size=args.batch_size,
-                                  num_workers=args.num_workers, device=args.device)
+    if args.output:
+        refuse_existing(args.output, args.force)
+    with progress_for(args, "eval", "batches") as progress:
+        result = evaluate_checkpoints([args.checkpoint, *(args.ensemble or [])], args.layout, args.data,
+                                      split=args.split, fold=args.fold, eval_data=args.eval_data,
+                                      label_csv=args.labels, seed=args.seed, batch_size=args.batch_size,
+                                      num_workers=args.num_workers, device=args.device, progress=progress)
     text = json.dumps(result, indent=2) + "\n"
     if args.output:
         from ..utils import atomic_write_text
@@ -104,14 +145,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    """Average the weights of CKPT... into --out (native format)."""
-    from ..errors import AstAudioError
+    """Average the weights of CKPT... into -o/--output (native format)."""
     from ..train.average import average_checkpoints
     from ..weights.checkpoint import save_model
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise AstAudioError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out = Path(require_output(args, "DIR"))
+    refuse_existing(out, args.force)
     model = average_checkpoints(args.checkpoints)
     save_model(model, out)
     print(f"averaged {len(args.checkpoints)} checkpoints into {out}")
@@ -126,12 +165,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "`torchrun --nproc_per_node N -m ast_audio train ...` for several processes (DDP).")
     train.add_argument("--recipe", choices=RECIPES, required=True)
     add_data_args(train, layout=None, shards=True)
-    train.add_argument("--out", default="runs/train", metavar="DIR", help="output folder (default runs/train)")
-    train.add_argument("--epochs", type=positive_int)
+    add_output_arg(train, metavar="DIR", default="runs/train", deprecated=("--out",),
+                   help="output folder (default runs/train); an existing run is refused without --resume (continue "
+                   "it) or --force (start over)")
+    train.add_argument("--epochs", type=positive_int, help="epochs to train (default: the recipe's); with --resume, "
+                       "the new total: a finished 2-epoch run resumed with --epochs 4 trains epochs 3-4")
     train.add_argument("--batch-size", type=positive_int, help="global batch size (over all processes)")
     train.add_argument("--lr", type=positive_float)
     train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    add_device_arg(train)
     train.add_argument("--model-size", choices=sorted(MODEL_SIZES, key=list(MODEL_SIZES).index))
     train.add_argument("--fstride", type=positive_int)
     train.add_argument("--tstride", type=positive_int)
@@ -153,9 +195,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "to OUT/adapters/")
     train.add_argument("--patience", type=positive_int, metavar="EPOCHS", help="early stopping: stop after this "
                        "many epochs without a better validation score")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue the run in -o/--output from its last "
+                       "checkpoint (up to --epochs, if given: more epochs extend a finished run)")
     train.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arg(train)
     train.set_defaults(func=cmd_train)
 
     ev = commands.add_parser("eval", help="mAP / mAUC / d' / accuracy of a checkpoint (or an ensemble) on a data set")
@@ -167,12 +210,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=positive_int, default=24)
     ev.add_argument("--num-workers", type=int, default=0)
     ev.add_argument("--seed", type=int, default=0, help="seed of the folder layout's holdout split")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--output", "-o", metavar="PATH", help="write the JSON here instead of stdout")
+    add_device_arg(ev)
+    add_output_arg(ev, metavar="PATH", help="write the JSON here instead of stdout")
+    add_progress_arg(ev)
     ev.set_defaults(func=cmd_eval)
 
     avg = commands.add_parser("average", help="average the weights of checkpoints of the same model (WA)")
     avg.add_argument("checkpoints", nargs="+", metavar="CKPT")
-    avg.add_argument("--out", required=True, metavar="DIR")
-    avg.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_output_arg(avg, metavar="DIR", required=True, deprecated=("--out",), help="folder of the averaged model")
     avg.set_defaults(func=cmd_average)

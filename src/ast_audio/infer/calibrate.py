@@ -129,7 +129,8 @@ def calibrate(scores: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Ten
 
 def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, window_s: float | None = None,
                 hop_s: float | None = None, batch_size: int = 8,
-                on_error: Callable[[str, AstAudioError], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                on_error: Callable[[str, AstAudioError], None] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip scores and 0/1 targets of a labelled set, both (N, C) over the model's classes.
 
     Args:
@@ -137,6 +138,8 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
         window_s, hop_s, batch_size: as in `Tagger.tag`; a clip's score is the max over its windows.
         on_error: called as on_error(path, error) for a clip that cannot be scored, which is then left out
             (default: raise).
+        progress: called as progress(clips_done, clips) before each clip and at the end (e.g.
+            `ast_audio.utils.Progress`).
 
     Raises:
         ConfigError: a class name that is not one of the model's (calibrate a model trained on this label set), or
@@ -149,7 +152,9 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
                           f"(which has e.g. {', '.join(repr(n) for n in tagger.labels[:5])}); calibrate a model "
                           "trained on this label set")
     scores, targets = [], []
-    for path, names in clips:
+    for done, (path, names) in enumerate(clips):
+        if progress is not None:
+            progress(done, len(clips))
         try:
             result = tagger.tag(path, top_k=1, window_s=window_s, hop_s=hop_s, batch_size=batch_size)[0]
         except AstAudioError as exc:
@@ -161,6 +166,8 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
         row[[index[name] for name in names]] = 1.0
         scores.append(result.scores)
         targets.append(row)
+    if progress is not None:
+        progress(len(clips), len(clips))
     if not scores:
         raise ConfigError("no clip of the data set could be scored; nothing to calibrate")
     return torch.stack(scores), torch.stack(targets)  # (N, C) each

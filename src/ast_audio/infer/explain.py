@@ -152,6 +152,7 @@ def explain(model: AST, waveform: Any, *, sample_rate: int | None = None, class_
     frames = features.frames(waveform[start:start + frontend.input_samples].detach().float().cpu())  # (T', F)
     frames = frames[:frontend.target_length]
     x = features.normalize(features.pad_or_crop(frames))[None]  # (1, target_length, F)
+    x = x.to(next(model.parameters()).device)  # where the model is (--device)
 
     model.eval()
     if class_name is None:
@@ -178,7 +179,7 @@ def explain(model: AST, waveform: Any, *, sample_rate: int | None = None, class_
         matrix = gradient_rollout([m[0].detach() for m in maps], [m.grad[0] for m in maps])
         model.zero_grad(set_to_none=True)
         method = "gradient-rollout"
-    logits = logits.detach().float()
+    logits, matrix = logits.detach().float().cpu(), matrix.cpu()
     probs = probabilities(logits, model.multi_label)[0]
 
     config = model.config

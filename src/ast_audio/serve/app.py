@@ -7,8 +7,8 @@ they share); `ast_audio.serve.server.run_server` binds the port, loads the model
 Endpoints (JSON errors are always `{"error": "<one line>"}`):
     GET  /healthz      status, number of labels, precision, version, limits, load
     POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
-    POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_n,
-                       only, exclude)
+    POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_k
+                       (top_n: its deprecated spelling), only, exclude)
                        -> {"events": [...], "timeline": {...}}
     POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
     WS   /v1/stream    live PCM in, one JSON object per hop out (`stream.py`)
@@ -88,7 +88,8 @@ class Service:
         self.settings = settings
         self.turns = FairTurns(settings.threads)
         self._local = threading.local()  # the client a worker thread is serving, for its turns
-        self.tagger = TurnTakingTagger(model, self.turns, client=lambda: getattr(self._local, "client", ""))
+        self.tagger = TurnTakingTagger(model, self.turns, client=lambda: getattr(self._local, "client", ""),
+                                       device=settings.device)
         self.admission = anyio.CapacityLimiter(settings.max_active_requests)
         # matplotlib's global state is not thread-safe: one picture at a time.
         self.plot_lock = threading.Lock()
@@ -165,14 +166,14 @@ class Service:
         return _json_bytes(result.to_dict())
 
     def events(self, upload: Upload, window_s: float | None, hop_s: float | None, plan: tuple[int, int],
-               config: EventConfig, top_n: int) -> bytes:
+               config: EventConfig, top_k: int) -> bytes:
         waveform = self.decode_windowed(upload, *plan)
         timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
                                 batch_size=self.settings.batch_size, sample_rate=self.tagger.sample_rate)
         energy = Energy.from_chunks([waveform.numpy()], self.tagger.sample_rate) if config.refine == "energy" else None
         events = detect_events(timeline, config, energy)
         keep = selected_classes(timeline.labels, config.only, config.exclude)
-        view = timeline_view(timeline, events, top_n, config.threshold, keep=keep, thresholds=config.thresholds)
+        view = timeline_view(timeline, events, top_k, config.threshold, keep=keep, thresholds=config.thresholds)
         return _json_bytes({**events_document(upload.name, timeline, events), "timeline": view})
 
     def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
@@ -194,10 +195,10 @@ def _load_static() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in STATIC_FILES}
 
 
-def _resolve_model(model_or_checkpoint: AST | str | os.PathLike, precision: str) -> AST:
+def _resolve_model(model_or_checkpoint: AST | str | os.PathLike, precision: str, device: str) -> AST:
     if isinstance(model_or_checkpoint, AST):
         return model_or_checkpoint
-    return load_model(model_or_checkpoint, precision=precision)
+    return load_model(model_or_checkpoint, precision=precision, device=device)
 
 
 def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSettings | None = None) -> FastAPI:
@@ -207,7 +208,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         CheckpointError / ConfigError: the checkpoint cannot be loaded, or the settings are invalid.
     """
     settings = settings or ServeSettings()
-    service = Service(_resolve_model(model_or_checkpoint, settings.precision), settings)
+    service = Service(_resolve_model(model_or_checkpoint, settings.precision, settings.device), settings)
     if settings.thresholds:
         check_labels(list(settings.thresholds), service.tagger.labels, where="the thresholds")
     static = _load_static()
@@ -293,8 +294,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                              only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
                              exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)),
                              grid="mean", interpolate=True, refine="energy")  # as `ast-audio events` detects
-        top_n = form_number(fields, "top_n", int, 5, low=1)
-        body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_n)
+        top_k = form_number(fields, "top_k", int, 5, low=1, deprecated=("top_n",))  # classes in the timeline
+        body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_k)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/explain")

@@ -82,8 +82,8 @@ class TurnTakingTagger(Tagger):
     without a second copy of their window loops. `client()` names the client of the calling thread.
     """
 
-    def __init__(self, model: AST, turns: FairTurns, client: Callable[[], str]) -> None:
-        super().__init__(model)
+    def __init__(self, model: AST, turns: FairTurns, client: Callable[[], str], device: str = "cpu") -> None:
+        super().__init__(model, device=device)
         self.turns = turns
         self.client = client
 

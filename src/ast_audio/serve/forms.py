@@ -8,7 +8,7 @@ Uploads are decoded from memory by the service: no endpoint ever opens a path th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
@@ -42,8 +42,10 @@ def _display_name(filename: str | None) -> str:
 
 
 def form_number(fields: Mapping[str, str], name: str, kind: type, default: Any = None,
-                 low: float | None = None, high: float | None = None) -> Any:
-    """Parse an optional form field as int or float within [low, high]; a bad value is a 422."""
+                 low: float | None = None, high: float | None = None, deprecated: Sequence[str] = ()) -> Any:
+    """Parse an optional form field as int or float within [low, high]; a bad value is a 422. `deprecated`: older
+    names of the field, still read (`form_field`)."""
+    name = form_field(fields, name, deprecated)
     text = fields.get(name)
     if text is None or text.strip() == "":
         return default
@@ -58,6 +60,16 @@ def form_number(fields: Mapping[str, str], name: str, kind: type, default: Any =
         bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise ApiError(422, f"form field {name}={value!r} must be {bounds}")
     return value
+
+
+def form_field(fields: Mapping[str, str], name: str, deprecated: Sequence[str] = ()) -> str:
+    """The name under which the request sent a field: `name`, else one of its `deprecated` spellings (the API keeps
+    them, as the CLI keeps its old option spellings, docs/cli.md); both at once is a 422."""
+    sent = [old for old in deprecated if old in fields]
+    if sent and name in fields:
+        raise ApiError(422, f"form fields {name} and {sent[0]} are the same setting ({sent[0]} is its old name); "
+                            f"send only {name}")
+    return sent[0] if sent else name
 
 
 @dataclass

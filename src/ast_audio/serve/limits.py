@@ -46,6 +46,7 @@ class ServeSettings:
             besides the server's own ("*" = any); other cross-origin requests get 403.
         precision: how a checkpoint is loaded ("auto", "fp32", "bf16", "int8", "ort-fp32", "ort-int8";
             `load_model(precision=...)`). A model passed in keeps its own; /healthz reports `model.precision`.
+        device: where the model runs ("cpu", "cuda", "cuda:N"; `ast-audio serve --device`).
         top_k: default number of labels returned by /v1/tag.
         debug: put tracebacks of unexpected errors (500) into the JSON error body.
         thresholds: per-class event thresholds (e.g. `read_thresholds` of a `calibrate` CSV) used by /v1/events;
@@ -69,6 +70,7 @@ class ServeSettings:
     threads: int = 2
     batch_size: int = 8
     precision: str = "fp32"
+    device: str = "cpu"
     top_k: int = 10
     debug: bool = False
     thresholds: Mapping[str, float] | None = None

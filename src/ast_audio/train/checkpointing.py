@@ -31,6 +31,8 @@ STATE_VERSION = 1
 # Fields that may change when a run is resumed (where and how it runs, not what it computes).
 RUNTIME_FIELDS = frozenset({"device", "num_workers", "progress", "tensorboard", "data", "eval_data", "label_csv",
                             "max_bad_batches"})
+# And how long it runs: `--resume --epochs N` extends a run (the learning-rate milestones do not depend on it).
+RESUMABLE_FIELDS = RUNTIME_FIELDS | {"epochs"}
 
 
 def rng_state() -> dict[str, Any]:
@@ -104,11 +106,11 @@ def load_training_state(folder: Path) -> tuple[AST, dict[str, Any]]:
 
 
 def check_resume_config(saved: TrainConfig, given: TrainConfig, folder: Path) -> TrainConfig:
-    """The saved run's config with the given `RUNTIME_FIELDS`; ConfigError if anything else differs."""
+    """The saved run's config with the given `RESUMABLE_FIELDS`; ConfigError if anything else differs."""
     a, b = saved.to_dict(), given.to_dict()
-    differ = [k for k in a if k not in RUNTIME_FIELDS and a[k] != b.get(k)]
+    differ = [k for k in a if k not in RESUMABLE_FIELDS and a[k] != b.get(k)]
     if differ:
         details = ", ".join(f"{k}: {a[k]!r} -> {b.get(k)!r}" for k in differ[:4])
         raise ConfigError(f"{folder}: --resume with different settings ({details}); resume with the options of the "
-                          "original run, or train into a new --out")
-    return saved.replace(**{k: getattr(given, k) for k in RUNTIME_FIELDS})
+                          "original run, or train into a new -o/--output")
+    return saved.replace(**{k: getattr(given, k) for k in RESUMABLE_FIELDS})

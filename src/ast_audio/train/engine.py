@@ -217,7 +217,8 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     taken = D.broadcast_object(info, (out / "model").exists() or (out / "checkpoint").exists()
                                or backup_path(out / "checkpoint").exists())  # rank 0's view, for all
     if taken and not resume:
-        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it, --force to start over, "
+                          "or choose another -o/--output")
     config, data = _load_data(config, info)
     config, notes = _fit_to_data(config, data)
     for note in notes:
@@ -307,7 +308,7 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
     if D.broadcast_object(info, found is not None):  # every rank reads the checkpoint rank 0 found (or restored)
         if FT.parse_finetune(config.finetune)[0] == "lora":
             raise ConfigError(f"{out}: --resume does not continue a --finetune lora run (its checkpoints hold the "
-                              "merged model, not the adapters); train into a new --out")
+                              "merged model, not the adapters); train into a new -o/--output")
         model, state = C.load_training_state(checkpoint_dir)
         config = C.check_resume_config(TrainConfig.from_dict(json.loads(state["config"])), config, out)
         say(f"resuming {out} after epoch {state['epoch']}")

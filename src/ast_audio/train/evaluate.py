@@ -60,9 +60,10 @@ def progress_bar(total: int, desc: str | None, info: D.DistInfo):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Any, info: D.DistInfo, batch_size: int, num_workers: int = 0,
-            amp: torch.dtype | None = None, progress: str | None = None) -> Predictions:
+            amp: torch.dtype | None = None, progress: str | None = None,
+            on_batch: Callable[[int, int], None] | None = None) -> Predictions:
     """Logits of every clip of `dataset`, split over DDP ranks and gathered on all of them (duplicates from the
-    sampler's padding dropped)."""
+    sampler's padding dropped). `progress`: a tqdm bar's title (training); `on_batch(done, batches)`: a callback."""
     sampler = EpochSampler(len(dataset), shuffle=False, num_replicas=info.world_size, rank=info.rank)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                                          num_workers=num_workers)
@@ -72,7 +73,7 @@ def predict(model: torch.nn.Module, dataset: Any, info: D.DistInfo, batch_size: 
     keys: list[str] = []
     logits, targets, bad = [], [], []
     bar = progress_bar(len(loader), progress, info)
-    for batch in loader:
+    for done, batch in enumerate(loader, 1):
         bad.extend(batch.bad)
         if len(batch):
             x = batch.x.to(info.device, non_blocking=True)
@@ -83,6 +84,8 @@ def predict(model: torch.nn.Module, dataset: Any, info: D.DistInfo, batch_size: 
             keys.extend(batch.keys)
         if bar is not None:
             bar.update(1)
+        if on_batch is not None:
+            on_batch(done, len(loader))
     if bar is not None:
         bar.close()
     model.train(was_training)
@@ -148,9 +151,11 @@ def evaluate_split(model: AST, manifest: Manifest, loss_fn: Loss, multi_label: b
 def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], layout: str, data: str, *,
                          split: str | None = None, fold: int | None = None, eval_data: str | None = None,
                          label_csv: str | None = None, holdout: float = 0.2, seed: int = 0, batch_size: int = 24,
-                         num_workers: int = 0, device: str = "auto") -> dict[str, Any]:
+                         num_workers: int = 0, device: str = "auto",
+                         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Metrics of one checkpoint, or of the ensemble of several (mean of their sigmoid, or softmax for single-label
-    models, outputs: the paper's Ensemble-S/M), on a split of a data set.
+    models, outputs: the paper's Ensemble-S/M), on a split of a data set. `progress(batches_done, batches)` is called
+    after each batch (over all the checkpoints).
 
     Each model's outputs are matched to the data's classes by name (`ast_audio.labels.match_classes`), so the
     class order of the data (folder names sorted, or a label CSV) need not be the model's.
@@ -167,12 +172,13 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], layout: str, 
         raise ConfigError(f"the {layout} data at {data} has no {name} split; choose --split train or valid")
     info = D.DistInfo(rank=0, world_size=1, local_rank=0, device=D.resolve_device(device))
     total, index, targets, bad = None, None, None, 0
-    for ckpt in checkpoints:
+    for k, ckpt in enumerate(checkpoints):
         model = load_model(ckpt).to(info.device)
         # the model output of each data class, by name (never silently by position)
         columns = match_classes(manifest.labels, model.labels, data_where=f"the {name} split of {data}",
                                 model_where=str(ckpt))
-        pred = predict(model, ClipDataset(manifest, model.frontend, None, seed=seed), info, batch_size, num_workers)
+        pred = predict(model, ClipDataset(manifest, model.frontend, None, seed=seed), info, batch_size, num_workers,
+                       on_batch=_ensemble_progress(progress, k, len(checkpoints)))
         probs = probabilities(pred.logits, model.multi_label).double()[:, columns]  # (N, C_model) -> (N, C_data)
         if total is None:
             total, index, targets, bad = probs, pred.index, pred.targets, len(pred.bad)
@@ -184,6 +190,14 @@ def evaluate_checkpoints(checkpoints: Sequence[str | os.PathLike], layout: str, 
     result = M.evaluate((total / len(checkpoints)).numpy(), targets.numpy()).to_dict()
     result.update({"split": name, "checkpoints": [str(c) for c in checkpoints], "skipped": bad})
     return json_safe(result)
+
+
+def _ensemble_progress(progress: Callable[[int, int], None] | None, k: int,
+                       n: int) -> Callable[[int, int], None] | None:
+    """Progress over the passes of n checkpoints: batch i of b of checkpoint k -> progress(k * b + i, n * b)."""
+    if progress is None:
+        return None
+    return lambda done, batches: progress(k * batches + done, n * batches)
 
 
 def _copy_model(src: Path, dst: Path) -> None:

@@ -7,6 +7,7 @@ masks and mixup are therefore part of the statistics, which is what the model se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -34,7 +35,8 @@ def _normalizes(dataset) -> bool:
 
 
 def norm_stats(dataset: ClipDataset | torch.utils.data.IterableDataset, *, batch_size: int = 1000,
-               num_batches: int | None = None, num_workers: int = 0, seed: int = 0) -> NormStats:
+               num_batches: int | None = None, num_workers: int = 0, seed: int = 0,
+               progress: Callable[[int, int | None], None] | None = None) -> NormStats:
     """Mean of per-batch means and of per-batch stds over `dataset` (built with normalize=False).
 
     Args:
@@ -43,6 +45,7 @@ def norm_stats(dataset: ClipDataset | torch.utils.data.IterableDataset, *, batch
         num_batches: stop after this many batches (None = the whole set).
         num_workers: DataLoader worker processes.
         seed: the clip order is torch.randperm(N) from this seed (the reference shuffles, unseeded).
+        progress: called as progress(batches_done, batches) after each batch (batches None for a stream).
     """
     if _normalizes(dataset):
         raise ConfigError("statistics must be computed on unnormalised features: build the dataset with "
@@ -56,7 +59,10 @@ def norm_stats(dataset: ClipDataset | torch.utils.data.IterableDataset, *, batch
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate,
                                          num_workers=num_workers)
     means, stds, bad, clips = [], [], [], 0
-    for batch in loader:
+    total = None if order is None else min(len(loader), num_batches or len(loader))
+    for done, batch in enumerate(loader, 1):
+        if progress is not None:
+            progress(done, total)
         bad.extend(batch.bad)
         if len(batch) == 0:
             continue
