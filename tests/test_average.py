@@ -34,7 +34,7 @@ def test_statistics_that_differ_in_the_13th_digit_average(tmp_path, capsys):
     b = save_model(tiny_model(seed=1), tmp_path / "b")
     _edit_config(a, frontend={"std": 3.70016349172211})  # the two values of issue 19 item 10
     _edit_config(b, frontend={"std": 3.7001634917212})
-    rc, out, err = run_main(capsys, "average", a, b, "--out", tmp_path / "wa")
+    rc, out, err = run_main(capsys, "average", a, b, "-o", tmp_path / "wa")
     assert rc == 0, err
     got, wa, wb = (load_file(str(p / "model.safetensors")) for p in (tmp_path / "wa", a, b))
     for key, value in got.items():
@@ -47,7 +47,7 @@ def test_statistics_beyond_the_tolerance_are_refused(tmp_path, capsys):
     b = save_model(tiny_model(seed=1), tmp_path / "b")
     _edit_config(a, frontend={"std": 3.7})
     _edit_config(b, frontend={"std": 3.70004})  # 1.1e-5 relative: beyond the stated 1e-6
-    rc, _, err = run_main(capsys, "average", a, b, "--out", tmp_path / "wa")
+    rc, _, err = run_main(capsys, "average", a, b, "-o", tmp_path / "wa")
     assert rc == 1 and "\n" not in err.strip()
     assert "front end (std: 3.7 vs 3.70004" in err and not (tmp_path / "wa").exists()
 
@@ -74,13 +74,13 @@ def test_identical_architectures_stored_under_two_size_names_average(tmp_path, c
     b = save_model(tiny_model(seed=1), tmp_path / "b")
     _edit_config(a, model={"model_size": "tiny224"})  # issue 19 item 11: "tiny224 vs base384", same model
     _edit_config(b, model={"model_size": "base384"})
-    rc, _, err = run_main(capsys, "average", a, b, "--out", tmp_path / "wa")
+    rc, _, err = run_main(capsys, "average", a, b, "-o", tmp_path / "wa")
     assert rc == 0, err
 
 
 def test_a_different_architecture_names_its_fields(tmp_path, capsys):
     a = save_model(tiny_model(seed=0), tmp_path / "a")
     b = save_model(tiny_model(seed=1, depth=1), tmp_path / "b")
-    rc, _, err = run_main(capsys, "average", a, b, "--out", tmp_path / "wa")
+    rc, _, err = run_main(capsys, "average", a, b, "-o", tmp_path / "wa")
     assert rc == 1 and "\n" not in err.strip()
     assert "architecture (depth: 2 vs 1)" in err and "model_size" not in err

@@ -175,8 +175,8 @@ def test_eval_matches_classes_by_name_with_or_without_label_csv(unbalanced, tmp_
     model = _always("tone", MODEL_ORDER, tmp_path / "model")
     expected = 4 / 8  # the tone clips (independent of any class order)
     results = []
-    for extra in ([], ["--label-csv", str(_label_csv(tmp_path / "same.csv", MODEL_ORDER))],
-                  ["--label-csv", str(_label_csv(tmp_path / "other.csv", ("noise", "tone", "chirp")))]):
+    for extra in ([], ["--labels", str(_label_csv(tmp_path / "same.csv", MODEL_ORDER))],
+                  ["--labels", str(_label_csv(tmp_path / "other.csv", ("noise", "tone", "chirp")))]):
         rc, out, err = _eval(capsys, model, unbalanced, *extra)
         assert rc == 0, err
         assert "by position" not in err
@@ -215,7 +215,7 @@ def test_train_init_checkpoint_reorders_the_head_by_name(unbalanced, tmp_path, c
     # lr 1e-10: one epoch moves no weight by more than ~1e-8, so the saved model is the model training started from
     rc, _, err = run_main(capsys, "train", "--recipe", "folder", "--data", unbalanced, "--init",
                           f"checkpoint:{tmp_path / 'src'}", "--epochs", "1", "--lr", "1e-10", "--batch-size", "4",
-                          "--target-length", "128", "--num-workers", "0", "--no-progress", "--out", out)
+                          "--target-length", "128", "--num-workers", "0", "--no-progress", "-o", out)
     assert rc == 0, err
     trained = load_model(out / "model")
     assert trained.labels == ("chirp", "noise", "tone")  # the data's order (sorted folder names)

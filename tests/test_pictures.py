@@ -157,7 +157,7 @@ def test_events_cli_draws_each_class_in_its_own_colour_in_every_file(tmp_path, c
     monkeypatch.setattr(plots, "timeline_figure", lambda *a, **k: drawn.append(draw(*a, **k)) or drawn[-1])
     rc, _, err = run_main(capsys, "events", tmp_path / "low.wav", tmp_path / "high.wav", "--checkpoint",
                           tmp_path / "ckpt", "--window", "1.0", "--hop", "0.25", "--plot", tmp_path / "t.png",
-                          "--plot-classes", "2", "--plot-truth", truth, "--no-progress", "-o", tmp_path / "e.json")
+                          "--top-k", "2", "--plot-truth", truth, "--no-progress", "-o", tmp_path / "e.json")
     assert rc == 0, err
     assert (tmp_path / "t-low.png").exists() and (tmp_path / "t-high.png").exists()
     assert len(drawn) == 2

@@ -56,7 +56,7 @@ def folder_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def folder_run(folder_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("folder_run") / "out"
-    assert _train("--recipe", "folder", "--data", str(folder_data), "--out", str(out), "--epochs", "2",
+    assert _train("--recipe", "folder", "--data", str(folder_data), "-o", str(out), "--epochs", "2",
                   "--batch-size", "4", "--target-length", "100") == 0
     return out
 
@@ -125,7 +125,7 @@ def test_average_command_and_refusal(folder_run, tmp_path, capsys):
     for key, value in got.items():
         assert torch.allclose(value.double(), (wa[key].double() + wb[key].double()) / 2, atol=1e-7, rtol=0), key
     other = tmp_path / "other"
-    assert _train("--recipe", "folder", "--data", str(folder_run.parent / "missing"), "--out", str(other)) == 1
+    assert _train("--recipe", "folder", "--data", str(folder_run.parent / "missing"), "-o", str(other)) == 1
     from ast_audio.weights.checkpoint import save_model
     from conftest import tiny_model
 
@@ -140,7 +140,7 @@ def test_average_command_and_refusal(folder_run, tmp_path, capsys):
 def test_esc50_all_folds_summary(tmp_path):
     data = make_esc50(tmp_path / "esc", classes=2, clips_per_class_per_fold=1, seconds=0.5)
     out = tmp_path / "out"
-    assert _train("--recipe", "esc50", "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+    assert _train("--recipe", "esc50", "--data", str(data), "-o", str(out), "--epochs", "2", "--batch-size", "4",
                   "--target-length", "64") == 0
     summary = json.loads((out / "summary.json").read_text())
     per_fold = {k: [float(r["acc"]) for r in _rows(out / f"fold{k}" / "metrics.csv")] for k in range(1, 6)}
@@ -161,7 +161,7 @@ def test_speechcommands_from_imagenet_schedule_and_test_split(tmp_path):
     deit = make_imagenet(side=24, depth=2, dim=32)  # a small random DeiT with the real timm key names
     torch.save({"model": deit}, tmp_path / "deit.pth")
     out = tmp_path / "out"
-    assert main(["train", "--recipe", "speechcommands", "--data", str(data), "--out", str(out), "--epochs", "3",
+    assert main(["train", "--recipe", "speechcommands", "--data", str(data), "-o", str(out), "--epochs", "3",
                  "--batch-size", "4", "--set", "lr_scheduler_start=2", "--init", f"imagenet:{tmp_path / 'deit.pth'}",
                  "--num-workers", "0", "--no-progress"]) == 0
     lrs = [float(r["lr"]) for r in _rows(out / "metrics.csv")]
@@ -178,7 +178,7 @@ def test_audioset_full_weight_averaging(tmp_path):
     train_json, eval_json, label_csv = make_audioset(tmp_path / "as", classes=4, train_clips=12, eval_clips=6)
     out = tmp_path / "out"
     assert _train("--recipe", "audioset-full", "--data", str(train_json), "--eval-data", str(eval_json),
-                  "--label-csv", str(label_csv), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+                  "--labels", str(label_csv), "-o", str(out), "--epochs", "2", "--batch-size", "4",
                   "--target-length", "100", "--set", "warmup_steps=4", "--set", "warmup_interval=2") == 0
     rows = _rows(out / "metrics.csv")
     # staircase warm-up over 4 steps in steps of 2 (3 steps per epoch): epoch 1 ends at step 2 -> lr/2,
@@ -198,7 +198,7 @@ def test_audioset_balanced_short_run_keeps_last_epoch(tmp_path):
     train_json, eval_json, label_csv = make_audioset(tmp_path / "as", classes=3, train_clips=6, eval_clips=3)
     out = tmp_path / "out"
     assert _train("--recipe", "audioset-balanced", "--data", str(train_json), "--eval-data", str(eval_json),
-                  "--label-csv", str(label_csv), "--out", str(out), "--epochs", "1", "--batch-size", "3",
+                  "--labels", str(label_csv), "-o", str(out), "--epochs", "1", "--batch-size", "3",
                   "--target-length", "64") == 0
     result = json.loads((out / "result.json").read_text())
     assert result["selection"] == "last"  # 1 epoch < wa_start 6: nothing to average
@@ -206,7 +206,7 @@ def test_audioset_balanced_short_run_keeps_last_epoch(tmp_path):
 
 
 def test_existing_output_needs_resume(folder_run, folder_data):
-    assert _train("--recipe", "folder", "--data", str(folder_data), "--out", str(folder_run)) == 1
+    assert _train("--recipe", "folder", "--data", str(folder_data), "-o", str(folder_run)) == 1
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
@@ -214,11 +214,11 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     args = ["--recipe", "folder", "--data", str(data), "--epochs", "4", "--batch-size", "4", "--target-length",
             "200", "--set", "mixup=0.5", "--seed", "3", *TINY]
     full = tmp_path / "full"
-    assert main(["train", *args, "--out", str(full)]) == 0
+    assert main(["train", *args, "-o", str(full)]) == 0
 
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([str(BIN / "ast-audio"), "train", *args, "--out", str(killed), "--num-workers", "1"],
+    proc = subprocess.Popen([str(BIN / "ast-audio"), "train", *args, "-o", str(killed), "--num-workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     state = killed / "checkpoint" / "train_state.pt"
     deadline = time.monotonic() + 240
@@ -230,7 +230,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     epoch_at_kill = torch.load(state, weights_only=True)["epoch"]
     assert 1 <= epoch_at_kill < 4 and not (killed / "result.json").exists()
 
-    resumed = subprocess.run([str(BIN / "ast-audio"), "train", *args, "--out", str(killed), "--resume"],
+    resumed = subprocess.run([str(BIN / "ast-audio"), "train", *args, "-o", str(killed), "--resume"],
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {killed} after epoch {epoch_at_kill}" in resumed.stderr
@@ -245,20 +245,20 @@ def test_training_streams_tar_shards(tmp_path, capsys):
     train_json, eval_json, label_csv = make_audioset(tmp_path / "as", classes=3, train_clips=8, eval_clips=4)
     shards = tmp_path / "shards"
     assert main(["prepare", "--layout", "audioset", "--data", str(train_json), "--eval-data", str(eval_json),
-                 "--label-csv", str(label_csv), "--out", str(shards), "--shard-size", "3"]) == 0
+                 "--labels", str(label_csv), "-o", str(shards), "--shard-size", "3"]) == 0
     out = tmp_path / "out"
-    common = ["--recipe", "audioset-balanced", "--data", str(shards), "--label-csv", str(label_csv), "--epochs", "2",
+    common = ["--recipe", "audioset-balanced", "--data", str(shards), "--labels", str(label_csv), "--epochs", "2",
               "--batch-size", "4", "--target-length", "64"]
-    assert _train(*common, "--out", str(out)) == 1  # no validation set given
+    assert _train(*common, "-o", str(out)) == 1  # no validation set given
     assert "--eval-data" in capsys.readouterr().err
-    assert _train(*common, "--eval-data", str(eval_json), "--out", str(out)) == 0
+    assert _train(*common, "--eval-data", str(eval_json), "-o", str(out)) == 0
     rows = _rows(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["skipped"] == "0" for r in rows)
     assert "training audioset-balanced: 8 train / 4 valid clips" in capsys.readouterr().err
     assert load_model(out / "model").config.num_classes == 3
     # The full recipe's balanced sampler reads the shards' clips by offset (issue 15; it was refused before).
-    full = ["--recipe", "audioset-full", "--data", str(shards), "--eval-data", str(eval_json), "--label-csv",
-            str(label_csv), "--out", str(tmp_path / "full"), "--epochs", "1", "--batch-size", "4", "--target-length",
+    full = ["--recipe", "audioset-full", "--data", str(shards), "--eval-data", str(eval_json), "--labels",
+            str(label_csv), "-o", str(tmp_path / "full"), "--epochs", "1", "--batch-size", "4", "--target-length",
             "64"]
     assert _train(*full) == 0
     assert "training audioset-full: 8 train / 4 valid clips" in capsys.readouterr().err
@@ -276,7 +276,7 @@ def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monk
     args = ["--recipe", "folder", "--data", str(data), "--epochs", "3", "--batch-size", "4", "--target-length",
             "100", "--seed", "5"]
     full = tmp_path / "full"
-    assert _train(*args, "--out", str(full)) == 0
+    assert _train(*args, "-o", str(full)) == 0
 
     real_save = checkpointing.save_checkpoint
 
@@ -287,14 +287,14 @@ def test_resume_from_the_backup_a_kill_between_the_renames_leaves(tmp_path, monk
 
     out = tmp_path / "killed"
     monkeypatch.setattr(checkpointing, "save_checkpoint", interrupted_at_epoch_2)
-    assert _train(*args, "--out", str(out)) == 130
+    assert _train(*args, "-o", str(out)) == 130
     monkeypatch.setattr(checkpointing, "save_checkpoint", real_save)
     os.replace(out / "checkpoint", out / ".checkpoint.old")  # atomic_path's first rename, then the kill
     (out / ".checkpoint.x1y2.tmp").mkdir()  # the unfinished new checkpoint
     (out / ".checkpoint.x1y2.tmp" / "model.safetensors").write_bytes(b"partial")
     capsys.readouterr()
 
-    assert _train(*args, "--out", str(out), "--resume") == 0
+    assert _train(*args, "-o", str(out), "--resume") == 0
     err = capsys.readouterr().err
     assert f"restored the previous checkpoint from {out / '.checkpoint.old'}" in err
     assert f"resuming {out} after epoch 1" in err
