@@ -215,8 +215,7 @@ def test_eval_events_cli_refuses_bad_truth_rows(case, labelled, tmp_path, capsys
     _assert_one_line(err, truth, 3, words)
 
 
-def test_eval_events_cli_refuses_bad_prediction_rows_too(labelled, tmp_path, capsys):
-    root = labelled["root"]
+def test_eval_events_cli_refuses_bad_prediction_rows_too(tmp_path, capsys):
     truth = _write(tmp_path / "truth.tsv", HEADER + GOOD)
     pred = _write(tmp_path / "pred.tsv", HEADER + "a.wav\t3\t2\tdog\n")
     rc, _, err = run_main(capsys, "eval-events", "--truth", truth, "--pred", pred)
