@@ -29,16 +29,18 @@ not erase targets); keep `timem` below the shortest events (the sed recipe's 20 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..audio.io import load_audio_info, read_window
-from ..config import ASTConfig, FrontendConfig, column_hop_samples, column_span
+from ..config import ASTConfig, FrameHeadConfig, FrontendConfig, column_hop_samples, column_span
 from ..errors import AstAudioError, ConfigError
 from ..infer.tsv import read_durations, read_strong, read_weak
 from ..utils import one_line
@@ -230,6 +232,26 @@ def load_sed_folder(folder: str | Path, *, holdout: float = 0.2, seed: int = 0) 
 SedItem = tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, str]
 
 
+def sed_manifest(clips: Sequence[SedClip], labels: Sequence[str]) -> Manifest:
+    """The clips as a multi-label `Manifest` of their classes (for balanced sampling and the clip metrics)."""
+    return Manifest(tuple(Example(c.source, c.classes, c.key) for c in clips), tuple(labels), tuple(labels),
+                    multi_label=True)
+
+
+def with_frame_head(model: torch.nn.Module, head: FrameHeadConfig) -> torch.nn.Module:
+    """`model` (a clip model: a checkpoint, the AudioSet AST, ImageNet-adapted or new) as a frame model: the same
+    encoder and clip head, a new frame head `head` (initialised from torch's current seed)."""
+    from ..model import AST
+
+    if model.config.frame_head == head:
+        return model
+    frame = AST(dataclasses.replace(model.config, frame_head=head), frontend=model.frontend, labels=model.labels,
+                multi_label=model.multi_label)
+    missing, unexpected = frame.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("frame_head.") for k in missing), (missing, unexpected)
+    return frame
+
+
 class SedDataset(ClipDataset):
     """Crops of SED clips with frame and clip targets (module docstring), or a `BadClip` for an unreadable file.
 
@@ -239,9 +261,7 @@ class SedDataset(ClipDataset):
 
     def __init__(self, clips: Sequence[SedClip], labels: Sequence[str], model: ASTConfig, frontend: FrontendConfig,
                  augment: AugmentConfig | None = None, *, seed: int = 0, random_crops: bool = True) -> None:
-        manifest = Manifest(tuple(Example(c.source, c.classes, c.key) for c in clips), tuple(labels), tuple(labels),
-                            multi_label=True)
-        super().__init__(manifest, frontend, augment, seed=seed)
+        super().__init__(sed_manifest(clips, labels), frontend, augment, seed=seed)
         self.clips = tuple(clips)
         self.spans = column_spans(model, frontend)  # (t_dim, 2)
         self.hop = column_hop_samples(model, frontend)
@@ -343,3 +363,114 @@ def sed_windows(clip: SedClip, model: ASTConfig, frontend: FrontendConfig) -> li
     column grid), so their columns tile the file's timeline without gap or overlap."""
     step = model.grid[1] * column_hop_samples(model, frontend) / frontend.sample_rate
     return [k * step for k in range(max(1, math.ceil(clip.duration_s / step - 1e-9)))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss and validation of a frame model
+
+
+class SedForward(torch.nn.Module):
+    """The training forward of a frame model: (B, T, F) -> clip logits (B, C), frame logits (B, t_dim, C) and the
+    weakly pooled clip probabilities (B, C), all in one `forward` (so that DistributedDataParallel sees every
+    parameter used, the weak pooling's included)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clip_logits, frame_logits = self.model.forward_both(x)
+        return clip_logits, frame_logits, self.model.weak_probabilities(frame_logits.float())
+
+
+def sed_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], frames: torch.Tensor, clips: torch.Tensor,
+             strong: torch.Tensor) -> torch.Tensor:
+    """The sed recipe's loss on one batch, the sum of three means (a part without items adds 0):
+
+    - BCE of the frame logits against the frame targets, over the items with frame targets (`strong`);
+    - BCE of the weakly pooled frame scores against the clip targets, over the weakly labelled items (the DCASE
+      baseline's weak loss, in the same batches);
+    - BCE of the clip head's logits against the clip targets, over every item (so a frame model still tags).
+
+    outputs: `SedForward`'s (clip logits (B, C), frame logits (B, t_dim, C), weak probabilities (B, C));
+    frames (B, t_dim, C), clips (B, C) soft targets; strong (B,) bool.
+    """
+    clip_logits, frame_logits, weak = outputs
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    loss = bce(clip_logits.float(), clips)
+    if bool(strong.any()):
+        loss = loss + bce(frame_logits.float()[strong], frames[strong])
+    if bool((~strong).any()):
+        eps = 1e-7
+        loss = loss + torch.nn.functional.binary_cross_entropy(weak.float()[~strong].clamp(eps, 1 - eps),
+                                                               clips[~strong])
+    return loss
+
+
+@torch.no_grad()
+def frame_scores(model: torch.nn.Module, dataset: SedDataset, clip: SedClip, device: torch.device,
+                 batch_size: int = 8) -> np.ndarray:
+    """(n_columns, C) frame probabilities of a whole file: windows on the column grid one input apart
+    (`sed_windows`), each scored once, their columns laid end to end and cut to the file's length."""
+    from ..model.scores import probabilities
+
+    model_config = model.config
+    starts = sed_windows(clip, model_config, dataset.frontend)
+    rate, length = dataset.frontend.sample_rate, dataset.frontend.input_samples
+    parts = []
+    for i in range(0, len(starts), batch_size):
+        x = torch.stack([dataset.features(remove_dc(read_window(clip.source, rate, s, length)))
+                         for s in starts[i:i + batch_size]])  # (b, T, F)
+        logits = model.forward_frames(x.to(device)).float().cpu()  # (b, t_dim, C)
+        parts.append(probabilities(logits, True).reshape(-1, logits.shape[-1]))  # (b * t_dim, C)
+    hop_s = column_hop_samples(model_config, dataset.frontend) / rate
+    count = max(1, math.ceil(clip.duration_s / hop_s - 1e-9))
+    return torch.cat(parts)[:count].numpy()
+
+
+def _score_frame(bounds: np.ndarray, values: np.ndarray, classes: list[str]) -> Any:
+    """sed_scores_eval's score DataFrame (columns onset, offset, classes) of (n + 1,) bounds and (n, C) scores.
+
+    Under pandas 3 (copy-on-write), `frame[[one class]].to_numpy()` is a read-only view, which sed_scores_eval's
+    Cython detection refuses ("buffer source array is read-only"); this frame's `to_numpy` returns a copy."""
+    import pandas as pd  # the scorers' dependency
+
+    class WritableFrame(pd.DataFrame):
+        @property
+        def _constructor(self) -> type:
+            return WritableFrame
+
+        def to_numpy(self, *args: Any, **kwargs: Any) -> np.ndarray:
+            return super().to_numpy(*args, **{**kwargs, "copy": True})
+
+    return WritableFrame(np.column_stack([bounds[:-1], bounds[1:], values]), columns=["onset", "offset", *classes])
+
+
+def validation_psds1(model: torch.nn.Module, dataset: SedDataset, device: torch.device) -> float:
+    """PSDS1 (DCASE task 4's, by sed_scores_eval: `ast_audio.infer.evaluate_events.psds`) of the frame scores of
+    every validation file against its strong labels: the sed recipe's model-selection metric (threshold-free, so
+    it needs no detection settings). Over the classes with events in the validation files (PSDS needs true events
+    in every class it scores); NaN when there are none."""
+    from ..infer.evaluate_events import PSDS1, _import_sed_scores_eval, psds
+    from ..infer.tsv import audio_id
+
+    _import_sed_scores_eval()  # the install hint when the scorers are missing
+    was_training = model.training
+    model.eval()
+    labels = list(dataset.manifest.labels)
+    present = sorted({c for clip in dataset.clips for _, _, c in clip.events})  # PSDS needs truth in every class
+    if not present:
+        return math.nan
+    scores, truth, durations = {}, {}, {}
+    hop_s = column_hop_samples(model.config, dataset.frontend) / dataset.frontend.sample_rate
+    for clip in dataset.clips:
+        key = audio_id(clip.key)
+        values = frame_scores(model, dataset, clip, device)[:, present]  # (n, C') of the classes with truth
+        bounds = np.minimum(np.arange(values.shape[0] + 1) * hop_s, clip.duration_s)
+        bounds[-1] = clip.duration_s
+        scores[key] = _score_frame(bounds, values, [labels[c] for c in present])
+        truth[key] = [(on, off, labels[c]) for on, off, c in clip.events]
+        durations[key] = clip.duration_s
+    model.train(was_training)
+    value, _ = psds(scores, truth, durations, PSDS1)
+    return value
