@@ -10,7 +10,7 @@ import torch
 from ast_audio.config import FrameHeadConfig
 from ast_audio.train.engine import build_model
 from ast_audio.train.recipes import TrainConfig, make_recipe
-from ast_audio.train.sed import SedForward, sed_loss
+from ast_audio.train.sed import SedForward, sed_loss, with_frame_head
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import run_main, tiny_model
 
@@ -29,12 +29,12 @@ def test_checkpoint_init_keeps_the_encoder_and_adds_a_frame_head(tmp_path):
     clip = tiny_model(seed=4)  # 5 classes, 128 frames
     save_model(clip, tmp_path / "clip")
     config = make_recipe("sed", init=f"checkpoint:{tmp_path / 'clip'}", target_length=128, frame_head=HEAD)
-    model = build_model(config, [f"c{i}" for i in range(5)], True)
+    model = with_frame_head(build_model(config, [f"c{i}" for i in range(5)], True), config.frame_head)
     assert model.config.frame_head == HEAD and model.has_frame_head
     reference = clip.state_dict()
     for key, value in model.state_dict().items():
-        if not key.startswith("frame_head."):
-            assert torch.equal(value, reference[key]), key  # encoder and (same class count) clip head kept
+        if not key.startswith(("frame_head.", "mlp_head.")):  # the clip head follows the clip recipes' rule
+            assert torch.equal(value, reference[key]), key  # the encoder is the checkpoint's
     clip_logits, frame_logits = model.forward_both(torch.randn(2, 128, 128))
     assert clip_logits.shape == (2, 5) and frame_logits.shape == (2, model.config.grid[1], 5)
 

@@ -99,8 +99,8 @@ def build_model(config: TrainConfig, labels: Sequence[str], multi_label: bool) -
     num_classes = len(labels)
     torch.manual_seed(config.seed)  # the new head / random init depend on the seed only
     if kind == "none":
-        return AST(dataclasses.replace(spec.ast_config(frontend, num_classes), frame_head=config.frame_head),
-                   frontend=frontend, labels=list(labels), multi_label=multi_label)
+        return AST(spec.ast_config(frontend, num_classes), frontend=frontend, labels=list(labels),
+                   multi_label=multi_label)
     common = dict(input_fdim=frontend.num_mel_bins, input_tdim=frontend.target_length, fstride=spec.fstride,
                   tstride=spec.tstride, num_classes=num_classes, labels=list(labels), multi_label=multi_label,
                   frontend=frontend)
@@ -118,8 +118,6 @@ def build_model(config: TrainConfig, labels: Sequence[str], multi_label: bool) -
             state = model.state_dict()
             state.update({k: v for k, v in fresh.state_dict().items() if k in HEAD_KEYS})
             model.load_state_dict(state)
-    if config.frame_head is not None:  # the sed recipe: the encoder (and clip head) as built, a new frame head
-        model = with_frame_head(model, config.frame_head)
     return model.train()
 
 
@@ -332,6 +330,8 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
         if resume:
             say(f"no checkpoint in {out}; starting from epoch 1")
         model = build_model(config, data.labels, config.multi_label)
+        if config.frame_head is not None:  # the sed recipe: the encoder (and clip head) built, a new frame head
+            model = with_frame_head(model, config.frame_head)
     plan = FT.prepare(model, config)  # freezes what the mode keeps (adds LoRA adapters first)
     model.to(info.device).train()
     optimizer = make_optimizer(model, config)
