@@ -248,7 +248,7 @@ def test_demo_trains_well_above_chance_and_detects_events_in_scenes(demo_run, tm
     proc = run_cli("events", *wavs, "--checkpoint", out / "model", "--format", "dcase", "-o", tmp_path / "ev.tsv",
                    "--durations", tmp_path / "durations.tsv", "--scores-dir", tmp_path / "scores", "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("eval-events", "--truth", scenes / "truth.tsv", "--pred", tmp_path / "ev.tsv", "--scores-dir",
+    proc = run_cli("eval-events", "--truth", scenes / "strong.tsv", "--pred", tmp_path / "ev.tsv", "--scores-dir",
                    tmp_path / "scores", "--durations", tmp_path / "durations.tsv", "--json", tmp_path / "r.json")
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((tmp_path / "r.json").read_text())

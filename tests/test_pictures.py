@@ -150,8 +150,9 @@ def test_events_cli_draws_each_class_in_its_own_colour_in_every_file(tmp_path, c
     save_model(model, tmp_path / "ckpt")
     write_tone(tmp_path / "low.wav", seconds=3.0, freq=300.0)
     write_tone(tmp_path / "high.wav", seconds=3.0, freq=3000.0)
-    truth = tmp_path / "truth.csv"
-    truth.write_text("label,onset,offset\ndog,0.5,1.0\nbird,1.5,2.5\n")
+    truth = tmp_path / "strong.tsv"  # the same two reference events in each file's picture
+    truth.write_text("filename\tonset\toffset\tevent_label\n" + "".join(
+        f"{name}\t0.5\t1.0\tdog\n{name}\t1.5\t2.5\tbird\n" for name in ("low.wav", "high.wav")))
     drawn = []
     draw = plots.timeline_figure
     monkeypatch.setattr(plots, "timeline_figure", lambda *a, **k: drawn.append(draw(*a, **k)) or drawn[-1])

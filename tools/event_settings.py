@@ -2,7 +2,7 @@
 in docs/events.md.
 
 Usage: python tools/event_settings.py MODEL SCENES_DIR [WINDOW_FRACTION ...]
-  MODEL: e.g. the demo's out/model; SCENES_DIR: from `ast-audio scenes` (scene_*.wav, truth.tsv, durations.tsv);
+  MODEL: e.g. the demo's out/model; SCENES_DIR: from `ast-audio scenes` (scene_*.wav, strong.tsv, durations.tsv);
   WINDOW_FRACTION: windows as fractions of the model's input (default 0.25 0.5 1.0); the hop is a tenth of each.
 Prints one line per (window, grid, refinement) at threshold 0.5, hysteresis 0.5, scored by sed_eval.
 """
@@ -21,7 +21,7 @@ from ast_audio.weights.checkpoint import load_model
 def main(model_dir: str, scenes: str, *fractions: str) -> None:
     tagger = Tagger(load_model(model_dir))
     folder = Path(scenes)
-    truth, durations = read_truth(folder / "truth.tsv"), read_durations(folder / "durations.tsv")
+    truth, durations = read_truth(folder / "strong.tsv"), read_durations(folder / "durations.tsv")
     files = sorted(folder.glob("scene_*.*"))
     energy = {f.stem: Energy.from_file(f, tagger.sample_rate) for f in files}
     for fraction in [float(x) for x in fractions] or [0.25, 0.5, 1.0]:

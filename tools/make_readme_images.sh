@@ -2,7 +2,7 @@
 # Regenerate docs/images/events.png and docs/images/explain.png, offline, from nothing:
 #   1. train the demo's small AST (`ast-audio demo`: tone / chirp / noise_burst / click_train plus background-only
 #      clips and two-class mixtures, multi-label, 40 epochs);
-#   2. write a 30 s scene of demo sounds at known times on a quiet background (`ast-audio scenes`: truth.tsv);
+#   2. write a 30 s scene of demo sounds at known times on a quiet background (`ast-audio scenes`: strong.tsv);
 #   3. `ast-audio events` with its default settings, `--plot docs/images/events.png`, scored by `eval-events`;
 #      `ast-audio explain ... -o docs/images/explain.png` on the scene's first chirp.
 # Usage: tools/make_readme_images.sh [WORK_DIR]   (default /tmp/ast-audio-readme; PYTHON overrides the interpreter)
@@ -18,17 +18,14 @@ if [ ! -f "$WORK/demo/model/config.json" ]; then
 fi
 
 "$PY" -m ast_audio scenes "$WORK/scene" --count 1 --seconds 30 --seed 4 --force
-# --plot-truth reads label,onset,offset (CSV); the DCASE truth is filename<TAB>onset<TAB>offset<TAB>event_label
-awk -F'\t' 'NR == 1 {print "label,onset,offset"; next} {print $4 "," $2 "," $3}' "$WORK/scene/truth.tsv" \
-    > "$WORK/truth.csv"
 
 "$PY" -m ast_audio events "$WORK/scene/scene_000.wav" --checkpoint "$WORK/demo/model" --format dcase \
-    -o "$WORK/events.tsv" --force --scores-dir "$WORK/scores" --plot docs/images/events.png --plot-truth "$WORK/truth.csv" \
+    -o "$WORK/events.tsv" --force --scores-dir "$WORK/scores" --plot docs/images/events.png --plot-truth "$WORK/scene/strong.tsv" \
     --no-progress
 cat "$WORK/events.tsv"
-"$PY" -m ast_audio eval-events --truth "$WORK/scene/truth.tsv" --pred "$WORK/events.tsv" --scores-dir "$WORK/scores"
+"$PY" -m ast_audio eval-events --truth "$WORK/scene/strong.tsv" --pred "$WORK/events.tsv" --scores-dir "$WORK/scores"
 
-chirp=$(awk -F'\t' '$4 == "chirp" {printf "%.2f", ($2 > 0.3 ? $2 - 0.3 : 0); exit}' "$WORK/scene/truth.tsv")
+chirp=$(awk -F'\t' '$4 == "chirp" {printf "%.2f", ($2 > 0.3 ? $2 - 0.3 : 0); exit}' "$WORK/scene/strong.tsv")
 "$PY" -m ast_audio explain "$WORK/scene/scene_000.wav" --checkpoint "$WORK/demo/model" --start "$chirp" \
     --class chirp -o docs/images/explain.png --force --width 1000 --height 500
 ls -l docs/images/events.png docs/images/explain.png

@@ -219,17 +219,47 @@ class SceneEvent:
     offset_s: float
 
 
+def swell_envelope(n: int, rng: np.random.Generator, swell_db: float,
+                   knot_s: tuple[float, float] = (4.0, 12.0)) -> np.ndarray:
+    """(n,) gain of a background that swells and fades: between 1 (0 dB) and `swell_db` dB, moving smoothly
+    (cosine-interpolated) between random levels at random knots `knot_s` seconds apart."""
+    knots = [0.0]
+    while knots[-1] < n / SAMPLE_RATE:
+        knots.append(knots[-1] + rng.uniform(*knot_s))
+    levels = rng.uniform(0.0, 1.0, len(knots))
+    t = np.arange(n) / SAMPLE_RATE
+    k = np.searchsorted(knots, t, side="right") - 1  # the knot before each sample
+    frac = (t - np.take(knots, k)) / (np.take(knots, k + 1) - np.take(knots, k))
+    weight = 0.5 - 0.5 * np.cos(np.pi * frac)  # 0 at the left knot, 1 at the right one
+    position = levels[k] + (levels[k + 1] - levels[k]) * weight  # (n,) in [0, 1]
+    return 10.0 ** (swell_db * position / 20.0)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+
+
 def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[float, float] = (0.2, 1.5),
-               overlap: float = 0.2, classes: tuple[str, ...] = CLASSES) -> tuple[np.ndarray, list[SceneEvent]]:
+               overlap: float = 0.2, classes: tuple[str, ...] = CLASSES, swell_db: float = 0.0,
+               snr_db: tuple[float, float] | None = None) -> tuple[np.ndarray, list[SceneEvent]]:
     """A scene of `duration_s` seconds: the demo's background noise (at `SCENE_BED`) throughout, demo sounds (1-2 s;
     noise bursts 0.15-0.6 s) one after another separated by `gap_s` seconds of background, a fraction `overlap` of
     them starting inside the previous sound instead (0.3-0.8 s after its onset, of a class not sounding then), so
     some events overlap; events of one class never touch (the scorers require that).
 
+    The harder conditions of real recordings (both off by default, which keeps the scenes of earlier versions):
+    `swell_db` > 0 makes the background swell and fade by up to that many dB (`swell_envelope`); `snr_db`
+    (low, high) sets each sound's level to a signal-to-noise ratio drawn from that range in dB, its RMS over the
+    RMS of the background under it (default: a peak level of 0.1-0.5, >= 6 dB above the steady bed), so a range
+    such as (0, 10) gives sounds only a little above a loud stretch of background.
+
     Returns the (N,) float32 waveform (peak below 1) and the events sorted by onset.
     """
     n = int(round(duration_s * SAMPLE_RATE))
     scene = background_noise(n, rng, SCENE_BED)
+    if swell_db > 0:
+        scene *= swell_envelope(n, rng, swell_db)
+    bed = scene.copy() if snr_db is not None else scene  # the background alone, for the sounds' levels
     events: list[SceneEvent] = []
     at = rng.uniform(*gap_s)
     previous: SceneEvent | None = None
@@ -248,6 +278,9 @@ def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[floa
         if first + length > n - int(0.2 * SAMPLE_RATE):
             break
         sound = synth_event(kind, length, rng)
+        if snr_db is not None:
+            under = _rms(bed[first:first + len(sound)])
+            sound *= under * 10.0 ** (rng.uniform(*snr_db) / 20.0) / max(_rms(sound), 1e-12)
         scene[first:first + len(sound)] += sound
         event = SceneEvent(kind, first / SAMPLE_RATE, (first + len(sound)) / SAMPLE_RATE)
         events.append(event)
@@ -258,12 +291,18 @@ def make_scene(duration_s: float, rng: np.random.Generator, *, gap_s: tuple[floa
     return scene.astype(np.float32), events
 
 
+STRONG_TSV = "strong.tsv"  # the layout `train --recipe sed` reads (docs/training-data.md)
+DURATIONS_TSV = "durations.tsv"
+
+
 def write_scenes(folder: str | Path, count: int = 5, duration_s: float = 120.0, *, seed: int = 0,
-                 audio_format: str = "wav", gap_s: tuple[float, float] = (0.2, 1.5),
-                 overlap: float = 0.2) -> tuple[list[Path], Path, Path]:
-    """Write `count` scenes (`make_scene`) as folder/scene_NNN.wav (or .flac), their true events as
-    folder/truth.tsv (`filename onset offset event_label`, the DCASE ground-truth format) and their lengths as
-    folder/durations.tsv (`filename duration`). Returns (audio paths, truth path, durations path)."""
+                 audio_format: str = "wav", gap_s: tuple[float, float] = (0.2, 1.5), overlap: float = 0.2,
+                 swell_db: float = 0.0, snr_db: tuple[float, float] | None = None) -> tuple[list[Path], Path, Path]:
+    """Write `count` scenes (`make_scene`, its options passed on) as folder/scene_NNN.wav (or .flac), their true
+    events as folder/strong.tsv (`filename onset offset event_label`, the DCASE ground-truth format, file names
+    relative to `folder`) and every scene's length as folder/durations.tsv (`filename duration`): the layout of
+    `train --recipe sed`, in which a scene without events (one too short for a sound) is background, present in
+    durations.tsv only. Returns (audio paths, strong.tsv path, durations path)."""
     from .infer.formats import dcase_durations, dcase_events
 
     folder = Path(folder)
@@ -271,16 +310,16 @@ def write_scenes(folder: str | Path, count: int = 5, duration_s: float = 120.0, 
     rng = np.random.default_rng(seed)
     paths, truth, durations = [], [], {}
     for i in range(count):
-        audio, events = make_scene(duration_s, rng, gap_s=gap_s, overlap=overlap)
+        audio, events = make_scene(duration_s, rng, gap_s=gap_s, overlap=overlap, swell_db=swell_db, snr_db=snr_db)
         path = folder / f"scene_{i:03d}.{audio_format}"
         with atomic_path(path) as tmp:
             sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format=audio_format.upper())
         paths.append(path)
         truth.extend((path.name, e.onset_s, e.offset_s, e.label) for e in events)
         durations[path.name] = len(audio) / SAMPLE_RATE
-    atomic_write_text(folder / "truth.tsv", dcase_events(truth))
-    atomic_write_text(folder / "durations.tsv", dcase_durations(durations))
-    return paths, folder / "truth.tsv", folder / "durations.tsv"
+    atomic_write_text(folder / STRONG_TSV, dcase_events(truth))
+    atomic_write_text(folder / DURATIONS_TSV, dcase_durations(durations))
+    return paths, folder / STRONG_TSV, folder / DURATIONS_TSV
 
 
 def demo_config(data_dir: Path, *, epochs: int = EPOCHS, seed: int = 0, mean: float, std: float,

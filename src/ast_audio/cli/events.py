@@ -131,8 +131,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "shaded (several inputs: PNG-<input name>.png each)")
     add_option(events, "--top-k", type=positive_int, default=5, metavar="N", deprecated=("--plot-classes",),
                help="classes drawn by --plot: the N with the highest peak score, plus any with an event (default 5)")
-    events.add_argument("--plot-truth", metavar="CSV", help="--plot: also draw reference events from a CSV with "
-                        "label,onset,offset columns (e.g. annotations) above the scores")
+    events.add_argument("--plot-truth", metavar="TSV", help="--plot: also draw each file's reference events from a "
+                        "DCASE event table (filename onset offset event_label, e.g. the strong.tsv of `scenes`; "
+                        "rows matched by file name) above the scores")
     add_precision_arg(events)
     add_device_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
@@ -218,8 +219,8 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Events for FILE...: bad files are reported on stderr and skipped; exit 1 if any failed."""
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
-    from ..infer.events import Energy, detect_events, score_grid
-    from ..infer.formats import dcase_durations, format_event_files, format_events, read_events_csv, scores_tsv
+    from ..infer.events import Energy, Event, detect_events, score_grid
+    from ..infer.formats import dcase_durations, format_event_files, format_events, scores_tsv
     from ..infer.tagger import score_stream
     from ..labels import check_labels, rollup, rollup_scores, selected_classes
     from ..utils import atomic_write_text
@@ -241,7 +242,14 @@ def cmd_events(args: argparse.Namespace) -> int:
         job = events_job(tagger, config, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
         return run_archive_command(args, job, tagger.sample_rate)
 
-    truth = read_events_csv(args.plot_truth) if args.plot_truth else []
+    truth = None
+    if args.plot_truth:  # the DCASE event table (what `scenes` writes as strong.tsv); rows matched by file name
+        from ..infer.tsv import read_strong
+
+        truth = read_strong(args.plot_truth, what="truth")
+        if not any(truth.has_file(path) for path in args.files):
+            raise ConfigError(f"{args.plot_truth} lists none of the input files (it has e.g. "
+                              f"{truth.files[0] if truth.files else 'no rows'}); give the truth of these files")
     if args.scores_dir:
         scores_dir = Path(args.scores_dir)
         if scores_dir.exists() and not scores_dir.is_dir():
@@ -291,7 +299,9 @@ def cmd_events(args: argparse.Namespace) -> int:
 
             plot_timeline(timeline, events, _plot_path(args.plot, path, many), top_n=args.top_k,
                           title=f"{Path(path).name}: {len(events)} event(s), window {timeline.window_s:g} s, "
-                          f"hop {timeline.hop_s:g} s", truth=truth)
+                          f"hop {timeline.hop_s:g} s",
+                          truth=[Event(label, on, off, 1.0) for on, off, label in truth.events_of(path)]
+                          if truth is not None else ())
 
     if split_outputs:
         out = Path(args.output)
@@ -363,22 +373,17 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     """calibrate --truth: score every recording of the truth table, then `calibrate_events`."""
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
-    from ..infer.evaluate_events import read_truth
     from ..infer.events import Energy
-    from ..infer.formats import DCASE_EVENT_COLUMNS, read_dcase_table
     from ..infer.tagger import score_stream
+    from ..infer.tsv import read_strong
 
     if args.mode != "f1":
         raise ConfigError("--truth calibrates for event-based F1 only; leave out --mode precision")
-    truth = read_truth(args.truth)
-    names = list(dict.fromkeys(row["filename"] for row in read_dcase_table(args.truth, DCASE_EVENT_COLUMNS)))
     folder = Path(args.audio_dir) if args.audio_dir else Path(args.truth).parent
     tagger = load_tagger(args)
     window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)
-    unknown = sorted({e[2] for events in truth.values() for e in events} - set(tagger.labels))
-    if unknown:
-        raise ConfigError(f"{args.truth}: classes {', '.join(unknown[:5])} are not classes of the model; calibrate "
-                          "a model trained on this label set")
+    table = read_strong(args.truth, labels=set(tagger.labels), what="truth")  # a class the model lacks: its row
+    truth, names = table.by_audio_id(), list(table.files)
     config = _event_config(args, tagger.labels)
     timelines, energies, failed = {}, {}, 0
     progress = progress_for(args, "calibrate", "recordings")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import AstAudioError
+from ..errors import AstAudioError, ConfigError
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     DEFAULT_CHECKPOINT,
@@ -17,6 +17,7 @@ from .args import (
     add_precision_arg,
     clear_for_force,
     load_tagger,
+    number,
     positive_float,
     positive_int,
     refuse_existing,
@@ -79,12 +80,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "scenes", help="write scenes of demo sounds at known times (audio + DCASE truth), to test event detection",
         description="Minutes of quiet background with the demo's sounds (tone, chirp, noise_burst, click_train) "
         "one after another, 0.2-1.5 s apart, some overlapping the one before. Writes OUT/scene_NNN.wav, "
-        "OUT/truth.tsv (filename, onset, offset, event_label) and OUT/durations.tsv (filename, duration).")
+        "OUT/strong.tsv (filename, onset, offset, event_label) and OUT/durations.tsv (filename, duration): the "
+        "layout `train --recipe sed` reads and the truth `eval-events`, `calibrate` and `events --plot-truth` read. "
+        "Harder conditions: --swell, --snr, --overlap (docs/events.md).")
     add_positional_output(scenes, metavar="OUT", help="output folder")
     scenes.add_argument("--count", type=positive_int, default=5, help="number of scenes (default 5)")
     scenes.add_argument("--seconds", type=positive_float, default=120.0, help="length of each (default 120)")
     scenes.add_argument("--overlap", type=unit_float, default=0.2, metavar="P",
                         help="fraction of sounds that start inside the one before (default 0.2)")
+    scenes.add_argument("--swell", type=number(float, low=0, high=40), default=0.0, metavar="DB",
+                        help="the background swells and fades by up to DB dB (default 0: a steady background)")
+    scenes.add_argument("--snr", type=number(float, low=-20, high=60), nargs=2, metavar=("LOW", "HIGH"),
+                        help="each sound's level: a signal-to-noise ratio in [LOW, HIGH] dB over the background "
+                        "under it (default: peak 0.1-0.5, at least 6 dB above the steady background)")
     scenes.add_argument("--audio-format", choices=("wav", "flac"), default="wav", help="wav (default) or flac")
     scenes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     scenes.set_defaults(func=cmd_scenes)
@@ -203,11 +211,14 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     """Write generated scenes and their truth: see ast_audio.demo.write_scenes."""
     from ..demo import write_scenes
 
+    if args.snr is not None and args.snr[0] > args.snr[1]:
+        raise ConfigError(f"--snr {args.snr[0]:g} {args.snr[1]:g}: LOW is above HIGH; give the range low first")
     out = require_output(args, "OUT")
     refuse_existing(out, args.force)
-    clear_for_force(out, ("truth.tsv", "durations.tsv"))
+    clear_for_force(out, ("strong.tsv", "durations.tsv"))
     paths, truth, durations = write_scenes(out, args.count, args.seconds, seed=args.seed,
-                                           audio_format=args.audio_format, overlap=args.overlap)
+                                           audio_format=args.audio_format, overlap=args.overlap,
+                                           swell_db=args.swell, snr_db=tuple(args.snr) if args.snr else None)
     print(f"wrote {len(paths)} scene(s) of {args.seconds:g} s to {out}; truth {truth}, durations {durations}",
           file=sys.stderr)
     return 0

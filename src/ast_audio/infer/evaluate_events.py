@@ -11,8 +11,9 @@
   PSDS1: DTC = GTC = 0.7, alpha_ct 0, alpha_st 1, max eFPR 100 per hour;
   PSDS2: DTC = GTC = 0.1, CTTC 0.3, alpha_ct 0.5, alpha_st 1, max eFPR 100 per hour.
 
-All files are read by the libraries' own readers (`sed_scores_eval.io`), so what is scored is what the formats of
-`ast_audio.infer.formats` wrote. sed_eval imports dcase_util, which imports `pkg_resources` at module level
+Event and durations tables are read by the project's one reader (`ast_audio.infer.tsv`: the same rows accepted and
+refused everywhere, each bad row named); score tables by sed_scores_eval's own (`sed_scores_eval.io`).
+sed_eval imports dcase_util, which imports `pkg_resources` at module level
 (setuptools 81 and later no longer ship it) but calls it only in functions this module never uses; `_import_sed_eval`
 therefore puts an empty stand-in module under that name when the real one is missing, instead of pinning an old
 setuptools for the whole environment.
@@ -24,12 +25,14 @@ import math
 import sys
 import types
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .tsv import by_audio_id, read_strong
+from .tsv import read_durations as read_duration_table
 
 ONSET_COLLAR_S = 0.2
 OFFSET_COLLAR_S = 0.2
@@ -72,36 +75,21 @@ def _import_sed_scores_eval() -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Reading (with the scorers' own readers)
+# Reading (event and durations tables: `tsv`; score tables: sed_scores_eval)
 
 
-def _checked(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} not found; expected a tab-separated file (docs/events.md)")
-    return path
-
-
-def read_truth(path: str | Path) -> dict[str, list[tuple[float, float, str]]]:
+def read_truth(path: str | Path, *, files: Collection[str] | None = None,
+               durations: Mapping[str, float] | None = None, what: str = "event table"
+               ) -> dict[str, list[tuple[float, float, str]]]:
     """A DCASE event table (`filename onset offset event_label`) -> {audio id (file name without extension):
-    [(onset, offset, label)]}, read by sed_scores_eval.io.read_ground_truth_events. Files whose only row has no
-    event (empty onset) get an empty list."""
-    io = _import_sed_scores_eval().io
-    try:
-        return io.read_ground_truth_events(_checked(path, "event table"))
-    except (AssertionError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a DCASE event table ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                          "expected the header filename, onset, offset, event_label (tab-separated)") from None
+    [(onset, offset, label)]}, read and checked by `ast_audio.infer.tsv.read_strong` (files, labels, times; one
+    line naming the row for a bad one). Files listed with no events get an empty list."""
+    return read_strong(path, files=files, durations=durations, what=what).by_audio_id()
 
 
 def read_durations(path: str | Path) -> dict[str, float]:
-    """A DCASE durations table (`filename duration`) -> {audio id: seconds}, read by sed_scores_eval."""
-    io = _import_sed_scores_eval().io
-    try:
-        return {k: float(v) for k, v in io.read_audio_durations(_checked(path, "durations table")).items()}
-    except (AssertionError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a DCASE durations table ({exc!r}); expected the header filename, "
-                          "duration (tab-separated)") from None
+    """A DCASE durations table (`filename duration`) -> {audio id: seconds} (`ast_audio.infer.tsv.read_durations`)."""
+    return by_audio_id(read_duration_table(path))
 
 
 def read_scores_dir(folder: str | Path) -> dict[str, Any]:
@@ -267,24 +255,27 @@ def evaluate_events(truth_path: str | Path, *, pred_path: str | Path | None = No
     table); durations from `durations_path`, else each score table's end (event tables: sed_eval's default)."""
     if pred_path is None and scores_dir is None:
         raise ConfigError("nothing to score: give an event table (--pred) or a folder of score tables (--scores-dir)")
-    truth = read_truth(truth_path)
     durations = read_durations(durations_path) if durations_path is not None else None
     scores = read_scores_dir(scores_dir) if scores_dir is not None else None
+    if scores is not None and durations is None:
+        durations = {k: float(df["offset"].iloc[-1]) if len(df) else 0.0 for k, df in scores.items()}
+    known = set(durations) if durations_path is not None and durations is not None else None
+    # one reader for both tables: unknown files (given --durations), bad times, events past a file's end
+    truth = read_truth(truth_path, files=known, durations=durations, what="truth")
+    pred = read_truth(pred_path, files=known, durations=durations, what="predictions") if pred_path else None
     if scores is not None:
+        assert durations is not None
         unknown = sorted(set(truth) - set(scores))
         if unknown:
             raise ConfigError(f"{truth_path} has events of {len(unknown)} file(s) without a score table in "
                               f"{scores_dir}, e.g. {unknown[0]}; score every file of the truth")
-        ends = {k: float(df["offset"].iloc[-1]) if len(df) else 0.0 for k, df in scores.items()}
-        if durations is None:
-            durations = ends
         missing = [k for k in scores if k not in durations]
         if missing:
             raise ConfigError(f"{durations_path} lacks the duration of {missing[0]} (and {len(missing) - 1} more)")
     result = EventEvaluation(files=len(scores) if scores is not None else len(truth),
                              truth_events=sum(len(v) for v in truth.values()), source="")
     try:
-        values = _f1_values(result, truth, pred_path, scores, scores_dir, durations, threshold)
+        values = _f1_values(result, truth, pred, pred_path, scores, scores_dir, durations, threshold)
     except AssertionError as exc:
         raise ConfigError(f"{truth_path}: the scorer refused the inputs ({str(exc).splitlines()[0][:300]})") from None
     for key, value in values.items():
@@ -296,13 +287,12 @@ def evaluate_events(truth_path: str | Path, *, pred_path: str | Path | None = No
     return result
 
 
-def _f1_values(result: EventEvaluation, truth: dict[str, list], pred_path: str | Path | None,
-               scores: dict[str, Any] | None, scores_dir: str | Path | None, durations: dict[str, float] | None,
-               threshold: float | Mapping[str, float]) -> dict[str, Any]:
+def _f1_values(result: EventEvaluation, truth: dict[str, list], pred: dict[str, list] | None,
+               pred_path: str | Path | None, scores: dict[str, Any] | None, scores_dir: str | Path | None,
+               durations: dict[str, float] | None, threshold: float | Mapping[str, float]) -> dict[str, Any]:
     """The F1 values: from the event table with sed_eval, else from the score tables with sed_scores_eval."""
     values: dict[str, Any]
-    if pred_path is not None:
-        pred = read_truth(pred_path)
+    if pred is not None:
         ids = sorted(set(truth) | set(pred) | set(scores or {}))
         values = sed_eval_f1(_fill(truth, ids), _fill(pred, ids), durations)
         result.source = f"events in {pred_path} (sed_eval)"

@@ -4,11 +4,11 @@
 - events: JSON, CSV file,label,onset,offset,score, an Audacity label track or SRT subtitles (`format_events` for
   one input, `format_event_files` for several); the JSON of one input is `events_document`, which `ast-audio events
   --format json` lists and the server's /v1/events returns (plus the window scores it draws, `timeline_view`);
-- reference events read back from a label,onset,offset CSV (`read_events_csv`);
 - the DCASE formats that sed_eval, sed_scores_eval and psds_eval read: an event table `filename onset offset
   event_label` (`dcase_events`; `ast-audio events --format dcase`), a durations table `filename duration`
   (`dcase_durations`), and per-file score tables `onset offset <class...>` on gapless pieces of time
-  (`scores_tsv`; `ast-audio events --scores-dir`). All tab-separated with a header line.
+  (`scores_tsv`; `ast-audio events --scores-dir`). All tab-separated with a header line; `ast_audio.infer.tsv`
+  reads the event and durations tables back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from os import PathLike
 from pathlib import PurePath
 from typing import Any
 
@@ -29,11 +28,11 @@ from .events import Event, ScoreGrid
 from .plots import class_colour
 from .stream import Timeline
 from .tagger import TagResult
+from .tsv import DURATION_COLUMNS as DCASE_DURATION_COLUMNS
+from .tsv import EVENT_COLUMNS as DCASE_EVENT_COLUMNS
 
 TAG_FORMATS = ("table", "json", "csv")
 EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
-DCASE_EVENT_COLUMNS = ("filename", "onset", "offset", "event_label")
-DCASE_DURATION_COLUMNS = ("filename", "duration")
 _EVENT_CSV_HEADER = ("file", "label", "onset", "offset", "score")
 
 
@@ -187,40 +186,6 @@ def scores_tsv(grid: ScoreGrid) -> str:
         values = "\t".join(f"{v:.6f}" for v in grid.scores[m].tolist())
         lines.append(f"{grid.bounds_s[m]:.6f}\t{grid.bounds_s[m + 1]:.6f}\t{values}")
     return "\n".join(lines) + "\n"
-
-
-def read_dcase_table(path: str | PathLike, columns: Sequence[str]) -> list[dict[str, str]]:
-    """The rows of a tab-separated DCASE table whose header holds `columns` (extra columns are kept, empty lines
-    skipped). A missing file, a missing column or a ragged row is a one-line `ConfigError`."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = [line.rstrip("\r\n") for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc}); expected a tab-separated table with the header "
-                          f"{' '.join(columns)}") from None
-    header = lines[0].split("\t") if lines else []
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise ConfigError(f"{path}: the header lacks {', '.join(missing)}; expected a tab-separated table with the "
-                          f"columns {' '.join(columns)}")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise ConfigError(f"{path}:{number}: {len(fields)} tab-separated fields, the header has {len(header)}")
-        rows.append(dict(zip(header, fields, strict=True)))
-    return rows
-
-
-def read_events_csv(path: str) -> list[Event]:
-    """Reference events from a CSV with label,onset,offset columns (seconds; score 1), e.g. annotations to draw."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-        return [Event(row["label"], float(row["onset"]), float(row["offset"]), 1.0) for row in rows]
-    except (OSError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: cannot read reference events ({exc}); expected a CSV with the columns "
-                          "label,onset,offset (seconds)") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

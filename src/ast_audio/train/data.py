@@ -45,6 +45,15 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
+def mixup_draw(aug: AugmentConfig, partners: int, generator: torch.Generator) -> tuple[int, float] | None:
+    """Whether to mix an item (probability `aug.mixup`), and if so with which of `partners` candidates and which
+    λ ~ Beta(alpha, alpha): (partner index, λ) or None. The one mixup draw of the clip, shard and SED datasets."""
+    if aug.mixup > 0 and partners > 0 and float(torch.rand(1, generator=generator)) < aug.mixup:
+        chosen = int(torch.randint(0, partners, (1,), generator=generator))
+        return chosen, sample_beta(aug.mixup_alpha, aug.mixup_alpha, generator)
+    return None
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Manifest -> (features (T, F) float32, soft targets (C,) float32, key) per index, or a `BadClip`.
 
@@ -124,9 +133,9 @@ class ClipDataset(torch.utils.data.Dataset):
         if aug is None:
             return self.features(waveform), soft, key
         generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
-        if aug.mixup > 0 and partners > 0 and float(torch.rand(1, generator=generator)) < aug.mixup:
-            chosen = int(torch.randint(0, partners, (1,), generator=generator))
-            lam = sample_beta(aug.mixup_alpha, aug.mixup_alpha, generator)
+        draw = mixup_draw(aug, partners, generator)
+        if draw is not None:
+            chosen, lam = draw
             try:
                 partner_wave, partner_targets = partner(chosen)
             except (AstAudioError, OSError) as exc:

@@ -61,8 +61,20 @@ from .optim import (
     warmup_lr,
 )
 from .outputs import format_row, metrics_csv, tensorboard_writer, write_epoch_outputs, write_json
-from .recipes import ESC50_FOLDS, TrainConfig
+from .recipes import ESC50_FOLDS, SED_LAYOUT, TrainConfig
 from .sampler import EpochSampler, balanced_weights, balanced_weights_from_targets
+from .sed import (
+    SedData,
+    SedDataset,
+    SedForward,
+    balanced_sed_weights,
+    load_sed_folder,
+    sed_collate,
+    sed_loss,
+    sed_manifest,
+    validation_psds1,
+    with_frame_head,
+)
 from .shards import ShardClips, ShardDataset, is_shard_folder, read_index
 
 Printer = Callable[[str], None]
@@ -168,6 +180,7 @@ class _Data:
     labels: tuple[str, ...]
     multi_label: bool
     shard_index: dict[str, Any] | None
+    sed: SedData | None = None  # the sed recipe's clips (strong, weak, background; validation)
 
 
 @dataclass
@@ -198,6 +211,7 @@ class _Run:
     bad_log: list[str] = field(default_factory=list)
     plan: FT.Plan | None = None  # what the fine-tuning mode trains
     step_s: float = 0.0  # mean seconds of a training step (forward, backward, update) in the last epoch
+    sed_valid: SedDataset | None = None  # the sed recipe's validation files (whole, for PSDS1)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -245,6 +259,13 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
 def _load_data(config: TrainConfig, info: D.DistInfo) -> tuple[TrainConfig, _Data]:
     """The manifests (or shard index) of the run's data, and the config resolved for it (loss and metric from
     whether clips have one label or several)."""
+    if config.layout == SED_LAYOUT:
+        if config.data is None:
+            raise ConfigError("the sed recipe needs --data FOLDER (audio with strong.tsv; docs/training-data.md)")
+        sed = load_sed_folder(config.data, holdout=config.holdout, seed=config.seed)
+        splits = Splits(train=sed_manifest(sed.train, sed.labels), valid=sed_manifest(sed.valid, sed.labels),
+                        test=None)
+        return config.resolve(True), _Data(splits, sed.labels, True, None, sed)
     shard_index = _shard_index(config)
     if shard_index is None:
         splits = load_splits(config.layout, config.data, fold=config.fold, eval_data=config.eval_data,
@@ -269,7 +290,7 @@ def _fit_to_data(config: TrainConfig, data: _Data) -> tuple[TrainConfig, list[st
         return config, []
     median = counts[len(counts) // 2]
     notes = [f"class balance (train clips per class): min {counts[0]}, median {median}, max {counts[-1]} over "
-             f"{len(counts)} classes"]
+             f"{len(counts)} classes", *(data.sed.notes if data.sed is not None else [])]
     if config.layout == "folder":
         few = [name for name, n in zip(data.splits.train.labels, data.splits.train.class_counts(), strict=True)
                if n < FEW_CLIPS]
@@ -316,25 +337,34 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
         if resume:
             say(f"no checkpoint in {out}; starting from epoch 1")
         model = build_model(config, data.labels, config.multi_label)
+        if config.frame_head is not None:  # the sed recipe: the encoder (and clip head) built, a new frame head
+            model = with_frame_head(model, config.frame_head)
     plan = FT.prepare(model, config)  # freezes what the mode keeps (adds LoRA adapters first)
     model.to(info.device).train()
     optimizer = make_optimizer(model, config)
     amp = autocast_dtype(info.device)
     linear = FT.parse_finetune(config.finetune)[0] == "linear"
+    if linear and data.sed is not None:
+        raise ConfigError("--finetune linear trains the clip head on cached features; a frame model needs its frame "
+                          "head trained on the tokens: use full, last:N or lora")
     net: torch.nn.Module = model.mlp_head if linear else model  # the linear probe trains the head on features
+    if data.sed is not None:
+        net = SedForward(model)  # clip and frame logits and weak scores in one forward
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if linear:
         train_data, sampler, loader = _feature_loader(config, data, info, model, amp, say)
     else:
-        train_data, sampler, loader = _train_loader(config, data, info)
+        train_data, sampler, loader = _train_loader(config, data, info, model)
     run = _Run(config=config, out=out, info=info, say=say, model=model, net=net, optimizer=optimizer,
                scheduler=make_scheduler(optimizer, config), amp=amp,
                scaler=torch.amp.GradScaler("cuda") if amp == torch.float16 else None, train_data=train_data,
                sampler=sampler, loader=loader,
                valid_data=ClipDataset(data.splits.valid, config.frontend, None, seed=config.seed),
-               num_classes=len(data.labels), plan=plan)
+               num_classes=len(data.labels), plan=plan,
+               sed_valid=SedDataset(data.sed.valid, data.labels, model.config, config.frontend, random_crops=False)
+               if data.sed is not None else None)
     run.cum_sum = torch.zeros(len(data.splits.valid), run.num_classes, dtype=torch.float64)
     run.cum_count = torch.zeros(len(data.splits.valid), dtype=torch.float64)
     if state is not None:
@@ -355,10 +385,18 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
     return run
 
 
-def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo
+def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST
                   ) -> tuple[Any, EpochSampler | None, torch.utils.data.DataLoader]:
     """(training data set, its epoch sampler or None for shards, DataLoader) with the training augmentation."""
     per_rank = config.batch_size // info.world_size
+    if data.sed is not None:  # crops with frame targets on the model's column grid
+        sed_data = SedDataset(data.sed.train, data.labels, model.config, config.frontend, config.augment,
+                              seed=config.seed)
+        weights = balanced_sed_weights(sed_data) if config.balanced_sampling else None
+        sampler = EpochSampler(len(sed_data), weights=weights, shuffle=True, seed=config.seed,
+                               num_replicas=info.world_size, rank=info.rank)
+        return sed_data, sampler, torch.utils.data.DataLoader(sed_data, batch_size=per_rank, sampler=sampler,
+                                                              collate_fn=sed_collate, num_workers=config.num_workers)
     if data.shard_index is not None and config.balanced_sampling:  # clips read by offset, drawn by the sampler
         train_data = ShardClips(config.data, config.frontend, config.augment, seed=config.seed)
         weights = balanced_weights_from_targets(train_data.all_targets(), train_data.num_classes)
@@ -455,7 +493,14 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
         step_start = time.perf_counter()
         with torch.autocast(info.device.type, dtype=run.amp, enabled=run.amp is not None):
             logits = run.net(x)
-        loss = loss_fn(logits.float(), y) * weight
+        if run.sed_valid is not None:  # a frame model: frame, weak and clip losses (train.sed.sed_loss)
+            t_dim = run.model.config.grid[1]
+            frames = batch.frames.to(info.device) if weight else torch.zeros(1, t_dim, run.num_classes,
+                                                                              device=info.device)
+            strong = batch.strong.to(info.device) if weight else torch.ones(1, dtype=torch.bool, device=info.device)
+            loss = sed_loss(logits, frames, y, strong) * weight
+        else:
+            loss = loss_fn(logits.float(), y) * weight
         optimizer.zero_grad(set_to_none=True)
         if run.scaler is not None:
             run.scaler.scale(loss).backward()
@@ -494,6 +539,9 @@ def _validate(run: _Run, epoch: int, train_loss: float, skipped: int, started: f
     run.bad_log.extend(f"epoch {epoch} (validation): {b.error}" for b in pred.bad)
     row = epoch_row(epoch, epoch_lr, train_loss, pred, loss_function(config), config.multi_label, run.cum_sum,
                     run.cum_count, time.perf_counter() - started, skipped + len(pred.bad))
+    if run.sed_valid is not None:  # the sed recipe's selection metric, on whole validation files (rank 0)
+        value = validation_psds1(run.model, run.sed_valid, run.info.device) if run.info.is_main else math.nan
+        row["psds1"] = D.broadcast_object(run.info, value)
     run.rows.append(row)
     run.scheduler.step()
     return row

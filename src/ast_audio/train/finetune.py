@@ -78,7 +78,9 @@ def prepare(model: AST, config: TrainConfig) -> Plan:
             inject_adapter_in_model(lora_config(config), model)  # adds lora_A/B, freezes every other parameter
         else:
             model.requires_grad_(False)
-        trained: list[torch.nn.Module] = [model.mlp_head]
+        trained: list[torch.nn.Module] = [model.mlp_head]  # and a frame model's frame head: a new task's heads
+        if model.has_frame_head:
+            trained.append(model.frame_head)
         if mode == "last":
             depth = model.config.depth
             if count > depth:

@@ -20,9 +20,12 @@ METRIC_COLUMNS = ("epoch", "lr", "train_loss", "valid_loss", "mAP", "mAUC", "d_p
 
 
 def metrics_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """metrics.csv: a header of `METRIC_COLUMNS`, then one row per epoch (floats to 6 significant digits)."""
+    """metrics.csv: a header of `METRIC_COLUMNS` (then a recipe's own columns, e.g. the sed recipe's psds1), then
+    one row per epoch (floats to 6 significant digits)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(METRIC_COLUMNS), lineterminator="\n", extrasaction="ignore")
+    extra = [k for k in (rows[0] if rows else {}) if k not in METRIC_COLUMNS]
+    writer = csv.DictWriter(buffer, fieldnames=[*METRIC_COLUMNS, *extra], lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

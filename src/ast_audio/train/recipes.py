@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import DATASET_FRAMES, DATASET_STATS, MODEL_SIZES, ASTConfig, FrontendConfig
+from ..config import DATASET_FRAMES, DATASET_STATS, MODEL_SIZES, ASTConfig, FrameHeadConfig, FrontendConfig
 from ..errors import ConfigError
 from .layouts import LAYOUTS
 
-RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder")
+RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder", "sed")
+SED_LAYOUT = "sed"  # a folder with strong.tsv (ast_audio.train.sed), read by the sed recipe only
 INIT_KINDS = ("none", "imagenet", "audioset", "checkpoint")
 SELECTIONS = ("wa", "best", "last")
 FINETUNE_MODES = ("full", "linear", "last:N", "lora")
@@ -134,7 +135,8 @@ class TrainConfig:
         `warmup_steps`, lr = step / warmup_steps * lr, so lr is 0 for the first 50 steps), lr_scheduler_start /
         _step / _decay (MultiStepLR milestones range(start, 1000, step), stepped after each epoch's validation),
         Adam betas and weight_decay, loss ("bce", "ce" or "auto": ce for single-label data, else bce),
-        metric ("map", "acc" or "auto"), balanced_sampling (full AudioSet's weighted sampler).
+        metric ("map", "acc", "psds1" or "auto"), balanced_sampling (full AudioSet's weighted sampler).
+    frame_head: a frame model's head (`FrameHeadConfig`; the sed recipe's), None for a clip model.
     augment: the augmentation (spec §2.2-2.4): mixup, mixup_alpha, freqm, timem, noise (Speech Commands noise +
         roll).
     frontend: the model input (spec §2.1): target_length frames, mean/std of the normalisation, sample_rate,
@@ -192,6 +194,7 @@ class TrainConfig:
 
     init: str = "none"
     model: ModelSpec = ModelSpec()
+    frame_head: FrameHeadConfig | None = None
 
     time_budget_s: float | None = None
 
@@ -216,7 +219,9 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
-        check(self.layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        check(self.layout in (*LAYOUTS, SED_LAYOUT), f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        check((self.layout == SED_LAYOUT) == (self.frame_head is not None),
+              "the sed layout trains a frame model (frame_head) and only it does; use --recipe sed")
         check(self.fold is None or (isinstance(self.fold, int) and self.fold >= 1),
               f"fold must be >= 1, got {self.fold}")
         check(0.0 < self.holdout < 1.0, f"holdout is a fraction in (0, 1), got {self.holdout}")
@@ -236,7 +241,8 @@ class TrainConfig:
               f"time_budget_s must be a positive number of seconds or null, got {self.time_budget_s!r}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.loss in ("bce", "ce", "auto"), f"loss must be 'bce', 'ce' or 'auto', got {self.loss!r}")
-        check(self.metric in ("map", "acc", "auto"), f"metric must be 'map', 'acc' or 'auto', got {self.metric!r}")
+        check(self.metric in ("map", "acc", "psds1", "auto"), f"metric must be 'map', 'acc', 'psds1' or 'auto', got "
+              f"{self.metric!r}")
         check(self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         check(1 <= self.wa_start <= self.wa_end, f"need 1 <= wa_start <= wa_end, got {self.wa_start}, {self.wa_end}")
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
@@ -269,8 +275,8 @@ class TrainConfig:
 
     @property
     def main_metric(self) -> str:
-        """The column used for model selection: "mAP" or "acc" (after `resolve`)."""
-        return "acc" if self.metric == "acc" else "mAP"
+        """The column used for model selection: "mAP", "acc" or "psds1" (after `resolve`)."""
+        return {"acc": "acc", "psds1": "psds1"}.get(self.metric, "mAP")
 
     def resolve(self, multi_label: bool) -> TrainConfig:
         """Fill the "auto" loss/metric from the data: single-label -> ce/acc, multi-label -> bce/map."""
@@ -319,6 +325,8 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; expected some of "
                               f"{sorted(known | set(FLAT_FIELDS))}")
+        if isinstance(values.get("frame_head"), Mapping):  # a nested object in saved configs
+            values["frame_head"] = FrameHeadConfig.from_dict(values["frame_head"])
         if isinstance(values.get("lora_targets"), str):  # "qkv,proj" from --set or the command line
             values["lora_targets"] = tuple(t.strip() for t in values["lora_targets"].split(",") if t.strip())
         for name in ("betas", "folds", "lora_targets"):
@@ -380,6 +388,13 @@ def recipe_defaults(name: str) -> dict[str, Any]:
                     lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="auto", metric="auto",
                     balanced_sampling=False, mixup=0.0, freqm=48, noise=False,
                     **_input_of("audioset"), selection="best", init="none")
+    if name == "sed":
+        # Sound event detection (issue 20): a frame head on AST, strong (and weak) labels, selection on PSDS1. Time
+        # masks of at most 20 frames (0.2 s) keep the targets under them true (ast_audio.train.sed).
+        return dict(recipe="sed", layout=SED_LAYOUT, lr=1e-4, epochs=30, batch_size=16, warmup=False,
+                    lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="bce", metric="psds1",
+                    balanced_sampling=False, mixup=0.5, freqm=48, timem=20, noise=False, **_input_of("audioset"),
+                    selection="best", init="audioset", frame_head=FrameHeadConfig())
     raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
 
 
