@@ -69,7 +69,7 @@ def test_train_sed_smoke_through_the_cli(tmp_path, capsys):
     assert rc == 0, err
     rc, _, err = run_main(capsys, "train", "--recipe", "sed", "--data", tmp_path / "scenes", "--init", "none",
                           "--model-config", '{"embed_dim": 32, "depth": 1, "num_heads": 2}', "--target-length",
-                          "128", "--epochs", "2", "--batch-size", "4", "--num-workers", "0", "--out", tmp_path / "run",
+                          "128", "--epochs", "2", "--batch-size", "4", "--num-workers", "0", "-o", tmp_path / "run",
                           "--set", 'frame_head={"hidden": 16}', "--set", "tensorboard=false", "--set",
                           "progress=false")
     assert rc == 0, err
@@ -86,7 +86,7 @@ def test_train_sed_smoke_through_the_cli(tmp_path, capsys):
 def test_sed_recipe_refuses_a_folder_without_strong_tsv(tmp_path, capsys):
     tmp_path.joinpath("data").mkdir()
     rc, _, err = run_main(capsys, "train", "--recipe", "sed", "--data", tmp_path / "data", "--init", "none",
-                          "--out", tmp_path / "run")
+                          "-o", tmp_path / "run")
     assert rc != 0 and "no strong.tsv" in err and "\n" not in err.strip()
 
 
@@ -95,5 +95,5 @@ def test_sed_refuses_the_linear_probe(tmp_path, capsys):
     assert rc == 0
     rc, _, err = run_main(capsys, "train", "--recipe", "sed", "--data", tmp_path / "scenes", "--init", "none",
                           "--model-config", '{"embed_dim": 32, "depth": 1, "num_heads": 2}', "--target-length",
-                          "128", "--finetune", "linear", "--out", tmp_path / "run", "--num-workers", "0")
+                          "128", "--finetune", "linear", "-o", tmp_path / "run", "--num-workers", "0")
     assert rc != 0 and "--finetune linear" in err
