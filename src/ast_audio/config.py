@@ -3,8 +3,9 @@
 `ASTConfig` describes the network (field names follow the reference `ASTModel` arguments);
 `FrontendConfig` describes how a waveform becomes the network's input. Both round-trip through JSON.
 The one home of the patch-grid formula (`grid_size`), of the data sets' normalisation statistics
-(`DATASET_STATS`, `default_frontend`) and of the rule that a front end must fill the model's input exactly
-(`check_input_sizes`: target_length = input_tdim frames, num_mel_bins = input_fdim bins).
+(`DATASET_STATS`, `default_frontend`), of the rule that a front end must fill the model's input exactly
+(`check_input_sizes`: target_length = input_tdim frames, num_mel_bins = input_fdim bins), and of the frame
+timeline of a frame model (`FrameHeadConfig`, `column_span`: which seconds time column j of the patch grid scores).
 
 Both validate every field on construction (type and range), because they are read from checkpoint files that
 may be broken or crafted: a config must be refused in one line naming the field, its value and the allowed
@@ -129,6 +130,43 @@ def grid_size(input_fdim: int, input_tdim: int, fshape: int = 16, tshape: int = 
     return (input_fdim - fshape) // fstride + 1, (input_tdim - tshape) // tstride + 1
 
 
+def column_hop_samples(config: ASTConfig, frontend: FrontendConfig) -> int:
+    """Samples between the starts of two neighbouring time columns of the patch grid: tstride Kaldi frame shifts
+    (1600 = 0.1 s for AST at 16 kHz). `column_span` is the rule; this is its step in samples."""
+    return config.tstride * frontend.hop_samples
+
+
+def column_span(config: ASTConfig, frontend: FrontendConfig, j: int) -> tuple[float, float]:
+    """(start, end) in seconds of time column `j` of the patch grid, for a model input (window) starting at 0 s.
+
+    The one definition of the frame timeline of a frame model (`FrameHeadConfig`); frame scores, their stitching
+    over long files (`ast_audio.infer.frames`) and frame targets all use it.
+
+    Column j is the patch conv's output at time step j: it sees Kaldi frames j*tstride .. j*tstride + tshape - 1,
+    and frame k covers samples [k*hop, k*hop + window) (snip_edges: frame 0 starts at sample 0). So column j sees
+    samples [j*tstride*hop, (j*tstride + tshape - 1)*hop + window): 0.175 s from j * 0.1 s for AST (tstride 10,
+    tshape 16, 10 ms hop, 25 ms window). Neighbouring columns' views overlap; the span given to column j is the
+    part of the timeline from where its view starts to where the next column's view starts:
+
+        [j * tstride * hop, (j + 1) * tstride * hop) / sample_rate   (AST at 16 kHz: [0.1 j, 0.1 j + 0.1) s)
+
+    i.e. column j owns Kaldi frames j*tstride .. (j+1)*tstride - 1 (frames 10j..10j+9 for AST: the first tstride
+    frames of its view). The spans tile the timeline with no gap or overlap, so columns of windows that start on a
+    multiple of the column hop (`column_hop_samples`) lie on one gapless grid. The step is counted in samples
+    (tstride x the front end's integer hop), so a rate whose 10 ms is not a whole number of samples keeps one
+    exact grid.
+
+    The last time column of a model input (j = t_dim - 1) spans [(t_dim - 1) * 0.1, t_dim * 0.1) = [10.0, 10.1) s
+    for AST's 1024 frames; the input's later frames (from t_dim * tstride on: 1010..1023, the rest of its 10.255 s)
+    belong to no column's span (the next window's first column owns them). Over a file whose length is not a
+    multiple of the column hop, the last column is partial: it spans from its start to the file's end, and its
+    view reaches past the end into frames the front end pads (zero log-mel, as `FeatureExtractor` pads).
+    """
+    hop = column_hop_samples(config, frontend)
+    rate = frontend.sample_rate
+    return j * hop / rate, (j + 1) * hop / rate
+
+
 def _from_dict(cls: type, data: Any):
     """`cls(**data)` for a JSON object `data`; anything else (null, a list, unknown keys) is a ConfigError."""
     _check(isinstance(data, Mapping), f"{cls.__name__} must be a JSON object of its fields, got "
@@ -144,6 +182,100 @@ def _from_dict(cls: type, data: Any):
 def _set(config: Any, name: str, value: Any) -> None:
     """Store a validated (normalised) value on a frozen dataclass: int 4 -> float 4.0, numpy ints -> int."""
     object.__setattr__(config, name, value)
+
+
+def _block_parameters(dim: int, hidden: int) -> int:
+    """Parameters of one pre-norm transformer `Block` of width `dim` with an MLP of width `hidden`."""
+    return (2 * dim  # norm1
+            + 3 * dim * dim + 3 * dim  # qkv
+            + dim * dim + dim  # proj
+            + 2 * dim  # norm2
+            + dim * hidden + hidden  # fc1
+            + hidden * dim + dim)  # fc2
+
+
+FREQ_POOLS = ("mean", "attention")
+TEMPORAL_MODELS = ("none", "bigru", "transformer")
+WEAK_POOLS = ("linear_softmax", "attention")
+MAX_TEMPORAL_LAYERS = 4  # the frame-level SED systems use 1-2 (DCASE baseline: 2 BiGRU layers)
+TEMPORAL_MLP_RATIO = 4  # MLP width of a temporal transformer layer, x hidden (as the encoder's blocks)
+
+
+@dataclass(frozen=True)
+class FrameHeadConfig:
+    """The frame head of an AST: per-time-column class logits read off the patch tokens (sound event detection).
+
+    The encoder's patch tokens form a (frequency, time) grid (`ASTConfig.grid`); for each time column:
+    - `freq_pool`: "mean" over its frequency tokens, or "attention": one transformer block (the encoder's width and
+      heads) across the column's frequency tokens, then their mean (AST-SED's frequency-wise transformer encoder);
+    - a LayerNorm, then `temporal`: "none" (a Linear to the classes per column), "bigru" (`temporal_layers`
+      bidirectional GRU layers, `hidden` wide in all, after a Linear to `hidden`) or "transformer"
+      (`temporal_layers` pre-norm transformer layers `hidden` wide with `temporal_heads` heads, after a Linear to
+      `hidden`, then a LayerNorm), then a Linear to the classes: (B, t_dim, num_classes) frame logits on the timeline of
+      `column_span`;
+    - `weak_pool`: how frame scores become clip scores for weakly labelled clips: "linear_softmax" (sum p^2 /
+      sum p over time per class, the DCASE baseline's) or "attention" (learned weights over time, from a Linear
+      map of the frame logits; parameters under `frame_head.weak_attention`).
+
+    Allowed values (checked on construction, ConfigError otherwise): freq_pool "mean" or "attention"; temporal
+    "none", "bigru" or "transformer"; temporal_layers 1..4; hidden 1..8192 (even for "bigru": two directions of
+    hidden / 2; divisible by temporal_heads for "transformer"); temporal_heads 1..hidden; weak_pool
+    "linear_softmax" or "attention".
+    """
+
+    freq_pool: Literal["mean", "attention"] = "mean"
+    temporal: Literal["none", "bigru", "transformer"] = "bigru"
+    temporal_layers: int = 1
+    hidden: int = 256
+    temporal_heads: int = 4
+    weak_pool: Literal["linear_softmax", "attention"] = "linear_softmax"
+
+    def __post_init__(self) -> None:
+        check_choice("frame_head.freq_pool", self.freq_pool, FREQ_POOLS)
+        check_choice("frame_head.temporal", self.temporal, TEMPORAL_MODELS)
+        check_choice("frame_head.weak_pool", self.weak_pool, WEAK_POOLS)
+        _set(self, "temporal_layers", check_int("frame_head.temporal_layers", self.temporal_layers, 1,
+                                                MAX_TEMPORAL_LAYERS))
+        _set(self, "hidden", check_int("frame_head.hidden", self.hidden, 1, MAX_EMBED_DIM))
+        _set(self, "temporal_heads", check_int("frame_head.temporal_heads", self.temporal_heads, 1, self.hidden,
+                                               " (at most hidden)"))
+        _check(self.temporal != "bigru" or self.hidden % 2 == 0,
+               f"frame_head.hidden must be even for temporal='bigru' (two directions of hidden / 2), got "
+               f"{self.hidden}")
+        _check(self.temporal != "transformer" or self.hidden % self.temporal_heads == 0,
+               f"frame_head.hidden ({self.hidden}) must be divisible by temporal_heads ({self.temporal_heads}) for "
+               "temporal='transformer'")
+
+    def num_parameters(self, embed_dim: int, num_classes: int, mlp_ratio: float) -> int:
+        """Parameters of the frame head on an encoder `embed_dim` wide (MLP ratio `mlp_ratio`) for `num_classes`."""
+        dim, hidden, classes = embed_dim, self.hidden, num_classes
+        count = 2 * dim  # norm
+        if self.freq_pool == "attention":
+            count += _block_parameters(dim, int(dim * mlp_ratio))
+        if self.temporal == "none":
+            count += dim * classes + classes  # classifier
+        else:
+            count += dim * hidden + hidden  # proj
+            if self.temporal == "bigru":
+                half = hidden // 2  # per direction; every layer's input is `hidden` wide
+                count += self.temporal_layers * 2 * 3 * (hidden * half + half * half + 2 * half)
+            else:
+                count += self.temporal_layers * _block_parameters(hidden, TEMPORAL_MLP_RATIO * hidden)
+                count += 2 * hidden  # out_norm
+            count += hidden * classes + classes  # classifier
+        if self.weak_pool == "attention":
+            count += classes * classes + classes  # weak_attention
+        return count
+
+    def replace(self, **changes: Any) -> FrameHeadConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrameHeadConfig:
+        return _from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -163,7 +295,12 @@ class ASTConfig:
         fstride 1..input_fdim, tstride 1..input_tdim; num_classes 1..100000;
         embed_dim 1..8192, depth 1..128, num_heads 1..embed_dim dividing embed_dim;
         mlp_ratio in (0, 16] with int(embed_dim * mlp_ratio) >= 1; layer_norm_eps, head_norm_eps in (0, 1];
-        pooling "tokens" or "mean"; and at most 1e9 parameters in all (`num_parameters`, 4 GB in float32).
+        pooling "tokens" or "mean"; frame_head None or a `FrameHeadConfig`; and at most 1e9 parameters in all
+        (`num_parameters`, 4 GB in float32).
+
+    `frame_head` None is a clip model (one row of logits per input); a `FrameHeadConfig` adds the frame head
+    (logits per time column of the patch grid) beside the clip head, which stays, so a frame model still tags.
+    `to_dict` leaves `frame_head` out when it is None, so a clip model's config reads as before the field existed.
     """
 
     model_size: str = "base384"
@@ -183,6 +320,7 @@ class ASTConfig:
     # Models converted from transformers keep its 1e-12 in both places so logits match.
     layer_norm_eps: float = 1e-6
     head_norm_eps: float = 1e-5
+    frame_head: FrameHeadConfig | None = None
 
     def __post_init__(self) -> None:
         check_choice("model_size", self.model_size, [*sorted(MODEL_SIZES), CUSTOM_SIZE])
@@ -219,6 +357,9 @@ class ASTConfig:
         if self.model_size != CUSTOM_SIZE and (self.embed_dim, self.num_heads, self.depth) != \
                 MODEL_SIZES[self.model_size][:3]:
             _set(self, "model_size", CUSTOM_SIZE)  # store what is built, not the size it started from
+        _check(self.frame_head is None or isinstance(self.frame_head, FrameHeadConfig),
+               f"frame_head must be None (a clip model) or a FrameHeadConfig, got {type(self.frame_head).__name__} "
+               f"{short_repr(self.frame_head)}")
         count = self.num_parameters
         _check(count <= MAX_PARAMETERS,
                f"this config has {count:.3g} parameters ({count * 4 / 1e9:.3g} GB in float32), more than the "
@@ -237,18 +378,14 @@ class ASTConfig:
     @property
     def num_parameters(self) -> int:
         """Parameters of `AST(self)`, computed without building it (tests/test_hostile_config.py checks the sum
-        against real models): patch conv, two prefix tokens, pos-embed, `depth` blocks, final norm, head."""
+        against real models): patch conv, two prefix tokens, pos-embed, `depth` blocks, final norm, head, and the
+        frame head if any."""
         dim, hidden, classes = self.embed_dim, int(self.embed_dim * self.mlp_ratio), self.num_classes
         patch = dim * self.fshape * self.tshape + dim  # conv weight (D, 1, fshape, tshape) + bias
         tokens = 2 * dim + (self.num_patches + 2) * dim  # cls, dist, pos_embed (1, P + N, D)
-        block = (2 * dim  # norm1
-                 + 3 * dim * dim + 3 * dim  # qkv
-                 + dim * dim + dim  # proj
-                 + 2 * dim  # norm2
-                 + dim * hidden + hidden  # fc1
-                 + hidden * dim + dim)  # fc2
         head = 2 * dim + 2 * dim + dim * classes + classes  # final norm, head LayerNorm, head Linear
-        return patch + tokens + self.depth * block + head
+        frames = 0 if self.frame_head is None else self.frame_head.num_parameters(dim, classes, self.mlp_ratio)
+        return patch + tokens + self.depth * _block_parameters(dim, hidden) + head + frames
 
     @property
     def imagenet_grid(self) -> int | None:
@@ -260,10 +397,17 @@ class ASTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON types; `frame_head` only for a frame model (a nested object of its fields)."""
+        data = dataclasses.asdict(self)
+        if self.frame_head is None:
+            del data["frame_head"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ASTConfig:
+        """The config `to_dict` wrote; a missing or null `frame_head` is a clip model (checkpoints before it)."""
+        if isinstance(data, Mapping) and data.get("frame_head") is not None:
+            data = {**data, "frame_head": FrameHeadConfig.from_dict(data["frame_head"])}
         return _from_dict(cls, data)
 
 

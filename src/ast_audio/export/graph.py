@@ -3,6 +3,8 @@
 - `KaldiFrontend`: the Kaldi fbank front end as ONNX-exportable ops (framing, DC removal, pre-emphasis, Hann window
   and the DFT folded into one strided convolution, power, mel matmul, log), padded and normalised exactly as
   `FeatureExtractor` does, so a graph can take raw waveforms;
+- `graph_outputs` / `FrameOutputs`: a frame model's graph has a second output, `frame_logits` (B, t_dim, C), from
+  the same encoder pass as `logits`;
 - `fuse_attention_nodes`: each block's attention subgraph replaced by ONNX Runtime's fused MultiHeadAttention kernel;
 - `quantize_graph`: ONNX Runtime's dynamic int8 quantization of the transformer's matrix products.
 
@@ -59,16 +61,39 @@ class KaldiFrontend(nn.Module):
         return (logmel - c.mean) / (2 * c.std)
 
 
+def graph_outputs(model: nn.Module) -> list[str]:
+    """The output names of `model`'s graph: "logits" (B, C), and for a frame model "frame_logits" (B, t_dim, C)."""
+    return ["logits", "frame_logits"] if getattr(model, "has_frame_head", False) else ["logits"]
+
+
+def model_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """What the graph of `model` returns for input `x`: its logits, or (logits, frame logits) from one encoder
+    pass for a frame model (`AST.forward_both`), in the order of `graph_outputs`."""
+    return model.forward_both(x) if getattr(model, "has_frame_head", False) else model(x)
+
+
 class WithFrontend(nn.Module):
-    """`model` behind the `KaldiFrontend`: (B, S) waveforms -> (B, C) logits (the graph `with_frontend` exports)."""
+    """`model` behind the `KaldiFrontend`: (B, S) waveforms -> (B, C) logits (and (B, t_dim, C) frame logits for a
+    frame model): the graph `with_frontend` exports."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.frontend = KaldiFrontend(model.frontend)
         self.model = model
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.model(self.frontend(waveform))
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return model_outputs(self.model, self.frontend(waveform))
+
+
+class FrameOutputs(nn.Module):
+    """A frame model with both outputs: (B, T, F) fbank -> (B, C) logits and (B, t_dim, C) frame logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, fbank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_both(fbank)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,8 +113,10 @@ def quantize_graph(src: Path, dst: Path, reduce_range: bool = False) -> None:
 
     graph = onnx.load(str(src)).graph
     # TorchScript-exporter node names follow the module paths: "/frontend/MatMul", "/model/mlp_head/..." or
-    # "/mlp_head/...". The classifier head stays fp32 too, as in the eager int8 model: it sets the logits' scale.
-    keep_fp32 = [n.name for n in graph.node if n.name.startswith(("/frontend/", "/mlp_head/", "/model/mlp_head/"))]
+    # "/mlp_head/...". The classifier head stays fp32 too, as in the eager int8 model: it sets the logits' scale;
+    # so does a frame head ("/model/frame_head/..."), which the eager int8 model also leaves in fp32.
+    heads = ("/frontend/", "/mlp_head/", "/model/mlp_head/", "/frame_head/", "/model/frame_head/")
+    keep_fp32 = [n.name for n in graph.node if n.name.startswith(heads)]
     keep_fp32 += [name + "_MatMul" for name in keep_fp32 if name.endswith("Gemm")]  # the quantizer splits Gemms
     quiet = logging.getLogger()
     level = quiet.level

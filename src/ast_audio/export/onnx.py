@@ -8,6 +8,9 @@
   pre-emphasis, Hann window and the DFT folded into one strided convolution, power, mel matmul, log), pads in the
   log-mel domain and normalises, exactly as `FeatureExtractor` does.
 
+A frame model's graph (`ASTConfig.frame_head`) has a second output, `frame_logits` (B, t_dim, C), computed in the
+same encoder pass as `logits` (B, C); `OnnxModel.run_both` returns the two.
+
 The labels, front-end and model configs, `multi_label` and how the graph was made are stored in the ONNX
 `metadata_props`, so `OnnxModel(path)` (and `ast-audio tag --onnx`) need nothing else. The exporter is torch's
 TorchScript-based `torch.onnx.export(..., dynamo=False)`: it exports the AST and the front end in well under a second
@@ -16,7 +19,8 @@ exporter (`dynamo=True`) also works on the plain model but is ~15x slower to exp
 
 Every export is checked: the eager model and onnxruntime score generated inputs (noise and tones, and for the
 front-end graph also a short and a long clip) and the report gives the max |logit difference| and the top-1
-agreement. fp32 graphs that disagree by more than a tolerance raise `ExportError`.
+agreement (over the clip logits and, for a frame model, the frame logits too). fp32 graphs that disagree by more
+than a tolerance raise `ExportError`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import torch.nn as nn
 
 from ..config import FrontendConfig
 from ..errors import ExportError
-from .graph import WithFrontend, fuse_attention_file, quantize_graph
+from .graph import FrameOutputs, WithFrontend, fuse_attention_file, graph_outputs, quantize_graph
 from .runtime import FORMAT_VERSION, METADATA_PREFIX, OnnxModel
 
 EXPORT_PRECISIONS = ("fp32", "int8")
@@ -59,7 +63,8 @@ class ExportReport:
     with_frontend: bool
     opset: int
     exporter: str
-    max_abs_diff: float  # max |onnxruntime logit - eager logit| over the check inputs (nan if not checked)
+    max_abs_diff: float  # max |onnxruntime logit - eager logit| over the check inputs, clip and frame logits alike
+    # (nan if not checked)
     top1_agreement: float  # fraction of check inputs whose arg-max class agrees (nan if not checked)
     inputs: list[str] = field(default_factory=list)  # what the check ran
     input_name: str = "fbank"
@@ -173,8 +178,14 @@ def _parity(model: nn.Module, onnx_model: OnnxModel, with_frontend: bool) -> tup
     diffs, agree, total = [], 0, 0
     with torch.inference_mode():
         for onnx_in, eager_in in batches:
-            expected = model(eager_in).float().numpy()
-            got = onnx_model(onnx_in.numpy())
+            if model.has_frame_head:
+                clip, frames = model.forward_both(eager_in)
+                expected = clip.numpy()
+                got, got_frames = onnx_model.run_both(onnx_in.numpy())
+                diffs.append(float(np.abs(got_frames - frames.numpy()).max()))
+            else:
+                expected = model(eager_in).float().numpy()
+                got = onnx_model(onnx_in.numpy())
             diffs.append(float(np.abs(got - expected).max()))
             agree += int((got.argmax(1) == expected.argmax(1)).sum())
             total += expected.shape[0]
@@ -237,16 +248,18 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
 
     model = model.eval()
     c = model.frontend
+    output_names = graph_outputs(model)  # ["logits"], or ["logits", "frame_logits"] for a frame model
+    batch_axes = {name: {0: "batch"} for name in output_names}
     if with_frontend:
         module: nn.Module = WithFrontend(model).eval()
         input_name, dummy = "waveform", torch.zeros(1, c.input_samples)
         dummy[0, ::7] = 0.1  # not silence, so nothing data-dependent is folded for the all-zero case
-        dynamic_axes = {input_name: {0: "batch", 1: "samples"}, "logits": {0: "batch"}}
+        dynamic_axes = {input_name: {0: "batch", 1: "samples"}, **batch_axes}
         input_shape: tuple[Any, ...] = ("batch", "samples")
     else:
-        module = model
+        module = FrameOutputs(model).eval() if model.has_frame_head else model
         input_name, dummy = "fbank", torch.zeros(1, c.target_length, c.num_mel_bins)
-        dynamic_axes = {input_name: {0: "batch"}, "logits": {0: "batch"}}
+        dynamic_axes = {input_name: {0: "batch"}, **batch_axes}
         input_shape = ("batch", c.target_length, c.num_mel_bins)
     exporter = "dynamo" if dynamo else "torchscript"
     with atomic_path(path) as tmp:
@@ -256,12 +269,12 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, precision: str = "
                 warnings.simplefilter("ignore")  # tracer and deprecation notices, nothing actionable for users
                 if dynamo:
                     torch.onnx.export(module, (dummy,), str(fp32_path), input_names=[input_name],
-                                      output_names=["logits"], opset_version=opset, dynamo=True,
+                                      output_names=output_names, opset_version=opset, dynamo=True,
                                       dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
                                       external_data=False)
                 else:
                     torch.onnx.export(module, (dummy,), str(fp32_path), input_names=[input_name],
-                                      output_names=["logits"], opset_version=opset, dynamo=False,
+                                      output_names=output_names, opset_version=opset, dynamo=False,
                                       dynamic_axes=dynamic_axes, do_constant_folding=True)
         except Exception as exc:
             fp32_path.unlink(missing_ok=True)

@@ -28,7 +28,8 @@ class OnnxModel:
     """An exported AST graph in an onnxruntime session, with the metadata `export_onnx` stored.
 
     `model(x)` takes the normalised (B, T, F) fbank, or for a front-end graph (`with_frontend`) raw (B, S) or (S,)
-    waveforms at `frontend.sample_rate`, as a numpy array or tensor, and returns (B, C) float32 logits.
+    waveforms at `frontend.sample_rate`, as a numpy array or tensor, and returns (B, C) float32 logits. The graph
+    of a frame model (`has_frame_head`) also gives (B, t_dim, C) frame logits: `run_both(x)` returns both.
 
     Args:
         path: an .onnx file written by `export_onnx`.
@@ -64,12 +65,30 @@ class OnnxModel:
                               "export it with `ast-audio export`") from None
         self.precision = meta.get(METADATA_PREFIX + "precision", "fp32")
         self.input_name = self.session.get_inputs()[0].name
+        self.has_frame_head = self.config.frame_head is not None
+        outputs = [o.name for o in self.session.get_outputs()]
+        if self.has_frame_head and "frame_logits" not in outputs:
+            raise ConfigError(f"{self.path}: the metadata describes a frame model but the graph has no frame_logits "
+                              "output; export it again with `ast-audio export`")
 
     def __repr__(self) -> str:
         return (f"OnnxModel({str(self.path)!r}, precision={self.precision!r}, with_frontend={self.with_frontend}, "
                 f"classes={len(self.labels)})")
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, C) float32 logits."""
+        names = ["logits"] if self.has_frame_head else None  # a clip graph's one output (named logits since v1)
+        return self.session.run(names, {self.input_name: self._check_input(x)})[0]
+
+    def run_both(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, C) logits and (B, t_dim, C) frame logits of a frame model's graph, from one run."""
+        if not self.has_frame_head:
+            raise ConfigError(f"{self.path}: this graph is of a clip model (no frame head); it has no frame logits")
+        logits, frames = self.session.run(["logits", "frame_logits"], {self.input_name: self._check_input(x)})
+        return logits, frames
+
+    def _check_input(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """`x` as a contiguous float32 array of the shape the graph takes, else AudioInputError."""
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().float().numpy()
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -83,7 +102,7 @@ class OnnxModel:
         elif x.shape[1:] != (c.target_length, c.num_mel_bins) or x.ndim != 3:
             raise AudioInputError(f"expected a normalised fbank (B, {c.target_length}, {c.num_mel_bins}), got shape "
                                   f"{x.shape}; this graph has no front end (export with --with-frontend for one)")
-        return self.session.run(None, {self.input_name: x})[0]
+        return x
 
     def as_module(self) -> OnnxModule:
         """A stand-in for the torch model that `ast_audio.infer.tagger.Tagger` can drive."""
@@ -101,6 +120,7 @@ class OnnxModule:
         self.labels = onnx_model.labels
         self.multi_label = onnx_model.multi_label
         self.config = onnx_model.config
+        self.has_frame_head = onnx_model.has_frame_head
         self.takes_waveforms = onnx_model.with_frontend
         self.precision = onnx_model.precision
         # Why this precision runs (set by `ast_audio.export.backend.to_precision`; None for a graph opened by path).
@@ -117,3 +137,12 @@ class OnnxModule:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.onnx(x))
+
+    def forward_both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C) logits and (B, t_dim, C) frame logits of a frame model, from one run (as `AST.forward_both`)."""
+        logits, frames = self.onnx.run_both(x)
+        return torch.from_numpy(logits), torch.from_numpy(frames)
+
+    def forward_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, t_dim, C) frame logits of a frame model (as `AST.forward_frames`)."""
+        return self.forward_both(x)[1]

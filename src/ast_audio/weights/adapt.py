@@ -6,6 +6,7 @@ Pure functions on state dicts and models; each logs what it changed. Nothing her
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -21,12 +22,15 @@ from .convert import StateDict, check_state_fits
 log = logging.getLogger(__name__)
 
 HEAD_KEYS = frozenset({"mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.weight", "mlp_head.1.bias"})
+FRAME_HEAD_PREFIX = "frame_head."
+# Frame-head parameters whose shape follows the class count: new with a new clip head.
+FRAME_CLASS_PREFIXES = ("frame_head.classifier.", "frame_head.weak_attention.")
 # ImageNet classifier heads of timm ViT/DeiT checkpoints: not used by AST (spec §1.4 step 3).
 IMAGENET_HEAD_KEYS = frozenset({"head.weight", "head.bias", "head_dist.weight", "head_dist.bias"})
 
 # ASTConfig fields that `adapt_model` can change on trained weights; every other field is fixed by the weights.
 ADAPTABLE_FIELDS = ("input_tdim", "input_fdim", "fstride", "tstride", "num_classes", "pooling",
-                    "layer_norm_eps", "head_norm_eps")
+                    "layer_norm_eps", "head_norm_eps", "frame_head")
 MODEL_KEYWORDS = ("labels", "multi_label", "frontend")
 
 
@@ -65,8 +69,8 @@ def from_imagenet(state_dict: Mapping[str, Any], config: ASTConfig,
     - a ViT without a distillation token (one prefix token) gets `dist_token` and its position embedding copied
       from the cls ones. The two prefix tokens then start identical, so AST's (cls + dist) / 2 pooling initially
       equals the ViT's own cls output;
-    - blocks and final norm copied; the ImageNet `head` / `head_dist` dropped; `mlp_head` freshly initialised
-      (taken from a new `AST(config)`, so it draws from torch's global RNG).
+    - blocks and final norm copied; the ImageNet `head` / `head_dist` dropped; `mlp_head` (and a frame head, when
+      `config` has one) freshly initialised (taken from a new `AST(config)`, so it draws from torch's global RNG).
 
     Accepts a `{"model": state}` wrapper. Any key beyond the expected set, or a missing one, raises CheckpointError.
     """
@@ -106,9 +110,9 @@ def from_imagenet(state_dict: Mapping[str, Any], config: ASTConfig,
 
     model = AST(config)
     expected = model.state_dict()
-    check_state_fits({k: tuple(v.shape) for k, v in expected.items()}, state, "ImageNet checkpoint",
-                     fresh=HEAD_KEYS)
-    for key in HEAD_KEYS:
+    fresh = HEAD_KEYS | {k for k in expected if k.startswith(FRAME_HEAD_PREFIX)}
+    check_state_fits({k: tuple(v.shape) for k, v in expected.items()}, state, "ImageNet checkpoint", fresh=fresh)
+    for key in fresh:
         state[key] = expected[key]
     log.info("ImageNet -> AST: %d prefix token(s), grid %dx%d -> %dx%d, RGB kernels %s, new %d-class head",
              num_prefix, side, side, *config.grid, in_chans_reduce, config.num_classes)
@@ -130,14 +134,16 @@ def adapt_model(model: AST, **overrides: Any) -> AST:
     """A new AST with `model`'s backbone adapted to changed input size, stride or classes (spec §1.5, generalised).
 
     Keywords: ASTConfig fields in `ADAPTABLE_FIELDS` (input_tdim, input_fdim, fstride, tstride, num_classes,
-    pooling, layer_norm_eps, head_norm_eps), plus `labels` (CSV path or names), `multi_label` and `frontend`
-    (a FrontendConfig, or a dict of FrontendConfig fields applied on top of the current front end).
+    pooling, layer_norm_eps, head_norm_eps, frame_head), plus `labels` (CSV path or names), `multi_label` and
+    `frontend` (a FrontendConfig, or a dict of FrontendConfig fields applied on top of the current front end).
 
     - the patch conv is rebuilt with the new stride and the same kernel (the reference keeps stride 10 here
       and crashes, issue #73);
     - `pos_embed` is cut/interpolated from the old grid to the new one (`adapt_pos_embed`, time axis first);
     - the head is kept when `num_classes` is unchanged, else freshly initialised with default labels
-      (unless `labels` is given);
+      (unless `labels` is given), and so are the frame head's class-sized layers (classifier, weak attention);
+    - `frame_head` (a `FrameHeadConfig`, or None for a clip model) different from the model's gives a freshly
+      initialised frame head (a clip model becomes a frame model: encoder and clip head kept);
     - the front end's target_length / num_mel_bins follow input_tdim / input_fdim; mean/std are kept unless
       `frontend` overrides them.
 
@@ -148,7 +154,7 @@ def adapt_model(model: AST, **overrides: Any) -> AST:
 
     old = model.config
     config_changes = {k: v for k, v in overrides.items() if k not in MODEL_KEYWORDS}
-    fields = set(old.to_dict())
+    fields = {f.name for f in dataclasses.fields(old)}
     unknown = sorted(set(config_changes) - fields)
     if unknown:
         raise ConfigError(f"unknown override(s) {unknown}; expected ASTConfig fields {list(ADAPTABLE_FIELDS)} "
@@ -173,19 +179,26 @@ def adapt_model(model: AST, **overrides: Any) -> AST:
     multi_label = overrides.get("multi_label", model.multi_label)
 
     new = AST(config, frontend=frontend, labels=labels, multi_label=multi_label)
-    state = {k: v.detach() for k, v in model.state_dict().items()}
+    new_frames = config.frame_head != old.frame_head
+    state = {k: v.detach() for k, v in model.state_dict().items()
+             if not (new_frames and k.startswith(FRAME_HEAD_PREFIX))}
     if old.grid != config.grid:
         state["pos_embed"] = adapt_pos_embed(state["pos_embed"], old.grid, config.grid)
-    if new_head:
-        for key in HEAD_KEYS:
-            state[key] = new.state_dict()[key]
+    for key, value in new.state_dict().items():  # the fresh parts: new heads, or their class-sized layers
+        if key.startswith(FRAME_HEAD_PREFIX):
+            fresh = new_frames or (new_head and key.startswith(FRAME_CLASS_PREFIXES))
+        else:
+            fresh = new_head and key in HEAD_KEYS
+        if fresh:
+            state[key] = value
     new.load_state_dict(state, strict=True)
     reference = next(model.parameters())
     new.to(device=reference.device, dtype=reference.dtype)
     new.train(model.training)
     changed = {k: (getattr(old, k), getattr(config, k))
                for k in ADAPTABLE_FIELDS if getattr(old, k) != getattr(config, k)}
-    log.info("adapted AST: %s%s", changed or "no config change", ", new head" if new_head else "")
+    log.info("adapted AST: %s%s%s", changed or "no config change", ", new head" if new_head else "",
+             ", new frame head" if new_frames and config.frame_head is not None else "")
     return new
 
 

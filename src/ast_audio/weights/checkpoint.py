@@ -21,6 +21,7 @@ Pickles are always read with `torch.load(weights_only=True)`, which refuses file
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from ..config import FrontendConfig, default_frontend
+from ..config import FrameHeadConfig, FrontendConfig, default_frontend
 from ..errors import CheckpointError, ConfigError
 from ..export.backend import to_precision
 from ..export.runtime import OnnxModule
@@ -92,11 +93,18 @@ def save_hf(model: AST, folder: str | Path) -> Path:
     differ slightly in transformers (measured 6e-6 to 1.4e-5 on O(1) random-weight logits, see
     tests/test_hf_parity.py).
 
+    A frame model is refused rather than written without its frame head: a folder that silently dropped the
+    head would tag but give no frame scores, and look like the model it came from.
+
     Raises:
-        ConfigError: the model cannot be expressed in transformers' ASTConfig (non-square patches, mean pooling,
-            a non-integer MLP width).
+        ConfigError: the model cannot be expressed in transformers' ASTConfig (a frame head, non-square patches,
+            mean pooling, a non-integer MLP width).
     """
     config = model.config
+    if config.frame_head is not None:
+        raise ConfigError("transformers' ASTForAudioClassification has no frame head, so this frame model cannot be "
+                          "written in its format; keep the ast-audio folder (save_model), or export ONNX for "
+                          "runtimes without ast-audio")
     if config.fshape != config.tshape:
         raise ConfigError(f"transformers' AST only has square patches (patch_size); this model uses "
                           f"{config.fshape}x{config.tshape}, so it can only be saved with save_model")
@@ -162,8 +170,9 @@ def _build(loaded: Loaded, overrides: dict[str, Any]) -> AST:
     config = loaded.config
     if loaded.kind == "imagenet":  # the reader built the config from model_size; what it built says "custom" when
         overrides = {k: v for k, v in overrides.items() if k != "model_size"}  # the weights are not that size
-    fields = config.to_dict()
-    structural = any(k not in MODEL_KEYWORDS and (k not in fields or fields[k] != v) for k, v in overrides.items())
+    fields = {f.name for f in dataclasses.fields(config)}
+    structural = any(k not in MODEL_KEYWORDS and (k not in fields or getattr(config, k) != v)
+                     for k, v in overrides.items())
     frontend, labels, multi_label = loaded.frontend, loaded.labels, loaded.multi_label
     # A trained head without names (a reference .pth, a transformers config without id2label): 527 outputs are
     # AudioSet's. An ImageNet checkpoint's head is new, so its outputs mean nothing yet and keep "class_i".
@@ -195,7 +204,7 @@ def load_model(source: str | os.PathLike, *,
                model_size: str | None = None, layer_norm_eps: float | None = None, head_norm_eps: float | None = None,
                labels: str | os.PathLike | Sequence[str] | None = None, multi_label: bool | None = None,
                frontend: FrontendConfig | Mapping[str, Any] | None = None,
-               in_chans_reduce: Literal["sum", "mean"] | None = None,
+               in_chans_reduce: Literal["sum", "mean"] | None = None, frame_head: FrameHeadConfig | None = None,
                precision: str | PrecisionChoice = "fp32", device: str | torch.device = "cpu") -> AST | OnnxModule:
     """Load any supported checkpoint as an `AST` in eval mode, computing in `precision`.
 
@@ -220,6 +229,9 @@ def load_model(source: str | os.PathLike, *,
         frontend: a FrontendConfig replacing the stored front end, or a dict of its fields to change.
         in_chans_reduce: ImageNet checkpoints only: how RGB patch kernels become one channel, "sum" (the reference
             code, default) or "mean" (the paper's wording).
+        frame_head: a `FrameHeadConfig` for a frame model built on the checkpoint's encoder (a new, freshly
+            initialised frame head, unless the checkpoint's is the same config); a frame checkpoint loads with its
+            own head without it. A saved frame model's head type and config are read from its config.json.
         precision: "fp32" (default, faithful), "bf16", "int8", "ort-fp32", "ort-int8", or "auto" (the fastest
             measured path for this CPU or GPU; see `ast_audio.model.precision`), or a `PrecisionChoice` already
             made. The model records what runs in `model.precision` and why in `model.precision_choice`. The ort
@@ -237,7 +249,7 @@ def load_model(source: str | os.PathLike, *,
     given = dict(input_tdim=input_tdim, input_fdim=input_fdim, fstride=fstride, tstride=tstride,
                  num_classes=num_classes, pooling=pooling, num_heads=num_heads, model_size=model_size,
                  layer_norm_eps=layer_norm_eps, head_norm_eps=head_norm_eps, labels=labels, multi_label=multi_label,
-                 frontend=frontend)
+                 frontend=frontend, frame_head=frame_head)
     overrides = {k: v for k, v in given.items() if v is not None}
     path = Path(source)
     if path.is_dir():
