@@ -38,17 +38,17 @@ the stream's first sample), and a hop's columns are final when the hop arrives, 
   (`score_frame_clips`, the code that scores the file path's windows);
 - at the end of the stream the remaining columns (the last one partial, ending with the stream) are the next hop's,
   cut at the stream's end: the window that hop would have had, holding the samples up to the stream's end.
-So hop k's columns are exactly the file path's scores (`score_frames`) of the stream received so far, cut to the
-window ending at the hop: with H = t_dim columns (hop = window) the windows are those `score_frames` places on the
-audio up to each hop's end, so hop k's columns equal `score_frames(audio[:e_k]).scores[(k - 1) t_dim:]`, and the
-last hop's equal `score_frames(audio)` on the whole stream's last window. (They differ from `score_frames` on the whole
-stream, whose windows also hold the audio past their last column: 0.155 s for AST, whose last column's patch sees 75
-ms past its span, and the padded frames reach every column through attention.) A hop's `scores` are the max of its columns' scores (its
-`top`), its `frames` the columns' scores. Events use `CausalEvents` over the columns (one column = one cell, the
-median over columns), equal to `detect_events` on the same frame scores as a `Timeline` whose windows are the
-columns. With `drop_late`, a late hop is not scored on its own: the ready hops are scored together by the window
-ending at the newest (counted in `skipped`); their columns stay on the grid unless more than a window's worth is
-waiting, then the oldest are dropped.
+What they equal: hop k's columns are what the file path's window code gives for that window (same cut, same
+padding). With H = t_dim columns (hop = window) these windows are the ones `score_frames` places on the audio received
+up to each hop's end, so hop k's columns equal `score_frames(audio[:e_k]).scores[(k - 1) t_dim:]` exactly, and the
+last hop's columns those of `score_frames(audio)` on the whole stream (tested). They are not `score_frames` of the
+whole stream for the other hops: its windows also hold the audio past their last column (0.155 s for AST, of which
+the last column's patch sees 75 ms; the padding reaches every column through attention), which live is not yet there.
+A hop's `scores` are the max of its columns' scores per class (its `top`), its `frames` the columns' scores. Events
+use `CausalEvents` over the columns (one column = one cell, the median over columns): they equal `detect_events` on the
+same frame scores as a `Timeline` whose windows are the columns (tested). With `drop_late`, late hops are not scored
+one by one: the ready hops get one pass, the window ending at the newest (the others counted in `skipped`), and their
+columns stay on the grid unless more than a window's worth is waiting (then the oldest are dropped).
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ class LiveHop:
 
     A frame model's hop (module docstring) also has `frames`: (n, C) probabilities of the grid columns
     first_column .. first_column + n - 1 that the hop made final, spanning `frame_spans` (n, 2) seconds (column_s
-    each; the last column of a stream ends with it); then `scores` is their max per class, [start_s, end_s) the window scored (it
-    ends at the hop's end), `smoothed` is per column and `skipped` counts hops scored together with a later one.
+    each; the last column of a stream ends with it). Then `scores` is their max per class, [start_s, end_s) the window
+    scored (it ends at the hop's end), `smoothed` is per column and `skipped` counts hops scored with a later one.
     """
 
     index: int
