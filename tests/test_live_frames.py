@@ -320,3 +320,45 @@ def test_stream_refuses_a_window_and_a_hop_below_the_limit_in_one_line(server):
                             ({"rate": 16000, "hop_s": 0.01}, "between one column")]:
         message, code = refused(server.ws, json.dumps(first))
         assert expected in message["error"] and "\n" not in message["error"] and code == 1008, message
+
+
+@pytest.mark.slow
+def test_page_live_view_draws_a_frame_model_per_column(tmp_path, ckpt):
+    """The page's live mode in headless chromium against a frame model (chromium's fake microphone plays a tone):
+    hops arrive, the tags and the timeline are drawn, one timeline point per frame column, no console error."""
+    from playwright.sync_api import sync_playwright
+
+    from serve_helpers import run_server
+    from test_browser import CHROMIUM, WAIT_MS
+    from test_browser_live import known_sound
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium` (setup.sh does this)")
+    known_sound(tmp_path / "mic.wav")
+    with run_server(ckpt) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-audio-capture={tmp_path / 'mic.wav'}"])
+        try:
+            page = browser.new_context(permissions=["microphone"]).new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(server.url + "/")
+            page.click("details summary")
+            page.fill("#hop_s", "0.5")
+            page.click("#live-toggle")
+            page.wait_for_selector("#live[data-state=listening]", timeout=WAIT_MS)
+            page.wait_for_function("() => Number(document.getElementById('live').dataset.hops || 0) >= 4",
+                                   timeout=WAIT_MS)
+            hops, points = page.evaluate("() => [live.hops, live.history.length]")
+            assert points >= 5 * (hops - 1)  # 5 columns of 0.1 s per 0.5 s hop (the newest may still be coming)
+            assert page.locator("#live-tags li .label").count() >= 1
+            assert page.get_attribute("#live-timeline", "data-drawn") == "true"
+            page.click("#live-toggle")
+            page.wait_for_selector("#live[data-state=idle]", timeout=WAIT_MS)
+            assert problems == []
+        finally:
+            browser.close()
+    assert "Traceback" not in server.output(), server.output()
