@@ -258,6 +258,22 @@ def test_listen_stdin_jsonl_carries_the_frames_of_the_library(ckpt):
     assert any(g["closed"] for g in got)
 
 
+def test_latency_bench_waits_under_one_hop_for_a_sounds_frame_scores(ckpt, tmp_path):
+    """bench/live_latency.py --frame-head runs the real StreamingTagger; the wait from a sound's last sample to the hop
+    holding its column (computed from sample positions, not timed) is under one hop: a column is final when its hop
+    arrives, with no look-ahead to wait for."""
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "bench" / "live_latency.py"), "--frame-head", "--checkpoint",
+                          str(ckpt), "--precisions", "fp32", "--hops", "0.3,0.5", "--onsets", "8", "--json",
+                          str(tmp_path / "out.json")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((tmp_path / "out.json").read_text())["rows"]
+    assert [r["hop_s"] for r in rows] == [0.3, 0.5] and all(r["frames"] and r["onsets"] == 8 for r in rows)
+    for r in rows:
+        assert 0 <= r["wait_p50"] <= r["wait_p95"] < r["hop_s"]
+    assert "| fp32 | 0.3 |" in run.stdout
+
+
 def test_terminal_view_draws_each_top_class_per_column(model):
     from ast_audio.cli.listen import SPARK, LiveView
 
