@@ -31,6 +31,7 @@ from .events import odd_int
 LIVE_FORMATS = ("live", "jsonl")
 PCM_FORMATS = ("s16le", "f32le")  # ast_audio.infer.live.PCM_DTYPES (no torch import for --help)
 BAR = 24  # characters of a full score bar in the live view
+SPARK = " ▁▂▃▄▅▆▇█"  # a frame model's column scores in the live view: 0 .. 1 in eighths
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen = commands.add_parser(
         "listen", help="tag live audio (microphone, PCM on stdin, a file in real time) as it arrives",
         description="Keep a rolling window of the model's context, score it every hop and print the labels and "
-        "the events (events' rules, decided causally) as they open and close. Latency = the hop plus one window's "
+        "the events (events' rules, decided causally) as they open and close; a frame model's hops also carry "
+        "the frame scores of the columns they completed. Latency = the hop plus one window's "
         "compute. Sources: the default microphone (needs the `live` extra: sounddevice + PortAudio), "
         "`--input -` raw PCM on stdin (e.g. ffmpeg -i rtsp://... -f s16le -ac 1 -ar 16000 - | ast-audio listen "
         "--input -), or `--input FILE [--realtime]`.")
@@ -57,9 +59,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "real-time pace; with --input - windows are skipped when scoring falls behind (the "
                         "microphone always is)")
     listen.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: "
-                        "the model's input length)")
+                        "the model's input length; not for a frame model, whose passes read its whole input)")
     listen.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
-                        "the window); refused when shorter than one window's measured compute")
+                        "the window; a frame model: 1 s, its frame scores final at each hop); refused when shorter "
+                        "than one window's measured compute")
     listen.add_argument("--allow-skip", action="store_true", help="accept a --hop shorter than one window's "
                         "compute: windows are skipped (and counted) to stay current")
     group = listen.add_mutually_exclusive_group()
@@ -218,11 +221,20 @@ class LiveView:
             width = max((len(label) for label, _ in top), default=0)
             lines = [f"ast-audio listen   {hop.end_s:8.2f} s   window {hop.end_s - hop.start_s:.2f} s   "
                      f"compute {hop.compute_s * 1000:.0f} ms   skipped {hop.skipped}", ""]
-            lines += [f"  {label:<{width}} {'█' * round(score * BAR):<{BAR}} {score:.2f}" for label, score in top]
+            lines += [f"  {label:<{width}} {'█' * round(score * BAR):<{BAR}} {score:.2f}{self.columns(hop, label)}"
+                      for label, score in top]
             lines += ["", "  open:   " + (", ".join(hop.active) or "-"),
                       "  recent: " + ("; ".join(self.recent) or "-")]
             self.out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
         self.out.flush()
+
+    @staticmethod
+    def columns(hop, label: str) -> str:
+        """A frame model's hop: the class's score in each of the hop's columns, one character each; else ''."""
+        if hop.frames is None:
+            return ""
+        scores = hop.frames[:, hop.labels.index(label)]
+        return "  " + "".join(SPARK[round(float(v) * (len(SPARK) - 1))] for v in scores)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -230,12 +242,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from ..errors import AstAudioError
     from ..infer.calibrate import read_thresholds
     from ..infer.events import EventConfig
-    from ..infer.live import PcmDecoder, StreamingTagger, measure_window_s
+    from ..infer.live import PcmDecoder, StreamingTagger, is_frame_model, live_plan, measure_window_s
     from ..labels import check_labels, parse_names, selected_classes
     from .args import load_tagger
 
     tagger = load_tagger(args)
-    window, hop = tagger.window_and_hop(args.window, args.hop)
+    window, hop = live_plan(tagger, args.window, args.hop)
+    unit = "hop" if is_frame_model(tagger) else "window"  # what one pass scores
     labels = tagger.labels
     config = EventConfig(threshold=args.threshold,
                          thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
@@ -300,6 +313,6 @@ def cmd_listen(args: argparse.Namespace) -> int:
             mic.close()
     emit(streamer.close())
     if streamer.skipped:
-        print(f"ast-audio: skipped {streamer.skipped} of {streamer.index} windows (scoring was slower than the hop)",
+        print(f"ast-audio: skipped {streamer.skipped} of {streamer.index} {unit}s (scoring was slower than the hop)",
               file=sys.stderr)
     return 0

@@ -162,3 +162,11 @@ def _frame_probabilities(model, inputs: torch.Tensor | list[torch.Tensor],
         raise CheckpointError("the model produced non-finite frame logits for finite input; the checkpoint is broken "
                               "(weights that overflow); try another checkpoint")
     return probabilities(logits, model.multi_label)
+
+
+def score_frame_clips(model, extractor: FeatureExtractor, clips: list[torch.Tensor],
+                      device: str | torch.device | None = None) -> torch.Tensor:
+    """B clips (W_i,) at the model rate, each starting on the column grid and at most the model's input long ->
+    (B, t_dim, C) frame probabilities in one pass, each clip padded as `score_frames` pads a file's last window
+    (the same code: live streams, `ast_audio.infer.live`, score their windows with it)."""
+    return _frame_probabilities(model, _model_input(model, extractor, clips), device)

@@ -24,10 +24,36 @@ When scoring cannot keep up with a real-time source (`drop_late`), windows whose
 old while a newer window is ready are skipped and counted (`LiveHop.skipped`), so the output stays current instead
 of drifting behind; the first skip carries a one-time `warning`. The cell of the next scored window then widens
 (cells are always midpoints between scored windows' centres).
+
+Frame models (`ASTConfig.frame_head`; `ast_audio.infer.frames`) stream differently: their scores are per time column
+of the patch grid (0.1 s for AST), on the file path's gapless grid (column g spans [g, g + 1) x the column hop c from
+the stream's first sample), and a hop's columns are final when the hop arrives, so latency = hop + one pass:
+- hop k (k = 1, 2, ...) ends at sample e_k = k H (H = hop samples, at least one column, at most the t_dim columns of
+  one model input; default `DEFAULT_FRAME_HOP_S`). It owns the grid columns completed since the previous hop:
+  [floor(e_{k-1} / c), floor(e_k / c)) (a column straddling a hop's end belongs to the next hop, whose end it has
+  reached);
+- they are scored by one pass over the window that ends at the hop: the model input starting at grid column
+  max(0, floor(e_k / c) - t_dim) (so the hop's last column is the window's last column), holding the stream's
+  samples from there up to e_k (at most the model's input length), padded as the front end pads a short clip
+  (`score_frame_clips`, the code that scores the file path's windows);
+- at the end of the stream the remaining columns (the last one partial, ending with the stream) are the next hop's,
+  cut at the stream's end: the window that hop would have had, holding the samples up to the stream's end.
+What they equal: hop k's columns are what the file path's window code gives for that window (same cut, same
+padding). With H = t_dim columns (hop = window) these windows are the ones `score_frames` places on the audio received
+up to each hop's end, so hop k's columns equal `score_frames(audio[:e_k]).scores[(k - 1) t_dim:]` exactly, and the
+last hop's columns those of `score_frames(audio)` on the whole stream (tested). They are not `score_frames` of the
+whole stream for the other hops: its windows also hold the audio past their last column (0.155 s for AST, of which
+the last column's patch sees 75 ms; the padding reaches every column through attention), which live is not yet there.
+A hop's `scores` are the max of its columns' scores per class (its `top`), its `frames` the columns' scores. Events
+use `CausalEvents` over the columns (one column = one cell, the median over columns): they equal `detect_events` on the
+same frame scores as a `Timeline` whose windows are the columns (tested). With `drop_late`, late hops are not scored
+one by one: the ready hops get one pass, the window ending at the newest (the others counted in `skipped`), and their
+columns stay on the grid unless more than a window's worth is waiting (then the oldest are dropped).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,13 +64,17 @@ import numpy as np
 import soxr
 import torch
 
+from ..audio.features import FeatureExtractor
 from ..audio.io import RESAMPLE_QUALITY, checked_mono
+from ..config import column_hop_samples
 from ..errors import AudioInputError, ConfigError
 from ..labels import check_labels, selected_classes
 from .events import Event, EventConfig, median_smooth
+from .frames import score_frame_clips
 from .tagger import Tagger
 
 PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+DEFAULT_FRAME_HOP_S = 1.0  # a frame model's live hop: its columns are final when it arrives (latency hop + one pass)
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,11 @@ class LiveHop:
     skipped: windows skipped so far because scoring fell behind; warning: set once, on the hop where the first
     window was skipped.
     compute_s: seconds spent scoring this window (front end and model).
+
+    A frame model's hop (module docstring) also has `frames`: (n, C) probabilities of the grid columns
+    first_column .. first_column + n - 1 that the hop made final, spanning `frame_spans` (n, 2) seconds (column_s
+    each; the last column of a stream ends with it). Then `scores` is their max per class, [start_s, end_s) the window
+    scored (it ends at the hop's end), `smoothed` is per column and `skipped` counts hops scored with a later one.
     """
 
     index: int
@@ -86,6 +121,10 @@ class LiveHop:
     skipped: int = 0
     compute_s: float = 0.0
     warning: str | None = None
+    frames: np.ndarray | None = None
+    first_column: int = 0
+    frame_spans: np.ndarray | None = None
+    column_s: float = 0.0
 
     def top(self, k: int, keep: Sequence[int] | None = None) -> list[tuple[str, float]]:
         """The k best (label, score) of this window among the classes `keep` (default all), best first."""
@@ -96,12 +135,25 @@ class LiveHop:
         return [(self.labels[i], float(self.scores[i])) for i in order]
 
     def to_dict(self, top_k: int = 5, keep: Sequence[int] | None = None) -> dict[str, Any]:
-        """JSON-ready: one object per hop (`listen --format jsonl`, the server's /v1/stream)."""
+        """JSON-ready: one object per hop (`listen --format jsonl`, the server's /v1/stream); a frame model's hop
+        adds "frames" (`frames_dict`)."""
+        top = self.top(top_k, keep)
         return {"index": self.index, "start_s": round(self.start_s, 6), "end_s": round(self.end_s, 6),
-                "top": [{"label": label, "score": round(score, 6)} for label, score in self.top(top_k, keep)],
+                "top": [{"label": label, "score": round(score, 6)} for label, score in top],
+                **({"frames": self.frames_dict([label for label, _ in top])} if self.frames is not None else {}),
                 "opened": [e.to_dict() for e in self.opened], "closed": [e.to_dict() for e in self.closed],
                 "active": list(self.active), "skipped": self.skipped, "compute_s": round(self.compute_s, 6),
                 **({"warning": self.warning} if self.warning else {})}
+
+    def frames_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+        """The hop's frame scores of `classes` (its top labels): {"first": grid column, "start_s", "end_s",
+        "column_s", "classes": [...], "scores": [[score of each class] per column]}."""
+        assert self.frames is not None and self.frame_spans is not None
+        index = [self.labels.index(label) for label in classes]
+        spans = self.frame_spans
+        return {"first": self.first_column, "start_s": round(float(spans[0, 0]), 6),
+                "end_s": round(float(spans[-1, 1]), 6), "column_s": round(self.column_s, 6), "classes": list(classes),
+                "scores": np.round(self.frames[:, index], 6).tolist()}
 
 
 @dataclass
@@ -269,14 +321,55 @@ class PcmDecoder:
         return samples.astype(np.float32)
 
 
+def is_frame_model(tagger: Tagger) -> bool:
+    """Whether the tagger's model has a frame head (then live streams are scored per column, module docstring)."""
+    return bool(getattr(tagger.model, "has_frame_head", False))
+
+
+def frame_grid(tagger: Tagger) -> tuple[int, int]:
+    """(column hop in samples, time columns per model input) of a frame model: (1600, 101) for AST at 16 kHz."""
+    model = tagger.model
+    return column_hop_samples(model.config, model.frontend), model.config.grid[1]
+
+
+def live_plan(tagger: Tagger, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:
+    """(window, hop) in samples of a live stream, checked (ConfigError in one line otherwise).
+
+    A clip model: `Tagger.window_and_hop` (defaults: the model's input, half of it). A frame model: the window is
+    the t_dim columns of one model input (`window_s` must be left out: every pass reads the model's input) and the
+    hop is at least one column and at most the window (default `DEFAULT_FRAME_HOP_S`, or the window if shorter).
+    """
+    if not is_frame_model(tagger):
+        return tagger.window_and_hop(window_s, hop_s)
+    column, t_dim = frame_grid(tagger)
+    rate, window = tagger.sample_rate, column * t_dim
+    if window_s is not None:
+        raise ConfigError(f"window_s does not apply to a frame model: every pass scores the model's input, whose "
+                          f"{t_dim} columns cover {window / rate:g} s; leave the window out and choose the hop")
+    if hop_s is None:
+        return window, min(window, round(DEFAULT_FRAME_HOP_S * rate))
+    ok = isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool) and math.isfinite(hop_s)
+    hop = round(hop_s * rate) if ok and 0 < hop_s <= window / rate + 1 else -1
+    if not column <= hop <= window:
+        raise ConfigError(f"hop_s for a frame model must be between one column ({column / rate:g} s) and the "
+                          f"{t_dim} columns of the model's input ({window / rate:g} s), got {hop_s!r}")
+    return window, hop
+
+
 def measure_window_s(tagger: Tagger, window: int, repeats: int = 2) -> float:
-    """Seconds one window of `window` samples takes to score here (front end and model): the fastest of `repeats`
-    runs on silence, so the first run's one-off costs (allocation, graph warm-up) do not count."""
-    silence = torch.zeros(window)
+    """Seconds one window of `window` samples takes to score here (front end and model; a frame model's pass over
+    its input for the frame scores): the fastest of `repeats` runs on silence, so the first run's one-off costs
+    (allocation, graph warm-up) do not count."""
+    frames = is_frame_model(tagger)
+    extractor = FeatureExtractor(tagger.model.frontend) if frames else None
+    silence = torch.zeros(tagger.model.frontend.input_samples if frames else window)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        tagger.score_windows([silence])
+        if extractor is not None:
+            score_frame_clips(tagger.model, extractor, [silence], tagger.device)
+        else:
+            tagger.score_windows([silence])
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -288,12 +381,14 @@ class StreamingTagger:
         tagger: the model, its front end and labels.
         sample_rate: rate of the blocks fed, in Hz (resampled to the model's rate when different).
         channels: channels of the blocks fed (averaged).
-        window_s, hop_s: window and hop in seconds, checked as `Tagger.window_and_hop` does (defaults: the model's
-            input length and half of it).
+        window_s, hop_s: window and hop in seconds, checked as `live_plan` does (clip models: as
+            `Tagger.window_and_hop`, defaults the model's input length and half of it; frame models: no window_s,
+            hop_s from one column to the input's columns, default `DEFAULT_FRAME_HOP_S`).
         events: the event rules (`EventConfig`, as `events` uses).
         drop_late: a real-time source: skip windows that are more than a hop old while a newer one is ready.
         batch_size: windows scored per forward pass when several are ready and none is skipped.
 
+    A tagger whose model has a frame head streams frame scores (`frames`; module docstring).
     `feed(block)` returns the hops that block completed; `close()` flushes the resampler, scores what completes and
     closes the open events at the end of the stream.
     """
@@ -310,15 +405,22 @@ class StreamingTagger:
         self.tagger = tagger
         self.input_rate, self.channels = sample_rate, channels
         self.rate = tagger.sample_rate
-        self.window, self.hop = tagger.window_and_hop(window_s, hop_s)
+        self.window, self.hop = live_plan(tagger, window_s, hop_s)
         self.window_s, self.hop_s = self.window / self.rate, self.hop / self.rate
-        self.events = CausalEvents(tagger.labels, events or EventConfig(), self.hop_s)
+        self.frames = is_frame_model(tagger)
+        if self.frames:
+            self.column, self.t_dim = frame_grid(tagger)
+            self.extractor = FeatureExtractor(tagger.model.frontend)
+            self.columns_done = 0  # grid columns emitted (or dropped) so far
+        # A frame model's events are decided per column (one cell each), a clip model's per window.
+        self.events = CausalEvents(tagger.labels, events or EventConfig(),
+                                   self.column / self.rate if self.frames else self.hop_s)
         self.drop_late, self.batch_size = drop_late, batch_size
         self.resampler = (None if sample_rate == self.rate else
                           soxr.ResampleStream(sample_rate, self.rate, 1, dtype="float32", quality=RESAMPLE_QUALITY))
         self.buffer = np.zeros(0, dtype=np.float32)  # model-rate samples [buf_start, received)
         self.buf_start = self.received = self.next_start = 0
-        self.index = 0  # windows placed so far (scored or skipped)
+        self.index = 0  # windows (a frame model's hops) placed so far (scored or skipped)
         self.skipped = 0
         self.warned = False
         self.closed = False
@@ -353,6 +455,8 @@ class StreamingTagger:
         if self.resampler is not None:
             self._append(self.resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         hops = self._run(time.monotonic())
+        if self.frames:
+            hops += self._last_frames()
         opened, closed = self.events.finish(self.received / self.rate)
         if opened or closed:
             if not hops:
@@ -388,6 +492,8 @@ class StreamingTagger:
         return start, samples
 
     def _run(self, arrived: float) -> list[LiveHop]:
+        if self.frames:
+            return self._run_frames(arrived)
         hops: list[LiveHop] = []
         pending: list[tuple[int, int, np.ndarray]] = []  # (index, start, samples) to score in one batch
         while self.next_start + self.window <= self.received:
@@ -423,3 +529,74 @@ class StreamingTagger:
                                f"{self.hop_s:g} s hop; skipping windows to stay current (counted in 'skipped')")
             hops.append(hop)
         return hops
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Frame models (module docstring): hop k ends at sample k * hop and owns the columns completed since hop k - 1.
+
+    def _run_frames(self, arrived: float) -> list[LiveHop]:
+        ready: list[tuple[int, int]] = []  # (hop index, end sample) of the hops that have arrived
+        while (self.index + 1) * self.hop <= self.received:
+            ready.append((self.index, (self.index + 1) * self.hop))
+            self.index += 1
+        if self.drop_late and len(ready) > 1 and time.monotonic() - arrived > self.hop_s:
+            self.skipped += len(ready) - 1  # late: one pass, the window ending at the newest hop, scores them all
+            ready = ready[-1:]
+        passes = [(index, end, end // self.column, end // self.column) for index, end in ready]
+        step = 1 if self.drop_late else self.batch_size  # real time: score each hop as soon as it is there
+        return [hop for i in range(0, len(passes), step) for hop in self._score_frames(passes[i:i + step])]
+
+    def _last_frames(self) -> list[LiveHop]:
+        """At the end of the stream: the columns not emitted yet (the last one partial) are the next hop's, scored by
+        the window that hop would have had, cut at the stream's end."""
+        total = -(-self.received // self.column)  # ceil: the grid's columns, the last one partial
+        if total <= self.columns_done or self.received < self.tagger.model.frontend.window_samples:
+            return []
+        index, end = self.index, self.received
+        self.index += 1
+        # The window that hop would have had; when the stream ends in the column where that hop would have ended,
+        # the window reaches that column too.
+        window_end = max(total, (index + 1) * self.hop // self.column)
+        return self._score_frames([(index, end, total, window_end)])
+
+    def _score_frames(self, passes: list[tuple[int, int, int, int]]) -> list[LiveHop]:
+        """One pass each: (hop index, end sample, columns complete, last column + 1 of its window) -> LiveHops."""
+        clips, plans = [], []
+        for index, end, upto, window_end in passes:
+            first = max(0, window_end - self.t_dim)  # the window's first grid column
+            emit = max(self.columns_done, upto - self.t_dim, first)  # columns older than the window are dropped
+            start = first * self.column
+            clip_end = min(end, start + self.tagger.model.frontend.input_samples)
+            clips.append(torch.from_numpy(self.buffer[start - self.buf_start: clip_end - self.buf_start].copy()))
+            plans.append((index, start, end, first, emit, upto))
+            self.columns_done = upto
+        t0 = time.perf_counter()
+        probs = score_frame_clips(self.tagger.model, self.extractor, clips, self.tagger.device).numpy()  # (B, t, C)
+        compute_s = (time.perf_counter() - t0) / len(passes)
+        keep_from = min(self.received, max(0, self.columns_done + 1 - self.t_dim) * self.column)
+        self.buffer = self.buffer[keep_from - self.buf_start:]  # no later window starts before this
+        self.buf_start = keep_from
+        return [self._frame_hop(plan, rows, compute_s) for plan, rows in zip(plans, probs, strict=True)]
+
+    def _frame_hop(self, plan: tuple[int, int, int, int, int, int], probs: np.ndarray, compute_s: float) -> LiveHop:
+        index, start, end, first, emit, upto = plan
+        frames = probs[emit - first: upto - first].astype(np.float64)  # (n, C) the hop's columns
+        column_s = self.column / self.rate
+        spans = np.stack([np.arange(emit, upto) * column_s, np.arange(emit + 1, upto + 1) * column_s], axis=1)
+        spans[-1, 1] = min(spans[-1, 1], self.received / self.rate)  # the stream's last column ends with it
+        hop = LiveHop(index=index, start_s=start / self.rate, end_s=end / self.rate, scores=frames.max(axis=0),
+                      labels=self.labels, skipped=self.skipped, compute_s=compute_s, frames=frames,
+                      first_column=emit, frame_spans=spans, column_s=column_s)
+        for g, row in zip(range(emit, upto), frames, strict=True):
+            # Each column is one cell: its centre as if whole (the partial last column's cell ends at the stream's
+            # end when `finish` closes the events there), so the cells are the columns' spans.
+            opened, closed, smoothed, smoothed_s = self.events.push((g + 0.5) * column_s, row)
+            hop.opened += opened
+            hop.closed += closed
+            if smoothed is not None:
+                hop.smoothed, hop.smoothed_s = smoothed, smoothed_s
+        hop.active = self.events.open_labels()
+        if self.skipped and not self.warned:
+            self.warned = True
+            hop.warning = (f"falling behind: one pass takes about {compute_s:.3f} s against a {self.hop_s:g} s hop; "
+                           "scoring the hops that are waiting in one pass to stay current (counted in 'skipped')")
+        return hop

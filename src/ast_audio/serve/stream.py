@@ -8,6 +8,10 @@ Protocol (every server message is one JSON text message):
    closes); "labels" is the number of classes, "colours" maps each class to its colour in every picture.
 2. The client sends binary messages of interleaved PCM (any length, frames may be split between messages).
    For each hop the server sends `LiveHop.to_dict()` (window times, top labels, events opened and closed, skipped).
+   With a frame model (`ast_audio.infer.live`: each hop's frame columns are final when it arrives) "ready" adds
+   "frames": true and "column_s", and every hop a "frames" object: the columns it completed, on the file path's
+   grid ("first" column, "start_s", "end_s", "column_s"), with the scores of its top classes per column ("classes",
+   "scores"); window_s is the input's columns, no "window_s" may be sent, and hop_s defaults to 1 s.
 3. The client sends {"end": true} (or just closes): the server sends the last hops (events closed by the end of the
    stream), then {"done": true, "windows": N, "skipped": S} and closes normally.
 
@@ -37,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..errors import AstAudioError
 from ..infer.events import EventConfig
-from ..infer.live import PCM_DTYPES, PcmDecoder, StreamingTagger
+from ..infer.live import PCM_DTYPES, PcmDecoder, StreamingTagger, frame_grid, is_frame_model, live_plan
 from ..infer.plots import class_colour
 from ..labels import parse_names, selected_classes
 from ..utils import one_line
@@ -113,8 +117,12 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
     window_s = _number(doc, "window_s", float, None, low=0)
     hop_s = _number(doc, "hop_s", float, None, low=0)
     labels = service.tagger.labels
+    frames = is_frame_model(service.tagger)
     try:
-        service.window_plan(window_s, hop_s)  # the Tagger's rules and min_hop_fraction, as for /v1/events
+        if frames:  # its own window and hop rules (`live_plan`), min_hop_fraction counted in columns
+            check_frame_hop(service, hop_s)
+        else:
+            service.window_plan(window_s, hop_s)  # the Tagger's rules and min_hop_fraction, as for /v1/events
         config = EventConfig(threshold=_number(doc, "threshold", float, 0.5, low=0, high=1),
                              hysteresis=_number(doc, "hysteresis", float, 0.5, low=0, high=1),
                              median_windows=_number(doc, "median", int, 1, low=1),
@@ -131,6 +139,20 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
         raise StreamRefused(1008, f"first message: {one_line(exc)}") from None
     top_k = _number(doc, "top_k", int, service.settings.top_k, low=1)
     return streamer, PcmDecoder(pcm, channels), top_k, keep
+
+
+def check_frame_hop(service: Any, hop_s: float | None) -> None:
+    """A frame model's hop against min_hop_fraction: at least that fraction of the input's columns, rounded down to
+    whole columns (one pass per hop; AST's 101 columns at 0.1 give 1 s). ApiError (422) otherwise."""
+    column, t_dim = frame_grid(service.tagger)
+    hop = live_plan(service.tagger, None, hop_s)[1]
+    least = max(1, math.floor(service.settings.min_hop_fraction * t_dim + 1e-9)) * column
+    if hop < least:
+        rate = service.tagger.sample_rate
+        raise ApiError(422, f"hop_s={hop / rate:g} s is below the {least / rate:g} s allowed for this frame model "
+                            f"(min_hop_fraction {service.settings.min_hop_fraction:g} x its {t_dim} columns): each hop "
+                            f"is one pass; use hop_s >= {least / rate:g}, or start the server with a smaller "
+                            "--min-hop-fraction")
 
 
 class Sessions:
@@ -174,7 +196,9 @@ async def stream_session(websocket: WebSocket, service: Any, sessions: Sessions,
         await websocket.send_json({"ready": True, "window_s": round(streamer.window_s, 6),
                                    "hop_s": round(streamer.hop_s, 6), "sample_rate": streamer.rate,
                                    "labels": len(streamer.labels),
-                                   "colours": {label: class_colour(i) for i, label in enumerate(streamer.labels)}})
+                                   "colours": {label: class_colour(i) for i, label in enumerate(streamer.labels)},
+                                   **({"frames": True, "column_s": round(streamer.column / streamer.rate, 6)}
+                                      if streamer.frames else {})})
         bytes_per_s = decoder.frame_bytes * streamer.input_rate  # of audio, as sent
         receiver = asyncio.create_task(_receiver(websocket, settings, deadline, queue, bytes_per_s))
         while True:

@@ -383,7 +383,8 @@ async function toggleRecording() {
 
 // ---- live ------------------------------------------------------------------------------------------------------
 // The microphone streams to the WebSocket /v1/stream as 32-bit float PCM at the audio context's rate (the server
-// resamples); every hop the server answers with the window's top labels and the events it opened or closed.
+// resamples); every hop the server answers with the window's top labels and the events it opened or closed (and,
+// for a frame model, the scores of the frame columns the hop completed, drawn one point per column).
 
 const LIVE_SPAN_S = 30; // seconds of history on the live timeline
 const LIVE_BLOCK = 4096; // samples per ScriptProcessor callback (85 ms at 48 kHz: about 12 messages a second)
@@ -472,8 +473,14 @@ function onLiveMessage(msg) {
     live.open.delete(e.label);
     live.events.unshift(e);
   }
-  if (msg.top.length) {
+  if (msg.frames) { // a frame model: one point per column the hop completed, at the column's centre
+    const f = msg.frames;
+    f.scores.forEach((row, j) => live.history.push({ t: f.start_s + (j + 0.5) * f.column_s,
+                                                     top: f.classes.map((label, c) => ({ label, score: row[c] })) }));
+  } else if (msg.top.length) {
     live.history.push({ t: (msg.start_s + msg.end_s) / 2, top: msg.top });
+  }
+  if (msg.top.length) {
     while (live.history.length && live.history[0].t < live.endS - LIVE_SPAN_S) live.history.shift();
     renderLiveTags(msg.top);
   }
