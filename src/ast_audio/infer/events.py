@@ -81,9 +81,9 @@ class EventConfig:
     interpolate: place each onset (offset) where the straight line through the centres of the grid pieces on
         either side crosses the high (low) threshold, instead of at the piece's edge: sub-hop boundaries (default).
     refine: "auto" (default): "energy" when `detect_events` is given the recording's `Energy` (the pipeline
-        measures it for clip models only), else "none". "energy": move each boundary to the nearest edge of a loud stretch of the recording (`Energy`) within
-        `refine_search_s` (default half a window) and split an event at quiet gaps (`refine_with_energy`); needs
-        the recording's `Energy`. "none": the scores alone decide.
+        measures it for clip models only), else "none". "energy": move each boundary to the nearest edge of a loud
+        stretch of the recording (`Energy`) within `refine_search_s` (default half a window) and split an event at
+        quiet gaps (`refine_with_energy`); needs the recording's `Energy`. "none": the scores alone decide.
     refine_margin_db: "loud" is this many dB above the recording's noise floor (its 10th-percentile frame level).
     """
 

@@ -174,14 +174,15 @@ class Tagger:
     def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                       names: Sequence[str] | None = None,
                       on_error: Callable[[int, AudioInputError], None] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Iterator[ScoredWindows]:
+                      progress: Callable[[int, int], None] | None = None,
+                      on_chunk: Callable[[int, Any], None] | None = None) -> Iterator[ScoredWindows]:
         """Score every window of every input with this model; yields one ScoredWindows per input, in input order.
 
         `ast_audio.infer.stream.stream_scores` with this Tagger's `score_windows` and front end (see it for the
         arguments); `window` and `hop` are sample counts (`window_and_hop`).
         """
         return stream_scores(self.score_windows, self.model.frontend, inputs, window, hop, batch_size, names=names,
-                             on_error=on_error, progress=progress)
+                             on_error=on_error, progress=progress, on_chunk=on_chunk)
 
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
@@ -238,7 +239,8 @@ def tag_files(paths: Sequence[str | Path], checkpoint: str | os.PathLike, **kwar
 
 def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, window_s: float | None = None,
                  hop_s: float | None = None, batch_size: int = 8,
-                 progress: Callable[[float, float], None] | None = None) -> Timeline:
+                 progress: Callable[[float, float], None] | None = None,
+                 on_chunk: Callable[[Any], None] | None = None) -> Timeline:
     """Score every window of a file (streamed) or a (N,) waveform at the model rate: the recording's `Timeline`.
 
     The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`).
@@ -250,6 +252,8 @@ def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, wi
         window_s, hop_s: as in `Tagger.tag` (defaults: the model's input length, half of it).
         batch_size: windows per forward pass; memory ~ batch_size windows of audio and features.
         progress: called as progress(seconds_done, total_seconds) after each batch (total from the header).
+        on_chunk: called with each decoded (n,) block of samples at the model rate, in order (e.g.
+            `EnergyMeter.add`: the energy from the same decoding as the scores).
     """
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -262,7 +266,8 @@ def score_stream(tagger: Tagger, source: str | os.PathLike | torch.Tensor, *, wi
 
         name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
     report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
-    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report)
+    see = None if on_chunk is None else (lambda _index, chunk: on_chunk(chunk))
+    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report, on_chunk=see)
     duration_s = scored.num_samples / rate
     if progress is not None:
         progress(duration_s, duration_s)
