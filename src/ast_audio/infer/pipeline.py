@@ -75,9 +75,9 @@ def event_windows(tagger: Tagger, window_s: float | None = None, hop_s: float | 
         tagger.window_and_hop(window_s, hop_s)
         return EventWindows(window_s, hop_s)
     model, rate = tagger.model, tagger.sample_rate
-    frame_s = column_hop_samples(model.config, model.frontend) / rate
+    column = column_hop_samples(model.config, model.frontend)  # samples per frame column
     t_dim = model.config.grid[1]
-    full, half = t_dim * frame_s, max(1, t_dim // 2) * frame_s
+    frame_s, full, half = column / rate, t_dim * column / rate, max(1, t_dim // 2) * column / rate
     near = frame_s / 2  # values within half a column mean that column count
 
     def refuse(what: str) -> ConfigError:
