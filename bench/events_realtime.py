@@ -1,21 +1,27 @@
-"""Real-time factor of `ast-audio events` on long audio, end to end through the CLI (decoding, resampling, fbank,
-model, detection, output), with the precision auto picks on this CPU.
+"""Real-time factor of event detection on long audio: a clip model with the clip defaults against a frame model, in
+one run, through the one pipeline (`ast_audio.infer.pipeline.EventPipeline`, what `ast-audio events` runs), with
+the precision auto picks on this CPU.
 
-    .venv/bin/python bench/events_realtime.py [--minutes 60] [--precision auto] [--checkpoint C]
+    .venv/bin/python bench/events_realtime.py [--minutes 10] [--precision auto] [--checkpoint C] [--json OUT]
 
-Without --checkpoint it saves random AST-base384 weights (the speed does not depend on the values). It writes a
-generated recording of --minutes minutes (16 kHz FLAC: tones, chirps and noise bursts over background noise), then
-times `ast-audio events` on it twice: with the default window and hop (half the model's 10.24 s input, every tenth of
-that: docs/events.md) and with window = hop = 10.24 s (each sample scored once), and prints the wall time and
-real-time factor of each with the CPU line and what auto picked. The one-off ONNX Runtime graph build (cached) is done
-before the timed runs.
+It writes a generated recording of --minutes minutes (16 kHz FLAC: tones, chirps and noise bursts over background
+noise) and times `EventPipeline.run` on it (decoding, resampling, fbank, model, stitching, detection; the model is
+loaded and its ONNX Runtime graph built before the clock starts) for:
+
+1. the clip model with the clip defaults (windows of half its input every tenth of that, energy refinement);
+2. the same clip model with window = hop = its input (each sample scored once), for reference;
+3. the frame model with the frame defaults (windows of its input, hop = window, no refinement).
+
+Without --checkpoint the clip model is random AST-base384 weights and the frame model the same network with a
+frame head (`FrameHeadConfig()`), random too (the speed does not depend on the values). It prints each run's wall
+time, passes and real-time factor with the CPU line and what auto picked, then the ratio frame / clip defaults
+(issue 20's target: >= 10x).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-CLI = str(Path(sys.executable).with_name("ast-audio"))
 RATE = 16000
 
 
@@ -32,8 +37,10 @@ def write_recording(path: Path, minutes: float, seed: int = 0) -> None:
     """A long FLAC written block by block (memory stays small): background noise with a sound every few seconds."""
     rng = np.random.default_rng(seed)
     block_s = 60
+    total = int(round(minutes * 60 * RATE))
     with sf.SoundFile(str(path), "w", samplerate=RATE, channels=1, subtype="PCM_16", format="FLAC") as f:
-        for _ in range(int(np.ceil(minutes * 60 / block_s))):
+        written = 0
+        while written < total:
             t = np.arange(block_s * RATE) / RATE
             block = 0.01 * rng.standard_normal(t.shape)
             for start in np.arange(0, block_s - 2, 4.0) + rng.uniform(0, 1.5):
@@ -44,55 +51,67 @@ def write_recording(path: Path, minutes: float, seed: int = 0) -> None:
                          np.sin(2 * np.pi * (300 + 1500 * tt / tt[-1]) * tt) if kind == 1 else
                          rng.standard_normal(n))
                 block[i:i + n] += 0.3 * sound[: len(block) - i]
+            block = block[: total - written]
             f.write(np.clip(block, -1, 1).astype(np.float32))
+            written += len(block)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the recording (default 10)")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--checkpoint", help="default: random AST-base384 weights")
+    parser.add_argument("--checkpoint", help="the clip model (default: random AST-base384 weights)")
+    parser.add_argument("--frame-checkpoint", help="the frame model (default: random AST-base384 with a frame head)")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
     import torch
 
     from ast_audio import AST, ASTConfig, save_model
+    from ast_audio.config import FrameHeadConfig
+    from ast_audio.infer.pipeline import EventPipeline
+    from ast_audio.infer.tagger import Tagger
     from ast_audio.model.precision import choose_precision, cpu_info
+    from ast_audio.weights.checkpoint import load_model
 
     choice = choose_precision(args.precision)
     print(f"cpu: {cpu_info().describe()}\n{choice.describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        checkpoint = args.checkpoint
-        if checkpoint is None:
+        clip_ckpt, frame_ckpt = args.checkpoint, args.frame_checkpoint
+        if clip_ckpt is None:
             torch.manual_seed(0)
-            checkpoint = str(save_model(AST(ASTConfig()), tmp / "base"))
-        audio = tmp / "recording.flac"
+            clip_ckpt = str(save_model(AST(ASTConfig()), tmp / "clip"))
+        if frame_ckpt is None:
+            torch.manual_seed(0)
+            frame_ckpt = str(save_model(AST(ASTConfig(frame_head=FrameHeadConfig())), tmp / "frame"))
+        audio, warm = tmp / "recording.flac", tmp / "warm.flac"
         write_recording(audio, args.minutes)
+        write_recording(warm, 0.25, seed=1)
         seconds = sf.info(str(audio)).duration
-        warm = tmp / "warm.flac"
-        write_recording(warm, 0.5)
-        subprocess.run([CLI, "events", str(warm), "--checkpoint", checkpoint, "--precision", args.precision],
-                       check=True, capture_output=True)  # builds and caches an ONNX Runtime graph if auto picks one
+        clip = Tagger(load_model(clip_ckpt, precision=choice))
+        frame = Tagger(load_model(frame_ckpt, precision=choice))
+        full = clip.max_window_s
+        runs = {"clip model, clip defaults": EventPipeline(clip, batch_size=args.batch_size),
+                f"clip model, window = hop = its input ({full:g} s)":
+                    EventPipeline(clip, window_s=full, hop_s=full, batch_size=args.batch_size),
+                "frame model, frame defaults": EventPipeline(frame, batch_size=args.batch_size)}
         results = {"cpu": cpu_info().describe(), "precision": choice.precision, "audio_s": seconds, "runs": {}}
-        # The model's whole input as window and hop: the cheapest run that still scores every sample once.
-        full = f"{ASTConfig().input_tdim * 0.01:g}" if args.checkpoint is None else None  # 1024 frames: 10.24 s
-        runs = [("default window and hop", [])]
-        if full is not None:
-            runs.append((f"window = hop = the model's input ({full} s)", ["--window", full, "--hop", full]))
-        for label, extra in runs:
+        for label, pipeline in runs.items():
+            pipeline.run(warm)  # first passes: graph and kernel set-up, outside the clock
             start = time.perf_counter()
-            run = subprocess.run([CLI, "events", str(audio), "--checkpoint", checkpoint, "--precision",
-                                  args.precision, "--format", "json", "-o", str(tmp / "events.json"), *extra],
-                                 capture_output=True, text=True)
+            result = pipeline.run(audio)
             wall = time.perf_counter() - start
-            if run.returncode != 0:
-                print(run.stderr, file=sys.stderr)
-                return 1
-            results["runs"][label] = {"wall_s": wall, "realtime_factor": seconds / wall}
-            print(f"{label}: {seconds / 60:.0f} min of audio in {wall:.0f} s -> {seconds / wall:.1f}x real time",
-                  flush=True)
+            w = pipeline.windows
+            results["runs"][label] = {"wall_s": wall, "realtime_factor": seconds / wall, "passes": result.passes,
+                                      "window_s": w.window_s, "hop_s": w.hop_s, "events": len(result.events)}
+            print(f"{label} (window {w.window_s:g} s, hop {w.hop_s:g} s): {result.passes} passes, "
+                  f"{seconds / 60:.1f} min of audio in {wall:.1f} s -> {seconds / wall:.1f}x real time", flush=True)
+    clip_rtf = results["runs"]["clip model, clip defaults"]["realtime_factor"]
+    frame_rtf = results["runs"]["frame model, frame defaults"]["realtime_factor"]
+    results["frame_over_clip"] = frame_rtf / clip_rtf
+    print(f"frame model / clip defaults: {frame_rtf / clip_rtf:.1f}x faster (issue 20's target: >= 10x)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

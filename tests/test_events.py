@@ -154,7 +154,8 @@ def test_events_known_truth_tones_in_noise(tmp_path):
     hop = 0.25
     timeline = score_stream(tagger, path, window_s=1.0, hop_s=hop, batch_size=16)
     assert timeline.duration_s == pytest.approx(120.0)
-    events = [e for e in detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, only=("tone",)))]
+    events = [e for e in detect_events(timeline, EventConfig(threshold=0.5, median_windows=3, only=("tone",),
+                                                             **CELLS))]
     assert len(events) == len(truth), events
     for event, (a, b) in zip(events, truth, strict=True):
         assert event.label == "tone"
@@ -165,6 +166,10 @@ def test_events_known_truth_tones_in_noise(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # detect_events against definitions written here
+
+
+# The nearest-centre cells rule of the module docstring (`EventConfig()` thresholds the overlap-add grid instead).
+CELLS = dict(grid="cells", interpolate=False)
 
 
 def make_timeline(scores: np.ndarray, window_s: float, hop_s: float, labels=None) -> Timeline:
@@ -215,7 +220,7 @@ def test_events_match_definition(seed):
     rng = np.random.default_rng(seed)
     scores = np.clip(np.cumsum(rng.normal(0, 0.15, size=(60, 3)), axis=0) * 0.3 + 0.4, 0, 1)
     timeline = make_timeline(scores, window_s=2.0, hop_s=0.5)
-    config = EventConfig(threshold=0.6, hysteresis=0.7)
+    config = EventConfig(threshold=0.6, hysteresis=0.7, **CELLS)
     events = detect_events(timeline, config)
     for c, label in enumerate(timeline.labels):
         active = reference_active(scores[:, c], 0.6, 0.42)
@@ -236,22 +241,22 @@ def test_events_cells_merge_min_duration_thresholds_filters():
     s[0, 1] = 0.55  # window 0 -> [0, 1.5) (the first cell starts at 0)
     s[5, 2] = 0.3
     tl = make_timeline(s, window_s=2.0, hop_s=1.0, labels=("a", "b", "c"))
-    got = [(e.label, e.onset_s, e.offset_s) for e in detect_events(tl)]
+    got = [(e.label, e.onset_s, e.offset_s) for e in detect_events(tl, EventConfig(**CELLS))]
     assert got == [("b", 0.0, 1.5), ("a", 1.5, 3.5), ("a", 4.5, 5.5), ("a", 8.5, 11.0)]
-    merged = detect_events(tl, EventConfig(merge_gap_s=1.0, only=("a",)))
+    merged = detect_events(tl, EventConfig(merge_gap_s=1.0, only=("a",), **CELLS))
     assert [(e.onset_s, e.offset_s) for e in merged] == [(1.5, 5.5), (8.5, 11.0)]
     assert merged[0].score == pytest.approx(0.9)
-    longer = detect_events(tl, EventConfig(min_duration_s=1.5, exclude=("b",)))
+    longer = detect_events(tl, EventConfig(min_duration_s=1.5, exclude=("b",), **CELLS))
     assert [(e.label, e.onset_s) for e in longer] == [("a", 1.5), ("a", 8.5)]
-    per_class = detect_events(tl, EventConfig(threshold=0.95, thresholds={"a": 0.8, "c": 0.25}))
+    per_class = detect_events(tl, EventConfig(threshold=0.95, thresholds={"a": 0.8, "c": 0.25}, **CELLS))
     assert [(e.label, e.onset_s) for e in per_class] == [("a", 1.5), ("a", 4.5), ("c", 5.5)]
     # Median over 3 windows: window 3 (between active 2 and 4) fills in, the isolated window 4 drops out.
-    smoothed = detect_events(tl, EventConfig(median_windows=3, only=("a",)))
+    smoothed = detect_events(tl, EventConfig(median_windows=3, only=("a",), **CELLS))
     assert [(e.onset_s, e.offset_s) for e in smoothed] == [(1.5, 4.5), (8.5, 11.0)]
     with pytest.raises(ConfigError, match="unknown class name"):
-        detect_events(tl, EventConfig(only=("nope",)))
+        detect_events(tl, EventConfig(only=("nope",), **CELLS))
     with pytest.raises(ConfigError, match="unknown class name.*in the per-class thresholds"):
-        detect_events(tl, EventConfig(thresholds={"zz": 0.5}))
+        detect_events(tl, EventConfig(thresholds={"zz": 0.5}, **CELLS))
     with pytest.raises(ConfigError, match="odd"):
         EventConfig(median_windows=4)
     with pytest.raises(ConfigError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,18 +33,18 @@ from .tag import emit
 
 if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help` must not import torch)
     from ..infer.events import EventConfig
-    from ..infer.tagger import Tagger
 
 # Copies of ast_audio.infer.formats.EVENT_FORMATS, ast_audio.infer.events.GRIDS and REFINES (those import torch,
 # which `--help` must not; a test checks the copies equal).
 EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
 GRIDS = ("cells", "mean", "max")
-REFINES = ("none", "energy")
+REFINES = ("auto", "none", "energy")
 odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
 
 
 def _add_detection_args(parser: argparse.ArgumentParser) -> None:
-    """How window scores become events (`ast_audio.infer.events.EventConfig`), for events and calibrate --truth."""
+    """How window or frame scores become events (`ast_audio.infer.events.EventConfig`: its defaults are these
+    options' defaults), for events and calibrate --truth."""
     parser.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R",
                         help="low threshold = R x high: an event continues while the score stays above it "
                         "(default 0.5; 1 = no hysteresis)")
@@ -59,25 +58,13 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
                         help="where window scores are thresholded: mean (default) or max of the windows covering "
                         "each stretch between window edges (overlap-add), or cells (each window's score on the "
                         "hop-long stretch around its centre: the earlier rule)")
-    parser.add_argument("--refine", choices=REFINES, default="energy",
-                        help="energy (default): move each boundary to the nearest start/end of a loud stretch of "
-                        "the recording within half a window, and split events at quiet gaps; none: scores alone")
+    parser.add_argument("--refine", choices=REFINES, default="auto",
+                        help="auto (default): energy for a clip model, none for a frame model; energy: move each "
+                        "boundary to the nearest start/end of a loud stretch of the recording within half a window, "
+                        "and split events at quiet gaps; none: scores alone")
     parser.add_argument("--no-interpolate", dest="interpolate", action="store_false",
                         help="put boundaries on the grid's edges instead of where the line between neighbouring "
                         "grid scores crosses the threshold (sub-hop boundaries, the default)")
-
-
-def _event_window_and_hop(tagger: Tagger, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
-    """Window and hop in seconds for event detection: the given ones, else the defaults relative to the model's input
-    (`default_window_s`) and to the window (`default_hop_s`); checked by `Tagger.window_and_hop`."""
-    from ..infer.events import default_hop_s, default_window_s
-
-    if window_s is None:
-        window_s = default_window_s(tagger.max_window_s)
-    if hop_s is None:
-        hop_s = default_hop_s(window_s)
-    tagger.window_and_hop(window_s, hop_s)
-    return window_s, hop_s
 
 
 def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = 0.5,
@@ -98,10 +85,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add events, calibrate and explain."""
     events = commands.add_parser(
         "events", help="sound events (onset/offset per class) in recordings of any length",
-        description="Stream each FILE through sliding windows (by default half the model's input, every tenth of "
-        "a window), average the overlapping windows' scores onto a gapless grid, then per class: median smoothing, "
-        "hysteresis thresholding with boundaries interpolated between grid points, boundaries snapped to the "
-        "recording's loud stretches, merge gap, minimum duration (docs/events.md).")
+        description="A clip model: stream each FILE through sliding windows (by default half the model's input, "
+        "every tenth of a window) and average the overlapping windows' scores onto a gapless grid. A frame model: "
+        "one pass per window of its input (hop = window), its frame scores stitched on one gapless grid. Then per "
+        "class: median smoothing, hysteresis thresholding with boundaries interpolated between grid points, "
+        "boundaries snapped to the recording's loud stretches (clip models), merge gap, minimum duration "
+        "(docs/events.md).")
     events.add_argument("files", nargs="*", metavar="FILE", help="audio files (any length, rate, channels); or "
                         "--files-from")
     add_checkpoint_arg(events)
@@ -110,10 +99,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="high threshold for every class (default 0.5)")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
                        "(classes not in the file use 0.5)")
-    events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds "
-                        "(default: half the model's input length, ast_audio.infer.events.default_window_s)")
+    events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: "
+                        "half a clip model's input length, ast_audio.infer.events.default_window_s; a frame model's "
+                        "input)")
     events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: "
-                        "a fixed fraction of the window, ast_audio.infer.events.default_hop_s; docs/events.md)")
+                        "a tenth of the window for a clip model, ast_audio.infer.events.default_hop_s; the window "
+                        "for a frame model, or half of it for 50%% overlap; docs/events.md)")
     _add_detection_args(events)
     add_class_filter_args(events)
     events.add_argument("--format", choices=EVENT_FORMATS, default="json",
@@ -121,7 +112,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "dcase (filename<TAB>onset<TAB>offset<TAB>event_label, what sed_eval/sed_scores_eval read)")
     events.add_argument("--durations", metavar="TSV", help="also write the files' durations as a DCASE table "
                         "(filename<TAB>duration), for eval-events and the DCASE scorers")
-    events.add_argument("--scores-dir", metavar="DIR", help="also write each file's scores on the grid as "
+    events.add_argument("--scores-dir", metavar="DIR", help="also write each file's scores on the grid (a frame "
+                        "model: its frame columns) as "
                         "DIR/<name>.tsv (onset<TAB>offset<TAB><class...>, gapless from 0 to the end): what "
                         "sed_scores_eval and `ast-audio eval-events --scores-dir` read for PSDS")
     add_output_arg(events, metavar="OUT", help="write here (atomically) instead of stdout; with several files and "
@@ -219,28 +211,28 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Events for FILE...: bad files are reported on stderr and skipped; exit 1 if any failed."""
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import read_thresholds
-    from ..infer.events import Energy, Event, detect_events, score_grid
+    from ..infer.events import Event, score_grid
     from ..infer.formats import dcase_durations, format_event_files, format_events, scores_tsv
-    from ..infer.tagger import score_stream
-    from ..labels import check_labels, rollup, rollup_scores, selected_classes
+    from ..infer.pipeline import EventPipeline
+    from ..labels import check_labels, rollup
     from ..utils import atomic_write_text
 
     archive = archive_mode(args)
     if not archive and args.output is not None:
         refuse_existing(args.output, args.force)
     tagger = load_tagger(args)
-    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)  # checked before decoding anything
-    labels, groups = rollup(tagger.labels) if args.rollup else (tagger.labels, None)
+    labels = rollup(tagger.labels)[0] if args.rollup else tagger.labels
     config = _event_config(args, labels, args.threshold,
                            read_thresholds(args.thresholds) if args.thresholds else None)
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
-    selected_classes(labels, config.only, config.exclude)  # unknown names fail before any decoding
+    # Windows, class names and thresholds are checked here, before anything is decoded.
+    pipeline = EventPipeline(tagger, config, window_s=args.window, hop_s=args.hop, rollup=args.rollup,
+                             batch_size=args.batch_size)
     if archive:
         from ..infer.archive import events_job
 
-        job = events_job(tagger, config, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
-        return run_archive_command(args, job, tagger.sample_rate)
+        return run_archive_command(args, events_job(pipeline), tagger.sample_rate)
 
     truth = None
     if args.plot_truth:  # the DCASE event table (what `scenes` writes as strong.tsv); rows matched by file name
@@ -270,25 +262,14 @@ def cmd_events(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             with progress_for(args, Path(path).name, "s of audio") as progress:  # long files: a line every few s
-                timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size,
-                                        progress=progress)
+                result = pipeline.run(path, progress=progress)
         except AstAudioError as exc:
             if args.debug:
                 raise
             report_file_error(path, exc)
             failed += 1
             continue
-        if groups is not None:  # (N, C) -> (N, C'): the model's classes, then the parents they roll up to
-            timeline = dataclasses.replace(timeline, scores=rollup_scores(timeline.scores, groups), labels=labels)
-        try:
-            energy = Energy.from_file(path, tagger.sample_rate) if config.refine == "energy" else None
-        except AstAudioError as exc:  # the file changed or broke between the two reads
-            if args.debug:
-                raise
-            report_file_error(path, exc)
-            failed += 1
-            continue
-        events = detect_events(timeline, config, energy)
+        timeline, events = result.timeline, result.events
         results.append((path, timeline, events))
         if args.scores_dir:
             reduce = "mean" if config.grid == "cells" else config.grid
@@ -370,21 +351,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _calibrate_events(args: argparse.Namespace) -> int:
-    """calibrate --truth: score every recording of the truth table, then `calibrate_events`."""
+    """calibrate --truth: score every recording of the truth table through the events pipeline, then
+    `calibrate_events`."""
     from ..errors import AstAudioError, ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
-    from ..infer.events import Energy
-    from ..infer.tagger import score_stream
+    from ..infer.pipeline import EventPipeline
     from ..infer.tsv import read_strong
 
     if args.mode != "f1":
         raise ConfigError("--truth calibrates for event-based F1 only; leave out --mode precision")
     folder = Path(args.audio_dir) if args.audio_dir else Path(args.truth).parent
     tagger = load_tagger(args)
-    window_s, hop_s = _event_window_and_hop(tagger, args.window, args.hop)
     table = read_strong(args.truth, labels=set(tagger.labels), what="truth")  # a class the model lacks: its row
     truth, names = table.by_audio_id(), list(table.files)
-    config = _event_config(args, tagger.labels)
+    pipeline = EventPipeline(tagger, _event_config(args, tagger.labels), window_s=args.window, hop_s=args.hop,
+                             batch_size=args.batch_size)
     timelines, energies, failed = {}, {}, 0
     progress = progress_for(args, "calibrate", "recordings")
     for done, name in enumerate(names):
@@ -392,19 +373,21 @@ def _calibrate_events(args: argparse.Namespace) -> int:
         path = folder / name
         key = name.rsplit(".", 1)[0]
         try:
-            timelines[key] = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=args.batch_size)
-            if config.refine == "energy":
-                energies[key] = Energy.from_file(path, tagger.sample_rate)
+            scored = pipeline.score(path)
         except (AstAudioError, OSError) as exc:
             if args.debug:
                 raise
             report_file_error(str(path), exc)
             failed += 1
+            continue
+        timelines[key] = scored.timeline
+        if scored.energy is not None:
+            energies[key] = scored.energy
     progress(len(names), len(names))
     progress.close()
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")
-    table = calibrate_events(timelines, truth, config, energies=energies or None)
+    table = calibrate_events(timelines, truth, pipeline.config, energies=energies or None)
     write_thresholds({label: row["threshold"] for label, row in table.items()}, args.output, stats=table)
     print(f"calibrated {len(table)} classes for event-based F1 on {len(timelines)} recordings "
           f"({sum(len(v) for v in truth.values())} true events); wrote {args.output}", file=sys.stderr)

@@ -273,28 +273,20 @@ def tag_job(tagger: Any, *, top_k: int = 10, window_s: float | None = None, hop_
     return job
 
 
-def events_job(tagger: Any, config: Any, *, window_s: float | None = None, hop_s: float | None = None,
-               batch_size: int = 8) -> Job:
-    """Sound events as a job: `score_stream` + `detect_events` per file, the `events --format json` document."""
-    from .events import Energy, detect_events
+def events_job(pipeline: Any) -> Job:
+    """Sound events as a job: `EventPipeline.run` on each decoded waveform (its defaults, rollup and energy from
+    the same samples, as `ast-audio events` on one file), the `events --format json` document per file."""
     from .formats import events_document
-    from .tagger import score_stream
-
-    tagger.window_and_hop(window_s, hop_s)
 
     def job(names: Sequence[str], waves: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         rows = []
         for name, wave in zip(names, waves, strict=True):
             try:
-                timeline = score_stream(tagger, wave, window_s=window_s, hop_s=hop_s, batch_size=batch_size,
-                                        sample_rate=tagger.sample_rate)
+                result = pipeline.run(wave, name=name, sample_rate=pipeline.tagger.sample_rate)
             except AstAudioError as exc:
                 rows.append({"file": name, "error": one_line(exc)})
                 continue
-            # The decoded waveform is at hand, so the energy refinement reads it instead of the file again.
-            energy = (Energy.from_chunks([wave.numpy()], tagger.sample_rate) if config.refine == "energy"
-                      else None)
-            rows.append(events_document(name, timeline, detect_events(timeline, config, energy)))
+            rows.append(events_document(name, result.timeline, result.events))
         return rows
 
     return job

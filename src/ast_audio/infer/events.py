@@ -29,8 +29,10 @@ from .stream import Timeline
 
 # How window scores are put on a time grid before thresholding (`EventConfig.grid`).
 GRIDS = ("cells", "mean", "max")
-# How boundaries are refined after thresholding (`EventConfig.refine`).
-REFINES = ("none", "energy")
+# How boundaries are refined after thresholding (`EventConfig.refine`): "auto" is "energy" for a clip model's window
+# scores and "none" for a frame model's frame scores (`ast_audio.infer.pipeline` measures the energy only where it
+# is used; `detect_events` refines when it is given an Energy).
+REFINES = ("auto", "none", "energy")
 # Energy refinement: frame length, the noise floor's percentile, the shortest quiet gap that splits a sound (a click
 # train's clicks are up to 80 ms apart) and the shortest loud stretch that counts.
 ENERGY_FRAME_S = 0.01
@@ -58,7 +60,11 @@ def default_hop_s(window_s: float) -> float:
 
 @dataclass(frozen=True)
 class EventConfig:
-    """How window scores become events.
+    """How window scores (a clip model) or frame scores (a frame model) become events.
+
+    `EventConfig()` is what `ast-audio events`, the server's /v1/events and the archive job do when given no option
+    (they all run `ast_audio.infer.pipeline.EventPipeline`); only the windows depend on the kind of model
+    (`ast_audio.infer.pipeline.event_windows`).
 
     threshold: the high threshold for every class, unless `thresholds` names the class (e.g. from `calibrate`).
     hysteresis: the low threshold is hysteresis * high: an event starts at a window scoring >= high and goes on
@@ -67,14 +73,17 @@ class EventConfig:
     min_duration_s: events shorter than this are dropped (after merging).
     merge_gap_s: events of the same class with at most this gap between them are merged.
     only / exclude: class names to keep / drop (checked against the model's labels).
-    grid: where the scores live before thresholding. "cells": each window's score on the cell nearest its centre
-        (the module docstring). "mean" / "max": `score_grid`, the mean / max of the windows covering each piece of
-        time between consecutive window edges (overlap-add); `median_windows` then counts grid pieces.
+    grid: where the scores live before thresholding. "mean" (default) / "max": `score_grid`, the mean / max of the
+        windows covering each piece of time between consecutive window edges (overlap-add); `median_windows` then
+        counts grid pieces. Frame scores are gapless, non-overlapping columns, so their grid is the columns
+        themselves. "cells": each window's score on the cell nearest its centre (the module docstring; the rule of
+        the live stream, `ast_audio.infer.live.CausalEvents`).
     interpolate: place each onset (offset) where the straight line through the centres of the grid pieces on
-        either side crosses the high (low) threshold, instead of at the piece's edge: sub-hop boundaries.
-    refine: "energy": move each boundary to the nearest edge of a loud stretch of the recording (`Energy`) within
-        `refine_search_s` (default half a window) and split an event at quiet gaps (`refine_with_energy`); needs
-        the recording's `Energy`. "none": the scores alone decide.
+        either side crosses the high (low) threshold, instead of at the piece's edge: sub-hop boundaries (default).
+    refine: "auto" (default): "energy" when `detect_events` is given the recording's `Energy` (the pipeline
+        measures it for clip models only), else "none". "energy": move each boundary to the nearest edge of a loud
+        stretch of the recording (`Energy`) within `refine_search_s` (default half a window) and split an event at
+        quiet gaps (`refine_with_energy`); needs the recording's `Energy`. "none": the scores alone decide.
     refine_margin_db: "loud" is this many dB above the recording's noise floor (its 10th-percentile frame level).
     """
 
@@ -86,9 +95,9 @@ class EventConfig:
     merge_gap_s: float = 0.0
     only: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
-    grid: str = "cells"
-    interpolate: bool = False
-    refine: str = "none"
+    grid: str = "mean"
+    interpolate: bool = True
+    refine: str = "auto"
     refine_search_s: float | None = None
     refine_margin_db: float = 10.0
 
@@ -234,19 +243,10 @@ class Energy:
     def from_chunks(cls, chunks: Iterable[np.ndarray], sample_rate: int, frame_s: float = ENERGY_FRAME_S) -> Energy:
         """From (n,) sample chunks in order (e.g. `ast_audio.audio.io.stream_audio`): memory is one frame per
         `frame_s` of audio, never the samples."""
-        frame = max(1, round(frame_s * sample_rate))
-        levels: list[np.ndarray] = []
-        rest = np.zeros(0, dtype=np.float64)
+        meter = EnergyMeter(sample_rate, frame_s)
         for chunk in chunks:
-            data = np.concatenate([rest, np.asarray(chunk, dtype=np.float64)])
-            whole = len(data) // frame * frame
-            if whole:
-                levels.append(np.mean(data[:whole].reshape(-1, frame) ** 2, axis=1))  # (n // frame, frame) -> rows
-            rest = data[whole:]
-        if len(rest):
-            levels.append(np.array([np.mean(rest ** 2)]))
-        power = np.concatenate(levels) if levels else np.zeros(0)
-        return cls(10.0 * np.log10(power + 1e-12), frame / sample_rate)
+            meter.add(chunk)
+        return meter.energy()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, sample_rate: int, frame_s: float = ENERGY_FRAME_S) -> Energy:
@@ -270,6 +270,30 @@ class Energy:
             else:
                 filled.append([a, b])
         return [(a * self.frame_s, b * self.frame_s) for a, b in filled if (b - a) * self.frame_s >= MIN_LOUD_S]
+
+
+class EnergyMeter:
+    """An `Energy` measured while samples pass by: `add` each (n,) chunk in order, then `energy()`. Lets the one
+    decoding of a file feed both the model and the refinement (`ast_audio.infer.pipeline`)."""
+
+    def __init__(self, sample_rate: int, frame_s: float = ENERGY_FRAME_S) -> None:
+        self.frame = max(1, round(frame_s * sample_rate))
+        self.sample_rate = sample_rate
+        self.levels: list[np.ndarray] = []  # mean squares of whole frames, in order
+        self.rest = np.zeros(0, dtype=np.float64)  # samples of the frame not yet complete
+
+    def add(self, chunk: np.ndarray) -> None:
+        data = np.concatenate([self.rest, np.asarray(chunk, dtype=np.float64)])
+        whole = len(data) // self.frame * self.frame
+        if whole:
+            self.levels.append(np.mean(data[:whole].reshape(-1, self.frame) ** 2, axis=1))  # (n // frame, frame)
+        self.rest = data[whole:]
+
+    def energy(self) -> Energy:
+        """The frames so far; a last partial frame counts as a frame of its own."""
+        levels = self.levels + ([np.array([np.mean(self.rest ** 2)])] if len(self.rest) else [])
+        power = np.concatenate(levels) if levels else np.zeros(0)
+        return Energy(10.0 * np.log10(power + 1e-12), self.frame / self.sample_rate)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -303,10 +327,11 @@ def refine_with_energy(events: Sequence[Event], runs: Sequence[tuple[float, floa
 def detect_events(timeline: Timeline, config: EventConfig = EventConfig(), energy: Energy | None = None) -> list[Event]:
     """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label.
 
-    `energy` (the recording's `Energy`) is needed by `config.refine == "energy"` and ignored otherwise."""
+    `energy` (the recording's `Energy`) is needed by `config.refine == "energy"`, used by "auto" when given and
+    ignored by "none"."""
     if config.refine == "energy" and energy is None:
         raise ConfigError("refine='energy' needs the recording's Energy (Energy.from_file)")
-    runs = energy.loud_runs(config.refine_margin_db) if config.refine == "energy" and energy is not None else None
+    runs = energy.loud_runs(config.refine_margin_db) if config.refine != "none" and energy is not None else None
     search_s = config.refine_search_s if config.refine_search_s is not None else timeline.window_s / 2
     labels = timeline.labels
     if config.thresholds:

@@ -82,10 +82,12 @@ def _tag_table(results: Sequence[TagResult]) -> str:
 
 
 def events_document(name: str, timeline: Timeline, events: Sequence[Event]) -> dict[str, Any]:
-    """The JSON of one input's events: {"file", "duration_s", "window_s", "hop_s", "events": [Event.to_dict()]}
-    (seconds rounded to the microsecond), as `ast-audio events --format json` lists them and /v1/events returns."""
+    """The JSON of one input's events: {"file", "duration_s", "window_s", "hop_s", ["frame_s",] "events":
+    [Event.to_dict()]} (seconds rounded to the microsecond; "frame_s", the frame column, for a frame model's
+    scores), as `ast-audio events --format json` lists them and /v1/events returns."""
+    frames = {} if timeline.frame_s is None else {"frame_s": round(float(timeline.frame_s), 6)}
     return {"file": name, "duration_s": round(float(timeline.duration_s), 6),
-            "window_s": round(float(timeline.window_s), 6), "hop_s": round(float(timeline.hop_s), 6),
+            "window_s": round(float(timeline.window_s), 6), "hop_s": round(float(timeline.hop_s), 6), **frames,
             "events": [e.to_dict() for e in events]}
 
 

@@ -88,10 +88,13 @@ def window_count(num_samples: int, window: int, hop: int) -> int:
 
 
 def input_windows(item: Any, name: str, window: int, hop: int, frontend: FrontendConfig,
-                  sample_rate: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  sample_rate: int | None = None,
+                  on_chunk: Callable[[np.ndarray], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """The windows of one input (a path, decoded as the windows need it, or a (N,) waveform at `sample_rate` Hz,
     resampled to the front end's rate by `as_waveform`), checked: an input that cannot be read, has the wrong shape
-    or is shorter than one analysis frame raises AudioInputError naming it."""
+    or is shorter than one analysis frame raises AudioInputError naming it. `on_chunk` sees every (n,) block of
+    samples in order as it is cut into windows (the one decoding of a file can feed a second measurement, e.g.
+    `ast_audio.infer.events.EnergyMeter`)."""
     rate = frontend.sample_rate
     if isinstance(item, (str, os.PathLike)):
         chunks: Iterable[np.ndarray] = stream_audio(item, sample_rate=rate)
@@ -101,6 +104,8 @@ def input_windows(item: Any, name: str, window: int, hop: int, frontend: Fronten
     else:
         raise AudioInputError(f"{name}: expected a path, or a waveform as a numpy array or torch tensor, got "
                               f"{type(item).__name__}")
+    if on_chunk is not None:
+        chunks = _observed(chunks, on_chunk)
     cut = 0
     for start, samples in stream_windows(chunks, window, hop):
         if samples.shape[0] < frontend.window_samples:  # only a whole clip can be shorter than a window
@@ -114,12 +119,19 @@ def input_windows(item: Any, name: str, window: int, hop: int, frontend: Fronten
                               f"{frontend.frame_length_ms:g} ms analysis window of audio")
 
 
+def _observed(chunks: Iterable[np.ndarray], see: Callable[[np.ndarray], None]) -> Iterator[np.ndarray]:
+    for chunk in chunks:
+        see(chunk)
+        yield chunk
+
+
 def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor], frontend: FrontendConfig,
                   inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
                   names: Sequence[str] | None = None,
                   on_error: Callable[[int, AudioInputError], None] | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  sample_rate: int | None = None) -> Iterator[ScoredWindows]:
+                  sample_rate: int | None = None,
+                  on_chunk: Callable[[int, np.ndarray], None] | None = None) -> Iterator[ScoredWindows]:
     """Score every window of every input; yields one ScoredWindows per input, in input order.
 
     The one implementation of windowed scoring, behind `Tagger.tag`, `Tagger.stream_scores` and `score_stream`.
@@ -141,6 +153,7 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
             ended the batch.
         sample_rate: the rate of the waveforms among `inputs`, in Hz (required when there are any: ConfigError
             before anything is scored); they are resampled to the front end's rate. Paths carry their own rate.
+        on_chunk: called as on_chunk(index, (n,) samples) for each decoded block of an input, in order.
     """
     if sample_rate is not None or any(is_waveform(source) for source in inputs):
         require_sample_rate(sample_rate)  # a call-level mistake: raised up front, never passed to on_error
@@ -172,7 +185,8 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
         item = ScoredWindows(index=index, name=str(names[index]) if names is not None else default,
                              num_samples=0, starts=[], ends=[], scores=torch.empty(0))
         rows[index] = []
-        windows = input_windows(source, item.name, window, hop, frontend, sample_rate)
+        see = None if on_chunk is None else (lambda chunk, index=index: on_chunk(index, chunk))
+        windows = input_windows(source, item.name, window, hop, frontend, sample_rate, see)
         while True:
             try:
                 start, samples = next(windows)
@@ -197,12 +211,14 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
 
 @dataclass(frozen=True)
 class Timeline:
-    """Window scores over a whole recording.
+    """Window scores over a whole recording, or a frame model's frame scores.
 
     starts_s / ends_s: (N,) float64 window bounds in seconds; scores: (N, C) float32 probabilities (sigmoid for
     multi-label models, softmax otherwise); labels: the C class names; duration_s: the recording's length at the
     model rate; hop_s / window_s: the requested hop and window (the last window may start less than a hop after
-    the one before, see `ast_audio.infer`).
+    the one before, see `ast_audio.infer`). frame_s: None for window scores; for frame scores
+    (`ast_audio.infer.pipeline`) the length of a frame column, and each row is one column of the gapless frame grid
+    (`ast_audio.infer.frames`) while hop_s / window_s are those of the model's passes.
     """
 
     starts_s: torch.Tensor
@@ -212,6 +228,7 @@ class Timeline:
     duration_s: float
     hop_s: float
     window_s: float
+    frame_s: float | None = None
 
     @property
     def centres_s(self) -> torch.Tensor:

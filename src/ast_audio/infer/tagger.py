@@ -176,7 +176,8 @@ class Tagger:
                       names: Sequence[str] | None = None,
                       on_error: Callable[[int, AudioInputError], None] | None = None,
                       progress: Callable[[int, int], None] | None = None,
-                      sample_rate: int | None = None) -> Iterator[ScoredWindows]:
+                      sample_rate: int | None = None,
+                      on_chunk: Callable[[int, Any], None] | None = None) -> Iterator[ScoredWindows]:
         """Score every window of every input with this model; yields one ScoredWindows per input, in input order.
 
         `ast_audio.infer.stream.stream_scores` with this Tagger's `score_windows` and front end (see it for the
@@ -184,7 +185,7 @@ class Tagger:
         rate of the waveforms among `inputs`.
         """
         return stream_scores(self.score_windows, self.model.frontend, inputs, window, hop, batch_size, names=names,
-                             on_error=on_error, progress=progress, sample_rate=sample_rate)
+                             on_error=on_error, progress=progress, sample_rate=sample_rate, on_chunk=on_chunk)
 
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
@@ -250,7 +251,7 @@ def as_items(inputs: AudioSource | Sequence[AudioSource]) -> list[AudioSource]:
 def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None = None,
                  hop_s: float | None = None, batch_size: int = 8,
                  progress: Callable[[float, float], None] | None = None,
-                 sample_rate: int | None = None) -> Timeline:
+                 sample_rate: int | None = None, on_chunk: Callable[[Any], None] | None = None) -> Timeline:
     """Score every window of a file (streamed) or a (N,) waveform: the recording's `Timeline`.
 
     The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`).
@@ -263,6 +264,8 @@ def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None 
         batch_size: windows per forward pass; memory ~ batch_size windows of audio and features.
         progress: called as progress(seconds_done, total_seconds) after each batch (total from the header).
         sample_rate: the waveform's rate in Hz (required for a waveform; resampled to the model's rate).
+        on_chunk: called with each decoded (n,) block of samples at the model rate, in order (e.g.
+            `EnergyMeter.add`: the energy from the same decoding as the scores).
     """
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -275,8 +278,9 @@ def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None 
 
         name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
     report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
+    see = None if on_chunk is None else (lambda _index, chunk: on_chunk(chunk))
     (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report,
-                                     sample_rate=sample_rate)
+                                     sample_rate=sample_rate, on_chunk=see)
     duration_s = scored.num_samples / rate
     if progress is not None:
         progress(duration_s, duration_s)

@@ -8,8 +8,9 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
     GET  /healthz      status, number of labels, precision, version, limits, load
     POST /v1/tag       multipart `file` (+ top_k, window_s, hop_s)            -> TagResult.to_dict()
     POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_k
-                       (top_n: its deprecated spelling), only, exclude)
-                       -> {"events": [...], "timeline": {...}}
+                       (top_n: its deprecated spelling), only, exclude) -> {"events": [...], "timeline": {...}}:
+                       `EventPipeline`, the pipeline of `ast-audio events`, whose defaults (`EventConfig()`,
+                       `event_windows`) fill the fields left out; a frame model's timeline is its frame scores
     POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
     WS   /v1/stream    live PCM in, one JSON object per hop out (`stream.py`)
     GET  /             the page (index.html, app.js, style.css, all served from memory)
@@ -34,6 +35,7 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -52,10 +54,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audio.io import bytes_info, decode_bytes
 from ..errors import AstAudioError
-from ..infer.events import Energy, EventConfig, default_hop_s, default_window_s, detect_events
+from ..infer.events import EventConfig
 from ..infer.formats import events_document, timeline_view
+from ..infer.pipeline import EventPipeline, event_windows
 from ..infer.stream import window_count
-from ..infer.tagger import score_stream
 from ..labels import check_labels, parse_names, selected_classes
 from ..model import AST
 from ..utils import one_line
@@ -165,16 +167,18 @@ class Service:
                                  sample_rate=self.tagger.sample_rate)[0]
         return _json_bytes(result.to_dict())
 
-    def events(self, upload: Upload, window_s: float | None, hop_s: float | None, plan: tuple[int, int],
-               config: EventConfig, top_k: int) -> bytes:
+    def events(self, upload: Upload, pipeline: EventPipeline, plan: tuple[int, int], top_k: int) -> bytes:
         waveform = self.decode_windowed(upload, *plan)
-        timeline = score_stream(self.tagger, waveform, window_s=window_s, hop_s=hop_s,
-                                batch_size=self.settings.batch_size, sample_rate=self.tagger.sample_rate)
-        energy = Energy.from_chunks([waveform.numpy()], self.tagger.sample_rate) if config.refine == "energy" else None
-        events = detect_events(timeline, config, energy)
+        if pipeline.frames:  # frame scoring runs the model directly: the request's passes are one turn
+            with self.turns.turn(self._local.client):
+                result = pipeline.run(waveform, name=upload.name, sample_rate=self.tagger.sample_rate)
+        else:  # each batch of windows takes its turn (TurnTakingTagger)
+            result = pipeline.run(waveform, name=upload.name, sample_rate=self.tagger.sample_rate)
+        config, timeline = pipeline.config, result.timeline
         keep = selected_classes(timeline.labels, config.only, config.exclude)
-        view = timeline_view(timeline, events, top_k, config.threshold, keep=keep, thresholds=config.thresholds)
-        return _json_bytes({**events_document(upload.name, timeline, events), "timeline": view})
+        view = timeline_view(timeline, result.events, top_k, config.threshold, keep=keep,
+                             thresholds=config.thresholds)
+        return _json_bytes({**events_document(upload.name, timeline, result.events), "timeline": view})
 
     def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
         from ..infer.explain import explain
@@ -277,25 +281,27 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     async def events(request: Request) -> Response:
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
-        # The defaults of `ast-audio events` (docs/events.md): half the model's input, a tenth of the window.
-        window_s = form_number(fields, "window_s", float, None, low=0)
-        window_s = default_window_s(service.tagger.max_window_s) if window_s is None else window_s
-        hop_s = form_number(fields, "hop_s", float, None, low=0)
-        hop_s = default_hop_s(window_s) if hop_s is None else hop_s
-        plan = service.window_plan(window_s, hop_s)
-        median = form_number(fields, "median", int, 1, low=1)
+        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windows).
+        windows = event_windows(service.tagger, form_number(fields, "window_s", float, None, low=0),
+                                form_number(fields, "hop_s", float, None, low=0))
+        # The passes in samples, for the work limits (a frame model's windows are its input).
+        plan = service.window_plan(None if windows.frames else windows.window_s, windows.hop_s)
+        default = EventConfig()
+        median = form_number(fields, "median", int, default.median_windows, low=1)
         if median % 2 == 0:
             raise ApiError(422, f"form field median={median} must be odd (a centred median over windows)")
-        config = EventConfig(threshold=form_number(fields, "threshold", float, 0.5, low=0, high=1),
-                             median_windows=median,
-                             min_duration_s=form_number(fields, "min_duration", float, 0.0, low=0),
-                             merge_gap_s=form_number(fields, "merge_gap", float, 0.0, low=0),
-                             thresholds=settings.thresholds,
-                             only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
-                             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)),
-                             grid="mean", interpolate=True, refine="energy")  # as `ast-audio events` detects
+        config = dataclasses.replace(
+            default, threshold=form_number(fields, "threshold", float, default.threshold, low=0, high=1),
+            median_windows=median,
+            min_duration_s=form_number(fields, "min_duration", float, default.min_duration_s, low=0),
+            merge_gap_s=form_number(fields, "merge_gap", float, default.merge_gap_s, low=0),
+            thresholds=settings.thresholds,
+            only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else default.only,
+            exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
+        pipeline = EventPipeline(service.tagger, config, window_s=windows.window_s, hop_s=windows.hop_s,
+                                 batch_size=settings.batch_size)
         top_k = form_number(fields, "top_k", int, 5, low=1, deprecated=("top_n",))  # classes in the timeline
-        body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_k)
+        body = await service.run(client_of(request), service.events, upload, pipeline, plan, top_k)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/explain")
