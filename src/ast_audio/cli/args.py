@@ -141,3 +141,10 @@ def report_file_error(path: str, exc: Exception) -> None:
     message = one_line(exc)
     prefix = f"{path}: "
     print(f"ast-audio: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
+
+
+def add_strict_arg(parser: argparse.ArgumentParser) -> None:
+    """--strict: refuse inputs that can be used only in part (a WAV cut short of its declared length), one error line
+    each, instead of a warning line. `main` turns `TruncatedAudioWarning` into an error for it."""
+    parser.add_argument("--strict", action="store_true", help="refuse a file holding less audio than its header "
+                        "declares (a cut WAV) instead of using what is there with a warning")

@@ -12,6 +12,7 @@ from ..errors import AstAudioError
 from .args import (
     add_checkpoint_arg,
     add_precision_arg,
+    add_strict_arg,
     load_for_inference,
     number,
     positive_float,
@@ -43,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     embed.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     embed.add_argument("--output", "-o", required=True, metavar="OUT", help="OUT.npz or OUT.parquet")
     embed.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_strict_arg(embed)
     embed.set_defaults(func=cmd_embed)
 
 
@@ -69,6 +71,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     results = embedder.embed(args.files, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
                              on_error=report)
     written = write_embeddings(results, args.output, embedder)
+    if not written:
+        raise AstAudioError(f"none of the {len(args.files)} file(s) could be embedded (each is named above); nothing "
+                            f"was written to {args.output}")
     print(f"wrote embeddings of {written} file(s) ({embedder.dim} wide, layer {embedder.layer or 'final'}, pool "
           f"{embedder.pool}) to {args.output}")
     return 1 if failed else 0

@@ -14,6 +14,7 @@ from .args import (
     add_class_filter_args,
     add_data_args,
     add_precision_arg,
+    add_strict_arg,
     load_for_inference,
     non_negative_float,
     number,
@@ -129,6 +130,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_precision_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     events.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_strict_arg(events)
     add_archive_args(events)
     events.set_defaults(func=cmd_events)
 

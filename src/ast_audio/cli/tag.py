@@ -12,6 +12,7 @@ from .args import (
     DEFAULT_CHECKPOINT,
     add_class_filter_args,
     add_precision_arg,
+    add_strict_arg,
     load_for_inference,
     positive_float,
     positive_int,
@@ -48,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     tag.add_argument("--onnx", metavar="OUT.onnx", help="run this graph from `ast-audio export` with onnxruntime "
                      "instead of a checkpoint (labels and front end come from the graph)")
     add_precision_arg(tag)
+    add_strict_arg(tag)
     add_archive_args(tag)
     tag.set_defaults(func=cmd_tag)
 
