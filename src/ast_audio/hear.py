@@ -64,10 +64,18 @@ def min_timestamp_hop_s(model: AST) -> float:
 
 
 def _check_hop(hop_s: Any, low: float) -> float:
-    if isinstance(hop_s, bool) or not isinstance(hop_s, (int, float)) or not math.isfinite(hop_s) or hop_s < low:
+    """`hop_s` as float seconds, at least `low` (the window's upper bound is `window_and_hop`'s)."""
+    value = math.nan
+    if isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool):
+        try:
+            value = float(hop_s)
+        except OverflowError:  # an int beyond float range
+            value = math.inf
+    if not (math.isfinite(value) and value >= low):
+        shown = f"{hop_s!r}"[:40]
         raise ConfigError(f"timestamp_hop_s must be a number of seconds >= {low:g} (the front end's frame shift), "
-                          f"got {hop_s!r}")
-    return float(hop_s)
+                          f"got {shown}")
+    return value
 
 
 def load_model(model_file_path: str | os.PathLike = "", **options: Any) -> HearModel:

@@ -250,8 +250,19 @@ def _remove(path: Path) -> None:
 
 
 def one_line(text: object) -> str:
-    """`text` with every run of whitespace (newlines included) collapsed to one space: error messages stay one line."""
-    return " ".join(str(text).split())
+    """`text` with every run of whitespace (newlines included) collapsed to one space: error messages stay one line.
+    A file name that is not valid UTF-8 in it shows its raw bytes as \\xNN (`printable`)."""
+    return printable(" ".join(str(text).split()))
+
+
+def printable(text: str) -> str:
+    """`text` writable to any UTF-8 stream: the surrogate escapes Python holds a name that is not valid UTF-8 in
+    (`os.fsdecode`) become its raw bytes written \\xNN (b"caf\\xe9.wav" -> "caf\\xe9.wav"), instead of raising
+    UnicodeEncodeError where the message is printed."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

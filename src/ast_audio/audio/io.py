@@ -106,7 +106,7 @@ def _warn_truncated(name: str, probe: Probe, info: AudioInfo) -> None:
     warnings.warn(TruncatedAudioWarning(
         f"{name}: truncated WAV file: its header declares {have_s * declared / present:.2f} s of audio but only "
         f"{have_s:.2f} s is present; re-create or re-download it (the part present is used; --strict refuses such "
-        "files)"), stacklevel=3)
+        "files)"), stacklevel=2)  # one place for every caller: a file read twice (header, then samples) warns once
 
 
 def _os_path(path: Path) -> bytes:

@@ -64,6 +64,7 @@ def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) ->
     """Run `job` over --files-from into --output; bad files get an error line and one stderr line each; exit 1 if
     any failed."""
     from ..infer.archive import list_files, parse_shard, run_archive, torchrun_shard
+    from ..utils import one_line
 
     files = list_files(args.files_from)
     shard = parse_shard(args.shard) if args.shard else torchrun_shard()
@@ -76,8 +77,8 @@ def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) ->
                           on_error=report)
     part = f" (part {shard[0]} of {shard[1]})" if shard else ""
     merged = f"; all parts done, merged into {summary['merged']}" if summary["merged"] else ""
-    print(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, {summary['skipped']} "
-          f"already there, {summary['errors']} errors{merged}", file=sys.stderr)
+    print(one_line(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, "
+                   f"{summary['skipped']} already there, {summary['errors']} errors{merged}"), file=sys.stderr)
     return 1 if summary["errors"] else 0
 
 

@@ -136,10 +136,10 @@ def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str 
 
 def report_file_error(path: str, exc: Exception) -> None:
     """One stderr line for an input a batch command skips: `ast-audio: <path>: <message>` (the path once)."""
-    from ..utils import one_line
+    from ..utils import one_line, printable
 
     message = one_line(exc)
-    prefix = f"{path}: "
+    prefix = f"{printable(path)}: "
     print(f"ast-audio: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
 
 
