@@ -149,7 +149,7 @@ def test_list_files_share_and_shard_spec(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["tag"], "give audio files, or --files-from"),
-    (["events", "x.wav", "--resume"], "--resume and --shard go with --files-from"),
+    (["events", "x.wav", "--resume"], "--resume, --retry-failed and --shard go with --files-from"),
     (["tag", "--files-from", "list.txt"], "--files-from needs --output"),
     (["events", "x.wav", "--files-from", "list.txt", "-o", "o.jsonl"], "either audio files or --files-from"),
 ])

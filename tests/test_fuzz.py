@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the front end and of the checkpoint config loader (issue 10).
+"""Property-based fuzzing of the front end, of the checkpoint config loader (issue 10) and of the HEAR API (issue 21).
 
 Whatever the input, the outcome is a valid, finite result or a typed one-line error (AudioInputError for audio,
 ConfigError / CheckpointError for settings and checkpoints): never another exception, never a NaN or infinite
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ast_audio import ASTConfig, FrontendConfig
@@ -270,3 +270,68 @@ def test_frontend_settings_give_a_config_error_or_finite_features(changes):
         assert_one_line(exc)
         return
     check_features(out, (1, config.target_length, config.num_mel_bins))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The HEAR API: whatever tensor (or not-a-tensor) and hop hear-eval-kit or a user hands it
+
+
+@pytest.fixture(scope="module")
+def hear_model():
+    return tiny_model(0, input_tdim=16)  # a 2800-sample (175 ms) window: every example is a few windows at most
+
+
+@st.composite
+def hear_audio(draw: st.DrawFn) -> Any:
+    """(n_sounds, n_samples) tensors, mostly float in range, else of another dtype, int-scaled, non-finite, of the
+    wrong shape, or not a tensor at all."""
+    n = draw(st.sampled_from([1, 1, 2, 3, 0]))
+    samples = draw(st.sampled_from([400, 2800, 4000, 4000, 0, 1, 399]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    data = rng.uniform(-1, 1, (n, samples)) * draw(st.sampled_from([0.1, 0.3, 0.5, 0.0, 1e-30, 1.0, 3.0, 1e4]))
+    if n and samples and draw(st.integers(0, 4)) == 4:  # (hypothesis favours small draws: 0 is the common case)
+        data[draw(st.integers(0, n - 1)), draw(st.integers(0, samples - 1))] = draw(st.sampled_from(SPECIALS))
+    dtype = draw(st.sampled_from([torch.float32] * 6 + [torch.float64, torch.float16, torch.bfloat16, torch.int16,
+                                                        torch.int64, torch.uint8, torch.bool, torch.complex64]))
+    with np.errstate(invalid="ignore", over="ignore"):
+        audio = torch.from_numpy(data).to(dtype)
+    form = draw(st.sampled_from(["tensor"] * 6 + ["numpy", "list", "1-d", "3-d"]))
+    if form == "numpy":
+        return audio.float().numpy()
+    if form == "list":
+        return audio.tolist()
+    if form == "1-d":
+        return audio.reshape(-1)
+    return audio[None] if form == "3-d" else audio
+
+
+GOOD_HOPS = [None, 0.01, 0.05, 0.1, 0.175]
+BAD_HOPS = [1e-6, 0.009, 0.0, -0.05, NAN, INF, 1e308, 10**400, True, "0.05", 5.0]
+
+
+@FUZZ
+@given(hear_audio(), st.sampled_from(GOOD_HOPS * 3 + BAD_HOPS))
+def test_hear_api_gives_finite_embeddings_or_a_typed_error(hear_model, audio, hop):
+    import ast_audio.hear as hear
+
+    try:
+        module = hear.HearModel(hear_model) if hop is None else hear.HearModel(hear_model, timestamp_hop_s=hop)
+    except ConfigError as exc:
+        assert_one_line(exc)
+        event("hop refused")
+        return
+    assert module.timestamp_hop_s >= 0.01  # at least the 10 ms frame shift (1e-6 s: 16,000 windows a second)
+    try:
+        scene = hear.get_scene_embeddings(audio, module)
+        emb, ts = hear.get_timestamp_embeddings(audio, module)
+    except (AudioInputError, ConfigError) as exc:
+        assert_one_line(exc)
+        event("refused: " + type(exc).__name__)
+        return
+    event("embedded")
+    n, dim = audio.shape[0], module.scene_embedding_size
+    assert scene.shape == (n, dim) and scene.dtype == torch.float32 and torch.isfinite(scene).all()
+    assert emb.shape[0] == n and emb.shape[2] == dim and ts.shape == emb.shape[:2]
+    assert torch.isfinite(emb).all() and torch.isfinite(ts).all()
+    assert audio.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # only float is accepted
+    assert float(audio.abs().max()) <= 2.0  # and no int-scaled peak

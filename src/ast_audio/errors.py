@@ -36,3 +36,10 @@ class OutputError(AstAudioError, OSError):
         super().__init__(message)
         self.target = target
         self.errno = errno
+
+
+class TruncatedAudioWarning(AstAudioWarning, AudioInputError):
+    """A file holding less audio than its header declares (a WAV cut by a copy or a download): the audio present is
+    used, with this warning. Also an AudioInputError, so that a warnings filter turning it into an error
+    (`warnings.simplefilter("error", TruncatedAudioWarning)`, what the CLI's `--strict` sets) refuses the file as
+    any other bad input is refused: one line naming it, the other inputs still processed."""

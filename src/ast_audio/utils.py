@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -41,6 +44,52 @@ def temp_paths(path: str | os.PathLike) -> list[Path]:
     """Unfinished temporary versions of `path` that killed writers left behind (`.NAME.*.tmp`)."""
     path = Path(path)
     return sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+# Temporary names carry their writer: `.NAME.<pid>@<host>.<random>.tmp`, host the first 8 hex digits of the SHA-1 of
+# the host name (short, and safe in a file name), so that a later writer can tell a killed writer's leftover from a
+# live one's work in progress.
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)@([0-9a-f]{8})\.[^.]+\.tmp$")
+_swept: set[Path] = set()  # folders this process has already cleaned
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}@{_HOST_TAG}."
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether process `pid` of this machine has ended (another user's live process counts as running)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False
+    return False
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary outputs (`.NAME.<pid>@<host>.*.tmp`, files or folders) in `folder` whose writer, a process
+    of this machine, is gone: what a kill in the middle of an atomic write leaves (as large as the output itself).
+    Temporaries of live writers, of other machines sharing the folder, and unmarked ones (written by earlier
+    versions) are left alone. Done once per folder and process, by the first atomic write into it (`atomic_path`),
+    so that the next run to an output cleans up after a killed one. Returns what was deleted."""
+    folder = Path(folder)
+    if folder in _swept:
+        return []
+    _swept.add(folder)
+    removed = []
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TEMP_NAME.match(entry.name)
+                if match and match.group(2) == _HOST_TAG and _writer_gone(int(match.group(1))):
+                    _remove(Path(entry.path))
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def current_umask() -> int:
@@ -144,7 +193,9 @@ def _is_write_error(exc: BaseException) -> bool:
 def atomic_path(path: str | os.PathLike, size_hint: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path` (file or folder), else delete it.
 
-    Readers never see a half-written file, and an existing `path` survives a failed write. The result gets the
+    Readers never see a half-written file, and an existing `path` survives a failed write. The temporary path is
+    `.NAME.<pid>@<host>.<random>.tmp`; what a killed writer left there is deleted by the next atomic write into the
+    folder (`remove_stale_temps`). The result gets the
     umask's modes (`apply_umask_modes`). A write that fails for lack of space (or any other OS reason) raises a
     one-line `OutputError` naming `path`, the bytes needed (`size_hint`, an estimate of the output's size, if the
     caller knows it) and the bytes free.
@@ -156,7 +207,8 @@ def atomic_path(path: str | os.PathLike, size_hint: int | None = None) -> Iterat
     tmp_path: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_stale_temps(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.close(fd)
         os.unlink(tmp)
         tmp_path = Path(tmp)
@@ -200,8 +252,19 @@ def _remove(path: Path) -> None:
 
 
 def one_line(text: object) -> str:
-    """`text` with every run of whitespace (newlines included) collapsed to one space: error messages stay one line."""
-    return " ".join(str(text).split())
+    """`text` with every run of whitespace (newlines included) collapsed to one space: error messages stay one line.
+    A file name that is not valid UTF-8 in it shows its raw bytes as \\xNN (`printable`)."""
+    return printable(" ".join(str(text).split()))
+
+
+def printable(text: str) -> str:
+    """`text` writable to any UTF-8 stream: the surrogate escapes Python holds a name that is not valid UTF-8 in
+    (`os.fsdecode`) become its raw bytes written \\xNN (b"caf\\xe9.wav" -> "caf\\xe9.wav"), instead of raising
+    UnicodeEncodeError where the message is printed."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -16,13 +16,17 @@ Every failure raises `AudioInputError` with a one-line message that starts with 
 input is: a missing file, a broken symlink or a symlink loop, a folder, something other than a regular file, a file
 that may not be read, an empty file, a truncated or corrupt file of a named format, or a format libsndfile does not
 read. What the C decoders print on their own (libmpg123 warns about damaged MP3 streams on file descriptor 2) is
-silenced; the one-line error says it instead.
+silenced; the one-line error says it instead. A WAV cut short of the length its header declares (which libsndfile
+reads as a shorter file) is used with a one-line `TruncatedAudioWarning`, an error where that warning is turned into
+one (`--strict`). File names are passed to libsndfile as the bytes the OS knows them by, so names that are not
+valid UTF-8 open as any other.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +37,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..errors import AudioInputError, ConfigError
+from ..errors import AudioInputError, ConfigError, TruncatedAudioWarning
 from .probe import Probe, decode_error, native_stderr_silenced, probe_bytes, probe_file
 
 # The shortest clip that gives one fbank frame: the 25 ms analysis window (400 samples at 16 kHz).
@@ -79,19 +83,43 @@ def _check_complete(name: str, probe: Probe, info: AudioInfo, decoded: int) -> N
 
 
 def _info_from(source: Any, name: str, probe: Probe) -> AudioInfo:
+    """The header of `source` (a path as bytes, or a BytesIO); a WAV cut short of its declared length warns here,
+    on every way in (files, uploads, streams, headers alone), see `_warn_truncated`."""
     try:
         with native_stderr_silenced(probe.mpeg):
             info = sf.info(source)
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as exc:
         raise decode_error(name, exc, probe) from None
-    return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
-                     format=str(info.format), subtype=str(info.subtype))
+    result = AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), frames=int(info.frames),
+                       format=str(info.format), subtype=str(info.subtype))
+    if probe.truncated:
+        _warn_truncated(name, probe, result)
+    return result
+
+
+def _warn_truncated(name: str, probe: Probe, info: AudioInfo) -> None:
+    """One TruncatedAudioWarning line for a WAV holding less data than its header declares. libsndfile reports only
+    the part present (its frame count says nothing is missing), so without this a cut file is silently used as a
+    shorter one. Turned into an error (`--strict`), it refuses the file."""
+    declared, present = probe.data_bytes or (0, 1)
+    have_s = info.duration_s
+    warnings.warn(TruncatedAudioWarning(
+        f"{name}: truncated WAV file: its header declares {have_s * declared / present:.2f} s of audio but only "
+        f"{have_s:.2f} s is present; re-create or re-download it (the part present is used; --strict refuses such "
+        "files)"), stacklevel=2)  # one place for every caller: a file read twice (header, then samples) warns once
+
+
+def _os_path(path: Path) -> bytes:
+    """`path` as the bytes the OS knows it by, for libsndfile: a name that is not valid UTF-8 reaches Python as
+    surrogate escapes, which soundfile's strict encoding of a str would refuse (UnicodeEncodeError, which looked
+    like a corrupt file)."""
+    return os.fsencode(path)
 
 
 def load_audio_info(path: str | os.PathLike) -> AudioInfo:
     """Read a file's header (rate in Hz, channels, frames, format) without decoding its samples."""
     path = Path(path)
-    return _info_from(str(path), str(path), probe_file(path))
+    return _info_from(_os_path(path), str(path), probe_file(path))
 
 
 def bytes_info(data: bytes, name: str = "<bytes>") -> AudioInfo:
@@ -251,7 +279,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, max_duration_s
     """
     path = Path(path)
     probe = probe_file(path)
-    return _decode(str(path), str(path), probe, sample_rate, max_duration_s)
+    return _decode(_os_path(path), str(path), probe, sample_rate, max_duration_s)
 
 
 def decode_bytes(data: bytes, sample_rate: int = 16000, max_duration_s: float | None = None,
@@ -277,14 +305,14 @@ def stream_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[
     path = Path(path)
     name = str(path)
     probe = probe_file(path)
-    info = _info_from(name, name, probe)
+    info = _info_from(_os_path(path), name, probe)
     resampler = None
     if info.sample_rate != sample_rate:
         resampler = soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
     decoded = 0
     try:
         with native_stderr_silenced(probe.mpeg):
-            f = sf.SoundFile(name)
+            f = sf.SoundFile(_os_path(path))
         with f:
             while True:
                 with native_stderr_silenced(probe.mpeg):

@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -35,11 +36,20 @@ class Probe:
     named: the format the file name's extension suggests, for inputs whose bytes announce none.
     exact_length: the header's frame count is exact, so decoding fewer samples means the file is truncated (false for
         an MP3 without a Xing/Info/VBRI tag, whose length libmpg123 estimates from the bit rate).
+    data_bytes: for a WAV, (bytes of audio its data chunk declares, bytes present after the chunk header); None for
+        other formats and for a length a streaming writer left open (0 or 0xFFFFFFFF). libsndfile reads what is
+        present and reports that shorter length as the file's, so this is how a cut WAV is told apart.
     """
 
     format: str | None
     named: str | None = None
     exact_length: bool = True
+    data_bytes: tuple[int, int] | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """A WAV whose data chunk declares more bytes than the file holds (cut by a copy or a download)."""
+        return self.data_bytes is not None and self.data_bytes[0] > self.data_bytes[1] > 0
 
     @property
     def mpeg(self) -> bool:
@@ -52,10 +62,31 @@ _MAGIC = ((b"RIFF", "WAV"), (b"RIFX", "WAV"), (b"RF64", "WAV"), (b"fLaC", "FLAC"
 _EXTENSIONS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3",
                ".aif": "AIFF", ".aiff": "AIFF", ".caf": "CAF", ".au": "AU"}
 _HEAD_BYTES = 256
+_MAX_WAV_CHUNKS = 64  # chunks (fmt, LIST, fact, bext, ...) looked through for "data"
+_OPEN_LENGTHS = (0, 0xFFFFFFFF)  # what writers to a pipe put in a data chunk's size: "until the end of the file"
 
 
-def probe(read_at: Callable[[int, int], bytes], name: str) -> Probe:
-    """Sniff the container from the magic bytes; for MPEG audio, look past an ID3v2 tag for a length tag."""
+def _wav_data_bytes(read_at: Callable[[int, int], bytes], size: int) -> tuple[int, int] | None:
+    """(bytes the "data" chunk of a RIFF/RIFX WAVE declares, bytes present after its header), or None."""
+    head = read_at(0, 12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None  # RF64 keeps its sizes in a ds64 chunk: not checked here
+    order = "<" if head[:4] == b"RIFF" else ">"
+    offset = 12
+    for _ in range(_MAX_WAV_CHUNKS):
+        header = read_at(offset, 8)
+        if len(header) < 8:
+            return None
+        (declared,) = struct.unpack(order + "I", header[4:])
+        if header[:4] == b"data":
+            return None if declared in _OPEN_LENGTHS else (declared, max(0, size - offset - 8))
+        offset += 8 + declared + (declared & 1)  # chunks are padded to an even length
+    return None
+
+
+def probe(read_at: Callable[[int, int], bytes], name: str, size: int | None = None) -> Probe:
+    """Sniff the container from the magic bytes; for MPEG audio, look past an ID3v2 tag for a length tag; for a WAV
+    of `size` bytes, compare its data chunk's declared length with what is present."""
     head = read_at(0, _HEAD_BYTES)
     fmt = next((f for magic, f in _MAGIC if head.startswith(magic)), None)
     audio = head
@@ -67,11 +98,13 @@ def probe(read_at: Callable[[int, int], bytes], name: str) -> Probe:
     if fmt is None and mpeg:
         fmt = "MP3"
     exact = fmt != "MP3" or any(tag in audio[:_HEAD_BYTES] for tag in (b"Xing", b"Info", b"VBRI"))
-    return Probe(format=fmt, named=_EXTENSIONS.get(Path(name).suffix.lower()), exact_length=exact)
+    data_bytes = _wav_data_bytes(read_at, size) if fmt == "WAV" and size is not None else None
+    return Probe(format=fmt, named=_EXTENSIONS.get(Path(name).suffix.lower()), exact_length=exact,
+                 data_bytes=data_bytes)
 
 
 def probe_bytes(data: bytes, name: str) -> Probe:
-    return probe(lambda offset, size: data[offset:offset + size], name)
+    return probe(lambda offset, size: data[offset:offset + size], name, len(data))
 
 
 def _not_a_file(path: Path, what: str, todo: str) -> AudioInputError:
@@ -115,7 +148,7 @@ def probe_file(path: Path) -> Probe:
                 f.seek(offset)
                 return f.read(size)
 
-            found = probe(read_at, str(path))
+            found = probe(read_at, str(path), st.st_size)
     except PermissionError:
         raise _not_a_file(path, f"permission denied (mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid})",
                           f"make it readable (`chmod a+r {path}`) or run as a user that may read it") from None

@@ -18,10 +18,21 @@ def add_archive_args(parser: argparse.ArgumentParser) -> None:
                        "(audio files under it, recursively); writes one JSON line per file to --output")
     group.add_argument("--resume", action="store_true", help="continue --output: skip the files it already has "
                        "(without --resume or --force an existing --output is refused)")
+    group.add_argument("--retry-failed", action="store_true", help="continue --output (as --resume) and do again "
+                       "the files whose line is an error; their new lines replace the old ones (with --shard: run "
+                       "it for each part, the last one merges again)")
     group.add_argument("--shard", metavar="K/N", help="process part K of N (0 <= K < N) into OUTPUT.partK-of-N; "
                        "the last part to finish merges them (default under torchrun: RANK/WORLD_SIZE)")
     add_option(group, "--num-workers", type=int, default=2, metavar="N", deprecated=("--workers",),
                        help="DataLoader processes decoding ahead of the model (default 2; 0 = in this process)")
+
+
+# Options of `tag` / `events` that write something besides the one JSON line per file, which archive mode does not:
+# (attribute, option). They are refused there instead of being ignored.
+_NOT_IN_ARCHIVES = (("plot", "--plot"), ("plot_truth", "--plot-truth"), ("scores_dir", "--scores-dir"),
+                    ("durations", "--durations"))
+# Archive mode writes JSON lines: --format may be json, or left at the command's default (table for tag).
+_ARCHIVE_FORMATS = ("json", "table")
 
 
 def archive_mode(args: argparse.Namespace) -> bool:
@@ -31,9 +42,16 @@ def archive_mode(args: argparse.Namespace) -> bool:
     if args.files_from is None:
         if args.files == []:
             raise ConfigError("give audio files, or --files-from LIST (a file list or a folder) with --output")
-        if args.resume or args.shard:
-            raise ConfigError("--resume and --shard go with --files-from")
+        if args.resume or args.shard or args.retry_failed:
+            raise ConfigError("--resume, --retry-failed and --shard go with --files-from")
         return False
+    given = [option for attribute, option in _NOT_IN_ARCHIVES if getattr(args, attribute, None)]
+    if getattr(args, "format", "json") not in _ARCHIVE_FORMATS:
+        given.insert(0, f"--format {args.format}")
+    if given:
+        raise ConfigError(f"{given[0]} does not apply to --files-from, which writes one JSON line per file to "
+                          "--output (the `--format json` object); leave it out, or run the command on the files "
+                          "themselves for it")
     if args.files:
         raise ConfigError("give either audio files or --files-from, not both")
     if not args.output:
@@ -51,6 +69,7 @@ def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) ->
     from pathlib import Path
 
     from ..infer.archive import list_files, parse_shard, part_path, run_archive, torchrun_shard
+    from ..utils import one_line
 
     files = list_files(args.files_from)
     shard = parse_shard(args.shard) if args.shard else torchrun_shard()
@@ -62,11 +81,12 @@ def run_archive_command(args: argparse.Namespace, job: Any, sample_rate: int) ->
         report_file_error(path, Exception(message))
 
     summary = run_archive(files, args.output, job, sample_rate=sample_rate, batch_size=args.batch_size,
-                          workers=args.num_workers, resume=args.resume, shard=shard, on_error=report)
+                          workers=args.num_workers, resume=args.resume, shard=shard, retry_failed=args.retry_failed,
+                          on_error=report)
     part = f" (part {shard[0]} of {shard[1]})" if shard else ""
     merged = f"; all parts done, merged into {summary['merged']}" if summary["merged"] else ""
-    print(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, {summary['skipped']} "
-          f"already there, {summary['errors']} errors{merged}", file=sys.stderr)
+    print(one_line(f"ast-audio: {summary['written']} files written to {summary['output']}{part}, "
+                   f"{summary['skipped']} already there, {summary['errors']} errors{merged}"), file=sys.stderr)
     return 1 if summary["errors"] else 0
 
 

@@ -149,10 +149,10 @@ def load_tagger(args: argparse.Namespace, labels: str | None = None):
 
 def report_file_error(path: str, exc: Exception) -> None:
     """One stderr line for an input a batch command skips: `ast-audio: <path>: <message>` (the path once)."""
-    from ..utils import one_line
+    from ..utils import one_line, printable
 
     message = one_line(exc)
-    prefix = f"{path}: "
+    prefix = f"{printable(path)}: "
     print(f"ast-audio: {message if message.startswith(prefix) else prefix + message}", file=sys.stderr)
 
 
@@ -286,3 +286,10 @@ def progress_for(args: argparse.Namespace, what: str, unit: str):
     from ..utils import Progress
 
     return Progress(what, unit, enabled=not getattr(args, "no_progress", False))
+
+
+def add_strict_arg(parser: argparse.ArgumentParser) -> None:
+    """--strict: refuse inputs that can be used only in part (a WAV cut short of its declared length), one error line
+    each, instead of a warning line. `main` turns `TruncatedAudioWarning` into an error for it."""
+    parser.add_argument("--strict", action="store_true", help="refuse a file holding less audio than its header "
+                        "declares (a cut WAV) instead of using what is there with a warning")

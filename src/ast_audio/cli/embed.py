@@ -13,6 +13,7 @@ from .args import (
     add_device_arg,
     add_output_arg,
     add_precision_arg,
+    add_strict_arg,
     inference_device,
     load_for_inference,
     number,
@@ -46,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "patch tokens; none: also keep the patch tokens (default: the model's own pooling)")
     embed.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     add_output_arg(embed, metavar="OUT", required=True, help="OUT.npz or OUT.parquet")
+    add_strict_arg(embed)
     embed.set_defaults(func=cmd_embed)
 
 
@@ -72,6 +74,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     results = embedder.embed(args.files, window_s=args.window, hop_s=args.hop, batch_size=args.batch_size,
                              on_error=report)
     written = write_embeddings(results, args.output, embedder)
+    if not written:
+        raise AstAudioError(f"none of the {len(args.files)} file(s) could be embedded (each is named above); nothing "
+                            f"was written to {args.output}")
     print(f"wrote embeddings of {written} file(s) ({embedder.dim} wide, layer {embedder.layer or 'final'}, pool "
           f"{embedder.pool}) to {args.output}")
     return 1 if failed else 0

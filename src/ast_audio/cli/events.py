@@ -17,6 +17,7 @@ from .args import (
     add_output_arg,
     add_precision_arg,
     add_progress_arg,
+    add_strict_arg,
     inference_device,
     load_for_inference,
     load_tagger,
@@ -130,6 +131,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_device_arg(events)
     events.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
     add_progress_arg(events)
+    add_strict_arg(events)
     add_archive_args(events)
     events.set_defaults(func=cmd_events)
 

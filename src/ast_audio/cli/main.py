@@ -20,7 +20,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ..errors import AstAudioError, AstAudioWarning
+from ..errors import AstAudioError, AstAudioWarning, TruncatedAudioWarning
 from ..utils import one_line
 from ..version import __version__
 
@@ -66,13 +66,16 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
 
 
-def _report_in_one_line(verbose: bool) -> None:
+def _report_in_one_line(verbose: bool, strict: bool = False) -> None:
     """ast-audio's warnings (AstAudioWarning) and, with --verbose, its log messages reach stderr as one line each,
-    prefixed like the errors."""
+    prefixed like the errors. With --strict a truncated input is an error (TruncatedAudioWarning is also an
+    AudioInputError, so it is reported and skipped as any bad file is)."""
     import logging
 
     warnings.showwarning = _show_warning
     warnings.simplefilter("default", AstAudioWarning)  # once per message and place
+    if strict:
+        warnings.simplefilter("error", TruncatedAudioWarning)
     logger = logging.getLogger("ast_audio")
     if verbose and not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ast-audio` script and `python -m ast_audio`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
-    _report_in_one_line(verbose=args.verbose)
+    _report_in_one_line(verbose=args.verbose, strict=getattr(args, "strict", False))
     try:
         if isinstance(getattr(args, "precision", None), str):  # every command refuses a bad one alike, up front
             from ..model.precision import check_precision

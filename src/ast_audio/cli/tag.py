@@ -15,6 +15,7 @@ from .args import (
     add_output_arg,
     add_positional_output,
     add_precision_arg,
+    add_strict_arg,
     clear_for_force,
     load_tagger,
     number,
@@ -57,6 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                      "instead of a checkpoint (labels and front end come from the graph)")
     add_precision_arg(tag)
     add_device_arg(tag)
+    add_strict_arg(tag)
     add_archive_args(tag)
     tag.set_defaults(func=cmd_tag)
 

@@ -16,6 +16,7 @@ Output files (`write_embeddings`): `.npz` (numpy arrays, readable with `np.load(
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -186,7 +187,9 @@ def output_format(path: str | os.PathLike) -> str:
 
 def write_embeddings(results: Iterator[ClipEmbeddings] | Sequence[ClipEmbeddings], path: str | os.PathLike,
                      embedder: Embedder) -> int:
-    """Write the embeddings to `path` (.npz or .parquet, atomically); returns the number of inputs written.
+    """Write the embeddings to `path` (.npz or .parquet, atomically); returns the number of inputs written. With no
+    result at all (every input failed) nothing is written and 0 is returned: an empty file would only make the
+    rerun need --force.
 
     npz arrays: files (F,), durations_s (F,), clip_embeddings (F, D); window_file (W,) (index into files),
     window_start_s, window_end_s (W,), window_embeddings (W, D); with pool "none" token_embeddings (W, N, D),
@@ -195,6 +198,11 @@ def write_embeddings(results: Iterator[ClipEmbeddings] | Sequence[ClipEmbeddings
     Parquet: one row per window, columns file, start_s, end_s, vector (list of D float32), plus tokens (N lists of
     D), token_start_s, token_end_s with pool "none"; written file by file (row group per input).
     """
+    results = iter(results)
+    first = next(results, None)  # (streamed: the first result comes only after its input is embedded)
+    if first is None:
+        return 0
+    results = itertools.chain([first], results)
     if output_format(path) == ".parquet":
         return _write_parquet(results, Path(path), embedder)
     return _write_npz(list(results), Path(path), embedder)

@@ -54,6 +54,16 @@ def lora_config(config: TrainConfig):
                       target_modules=lora_pattern(tuple(config.lora_targets)))
 
 
+def check_lora_rank(rank: int, model: AST) -> None:
+    """A LoRA update B A of rank r adds r * (in + out) parameters to a layer that has in * out; above the narrower
+    side of every adapted layer (the model's width D: qkv is D -> 3D, proj D -> D, fc1 D -> 4D, fc2 4D -> D) it
+    can express nothing a rank-D update cannot and trains more parameters than the layer has. Refused."""
+    width = model.config.embed_dim
+    if rank > width:
+        raise ConfigError(f"--lora-rank {rank} is above the model's width of {width}: a LoRA update cannot have a "
+                          f"rank above its layer's smaller side; use --lora-rank 1 .. {width} (4-16 is usual)")
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a run trains: the mode as given, and the parameter counts."""
@@ -75,6 +85,7 @@ def prepare(model: AST, config: TrainConfig) -> Plan:
         if mode == "lora":
             from peft import inject_adapter_in_model
 
+            check_lora_rank(config.lora_rank, model)
             inject_adapter_in_model(lora_config(config), model)  # adds lora_A/B, freezes every other parameter
         else:
             model.requires_grad_(False)

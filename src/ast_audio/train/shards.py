@@ -161,31 +161,73 @@ def _write_clip_table(path: Path, table: dict[str, list]) -> None:
              targets=np.asarray([t for ts in table["targets"] for t in ts], dtype=np.int32))
 
 
+REPREPARE = "re-create the shards with `ast-audio prepare`"
+
+
 def is_shard_folder(path: str | os.PathLike) -> bool:
-    """True if `path` is a folder written by `prepare_shards`."""
+    """True if `path` is a folder written by `prepare_shards`: its index.json says so, or is damaged (cut, not JSON)
+    but still names the format in its first bytes, so that `read_index` says it is damaged instead of the folder
+    being read as another kind of data."""
     index = Path(path) / INDEX_NAME
     if not index.is_file():
         return False
     try:
-        return json.loads(index.read_text(encoding="utf-8")).get("format") == FORMAT_NAME
-    except (OSError, ValueError, AttributeError):
+        text = index.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return False
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return FORMAT_NAME in text[:256]
+    return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
 def read_index(path: str | os.PathLike) -> dict:
-    """index.json of a shard folder; ConfigError naming the folder if it is not one."""
+    """index.json of a shard folder, checked (`_check_index`) and with every shard it lists present; ConfigError
+    naming the folder if it is not one, or the file and what is wrong if it is damaged."""
     folder = Path(path)
     index = folder / INDEX_NAME
     if not is_shard_folder(folder):
         raise ConfigError(f"{folder}: not a shard folder (no valid {INDEX_NAME}); create one with `ast-audio prepare`")
-    doc = json.loads(index.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{index}: damaged shard index (cut or overwritten: {one_line(exc)}); {REPREPARE}") from None
     if doc.get("version") != FORMAT_VERSION:
         raise ConfigError(f"{index}: shard format version {doc.get('version')}, expected {FORMAT_VERSION}; "
                           "re-create the shards with this version's `ast-audio prepare`")
+    _check_index(doc, index)
     for shard in doc["shards"]:
         if not (folder / shard["name"]).is_file():
             raise ConfigError(f"{folder / shard['name']}: shard listed in {index} is missing; copy it or re-prepare")
     return doc
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_index(doc: dict, index: Path) -> None:
+    """The fields the readers use have the types and agree: labels (names), shards (a plain file name and a clip
+    count each), clips (the counts' sum)."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{index}: damaged shard index ({what}); {REPREPARE}")
+
+    labels, shards = doc.get("labels"), doc.get("shards")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise bad("labels is not a list of class names")
+    if not isinstance(doc.get("mids"), list) or len(doc["mids"]) != len(labels):
+        raise bad("mids is not a list as long as labels")
+    if not isinstance(shards, list) or not shards:
+        raise bad("shards is not a list of shards")
+    for shard in shards:
+        name = shard.get("name") if isinstance(shard, dict) else None
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise bad(f"shard entry {shard!r} has no plain file name")
+        if not _is_count(shard.get("count")):
+            raise bad(f"shard {name} has no clip count")
+    if doc.get("clips") != sum(s["count"] for s in shards):
+        raise bad(f"clips {doc.get('clips')!r} is not the sum of the shards' counts")
 
 
 @dataclass(frozen=True)
@@ -448,12 +490,12 @@ class ShardClips(torch.utils.data.Dataset):
         if not table_path.is_file():
             raise ConfigError(f"{self.folder}: no {CLIPS_NAME} (shards prepared by an older version); balanced "
                               "sampling reads clips by offset: re-create the shards with `ast-audio prepare`")
-        with np.load(table_path, allow_pickle=False) as table:
-            self.table = {name: table[name] for name in table.files}
+        self.table = _read_clip_table(table_path)
         self.labels = tuple(self.index["labels"])
         self.mids = tuple(self.index["mids"])
         self.multi_label = bool(self.index["multi_label"])
         self.shard_paths = [self.folder / s["name"] for s in self.index["shards"]]
+        _check_clip_table(self.table, table_path, self.index, self.shard_paths)
         empty = Manifest((), self.labels, self.mids, self.multi_label)
         self.pipeline = ClipDataset(empty, frontend, augment, seed=seed, normalize=normalize)
 
@@ -504,3 +546,57 @@ class ShardClips(torch.utils.data.Dataset):
             return BadClip(self.key(i), one_line(exc))
         return self.pipeline.item(waveform, self.targets(i), self.key(i), int(self.table["index"][i]), len(self),
                                   lambda j: (self._load(j), self.targets(j)))
+
+
+_TABLE_ARRAYS = ("shard", "offset", "size", "index", "key", "target_ptr", "targets")
+
+
+def _read_clip_table(path: Path) -> dict[str, np.ndarray]:
+    """clips.npz's arrays; ConfigError if the file is cut or is not an .npz of them (never numpy's advice to allow
+    pickles: the table holds plain arrays, and a file that needs unpickling is not one)."""
+    try:
+        with np.load(path, allow_pickle=False) as table:
+            if not hasattr(table, "files"):
+                raise ValueError("a single array, not an .npz archive")
+            arrays = {name: table[name] for name in table.files}
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, ValueError (pickle): all mean damaged
+        raise ConfigError(f"{path}: damaged clip table (not a readable .npz archive: {type(exc).__name__}); "
+                          f"{REPREPARE}") from None
+    missing = [name for name in _TABLE_ARRAYS if name not in arrays]
+    if missing:
+        raise ConfigError(f"{path}: damaged clip table (no {missing[0]} array); {REPREPARE}")
+    return arrays
+
+
+def _check_clip_table(table: dict[str, np.ndarray], path: Path, index: dict, shard_paths: list[Path]) -> None:
+    """The table against the index and the shards, before any clip is read: one row per clip the index counts,
+    each in a listed shard (as many per shard as the index says), its bytes inside that shard's file, its targets
+    valid class indices. A damaged or hand-edited table is refused here instead of failing mid-training (an
+    IndexError, or a MemoryError reading a 1e12-byte 'clip')."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}: {what}: the clip table does not match the shards (damaged or edited); "
+                           f"{REPREPARE}")
+
+    integer = ("shard", "offset", "size", "index", "target_ptr", "targets")
+    if any(table[name].ndim != 1 or not np.issubdtype(table[name].dtype, np.integer) for name in integer):
+        raise bad("an array is not a list of integers")
+    clips = int(index["clips"])
+    if any(table[name].shape[0] != clips for name in ("shard", "offset", "size", "index", "key")):
+        raise bad(f"not one row per clip (the index counts {clips})")
+    shard, offset, size = table["shard"].astype(np.int64), table["offset"], table["size"]
+    outside = shard[(shard < 0) | (shard >= len(shard_paths))]
+    if outside.size:
+        raise bad(f"a clip in shard {int(outside[0])}, but there are {len(shard_paths)} shards")
+    counts = [int(s["count"]) for s in index["shards"]]
+    if np.bincount(shard, minlength=len(counts)).tolist() != counts:
+        raise bad("clips per shard differ from the index's counts")
+    file_sizes = np.array([p.stat().st_size for p in shard_paths], dtype=np.int64)
+    ends = offset.astype(np.int64) + size.astype(np.int64)  # int64: sizes up to 2**62 cannot overflow a shard's size
+    if clips and (offset.min() < 0 or size.min() <= 0 or (ends > file_sizes[shard]).any() or (ends < offset).any()):
+        row = int(np.argmax((offset < 0) | (size <= 0) | (ends > file_sizes[shard]) | (ends < offset)))
+        raise bad(f"clip {row} ({int(size[row])} bytes at offset {int(offset[row])}) is not inside its shard")
+    ptr, targets = table["target_ptr"], table["targets"]
+    if ptr.shape[0] != clips + 1 or ptr[0] != 0 or ptr[-1] != targets.shape[0] or (np.diff(ptr) < 0).any():
+        raise bad("target_ptr does not index the targets")
+    if targets.size and (targets.min() < 0 or targets.max() >= len(index["labels"])):
+        raise bad(f"a target outside the {len(index['labels'])} classes")
