@@ -21,7 +21,7 @@ import pytest
 from ast_audio.weights.checkpoint import save_model
 from conftest import run_main, tiny_model, write_tone
 
-OPTIONS = ("--batch-size", "2", "--workers", "0", "--top-k", "1")
+OPTIONS = ("--batch-size", "2", "--num-workers", "0", "--top-k", "1")
 
 
 def rows(path: Path) -> list[dict]:

@@ -84,7 +84,7 @@ def test_a_cut_wav_in_an_archive_is_an_error_line_with_strict(ckpt, tmp_path, ca
     listing.write_text(f"{cut}\n")
     with warnings.catch_warnings():  # decoded in a DataLoader worker process
         rc, _, err = run_main(capsys, "tag", "--files-from", listing, "--output", tmp_path / "o.jsonl", "--checkpoint",
-                              ckpt, "--workers", "1", "--strict")
+                              ckpt, "--num-workers", "1", "--strict")
     assert rc == 1, err
     (row,) = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert row["file"] == str(cut) and "truncated WAV file" in row["error"]
