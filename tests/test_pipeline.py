@@ -234,7 +234,7 @@ def test_rollup_with_files_from(setup, capsys, tmp_path):
     listing.write_text(f"{setup['scene']}\n")
     out = tmp_path / "out.jsonl"
     rc, _, err = run_main(capsys, "events", "--files-from", listing, "-o", out, "--rollup", "--threshold", "0",
-                          "--checkpoint", setup["clip"], "--workers", "0")
+                          "--checkpoint", setup["clip"], "--num-workers", "0")
     assert rc == 0, err
     (line,) = out.read_text().splitlines()
     doc = json.loads(line)
@@ -276,7 +276,7 @@ def test_frame_model_scores_dir_eval_events_calibrate_and_archive(setup, capsys,
     listing = tmp_path / "files.txt"
     listing.write_text(f"{setup['scene']}\n")
     rc, _, err = run_main(capsys, "events", "--files-from", listing, "-o", tmp_path / "out.jsonl", "--checkpoint",
-                          setup["frame"], "--workers", "0")
+                          setup["frame"], "--num-workers", "0")
     assert rc == 0, err
     archived = json.loads((tmp_path / "out.jsonl").read_text())
     direct = cli_document(capsys, setup["scene"], "--checkpoint", setup["frame"])
