@@ -265,9 +265,9 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     @app.post("/v1/tag")
     async def tag(request: Request) -> Response:
         upload = await read_upload(request)
-        top_k = form_number(upload.fields, "top_k", int, settings.top_k, low=1)
-        window_s = form_number(upload.fields, "window_s", float, None, low=0)
-        hop_s = form_number(upload.fields, "hop_s", float, None, low=0)
+        top_k = form_number(upload.fields, "top_k", settings.top_k)
+        window_s = form_number(upload.fields, "window_s")
+        hop_s = form_number(upload.fields, "hop_s")
         plan = service.window_plan(window_s, hop_s)
         body = await service.run(client_of(request), service.tag, upload, top_k, window_s, hop_s, plan)
         return Response(body, media_type="application/json")
@@ -277,23 +277,21 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
         # The defaults of `ast-audio events` (docs/events.md): half the model's input, a tenth of the window.
-        window_s = form_number(fields, "window_s", float, None, low=0)
+        window_s = form_number(fields, "window_s")
         window_s = default_window_s(service.tagger.max_window_s) if window_s is None else window_s
-        hop_s = form_number(fields, "hop_s", float, None, low=0)
+        hop_s = form_number(fields, "hop_s")
         hop_s = default_hop_s(window_s) if hop_s is None else hop_s
         plan = service.window_plan(window_s, hop_s)
-        median = form_number(fields, "median", int, 1, low=1)
-        if median % 2 == 0:
-            raise ApiError(422, f"form field median={median} must be odd (a centred median over windows)")
-        config = EventConfig(threshold=form_number(fields, "threshold", float, 0.5, low=0, high=1),
+        median = form_number(fields, "median", 1)
+        config = EventConfig(threshold=form_number(fields, "threshold", 0.5),
                              median_windows=median,
-                             min_duration_s=form_number(fields, "min_duration", float, 0.0, low=0),
-                             merge_gap_s=form_number(fields, "merge_gap", float, 0.0, low=0),
+                             min_duration_s=form_number(fields, "min_duration", 0.0),
+                             merge_gap_s=form_number(fields, "merge_gap", 0.0),
                              thresholds=settings.thresholds,
                              only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else None,
                              exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)),
                              grid="mean", interpolate=True, refine="energy")  # as `ast-audio events` detects
-        top_n = form_number(fields, "top_n", int, 5, low=1)
+        top_n = form_number(fields, "top_n", 5)
         body = await service.run(client_of(request), service.events, upload, window_s, hop_s, plan, config, top_n)
         return Response(body, media_type="application/json")
 
@@ -304,7 +302,7 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         if class_name is not None and class_name not in service.tagger.labels:
             raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
                                 f"{len(service.tagger.labels)} labels (see /v1/tag)")
-        start_s = form_number(upload.fields, "start_s", float, 0.0, low=0)
+        start_s = form_number(upload.fields, "start_s", 0.0)
         png = await service.run(client_of(request), service.explain_png, upload, class_name, start_s)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
