@@ -14,9 +14,11 @@ from typing import Any
 
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..config import parse_option
 from ..errors import ConfigError
+from .fair import RequestAbandoned
 from .limits import ApiError
 
 # Content types accepted for the `file` part. Browsers and curl label unknown files application/octet-stream,
@@ -76,6 +78,8 @@ async def read_upload(request: Request) -> Upload:
         form = await request.form(max_files=1, max_fields=32)
     except StarletteHTTPException as exc:  # malformed multipart, too many parts
         raise ApiError(422, f"cannot parse the multipart body: {exc.detail}") from None
+    except ClientDisconnect:  # the client left during its upload: nothing to answer, nothing to log
+        raise RequestAbandoned from None
     try:
         upload = form.get("file")
         if upload is None:
