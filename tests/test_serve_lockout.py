@@ -96,7 +96,7 @@ def test_every_bad_first_field_is_one_line_and_1008(server):
         message, code = refused(server.ws, json.dumps(first))
         assert expected in message["error"] and "\n" not in message["error"], (first, message)
         assert code == 1008, first
-    for text in ["[" * 100000, '{"rate": 1e400}', '{"rate": NaN}', '{"rate": 16000, "threshold": Infinity}']:
+    for text in ["[" * 30000, '{"rate": 1e400}', '{"rate": NaN}', '{"rate": 16000, "threshold": Infinity}']:
         message, code = refused(server.ws, text)
         assert code == 1008 and "\n" not in message["error"], (text[:40], message)
     # An allowed rate resamples at most model_rate / 8000 = 2 x: 2 s of 8 kHz audio, accepted, costs little.
@@ -218,7 +218,7 @@ def test_abandoned_requests_stop_at_their_next_batch(server, tmp_path):
         for sock in socks:
             sock.close()
     end = wait_for(lambda: (load := load_of(server))["active_requests"] == 0 and load, "the requests to stop")
-    assert end["abandoned_requests"] - start["abandoned_requests"] == 4
+    assert end["abandoned_requests"] - start["abandoned_requests"] == 4, (start, end, server.output()[-3000:])
     assert end["batches_done"] - start["batches_done"] < 4 * 491 // 4
     with open(clip, "rb") as f:
         response = httpx.post(server.url + "/v1/tag", files={"file": ("long.wav", f, "audio/wav")},
@@ -233,10 +233,10 @@ def _few_descriptors() -> None:
 
 
 def test_idle_connections_cannot_stall_healthz_or_flood_the_log(ckpt):
-    """At `ulimit -n 256`, 300 idle TCP connections: the server keeps at most --max-connections (100) open by closing
+    """At `ulimit -n 256`, 300 idle TCP connections: the server keeps at most --max-connections (50) open by closing
     the longest-idle ones, so it never runs out of descriptors (which made every accept() log a traceback, 258 MB in
     40 s), /healthz is answered, and the log stays a few lines."""
-    with run_server(ckpt, "--max-connections", "100", preexec_fn=_few_descriptors) as srv:
+    with run_server(ckpt, "--max-connections", "50", preexec_fn=_few_descriptors) as srv:
         host, port = srv.url.removeprefix("http://").split(":")
         idle = []
         try:
@@ -244,10 +244,10 @@ def test_idle_connections_cannot_stall_healthz_or_flood_the_log(ckpt):
                 idle.append(socket.create_connection((host, int(port)), timeout=30))
             time.sleep(1.0)
             response = httpx.get(srv.url + "/healthz", timeout=60)
-            assert response.status_code == 200 and response.json()["limits"]["max_connections"] == 100
+            assert response.status_code == 200 and response.json()["limits"]["max_connections"] == 50
             held = [c for c in psutil.Process(srv.process.pid).net_connections(kind="tcp")
                     if c.status == psutil.CONN_ESTABLISHED]
-            assert len(held) <= 100 + 1
+            assert len(held) <= 50 + 1
         finally:
             for sock in idle:
                 sock.close()

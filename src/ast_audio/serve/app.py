@@ -129,12 +129,18 @@ class Service:
                 pass
             gone.set()
 
+        failure: Exception | None = None
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch)
             try:
-                return await self.run(request.client.host if request.client else "", func, *args, gone=gone)
+                result = await self.run(request.client.host if request.client else "", func, *args, gone=gone)
+            except Exception as exc:  # raised below, outside the task group (which would wrap it in a group)
+                failure = exc
             finally:
                 tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
 
     def _abandoned(self) -> bool:
         gone = getattr(self._local, "gone", None)

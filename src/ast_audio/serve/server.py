@@ -27,6 +27,9 @@ from .limits import ServeSettings
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # --host values that listen on every interface
 # File descriptors kept beside the connections: the listening socket, the log, the model's files, thread pipes.
 RESERVED_DESCRIPTORS = 64
+# Connections the event loop accepts in one go (uvicorn's `backlog`, which asyncio also uses as the listen queue):
+# they are accepted before the connection cap can close any, so two batches' worth of descriptors are kept free.
+ACCEPT_BATCH = 64
 LOG_INTERVAL_S = 10.0
 WS_FRAME_SLACK = 64 * 1024  # a frame this much over the app's limits still reaches the app (which answers why)
 WS_QUEUED_FRAMES = 8  # frames the protocol buffers for a session before it stops reading the socket
@@ -63,12 +66,12 @@ def reserve_descriptors(max_connections: int) -> None:
         import resource
     except ImportError:  # not POSIX: nothing to check
         return
-    need = max_connections + RESERVED_DESCRIPTORS
+    need = max_connections + 2 * ACCEPT_BATCH + RESERVED_DESCRIPTORS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= need:
         return
     if hard != resource.RLIM_INFINITY and hard < need:
-        fits = max(1, hard - RESERVED_DESCRIPTORS)
+        fits = max(1, hard - 2 * ACCEPT_BATCH - RESERVED_DESCRIPTORS)
         raise ConfigError(f"--max-connections {max_connections} needs {need} file descriptors, but this process may "
                           f"open at most {hard} (ulimit -Hn); use --max-connections {fits} or less, or raise the limit")
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
@@ -86,7 +89,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lets a restart reuse a TIME_WAIT port only
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(ACCEPT_BATCH)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using it? "
@@ -133,7 +136,7 @@ def run_server(checkpoint: AST | str | os.PathLike, settings: ServeSettings, hos
         config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("debug", "info"),
                                 lifespan="off", timeout_graceful_shutdown=5, http=protocol,
                                 ws_max_size=max(settings.stream_max_message_bytes, settings.stream_max_text_bytes)
-                                + WS_FRAME_SLACK, ws_max_queue=WS_QUEUED_FRAMES)
+                                + WS_FRAME_SLACK, ws_max_queue=WS_QUEUED_FRAMES, backlog=ACCEPT_BATCH)
         Server(config).run(sockets=[sock])
     finally:
         sock.close()
