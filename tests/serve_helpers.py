@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -53,12 +54,15 @@ def _pump(stream: io.TextIOBase, sink: list[str], q: queue.Queue) -> None:
 
 
 @contextlib.contextmanager
-def run_server(checkpoint: str | os.PathLike, *args: str,
-               timeout_s: float = START_TIMEOUT_S) -> Iterator[ServerProcess]:
-    """Start `ast-audio serve --checkpoint CHECKPOINT --port 0 ARGS...`, yield it once it printed its URL."""
-    command = [str(AST_AUDIO), "serve", "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", "0", *args]
+def run_server(checkpoint: str | os.PathLike, *args: str, timeout_s: float = START_TIMEOUT_S,
+               command: list[str] | None = None, **popen: Any) -> Iterator[ServerProcess]:
+    """Start `ast-audio serve --checkpoint CHECKPOINT --port 0 ARGS...` (or `command`, which must print the same
+    "listening on URL" line), yield it once it printed its URL. `popen`: more subprocess.Popen arguments."""
+    if command is None:
+        command = [str(AST_AUDIO), "serve", "--checkpoint", str(checkpoint), "--host", "127.0.0.1", "--port", "0",
+                   *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
     server = ServerProcess(process)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_pump, args=(process.stdout, server.lines, lines), daemon=True).start()

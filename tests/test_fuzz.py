@@ -335,3 +335,60 @@ def test_hear_api_gives_finite_embeddings_or_a_typed_error(hear_model, audio, ho
     assert torch.isfinite(emb).all() and torch.isfinite(ts).all()
     assert audio.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # only float is accepted
     assert float(audio.abs().max()) <= 2.0  # and no int-scaled peak
+
+
+# The WebSocket's first message (`ast_audio.serve.stream.start_session`): what a hostile client can send
+
+STREAM_VALID = {"rate": [8000, 16000, 22050, 48000, 192000], "format": ["s16le", "f32le"], "channels": [1, 2, 32],
+                "window_s": [0.5, 1.0, 1.3], "hop_s": [0.1, 0.5, 1.0], "threshold": [0.0, 0.5, 1.0],
+                "hysteresis": [0.1, 0.5, 1.0], "median": [1, 3, 99], "min_duration": [0.0, 1.0],
+                "merge_gap": [0.0, 0.5], "only": [["a", "b"], "c", ["class_0"]], "exclude": [[], ["d"]],
+                "top_k": [1, 5, 100000]}
+
+
+@st.composite
+def first_messages(draw: st.DrawFn) -> str:
+    """A first message's text: mostly a JSON object whose fields are left out, valid or hostile (numbers far out
+    of range, wrong types, lists for strings); sometimes an unknown field, or text that is not a JSON object."""
+    kind = draw(st.integers(0, 9))
+    if kind == 0:
+        return draw(st.sampled_from(["", "hello", "[" * 5000, "null", "[1, 2]", '"rate"', "1e400", '{"rate": NaN}',
+                                     '{"rate": Infinity}', '{"rate": 1e400}', '{"rate": -Infinity}']))
+    doc: dict[str, Any] = {}
+    for name, valid in STREAM_VALID.items():
+        roll = draw(st.integers(0, 9))
+        if roll <= 2 or (name == "rate" and roll <= 7):
+            doc[name] = draw(st.sampled_from(valid))
+        elif roll <= 4:
+            doc[name] = draw(hostile_values | st.sampled_from([20000001, 2000000001, 1, 384001, ["s16le"], {}]))
+    if kind == 1:
+        doc[draw(st.text(max_size=4))] = draw(hostile_values)
+    return json.dumps(doc)
+
+
+@pytest.fixture(scope="module")
+def stream_service():
+    from ast_audio.serve.app import Service
+    from ast_audio.serve.limits import ServeSettings
+
+    return Service(tiny_model(0), ServeSettings())
+
+
+@FUZZ
+@given(first_messages())
+def test_stream_first_message_gives_a_session_or_a_one_line_refusal(stream_service, text):
+    """`start_session` gives a session, or StreamRefused (1008 / 1009) with one line; never another exception
+    (a traceback and an abnormal close), never more than 256 MB of allocation (a 1 Hz rate or a median of 2e9
+    windows asked for gigabytes once audio arrived)."""
+    from ast_audio.serve.stream import StreamRefused, start_session
+
+    with allocation_limit():
+        try:
+            streamer, decoder, top_k, keep = start_session(stream_service, text)
+        except StreamRefused as exc:
+            assert exc.code in (1008, 1009) and exc.message and "\n" not in exc.message, exc.message
+            return
+        # Accepted: one second of audio at the declared rate is fed without growing past the limit.
+        block = decoder.decode(b"\x00" * decoder.frame_bytes * streamer.input_rate)
+        streamer.feed(block)
+    assert 8000 <= streamer.input_rate <= 192000 and top_k >= 1 and streamer.events.config.median_windows <= 99

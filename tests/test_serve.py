@@ -93,9 +93,11 @@ def test_startup_line_and_healthz(server):
                                 "header_timeout_s": 10.0, "max_windows": 600, "max_active_requests": 16,
                                 "stream_max_sessions": 4, "stream_max_message_kb": 256.0,
                                 "stream_max_messages_per_s": 50, "stream_max_speed": 4.0, "stream_burst_s": 30.0,
-                                "stream_max_session_s": 3600.0}
+                                "stream_max_session_s": 3600.0, "stream_idle_timeout_s": 30.0,
+                                "stream_max_sessions_per_client": 2, "stream_max_text_kb": 64.0,
+                                "max_connections": 512}
     assert health["load"] == {"active_requests": 0, "queued_requests": 0, "computing_batches": 0,
-                              "waiting_batches": 0}
+                              "waiting_batches": 0, "batches_done": 0, "abandoned_requests": 0}
 
 
 def _check_tag(got: dict, expected: dict) -> None:

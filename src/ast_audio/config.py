@@ -498,3 +498,116 @@ def default_frontend(config: ASTConfig, sample_rate: int = 16000) -> FrontendCon
     mean, std = DATASET_STATS[dataset]
     return FrontendConfig(sample_rate=sample_rate, num_mel_bins=config.input_fdim, target_length=config.input_tdim,
                           mean=mean, std=std)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numeric options a user gives at run time: one range per option, for the command line, the HTTP form and the
+# WebSocket's first message alike (`OPTION_RANGES`), so the three cannot drift apart.
+
+# The widest median filter, in windows (or grid pieces). `median_smooth` holds N x C x k scores at once (N windows,
+# C classes, k the filter): 99 over the server's 600 windows of 527 classes is 250 MB; real filters are 3 to 31.
+MAX_MEDIAN_WINDOWS = 99
+# Sample rates of raw PCM sent to `listen` or the WebSocket: telephone audio to 192 kHz studio formats. The floor
+# bounds the resampler's growth (a 1 Hz stream resampled to 16 kHz is 16,000 x its own size).
+MIN_PCM_RATE, MAX_PCM_RATE = 8000, 192_000
+MAX_PCM_CHANNELS = 32
+# Event durations and gaps, in seconds: far beyond any recording (11.6 days), finite so no arithmetic overflows.
+MAX_EVENT_SECONDS = 1e6
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values one numeric option accepts: a finite `kind` (int or float) in [low, high] ((low, high] with
+    `low_open`; no bound where None), odd if `odd`. `what` replaces the generated description ("an odd integer in
+    [1, 99]") in messages.
+
+    `check` takes a JSON value (a bool, a string or a non-integral float for an int is refused; 3.0 is the integer
+    3), `parse` a string (the command line, a form field); both raise a one-line ConfigError naming the option, the
+    range and the value."""
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    odd: bool = False
+    what: str | None = None
+
+    def describe(self) -> str:
+        if self.what is not None:
+            return self.what
+        noun = "integer" if self.kind is int else "number"
+        article = f"an {'odd ' if self.odd else ''}{noun}" if self.odd or self.kind is int else f"a {noun}"
+        if self.low == 0 and self.low_open and self.high is None:
+            return f"a positive {noun}"
+        if self.low == 1 and self.kind is int and self.high is None and not self.odd:
+            return "a positive integer"
+        if self.high is None:
+            return f"{article} {'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else article
+        if self.low is None:
+            return f"{article} <= {self.high:g}"
+        return f"{article} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+
+    def accepts(self, value: int | float) -> bool:
+        """Whether a number of the right kind is finite, within the bounds and (if asked) odd."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return low_ok and (self.high is None or value <= self.high) and (not self.odd or value % 2 == 1)
+
+    def check(self, name: str, value: Any) -> int | float:
+        """A JSON value -> the option's int or float, or a one-line ConfigError."""
+        number: int | float | None = None
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if self.kind is int:
+                if isinstance(value, numbers.Integral):
+                    number = int(value)
+                elif math.isfinite(value) and float(value).is_integer():
+                    number = int(value)
+            else:
+                try:
+                    number = float(value)
+                except OverflowError:  # an int beyond float range (JSON allows any number of digits)
+                    number = None
+        if number is None or not self.accepts(number):
+            plain = type(value) in (int, float)
+            got = short_repr(value) if plain else f"{type(value).__name__} {short_repr(value)}"
+            raise ConfigError(f"{name} must be {self.describe()}, got {got}")
+        return number
+
+    def parse(self, name: str, text: str) -> int | float:
+        """A string -> the option's int or float, or a one-line ConfigError."""
+        try:
+            number = self.kind(text.strip())
+        except (ValueError, OverflowError):
+            number = None
+        if number is None or not self.accepts(number):
+            raise ConfigError(f"{name} must be {self.describe()}, got {short_repr(text)}")
+        return number
+
+
+POSITIVE_SECONDS = NumberRange(float, low=0, low_open=True)  # window and hop: `Tagger.window_and_hop` adds the rest
+OPTION_RANGES: dict[str, NumberRange] = {
+    "window_s": POSITIVE_SECONDS,
+    "hop_s": POSITIVE_SECONDS,
+    "threshold": NumberRange(float, low=0, high=1, what="a number between 0 and 1"),
+    "hysteresis": NumberRange(float, low=0, high=1, low_open=True),
+    "median": NumberRange(int, low=1, high=MAX_MEDIAN_WINDOWS, odd=True,
+                          what=f"an odd number of windows from 1 to {MAX_MEDIAN_WINDOWS}"),
+    "min_duration": NumberRange(float, low=0, high=MAX_EVENT_SECONDS),
+    "merge_gap": NumberRange(float, low=0, high=MAX_EVENT_SECONDS),
+    "top_k": NumberRange(int, low=1, high=MAX_CLASSES),
+    "top_n": NumberRange(int, low=1, high=MAX_CLASSES),
+    "start_s": NumberRange(float, low=0),
+    "rate": NumberRange(int, low=MIN_PCM_RATE, high=MAX_PCM_RATE),
+    "channels": NumberRange(int, low=1, high=MAX_PCM_CHANNELS),
+}
+
+
+def check_option(name: str, value: Any) -> int | float:
+    """A JSON value of the numeric option `name` (a key of OPTION_RANGES), checked: the WebSocket's first message."""
+    return OPTION_RANGES[name].check(name, value)
+
+
+def parse_option(name: str, text: str) -> int | float:
+    """The text of the numeric option `name` (a key of OPTION_RANGES), checked: the CLI and the HTTP form."""
+    return OPTION_RANGES[name].parse(name, text)

@@ -268,6 +268,18 @@ def class_map(labels: tuple[str, ...]) -> ClassMap:
     return ClassMap(labels, ontology, node_of)
 
 
+# Most class names one list (--only, --exclude, their form and WebSocket fields) may hold, beyond the model's own
+# number of classes: every class, named once, always fits.
+MAX_NAMES = 1000
+
+
+@lru_cache(maxsize=16)
+def _most_pieces(cmap: ClassMap) -> int:
+    """Pieces (commas + 1) of the most-comma name `cmap` resolves: its labels and, with the ontology, its names."""
+    names = list(cmap.labels) + ([c.name for c in cmap.ontology] if cmap.ontology is not None else [])
+    return 1 + max((name.count(",") for name in names), default=0)
+
+
 def parse_names(values: Sequence[str], labels: Sequence[str]) -> list[str]:
     """Class names from comma-separated option values, checked against `labels` (see `selected_classes` for what
     a name may be: with AudioSet labels also ontology names in any case and ids).
@@ -276,6 +288,14 @@ def parse_names(values: Sequence[str], labels: Sequence[str]) -> list[str]:
     pieces that names a class is taken whole; anything else is a single name (and reported if unknown).
     """
     cmap = class_map(tuple(labels))
+    # A name with k commas is a run of k + 1 pieces: no longer run can match, so each piece tries at most `longest`
+    # runs (linear in the text, not cubic: 2,000 repeats of one name took 117 s).
+    longest = _most_pieces(cmap)
+    limit = longest * max(MAX_NAMES, len(labels))
+    count = sum(value.count(",") + 1 for value in values)
+    if count > limit:
+        raise ConfigError(f"{count} comma-separated class names are more than the {limit} accepted; name fewer "
+                          "classes (an ontology name such as 'Music' stands for every class below it)")
     names: list[str] = []
     for value in values:
         if cmap.resolve(value) is not None:
@@ -285,7 +305,7 @@ def parse_names(values: Sequence[str], labels: Sequence[str]) -> list[str]:
         i = 0
         while i < len(pieces):
             match, end = pieces[i], i + 1  # default: one piece (reported below if unknown)
-            for j in range(len(pieces), i, -1):  # the longest run of pieces that is a label
+            for j in range(min(len(pieces), i + longest), i, -1):  # the longest run of pieces that is a label
                 found = next((c for c in (", ".join(pieces[i:j]), ",".join(pieces[i:j]))
                               if cmap.resolve(c) is not None), None)
                 if found is not None:

@@ -9,13 +9,14 @@ only build parsers. Heavy imports (models, matplotlib, fastapi, onnx) happen ins
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import OPTION_RANGES, NumberRange
+from ..errors import ConfigError
 from ..train.layouts import LAYOUTS
 from ..weights.hub import DEFAULT_MODEL
 
@@ -31,30 +32,26 @@ PRECISION_HELP = ("auto (the fastest measured path for this CPU: bf16 with AMX, 
 def number(kind: type = float, *, low: float | None = None, high: float | None = None, low_open: bool = False,
            odd: bool = False, what: str | None = None) -> Callable[[str], Any]:
     """An argparse `type`: the text as a finite `kind` (int or float) in [low, high] ((low, high] with `low_open`),
-    odd if `odd`; otherwise argparse's usage error "expected <what>, got <text>". The CLI's one number validator."""
-    if what is None:
-        noun = "an integer" if kind is int else "a number"
-        if low == 0 and low_open and high is None:
-            what = f"a positive {'integer' if kind is int else 'number'}"
-        elif low == 1 and kind is int and high is None:
-            what = "a positive integer"
-        elif high is None:
-            what = f"{noun} {'>' if low_open else '>='} {low:g}" if low is not None else noun
-        else:
-            what = f"{noun} in {'(' if low_open else '['}{low:g}, {high:g}]"
+    odd if `odd`; otherwise argparse's usage error "expected <what>, got <text>". The CLI's one number validator,
+    checking with `ast_audio.config.NumberRange` as the HTTP form and the WebSocket do."""
+    return range_type(NumberRange(kind, low=low, high=high, low_open=low_open, odd=odd, what=what))
 
+
+def range_type(bounds: NumberRange) -> Callable[[str], Any]:
+    """An argparse `type` accepting what `bounds` accepts."""
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        ok = (math.isfinite(value) and (low is None or (value > low if low_open else value >= low))
-              and (high is None or value <= high) and (not odd or value % 2 == 1))
-        if not ok:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
+            return bounds.parse("value", text)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"expected {bounds.describe()}, got {text!r}") from None
 
     return parse
+
+
+def option_type(name: str) -> Callable[[str], Any]:
+    """An argparse `type` for the run-time option `name` of `ast_audio.config.OPTION_RANGES` (median, rate, ...):
+    the same range as the server's form field and WebSocket field of that name."""
+    return range_type(OPTION_RANGES[name])
 
 
 positive_int = number(int, low=1)

@@ -22,7 +22,7 @@ from .args import (
     load_for_inference,
     load_tagger,
     non_negative_float,
-    number,
+    option_type,
     positive_float,
     positive_int,
     progress_for,
@@ -40,20 +40,20 @@ if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help`
 EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
 GRIDS = ("cells", "mean", "max")
 REFINES = ("auto", "none", "energy")
-odd_int = number(int, low=1, odd=True, what="an odd number of windows (1, 3, 5, ...)")
+odd_int = option_type("median")  # the same ranges as the server's fields (ast_audio.config.OPTION_RANGES)
 
 
 def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     """How window or frame scores become events (`ast_audio.infer.events.EventConfig`: its defaults are these
     options' defaults), for events and calibrate --truth."""
-    parser.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R",
+    parser.add_argument("--hysteresis", type=option_type("hysteresis"), default=0.5, metavar="R",
                         help="low threshold = R x high: an event continues while the score stays above it "
                         "(default 0.5; 1 = no hysteresis)")
     parser.add_argument("--median", type=odd_int, default=1, metavar="N",
                         help="median filter over N windows (odd; default 1 = off)")
-    parser.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
+    parser.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
                         help="drop events shorter than S seconds (default 0)")
-    parser.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
+    parser.add_argument("--merge-gap", type=option_type("merge_gap"), default=0.0, metavar="S",
                         help="merge events of a class at most S seconds apart (default 0)")
     parser.add_argument("--grid", choices=GRIDS, default="mean",
                         help="where window scores are thresholded: mean (default) or max of the windows covering "

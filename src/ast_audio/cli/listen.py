@@ -21,7 +21,7 @@ from .args import (
     add_class_filter_args,
     add_device_arg,
     add_precision_arg,
-    non_negative_float,
+    option_type,
     positive_float,
     positive_int,
     unit_float,
@@ -32,6 +32,9 @@ LIVE_FORMATS = ("live", "jsonl")
 PCM_FORMATS = ("s16le", "f32le")  # ast_audio.infer.live.PCM_DTYPES (no torch import for --help)
 BAR = 24  # characters of a full score bar in the live view
 SPARK = " ▁▂▃▄▅▆▇█"  # a frame model's column scores in the live view: 0 .. 1 in eighths
+# Blocks a source that is not real time (stdin or a file without --realtime) may read ahead of the tagger; then its
+# reader waits (back-pressure), so a fast pipe costs this much memory, not the whole stream (400 MB in: 2.8 GB).
+QUEUED_BLOCKS = 64
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,9 +52,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_device_arg(listen)
     listen.add_argument("--input", metavar="SRC", help="'-' for raw PCM on stdin, or an audio file; default: the "
                         "microphone")
-    listen.add_argument("--rate", type=positive_int, default=16000, help="--input -: sample rate in Hz "
+    listen.add_argument("--rate", type=option_type("rate"), default=16000, help="--input -: sample rate in Hz "
                         "(default 16000)")
-    listen.add_argument("--channels", type=positive_int, default=1, help="--input -: interleaved channels "
+    listen.add_argument("--channels", type=option_type("channels"), default=1, help="--input -: interleaved channels "
                         "(default 1; averaged)")
     listen.add_argument("--dtype", choices=PCM_FORMATS, default="s16le", help="--input -: sample format "
                         "(default s16le)")
@@ -69,13 +72,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T", help="event threshold for every "
                        "class (default 0.5)")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`")
-    listen.add_argument("--hysteresis", type=unit_float, default=0.5, metavar="R", help="low threshold = R x high "
-                        "(default 0.5)")
+    listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=0.5, metavar="R",
+                        help="low threshold = R x high (default 0.5)")
     listen.add_argument("--median", type=odd_int, default=1, metavar="N", help="median filter over N windows (odd; "
                         "adds N // 2 hops of delay to events; default 1 = off)")
-    listen.add_argument("--min-duration", type=non_negative_float, default=0.0, metavar="S",
+    listen.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
                         help="events shorter than S seconds are never reported (default 0)")
-    listen.add_argument("--merge-gap", type=non_negative_float, default=0.0, metavar="S",
+    listen.add_argument("--merge-gap", type=option_type("merge_gap"), default=0.0, metavar="S",
                         help="merge events of a class at most S seconds apart (closing waits S; default 0)")
     add_class_filter_args(listen, rollup=False)
     listen.add_argument("--top-k", type=positive_int, default=5, help="labels shown per hop (default 5)")
@@ -267,10 +270,17 @@ def cmd_listen(args: argparse.Namespace) -> int:
                                 f"{args.precision}); use --hop {took * 1.2:.3f} or more, a cheaper --precision, or "
                                 "--allow-skip to skip windows")
 
-    q: queue.Queue = queue.Queue()
+    # Live sources (the microphone's callback must never block; --realtime) drop late windows instead of waiting.
+    q: queue.Queue = queue.Queue(maxsize=0 if args.input is None or args.realtime else QUEUED_BLOCKS)
 
     def put(item: Any) -> None:
-        q.put((item, time.monotonic()))
+        while True:  # a bounded queue waits for room, until the consumer stops (then the reader ends too)
+            try:
+                q.put((item, time.monotonic()), timeout=0.1)
+                return
+            except queue.Full:
+                if stop.is_set():
+                    return
 
     mic = None
     stop = threading.Event()  # set when the loop below ends for any reason: the reader threads end too

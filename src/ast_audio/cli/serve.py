@@ -79,6 +79,16 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="seconds of audio a live stream may send at once beyond --stream-max-speed (default 30)")
     serve.add_argument("--stream-max-session-s", type=positive_float, default=3600.0, metavar="S",
                        help="longest a live stream may stay open, in seconds (default 3600)")
+    serve.add_argument("--stream-idle-timeout-s", type=positive_float, default=30.0, metavar="S",
+                       help="a live stream that sends no audio for this many seconds is closed (default 30)")
+    serve.add_argument("--stream-max-sessions-per-client", type=positive_int, default=2, metavar="N",
+                       help="live streams one client address may have open at once (default 2)")
+    serve.add_argument("--stream-max-text-kb", type=positive_float, default=64.0, metavar="KB",
+                       help="largest text message of a live stream (the first one, with its class lists), in KiB "
+                            "(default 64)")
+    serve.add_argument("--max-connections", type=positive_int, default=512, metavar="N",
+                       help="open connections at once; one more closes the connection idle longest, or gets 503 "
+                            "when none is idle (default 512; the file-descriptor limit is raised to fit)")
     serve.add_argument("--thresholds", metavar="CSV",
                        help="per-class event thresholds for /v1/events (a CSV from `ast-audio calibrate`); the "
                             "request's `threshold` applies to the other classes")
@@ -111,5 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              stream_max_message_kb=args.stream_max_message_kb,
                              stream_max_messages_per_s=args.stream_max_messages_per_s,
                              stream_max_speed=args.stream_max_speed, stream_burst_s=args.stream_burst_s,
-                             stream_max_session_s=args.stream_max_session_s)
+                             stream_max_session_s=args.stream_max_session_s,
+                             stream_idle_timeout_s=args.stream_idle_timeout_s,
+                             stream_max_sessions_per_client=args.stream_max_sessions_per_client,
+                             stream_max_text_kb=args.stream_max_text_kb, max_connections=args.max_connections)
     return run_server(args.checkpoint, settings, host=args.host, port=args.port, log_level=args.log_level)

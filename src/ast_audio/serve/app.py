@@ -29,8 +29,18 @@ Why the pieces look the way they do:
 - Work is bounded before it is done: a hop below `min_hop_fraction` of the window is refused with the form, and
   the number of windows (from the file header's duration, then again from the decoded audio) above `max_windows`
   before decoding; both are 422 naming the limit.
+- A request whose client disconnects stops at its next batch (`Service.run_request` watches for the disconnect;
+  `fair.TurnTakingTagger` raises `RequestAbandoned`), so abandoned uploads do not keep the model busy.
 - `guard.RequestGuard` refuses foreign Host headers (DNS rebinding) and cross-origin requests before the body is
-  read; `protocol.HeaderTimeoutProtocol` closes connections whose headers trickle in (run_server only).
+  read.
+
+What the app enforces itself, in any ASGI server: the Host/Origin guard, the body size and upload time
+(`BodyLimitMiddleware`), the form and work limits, the admission and fair turns, stopping abandoned requests, and
+every limit of `/v1/stream` (sessions, per client, message and text sizes, rates, idle and session time). What only
+`ast-audio serve` (`server.run_server`) adds, because an ASGI app cannot see it: the header timeout
+(`protocol.HeaderTimeoutProtocol`: the app is called only once a head is complete), the connection limit
+(`max_connections`), the WebSocket frame limit at the protocol (`ws_max_size`), and a log that cannot flood
+(repeated accept() errors rate-limited). docs/serve.md lists them.
 """
 
 from __future__ import annotations
@@ -63,7 +73,7 @@ from ..model import AST
 from ..utils import one_line
 from ..version import __version__
 from ..weights.checkpoint import load_model
-from .fair import FairTurns, TurnTakingTagger
+from .fair import FairTurns, RequestAbandoned, TurnTakingTagger
 from .forms import Upload, form_number, read_upload
 from .guard import RequestGuard
 from .limits import ApiError, BodyLimitMiddleware, ServeSettings
@@ -89,32 +99,62 @@ class Service:
         self.model = model
         self.settings = settings
         self.turns = FairTurns(settings.threads)
-        self._local = threading.local()  # the client a worker thread is serving, for its turns
+        self._local = threading.local()  # the client a worker thread is serving (for its turns), and its `gone`
         self.tagger = TurnTakingTagger(model, self.turns, client=lambda: getattr(self._local, "client", ""),
-                                       device=settings.device)
+                                       device=settings.device, abandoned=self._abandoned)
+        self.abandoned_requests = 0  # requests stopped because their client disconnected (for /healthz)
         self.admission = anyio.CapacityLimiter(settings.max_active_requests)
         # matplotlib's global state is not thread-safe: one picture at a time.
         self.plot_lock = threading.Lock()
 
-    async def run(self, client: str, func: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, client: str, func: Callable[..., Any], *args: Any, gone: threading.Event | None = None) -> Any:
         """Run `func(*args)` for `client` in a worker thread (at most `max_active_requests` at once, the others
         wait first come first served); its forward passes take turns with other clients'. The event loop stays
-        free."""
+        free. Once `gone` is set the work stops at its next batch (`RequestAbandoned`)."""
         def work() -> Any:
-            self._local.client = client
+            self._local.client, self._local.gone = client, gone
             try:
+                self.tagger.check_abandoned()  # it may have left while the request waited for admission
                 return func(*args)
             finally:
-                self._local.client = ""
+                self._local.client, self._local.gone = "", None
 
         return await anyio.to_thread.run_sync(work, limiter=self.admission)
+
+    async def run_request(self, request: Request, func: Callable[..., Any], *args: Any) -> Any:
+        """`run` for an HTTP request whose body has been read: while it runs, the request's `receive` is watched,
+        and when the client disconnects the work stops at its next batch."""
+        gone = threading.Event()
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch)
+            try:
+                result = await self.run(request.client.host if request.client else "", func, *args, gone=gone)
+            except Exception as exc:  # raised below, outside the task group (which would wrap it in a group)
+                failure = exc
+            finally:
+                tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    def _abandoned(self) -> bool:
+        gone = getattr(self._local, "gone", None)
+        return gone is not None and gone.is_set()
 
     def load(self) -> dict[str, int]:
         """What the service is doing now (for /healthz)."""
         turns = self.turns.statistics()
         return {"active_requests": int(self.admission.borrowed_tokens),
                 "queued_requests": self.admission.statistics().tasks_waiting,
-                "computing_batches": turns["computing"], "waiting_batches": turns["waiting"]}
+                "computing_batches": turns["computing"], "waiting_batches": turns["waiting"],
+                "batches_done": turns["granted"], "abandoned_requests": self.abandoned_requests}
 
     def window_plan(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
         """Check window_s / hop_s (Tagger rules, then min_hop_fraction) -> (window, hop) in samples; bad -> 422."""
@@ -150,6 +190,7 @@ class Service:
             self.check_windows(upload.name, round(info.frames * self.tagger.sample_rate / info.sample_rate),
                                window, hop)
         waveform = self.decode(upload)
+        self.tagger.check_abandoned()
         self.check_windows(upload.name, waveform.shape[0], window, hop)
         return waveform
 
@@ -185,7 +226,9 @@ class Service:
         from ..infer.plots import plot_explanation
 
         waveform = self.decode(upload)
+        self.tagger.check_abandoned()
         with self.turns.turn(self._local.client):  # one model input, forward (and backward): one turn
+            self.tagger.check_abandoned()
             explanation = explain(self.model, waveform, sample_rate=self.tagger.sample_rate, class_name=class_name,
                                   start_s=start_s)
         buffer = io.BytesIO()
@@ -227,12 +270,14 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                            allow_headers=["*"], max_age=600)
     app.add_middleware(RequestGuard, allowed_hosts=settings.allowed_hosts, allow_origins=settings.allow_origins)
 
-    def client_of(request: Request) -> str:
-        return request.client.host if request.client else ""
-
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestAbandoned)
+    async def _abandoned(request: Request, exc: RequestAbandoned) -> Response:
+        service.abandoned_requests += 1
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
     @app.exception_handler(AstAudioError)
     async def _user_error(request: Request, exc: AstAudioError) -> JSONResponse:
@@ -264,44 +309,45 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
                            "stream_max_messages_per_s": settings.stream_max_messages_per_s,
                            "stream_max_speed": settings.stream_max_speed,
                            "stream_burst_s": settings.stream_burst_s,
-                           "stream_max_session_s": settings.stream_max_session_s},
+                           "stream_max_session_s": settings.stream_max_session_s,
+                           "stream_idle_timeout_s": settings.stream_idle_timeout_s,
+                           "stream_max_sessions_per_client": settings.stream_max_sessions_per_client,
+                           "stream_max_text_kb": settings.stream_max_text_kb,
+                           "max_connections": settings.max_connections},
                 "threads": settings.threads, "load": service.load()}
 
     @app.post("/v1/tag")
     async def tag(request: Request) -> Response:
         upload = await read_upload(request)
-        top_k = form_number(upload.fields, "top_k", int, settings.top_k, low=1)
-        window_s = form_number(upload.fields, "window_s", float, None, low=0)
-        hop_s = form_number(upload.fields, "hop_s", float, None, low=0)
+        top_k = form_number(upload.fields, "top_k", settings.top_k)
+        window_s = form_number(upload.fields, "window_s")
+        hop_s = form_number(upload.fields, "hop_s")
         plan = service.window_plan(window_s, hop_s)
-        body = await service.run(client_of(request), service.tag, upload, top_k, window_s, hop_s, plan)
+        body = await service.run_request(request, service.tag, upload, top_k, window_s, hop_s, plan)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/events")
     async def events(request: Request) -> Response:
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
-        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windows).
-        windows = event_windows(service.tagger, form_number(fields, "window_s", float, None, low=0),
-                                form_number(fields, "hop_s", float, None, low=0))
+        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windows); every number is
+        # checked against its range in ast_audio.config.OPTION_RANGES, as the CLI and the WebSocket check it.
+        windows = event_windows(service.tagger, form_number(fields, "window_s"), form_number(fields, "hop_s"))
         # The passes in samples, for the work limits (a frame model's windows are its input).
         plan = service.window_plan(None if windows.frames else windows.window_s, windows.hop_s)
         default = EventConfig()
-        median = form_number(fields, "median", int, default.median_windows, low=1)
-        if median % 2 == 0:
-            raise ApiError(422, f"form field median={median} must be odd (a centred median over windows)")
         config = dataclasses.replace(
-            default, threshold=form_number(fields, "threshold", float, default.threshold, low=0, high=1),
-            median_windows=median,
-            min_duration_s=form_number(fields, "min_duration", float, default.min_duration_s, low=0),
-            merge_gap_s=form_number(fields, "merge_gap", float, default.merge_gap_s, low=0),
+            default, threshold=form_number(fields, "threshold", default.threshold),
+            median_windows=form_number(fields, "median", default.median_windows),
+            min_duration_s=form_number(fields, "min_duration", default.min_duration_s),
+            merge_gap_s=form_number(fields, "merge_gap", default.merge_gap_s),
             thresholds=settings.thresholds,
             only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else default.only,
             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
         pipeline = EventPipeline(service.tagger, config, window_s=windows.window_s, hop_s=windows.hop_s,
                                  batch_size=settings.batch_size)
-        top_k = form_number(fields, "top_k", int, 5, low=1, deprecated=("top_n",))  # classes in the timeline
-        body = await service.run(client_of(request), service.events, upload, pipeline, plan, top_k)
+        top_k = form_number(fields, "top_k", 5, deprecated=("top_n",))  # classes in the timeline
+        body = await service.run_request(request, service.events, upload, pipeline, plan, top_k)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/explain")
@@ -311,11 +357,11 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         if class_name is not None and class_name not in service.tagger.labels:
             raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
                                 f"{len(service.tagger.labels)} labels (see /v1/tag)")
-        start_s = form_number(upload.fields, "start_s", float, 0.0, low=0)
-        png = await service.run(client_of(request), service.explain_png, upload, class_name, start_s)
+        start_s = form_number(upload.fields, "start_s", 0.0)
+        png = await service.run_request(request, service.explain_png, upload, class_name, start_s)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    sessions = Sessions(settings.stream_max_sessions)
+    sessions = Sessions(settings.stream_max_sessions, settings.stream_max_sessions_per_client)
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket) -> None:

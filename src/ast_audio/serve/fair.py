@@ -8,6 +8,10 @@ batch by batch, and a short request waits for at most about one batch of each re
 Turns are handed out round-robin between clients (the client's address), first come first served within one
 client, so a client cannot get a larger share by opening more connections. Behind a reverse proxy every request
 comes from the proxy's address, and scheduling is round-robin between requests (first come first served per batch).
+
+A request whose client has gone (`Service.run` is told by the app, which watches for the disconnect) stops at its
+next batch: `TurnTakingTagger.scores` raises `RequestAbandoned` before waiting for a turn and again once granted one,
+so an abandoned request costs at most the batch being computed when its client left.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from ..infer.tagger import Tagger
 from ..model import AST
 
 
+class RequestAbandoned(Exception):
+    """The client of the request a worker thread computes has disconnected: its work stops here."""
+
+
 class FairTurns:
     """At most `slots` model computations at once, granted round-robin between clients.
 
@@ -37,6 +45,7 @@ class FairTurns:
         self._free = slots
         self._lock = threading.Lock()
         self._waiting: OrderedDict[str, deque[threading.Event]] = OrderedDict()  # clients in turn order
+        self._granted = 0  # turns granted since start (for /healthz)
 
     @contextlib.contextmanager
     def turn(self, client: str) -> Iterator[None]:
@@ -50,6 +59,8 @@ class FairTurns:
                 self._waiting.setdefault(client, deque()).append(granted)
         if granted is not None:
             granted.wait()
+        with self._lock:
+            self._granted += 1
         try:
             yield
         finally:
@@ -69,27 +80,38 @@ class FairTurns:
             granted.set()
 
     def statistics(self) -> dict[str, int]:
-        """{"computing": slots in use, "waiting": turns asked for and not yet granted} (for /healthz)."""
+        """{"computing": slots in use, "waiting": turns asked for and not yet granted, "granted": turns granted
+        since start} (for /healthz)."""
         with self._lock:
             return {"computing": self.slots - self._free,
-                    "waiting": sum(len(waiters) for waiters in self._waiting.values())}
+                    "waiting": sum(len(waiters) for waiters in self._waiting.values()), "granted": self._granted}
 
 
 class TurnTakingTagger(Tagger):
     """A Tagger whose every forward pass (`scores`, one batch) waits for a turn of the client its thread serves.
 
     `Tagger.tag` and `events.score_stream` call `scores` once per batch, so both are scheduled batch by batch
-    without a second copy of their window loops. `client()` names the client of the calling thread.
+    without a second copy of their window loops. `client()` names the client of the calling thread; `abandoned()`
+    says whether that client has gone (then `RequestAbandoned` is raised instead of computing).
     """
 
-    def __init__(self, model: AST, turns: FairTurns, client: Callable[[], str], device: str = "cpu") -> None:
+    def __init__(self, model: AST, turns: FairTurns, client: Callable[[], str], device: str = "cpu",
+                 abandoned: Callable[[], bool] = lambda: False) -> None:
         super().__init__(model, device=device)
         self.turns = turns
         self.client = client
+        self.abandoned = abandoned
+
+    def check_abandoned(self) -> None:
+        """RequestAbandoned if the calling thread's client has gone."""
+        if self.abandoned():
+            raise RequestAbandoned
 
     def scores(self, inputs: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.check_abandoned()
         with self.turns.turn(self.client()):
+            self.check_abandoned()  # it may have left while this batch waited for its turn
             return super().scores(inputs, *args, **kwargs)
 
 
-__all__ = ["FairTurns", "TurnTakingTagger"]
+__all__ = ["FairTurns", "RequestAbandoned", "TurnTakingTagger"]

@@ -7,7 +7,6 @@ Uploads are decoded from memory by the service: no endpoint ever opens a path th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
@@ -15,7 +14,11 @@ from typing import Any
 
 from fastapi import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from ..config import parse_option
+from ..errors import ConfigError
+from .fair import RequestAbandoned
 from .limits import ApiError
 
 # Content types accepted for the `file` part. Browsers and curl label unknown files application/octet-stream,
@@ -41,25 +44,17 @@ def _display_name(filename: str | None) -> str:
     return name or "upload"
 
 
-def form_number(fields: Mapping[str, str], name: str, kind: type, default: Any = None,
-                 low: float | None = None, high: float | None = None, deprecated: Sequence[str] = ()) -> Any:
-    """Parse an optional form field as int or float within [low, high]; a bad value is a 422. `deprecated`: older
-    names of the field, still read (`form_field`)."""
-    name = form_field(fields, name, deprecated)
-    text = fields.get(name)
+def form_number(fields: Mapping[str, str], name: str, default: Any = None, deprecated: Sequence[str] = ()) -> Any:
+    """The optional numeric form field `name`, checked against its range in `ast_audio.config.OPTION_RANGES` (the
+    same as the CLI option's and the WebSocket field's); `default` when absent or empty; a bad value is a 422.
+    `deprecated`: older names of the field, still read (`form_field`)."""
+    text = fields.get(form_field(fields, name, deprecated))
     if text is None or text.strip() == "":
         return default
     try:
-        value = kind(text.strip())
-    except ValueError:
-        expected = "an integer" if kind is int else "a number"
-        raise ApiError(422, f"form field {name}={text[:40]!r} is not {expected}") from None
-    if kind is float and not math.isfinite(value):
-        raise ApiError(422, f"form field {name}={text[:40]!r} must be a finite number")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise ApiError(422, f"form field {name}={value!r} must be {bounds}")
-    return value
+        return parse_option(name, text)
+    except ConfigError as exc:
+        raise ApiError(422, f"form field {exc}") from None
 
 
 def form_field(fields: Mapping[str, str], name: str, deprecated: Sequence[str] = ()) -> str:
@@ -94,6 +89,8 @@ async def read_upload(request: Request) -> Upload:
         form = await request.form(max_files=1, max_fields=32)
     except StarletteHTTPException as exc:  # malformed multipart, too many parts
         raise ApiError(422, f"cannot parse the multipart body: {exc.detail}") from None
+    except ClientDisconnect:  # the client left during its upload: nothing to answer, nothing to log
+        raise RequestAbandoned from None
     try:
         upload = form.get("file")
         if upload is None:

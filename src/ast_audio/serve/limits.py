@@ -62,6 +62,14 @@ class ServeSettings:
             reaches it; a client may send a file faster than real time, up to stream_max_speed, and the first
             stream_burst_s seconds of it at once.
         stream_max_session_s: longest a stream may stay open, in seconds -> close 1008.
+        stream_idle_timeout_s: a stream that sends no audio (no message of at least one PCM frame) for this many
+            seconds is closed -> 1008, so silent clients cannot hold the stream_max_sessions places.
+        stream_max_sessions_per_client: live streams one client address may have open at once -> close 1013.
+        stream_max_text_kb: largest text message of a stream (the first message with its class lists, {"end": true}),
+            in KiB -> close 1009, checked before it is parsed.
+        max_connections: open connections (HTTP and WebSocket) at once; a new one beyond it closes the connection
+            that has waited longest for a request head, or is itself closed with 503 when none waits. Enforced by
+            `run_server`'s protocol (an app mounted in another server gets that server's connection limits).
     """
 
     max_upload_mb: float = 20.0
@@ -86,15 +94,20 @@ class ServeSettings:
     stream_max_speed: float = 4.0
     stream_burst_s: float = 30.0
     stream_max_session_s: float = 3600.0
+    stream_idle_timeout_s: float = 30.0
+    stream_max_sessions_per_client: int = 2
+    stream_max_text_kb: float = 64.0
+    max_connections: int = 512
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s",
-                     "stream_max_message_kb", "stream_max_session_s", "stream_max_speed", "stream_burst_s"):
+                     "stream_max_message_kb", "stream_max_session_s", "stream_max_speed", "stream_burst_s",
+                     "stream_idle_timeout_s", "stream_max_text_kb"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
         for name in ("threads", "batch_size", "top_k", "max_windows", "max_active_requests", "stream_max_sessions",
-                     "stream_max_messages_per_s"):
+                     "stream_max_messages_per_s", "stream_max_sessions_per_client", "max_connections"):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -114,6 +127,10 @@ class ServeSettings:
     @property
     def stream_max_message_bytes(self) -> int:
         return int(self.stream_max_message_kb * 1024)
+
+    @property
+    def stream_max_text_bytes(self) -> int:
+        return int(self.stream_max_text_kb * 1024)
 
 class TokenBucket:
     """A rate limit with a burst: `burst` units at once, refilled at `rate` units per second up to `burst`, so any

@@ -6,6 +6,11 @@ headers a byte at a time ("slowloris") holds each of them open for ever. The ASG
 called once the head is complete. Here the whole head must arrive within `header_timeout_s` of the connection
 being opened or of the previous response on it; otherwise the connection is closed, with a 408 JSON answer if
 part of a head had arrived. Bodies have their own deadline (`upload_timeout_s`, in BodyLimitMiddleware).
+
+It also caps the open connections (`max_connections`, HTTP and WebSocket alike), below the file-descriptor limit, so
+that idle connections cannot exhaust the descriptors (then every accept() fails and /healthz stalls): a connection
+beyond the cap closes the one that has waited longest for a request head (an idle keep-alive or a silent client:
+never one whose request is being served), or, when none is waiting, is itself answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -22,20 +27,41 @@ class HeaderTimeoutProtocol(H11Protocol):
     waiting for one. Make a subclass with the timeout set (`with_header_timeout`) to pass as uvicorn's `http`."""
 
     header_timeout_s: float = 10.0
+    max_connections: int | None = None
+    # The server's connections now waiting for a request head, oldest first (a dict as an ordered set); one per
+    # subclass made by `with_header_timeout`, i.e. per server.
+    _waiting: dict[HeaderTimeoutProtocol, None] = {}
     _head_timer: asyncio.TimerHandle | None = None
 
     @classmethod
-    def with_header_timeout(cls, seconds: float) -> type[HeaderTimeoutProtocol]:
-        return type(cls.__name__, (cls,), {"header_timeout_s": float(seconds)})
+    def with_header_timeout(cls, seconds: float, max_connections: int | None = None) -> type[HeaderTimeoutProtocol]:
+        return type(cls.__name__, (cls,), {"header_timeout_s": float(seconds), "max_connections": max_connections,
+                                           "_waiting": {}})
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None and not self.transport.is_closing():
             self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+            self._waiting[self] = None
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        self._waiting.pop(self, None)
+
+    def _make_room(self) -> None:
+        """Over `max_connections`: close the connection waiting longest for a head, else refuse this one (503)."""
+        oldest = next((p for p in self._waiting if p is not self), None)
+        if oldest is not None:
+            oldest._cancel_head_timer()
+            oldest.transport.close()
+            return
+        self._cancel_head_timer()
+        body = json.dumps({"error": f"the server has its {self.max_connections} connections open (max_connections) "
+                                    "and all are busy; try again later"}).encode()
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -51,6 +77,8 @@ class HeaderTimeoutProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            self._make_room()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
