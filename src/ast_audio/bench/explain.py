@@ -4,7 +4,7 @@
 `clips_per_class` clips per demo class with the demo's synthesis (`ast_audio.demo.synth_event`): 2 s of the demo's
 quiet background noise with one 0.5-1 s sound at a random time, so the sound covers a known part of the spectrogram.
 Its region is the ideal binary mask at a 0 dB local criterion: the (frame, mel bin) cells where the sound alone has
-at least the power of the background alone (both known, computed with the model's own front end).
+more power than the background alone (both known, computed with the model's own front end).
 
 For each clip and each method (`explain_methods.METHODS`; gradient-rollout explains the top class, as the command
 does by default):
@@ -77,8 +77,9 @@ def known_clips(clips_per_class: int = 3, seed: int = 0) -> list[KnownClip]:
 
 
 def sound_region(clip: KnownClip, features: FeatureExtractor) -> torch.Tensor:
-    """(T, F) bool: the cells where the sound alone has at least the background's power (log-mel: sound >= bg)."""
-    return features.frames(clip.sound) >= features.frames(clip.background)
+    """(T, F) bool: the cells where the sound alone has more power than the background alone (log-mel: sound > bg;
+    strictly, so the mel bins no FFT bin falls into, at the log floor in both, stay outside)."""
+    return features.frames(clip.sound) > features.frames(clip.background)
 
 
 @dataclass
