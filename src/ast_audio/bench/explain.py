@@ -130,15 +130,24 @@ class ExplainBench:
         return asdict(self)
 
     def table(self) -> str:
-        """A Markdown table of the totals."""
+        """Markdown tables: the totals, then per class (pointing hits and mean deletion AUC per method)."""
         n = len(self.clips)
+        methods = list(self.hits)
         lines = [f"{n} clips ({self.correct} with the right top class); pointing chance (a random patch) "
                  f"{self.mean_chance:.2f}; random-order deletion AUC {self.mean_random_auc:.3f}",
                  "", "| method | pointing game | deletion AUC (mean) | clips with AUC below random's |",
                  "|---|---|---|---|"]
-        for method in self.hits:
+        for method in methods:
             lines.append(f"| {method} | {self.hits[method]}/{n} | {self.mean_auc[method]:.3f} | "
                          f"{self.beats_random[method]}/{n} |")
+        lines += ["", "| class | chance | " + " | ".join(f"{m} pointing | {m} AUC" for m in methods)
+                  + " | random AUC |", "|---" * (3 + 2 * len(methods)) + "|"]
+        for kind in dict.fromkeys(r.kind for r in self.clips):
+            rows = [r for r in self.clips if r.kind == kind]
+            cells = [f"{sum(r.hits[m] for r in rows)}/{len(rows)} | {np.mean([r.auc[m] for r in rows]):.3f}"
+                     for m in methods]
+            lines.append(f"| {kind} | {np.mean([r.chance for r in rows]):.2f} | " + " | ".join(cells)
+                         + f" | {np.mean([r.random_auc for r in rows]):.3f} |")
         return "\n".join(lines)
 
 
