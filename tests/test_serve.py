@@ -274,6 +274,11 @@ def test_explain_png(server, clip):
     response = post(server, "/v1/explain", wav_part(clip), data={"start_s": "4.5"})  # a later window
     assert response.status_code == 200 and response.content != png
     assert_error(post(server, "/v1/explain", wav_part(clip), data={"start_s": "60"}), 422, "start_s")
+    response = post(server, "/v1/explain", wav_part(clip), data={"method": "rollout"})  # class-agnostic
+    assert response.status_code == 200 and response.content != png  # the default is gradient rollout
+    assert_error(post(server, "/v1/explain", wav_part(clip), data={"method": "rollout", "class": "Siren"}), 422,
+                 "class-agnostic")
+    assert_error(post(server, "/v1/explain", wav_part(clip), data={"method": "lrp"}), 422, "gradient-rollout")
 
 
 # ---- limits and bad input --------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..infer.explain_methods import DEFAULT_METHOD as DEFAULT_EXPLAIN_METHOD
+from ..infer.explain_methods import METHODS as EXPLAIN_METHODS
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     add_checkpoint_arg,
@@ -187,12 +189,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     explain = commands.add_parser(
         "explain", help="PNG: the log-mel spectrogram with the model's evidence over it",
-        description="Attention rollout from the cls/dist tokens over the patch grid (or, with --class, gradient-"
-        "weighted rollout for that class), mapped back to time-frequency cells, drawn over the log-mel spectrogram.")
+        description="Relevance of each time-frequency cell for the model's output, drawn over the log-mel "
+        "spectrogram. --method gradient-rollout (default): gradient-weighted attention rollout for one class, the "
+        "top-scoring one unless --class names another (Chefer et al. 2021). --method rollout: class-agnostic "
+        "attention rollout from the cls/dist tokens (Abnar & Zuidema 2020), the same map for every class.")
     explain.add_argument("file", metavar="FILE", help="audio file")
     add_output_arg(explain, metavar="PNG", required=True, help="picture to write")
-    explain.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: "
-                         "class-agnostic rollout)")
+    explain.add_argument("--method", choices=EXPLAIN_METHODS, default=DEFAULT_EXPLAIN_METHOD,
+                         help="gradient-rollout (default): evidence for one class; rollout: class-agnostic "
+                         "attention flow (takes no --class)")
+    explain.add_argument("--class", dest="class_name", metavar="NAME", help="the class gradient-rollout explains "
+                         "(default: the top-scoring class); rollout is class-agnostic and refuses it")
     explain.add_argument("--start", type=non_negative_float, default=0.0, metavar="S",
                          help="explain the model input window starting at S seconds (default 0)")
     explain.add_argument("--top-k", type=positive_int, default=3, help="labels in the title (default 3)")
@@ -427,22 +434,20 @@ def cmd_eval_events(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     """Draw the explanation of one model window of FILE as a PNG."""
     from ..audio.io import read_window
-    from ..infer.explain import explain
+    from ..infer.explain import check_method, explain
     from ..infer.plots import plot_explanation
-    from ..labels import check_labels
 
     refuse_existing(args.output, args.force)
     device = inference_device(args.device, args.precision)
     model = load_for_inference(args.checkpoint, args.precision, torch_only=True, verbose=args.verbose,
                                device=device).to(device)
-    if args.class_name is not None:
-        check_labels([args.class_name], model.labels)
+    check_method(args.method, args.class_name, model.labels)  # before decoding any audio
     waveform = read_window(args.file, model.frontend.sample_rate, args.start, model.frontend.input_samples)
     expl = explain(model, waveform, sample_rate=model.frontend.sample_rate, class_name=args.class_name,
-                   top_k=args.top_k)
+                   method=args.method, top_k=args.top_k)
     expl.start_s = args.start if args.start else 0.0
     plot_explanation(expl, args.output, width_px=args.width, height_px=args.height)
     tops = ", ".join(f"{label} {score:.3f}" for label, score in expl.labels)
-    print(f"wrote {args.output} ({expl.method}{f' for {args.class_name}' if args.class_name else ''}; top: {tops})",
-          file=sys.stderr)
+    what = f"{expl.method} for {expl.class_name}" if expl.class_name else f"{expl.method}, class-agnostic"
+    print(f"wrote {args.output} ({what}; top: {tops})", file=sys.stderr)
     return 0

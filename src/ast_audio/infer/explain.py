@@ -1,14 +1,19 @@
-"""Where in the spectrogram the model looked: relevance of time-frequency cells for the AST's output.
+"""Where in the spectrogram the model looked: relevance of time-frequency cells for the AST's output, and two measures
+of how good a relevance map is where the evidence is known (`pointing_game`, `deletion_curve`).
 
-Two methods, both read the attention maps of every block:
+Two methods (`explain_methods.METHODS`), both read the attention maps of every block:
 
-- class-agnostic (default): attention rollout (Abnar & Zuidema, ACL 2020). Per layer l, average the heads,
+- "gradient-rollout" (default; the top-scoring class unless `class_name` says which): gradient-weighted rollout
+  (Chefer, Gur & Wolf, ICCV 2021, "Generic attention-model explainability", eq. 5-6): Ā_l = mean_h (∂y_c/∂A_l ⊙
+  A_l)^+ (only heads and entries that push the class's clip logit y_c up), R = I, then R <- R + Ā_l R for
+  l = 1..L. The gradients come from one backward pass through the returned maps (`torch.autograd.grad`).
+- "rollout": class-agnostic attention rollout (Abnar & Zuidema, ACL 2020). Per layer l, average the heads,
   add the identity for the residual connection and renormalise the rows: Â_l = norm_rows(mean_h A_l + I). The
-  rollout R = Â_L ... Â_2 Â_1 says how much each input token flows into each output token. AST's prediction
-  reads the mean of the cls and dist outputs, so the patch relevance is (R[cls, patches] + R[dist, patches]) / 2.
-- class-specific (`class_name`): gradient-weighted rollout (Chefer, Gur & Wolf, ICCV 2021, "Generic
-  attention-model explainability", eq. 5-6): Ā_l = mean_h (∂y_c/∂A_l ⊙ A_l)^+ (only heads and entries that
-  push the class logit y_c up), R = I, then R <- R + Ā_l R for l = 1..L; relevance again from the cls/dist rows.
+  rollout R = Â_L ... Â_2 Â_1 says how much each input token flows into each output token.
+
+AST's prediction reads the mean of the cls and dist outputs, so the patch relevance is (R[cls, patches] +
+R[dist, patches]) / 2 (with SSAST's 'mean' pooling, the mean of the patch rows). A frame model is explained through
+its clip score (the cls/dist head).
 
 The patch grid (f_dim x t_dim patches of fshape x tshape cells at stride fstride/tstride; patches overlap) is mapped
 back to (T, F) cells by spreading each patch's relevance over its receptive field and dividing every cell by the
@@ -29,6 +34,7 @@ from ..labels import check_labels, top_labels
 from ..model import AST
 from ..model.ast import NUM_PREFIX_TOKENS
 from ..model.scores import probabilities
+from .explain_methods import CLASS_AGNOSTIC, DEFAULT_METHOD, METHODS
 
 
 @dataclass
@@ -37,7 +43,8 @@ class Explanation:
     cropped to the model input); relevance: (T, F) in [0, 1], min-max scaled over the cells the patches cover
     (uncovered edge cells 0); patch_relevance: the unscaled (f_dim, t_dim) patch values; labels: top (label,
     score) of that window;
-    class_name: the class explained ("" for the class-agnostic rollout); method: "rollout" or "gradient-rollout";
+    class_name: the class explained (the top class unless one was asked for; "" for the class-agnostic rollout);
+    method: "gradient-rollout" or "rollout";
     start_s: where the explained window starts in the input."""
 
     fbank: torch.Tensor
@@ -114,13 +121,101 @@ def _min_max(values: torch.Tensor, covered: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _prefix_rows(matrix: torch.Tensor) -> torch.Tensor:
-    """(S, S) -> (N,) mean of the cls and dist rows over the patch columns."""
-    return matrix[:NUM_PREFIX_TOKENS, NUM_PREFIX_TOKENS:].mean(dim=0)
+def _output_rows(matrix: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(S, S) -> (N,) relevance of the patch columns for the rows the head reads: the mean of the cls and dist rows
+    (AST's 'tokens' pooling) or of the patch rows (SSAST's 'mean' pooling)."""
+    rows = matrix[:NUM_PREFIX_TOKENS] if pooling == "tokens" else matrix[NUM_PREFIX_TOKENS:]
+    return rows[:, NUM_PREFIX_TOKENS:].mean(dim=0)
+
+
+def check_method(method: str, class_name: str | None, labels: list[str] | tuple[str, ...]) -> None:
+    """ConfigError for an unknown method, an unknown class, or a class given to a class-agnostic method."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
+    if class_name is None:
+        return
+    if method in CLASS_AGNOSTIC:
+        raise ConfigError(f"{method} is class-agnostic (the same map for every class), so it takes no class; drop "
+                          f"the class, or use method {DEFAULT_METHOD} to explain {class_name!r}")
+    check_labels([class_name], list(labels))
+
+
+def torch_ast(model: Any) -> AST:
+    """The AST whose attention maps explain `model` (an ONNX Runtime model is explained through its fp32 source)."""
+    model = getattr(model, "torch_model", None) or model
+    if not isinstance(model, AST):
+        raise ConfigError(f"an explanation reads the attention maps of the torch model, which precision "
+                          f"{getattr(model, 'precision', type(model).__name__)} does not have; use --precision auto, "
+                          "fp32 or bf16")
+    return model
+
+
+def model_input(model: AST, frames: torch.Tensor) -> torch.Tensor:
+    """(T, F) unnormalised log-mel frames -> (1, target_length, F) model input, padded or cropped and normalised,
+    on the model's device."""
+    features = FeatureExtractor(model.frontend)
+    x = features.normalize(features.pad_or_crop(frames.float()))[None]  # (1, target_length, F)
+    return x.to(next(model.parameters()).device)
+
+
+def _gradient_maps(model: AST, x: torch.Tensor, class_index: int | None
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, int]:
+    """One forward and one backward pass: per-layer (H, S, S) maps and d(logit)/d(map), (C,) logits, the class.
+
+    The gradients come from `torch.autograd.grad` on the returned maps (the model needs no hooks, and no parameter
+    `.grad` is touched). The input requires grad, so the maps are on the graph even in a frozen model."""
+    if model.precision == "int8":
+        raise ConfigError("gradient-rollout needs gradients through the transformer blocks, which int8-quantized "
+                          "layers do not have; use precision fp32 (default) or bf16, or the class-agnostic method "
+                          "rollout")
+    with torch.enable_grad():
+        tokens, maps = model.forward_features(x.detach().requires_grad_(True), return_attention=True)
+        logits = model.forward_head(model.pool(tokens))[0]  # (C,) clip logits (a frame model's clip head too)
+        index = int(logits.argmax()) if class_index is None else class_index
+        grads = torch.autograd.grad(logits[index], maps)
+    return [m[0].detach() for m in maps], [g[0] for g in grads], logits.detach(), index
+
+
+def patch_relevance(model: AST, x: torch.Tensor, method: str = DEFAULT_METHOD, class_index: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """Relevance of each patch of one model input for the model's output.
+
+    Args:
+        model: the AST (eval mode).
+        x: (1, T, F) normalised model input (`model_input`).
+        method: "gradient-rollout" (the class's clip logit; the top class when `class_index` is None) or
+            "rollout" (class-agnostic; `class_index` must be None).
+    Returns:
+        (f_dim, t_dim) float64 patch relevance (unscaled), (C,) float32 clip logits, and the class explained
+        (None for rollout).
+    """
+    if method == "rollout":
+        if class_index is not None:
+            raise ConfigError("rollout is class-agnostic: it takes no class")
+        with torch.no_grad():
+            tokens, maps = model.forward_features(x, return_attention=True)
+            logits = model.forward_head(model.pool(tokens))[0]
+        matrix, explained = rollout([m[0] for m in maps]), None
+    elif method == "gradient-rollout":
+        maps, grads, logits, explained = _gradient_maps(model, x, class_index)
+        matrix = gradient_rollout(maps, grads)
+    else:
+        raise ConfigError(f"unknown explanation method {method!r}; expected one of {', '.join(METHODS)}")
+    f_dim, t_dim = model.config.grid
+    patch = _output_rows(matrix.cpu(), model.config.pooling).reshape(f_dim, t_dim)  # token = f_idx * t_dim + t_idx
+    return patch, logits.float().cpu(), explained
+
+
+def _cell_relevance(patch: torch.Tensor, config: Any, num_frames: int) -> torch.Tensor:
+    """(f_dim, t_dim) patch relevance -> (num_frames, F) cells, min-max scaled over the covered cells (float32)."""
+    cells = patches_to_cells(patch, (config.input_fdim, config.input_tdim), (config.fshape, config.tshape),
+                             (config.fstride, config.tstride))  # (F, T_input)
+    relevance = cells.T[:num_frames]  # (T_input, F) -> (T, F), the frames that hold audio
+    return _min_max(relevance, covered=_coverage(config).T[:num_frames] > 0).float()
 
 
 def explain(model: AST, waveform: Any, *, sample_rate: int | None = None, class_name: str | None = None,
-            top_k: int = 3, start_s: float = 0.0) -> Explanation:
+            method: str = DEFAULT_METHOD, top_k: int = 3, start_s: float = 0.0) -> Explanation:
     """Relevance of each (frame, mel bin) of one model input window for the model's output.
 
     Args:
@@ -130,68 +225,118 @@ def explain(model: AST, waveform: Any, *, sample_rate: int | None = None, class_
             start_s + input length) is explained (audio past it is ignored; shorter audio is zero-padded in the
             log-mel domain as usual).
         sample_rate: the waveform's rate in Hz (required; resampled to the model's rate with `as_waveform`).
-        class_name: explain this class with gradient-weighted rollout; None = class-agnostic rollout.
+        class_name: the class gradient-rollout explains (default: the top-scoring class of the window). The
+            class-agnostic rollout takes none (ConfigError).
+        method: "gradient-rollout" (default) or "rollout" (`explain_methods.METHODS`).
         top_k: number of (label, score) pairs in the result.
         start_s: where the window starts, in seconds.
     """
-    model = getattr(model, "torch_model", None) or model  # an ONNX Runtime model explains with its fp32 source
-    if not isinstance(model, AST):
-        raise ConfigError(f"an explanation reads the attention maps of the torch model, which precision "
-                          f"{getattr(model, 'precision', type(model).__name__)} does not have; use --precision auto, "
-                          "fp32 or bf16")
+    model = torch_ast(model)
+    labels = list(model.labels)
+    check_method(method, class_name, labels)
     frontend = model.frontend
     waveform = as_waveform(waveform, sample_rate, frontend.sample_rate)  # (N,) at sample_rate -> (M,) model rate
-    labels = list(model.labels)
-    if class_name is not None:
-        check_labels([class_name], labels)
     start = round(start_s * frontend.sample_rate)
     if not 0 <= start < waveform.shape[0]:
         raise ConfigError(f"start_s={start_s:g} is outside the audio (0 to {waveform.shape[0] / frontend.sample_rate:g}"
                           " s)")
-    features = FeatureExtractor(frontend)
-    frames = features.frames(waveform[start:start + frontend.input_samples].detach().float().cpu())  # (T', F)
-    frames = frames[:frontend.target_length]
-    x = features.normalize(features.pad_or_crop(frames))[None]  # (1, target_length, F)
-    x = x.to(next(model.parameters()).device)  # where the model is (--device)
-
+    frames = FeatureExtractor(frontend).frames(waveform[start:start + frontend.input_samples].detach().float().cpu())
+    frames = frames[:frontend.target_length]  # (T, F), T <= target_length
     model.eval()
-    if class_name is None:
-        with torch.no_grad():
-            tokens, maps = model.forward_features(x, return_attention=True)
-            logits = model.forward_head(model.pool(tokens))
-        matrix = rollout([m[0] for m in maps])
-        method = "rollout"
-    else:
-        if model.precision == "int8":
-            raise ConfigError("a class-specific explanation needs gradients through the transformer blocks, which "
-                              "int8-quantized layers do not have; use precision fp32 (default) or bf16, or drop "
-                              "the class for the class-agnostic rollout")
-        with torch.enable_grad():
-            tokens, maps = model.forward_features(x, return_attention=True)
-            for m in maps:
-                m.retain_grad()
-            logits = model.forward_head(model.pool(tokens))
-            model.zero_grad(set_to_none=True)
-            logits[0, labels.index(class_name)].backward()
-        if any(m.grad is None for m in maps):
-            raise ConfigError("the model's output has no gradient with respect to its attention maps (quantized or "
-                              "frozen layers?); use a fp32 model for a class-specific explanation")
-        matrix = gradient_rollout([m[0].detach() for m in maps], [m.grad[0] for m in maps])
-        model.zero_grad(set_to_none=True)
-        method = "gradient-rollout"
-    logits, matrix = logits.detach().float().cpu(), matrix.cpu()
-    probs = probabilities(logits, model.multi_label)[0]
-
-    config = model.config
-    f_dim, t_dim = config.grid
-    patch = _prefix_rows(matrix).reshape(f_dim, t_dim)  # (N,) -> (f_dim, t_dim): token = f_idx * t_dim + t_idx
-    cells = patches_to_cells(patch, (config.input_fdim, config.input_tdim), (config.fshape, config.tshape),
-                             (config.fstride, config.tstride))  # (F, T_input)
-    relevance = cells.T[:frames.shape[0]]  # (T_input, F) -> (T, F), the frames that hold audio
-    relevance = _min_max(relevance, covered=_coverage(config).T[:frames.shape[0]] > 0).float()
-    return Explanation(fbank=frames, relevance=relevance,
+    class_index = labels.index(class_name) if class_name is not None else None
+    patch, logits, explained = patch_relevance(model, model_input(model, frames), method, class_index)
+    probs = probabilities(logits, model.multi_label)
+    return Explanation(fbank=frames, relevance=_cell_relevance(patch, model.config, frames.shape[0]),
                        labels=top_labels(probs, labels, top_k),
-                       class_name=class_name or "", sample_rate=frontend.sample_rate,
-                       frame_shift_s=frontend.frame_shift_ms / 1000, method=method,
-                       start_s=start / frontend.sample_rate,
-                       patch_relevance=patch)
+                       class_name=labels[explained] if explained is not None else "",
+                       sample_rate=frontend.sample_rate, frame_shift_s=frontend.frame_shift_ms / 1000, method=method,
+                       start_s=start / frontend.sample_rate, patch_relevance=patch)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# How good an explanation is, where the evidence is known: a pointing game and a deletion curve
+
+
+def patch_cells(config: Any, index: int) -> tuple[slice, slice]:
+    """Patch `index` (token order: f_idx * t_dim + t_idx) -> its receptive field as (frame slice, mel-bin slice)."""
+    t_dim = config.grid[1]
+    f_idx, t_idx = divmod(index, t_dim)
+    return (slice(t_idx * config.tstride, t_idx * config.tstride + config.tshape),
+            slice(f_idx * config.fstride, f_idx * config.fstride + config.fshape))
+
+
+def _patch_hits(region: torch.Tensor, config: Any) -> torch.Tensor:
+    """(T, F) bool region (T <= input_tdim) -> (N,) bool: whether each patch's receptive field holds a region cell."""
+    return torch.tensor([bool(region[patch_cells(config, n)].any()) for n in range(config.num_patches)])
+
+
+def pointing_game(patch: torch.Tensor, region: torch.Tensor, config: Any) -> bool:
+    """Whether the most relevant patch (the first, on ties) has a cell of `region` in its receptive field.
+
+    patch: (f_dim, t_dim) patch relevance; region: (T, F) bool, the cells where the sound is (frames past T count
+    as outside); config: the model's ASTConfig (patch size and stride)."""
+    return bool(_patch_hits(region, config)[int(patch.flatten().argmax())])
+
+
+def pointing_chance(region: torch.Tensor, config: Any) -> float:
+    """The pointing game's hit rate of a patch picked at random: the share of patches touching `region`."""
+    return float(_patch_hits(region, config).double().mean())
+
+
+def relevance_order(patch: torch.Tensor) -> torch.Tensor:
+    """(f_dim, t_dim) patch relevance -> (N,) patch indices, most relevant first (stable on ties)."""
+    return torch.argsort(patch.flatten(), descending=True, stable=True)
+
+
+@dataclass
+class DeletionCurve:
+    """The class score as patches are removed: fractions (K + 1,) of patches removed, from 0 to 1; scores (K + 1,)
+    the class score (sigmoid or softmax, as the model scores) at each."""
+
+    fractions: torch.Tensor
+    scores: torch.Tensor
+
+    @property
+    def auc(self) -> float:
+        """Area under the curve (trapezoids over the removed fraction): smaller = the evidence went first."""
+        return float(torch.trapezoid(self.scores.double(), self.fractions.double()))
+
+
+def deletion_curve(model: AST, frames: torch.Tensor, class_name: str, order: torch.Tensor, fill: torch.Tensor | float,
+                   *, steps: int = 20, batch_size: int = 16) -> DeletionCurve:
+    """Remove patches in `order` and track the class's clip score (Petsiuk et al. 2018's deletion metric).
+
+    Removing a patch sets the cells of its receptive field (frames holding audio only; the padding stays) to
+    `fill`, in the unnormalised log-mel domain, before the usual padding and normalisation.
+
+    Args:
+        model: the AST.
+        frames: (T, F) unnormalised log-mel frames (`Explanation.fbank`), T <= target_length.
+        class_name: the class whose score is tracked.
+        order: (N,) a permutation of the patch indices (`relevance_order`, or a random one).
+        fill: what a removed cell becomes, broadcastable to (T, F): a background level (a scalar, or (F,) per mel
+            bin). The choice changes the curve; state it with the numbers.
+        steps: the curve is sampled at K = steps + 1 evenly spaced counts of removed patches (0 .. N).
+    """
+    model = torch_ast(model).eval()
+    check_labels([class_name], list(model.labels))
+    config = model.config
+    n = config.num_patches
+    order = torch.as_tensor(order, dtype=torch.long)
+    if order.shape != (n,) or not torch.equal(order.sort().values, torch.arange(n)):
+        raise ConfigError(f"order must be a permutation of the {n} patch indices, got shape {tuple(order.shape)}")
+    counts = torch.linspace(0, n, steps + 1).round().long()  # (K,) patches removed at each point
+    frames = frames.float()[:model.frontend.target_length]  # (T, F)
+    fill = torch.as_tensor(fill, dtype=torch.float32).expand_as(frames)
+    removed = torch.zeros_like(frames, dtype=torch.bool)
+    inputs, done = [], 0
+    for count in counts.tolist():  # masks grow cumulatively along the order
+        for index in order[done:count].tolist():
+            removed[patch_cells(config, index)] = True
+        done = count
+        inputs.append(model_input(model, torch.where(removed, fill, frames))[0])  # (target_length, F)
+    column, scores = model.labels.index(class_name), []
+    with torch.no_grad():
+        for batch in torch.stack(inputs).split(batch_size):  # (K, target_length, F) in batches
+            scores.append(probabilities(model(batch).float().cpu(), model.multi_label)[:, column])
+    return DeletionCurve(fractions=counts.double() / n, scores=torch.cat(scores))

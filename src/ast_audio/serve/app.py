@@ -11,7 +11,7 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
                        (top_n: its deprecated spelling), only, exclude) -> {"events": [...], "timeline": {...}}:
                        `EventPipeline`, the pipeline of `ast-audio events`, whose defaults (`EventConfig()`,
                        `event_windows`) fill the fields left out; a frame model's timeline is its frame scores
-    POST /v1/explain   multipart `file` (+ class, start_s)                    -> image/png
+    POST /v1/explain   multipart `file` (+ method, class, start_s)            -> image/png
     WS   /v1/stream    live PCM in, one JSON object per hop out (`stream.py`)
     GET  /             the page (index.html, app.js, style.css, all served from memory)
 
@@ -65,6 +65,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..audio.io import bytes_info, decode_bytes
 from ..errors import AstAudioError
 from ..infer.events import EventConfig
+from ..infer.explain import check_method
+from ..infer.explain_methods import DEFAULT_METHOD
 from ..infer.formats import events_document, timeline_view
 from ..infer.pipeline import EventPipeline, event_windows
 from ..infer.stream import window_count
@@ -221,7 +223,8 @@ class Service:
                              thresholds=config.thresholds)
         return _json_bytes({**events_document(upload.name, timeline, result.events), "timeline": view})
 
-    def explain_png(self, upload: Upload, class_name: str | None, start_s: float) -> bytes:
+    def explain_png(self, upload: Upload, class_name: str | None, start_s: float,
+                    method: str = DEFAULT_METHOD) -> bytes:
         from ..infer.explain import explain
         from ..infer.plots import plot_explanation
 
@@ -230,7 +233,7 @@ class Service:
         with self.turns.turn(self._local.client):  # one model input, forward (and backward): one turn
             self.tagger.check_abandoned()
             explanation = explain(self.model, waveform, sample_rate=self.tagger.sample_rate, class_name=class_name,
-                                  start_s=start_s)
+                                  method=method, start_s=start_s)
         buffer = io.BytesIO()
         with self.plot_lock:
             plot_explanation(explanation, buffer)
@@ -357,8 +360,10 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
         if class_name is not None and class_name not in service.tagger.labels:
             raise ApiError(422, f"unknown class {class_name[:80]!r}; expected one of the model's "
                                 f"{len(service.tagger.labels)} labels (see /v1/tag)")
+        method = upload.fields.get("method") or DEFAULT_METHOD
+        check_method(method[:40], class_name, service.tagger.labels)  # ConfigError: a 422 in one line
         start_s = form_number(upload.fields, "start_s", 0.0)
-        png = await service.run_request(request, service.explain_png, upload, class_name, start_s)
+        png = await service.run_request(request, service.explain_png, upload, class_name, start_s, method)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     sessions = Sessions(settings.stream_max_sessions, settings.stream_max_sessions_per_client)
