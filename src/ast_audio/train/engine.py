@@ -342,10 +342,17 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
         say(f"training {config.recipe}{fold}: {num_train} train / {len(data.splits.valid)} valid clips, "
             f"{run.num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
             f"{len(loader)} steps x {config.batch_size} clips on {info.world_size} x {info.device}"
+            f"{_threads_note(info.device)}"
             f"{', ' + str(amp).removeprefix('torch.') if amp else ''}")
-        say(plan.describe())
+        say(plan.describe())  # static facts once here; each epoch then gets one line (`_save_epoch`)
     run.writer = tensorboard_writer(out, config, info.is_main)
     return run
+
+
+def _threads_note(device: torch.device) -> str:
+    """" (N torch threads)" on a CPU (what the speed of a CPU run, and its last bits, depend on), else ""."""
+    n = torch.get_num_threads()
+    return f" ({n} torch thread{'s' if n > 1 else ''})" if device.type == "cpu" else ""
 
 
 def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo
@@ -514,9 +521,7 @@ def _save_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     write_epoch_outputs(out, run.rows, run.writer, row)
     if run.bad_log:
         atomic_write_text(out / "bad_clips.txt", "\n".join(run.bad_log) + "\n")
-    run.say(format_row(row, config))
-    run.say(f"  {run.config.finetune}: {run.plan.trainable:,} trainable parameters, {run.step_s * 1000:.1f} ms per "
-            f"step, peak memory {FT.peak_memory_mb(run.info.device):.0f} MB")
+    run.say(format_row(row, config))  # one line per epoch; the run's static facts were said once in `_start`
 
 
 def _finish(run: _Run, data: _Data) -> RunResult:
@@ -528,6 +533,8 @@ def _finish(run: _Run, data: _Data) -> RunResult:
                              say=run.say) if info.is_main else {}
     selection = D.broadcast_object(info, selection)
     if info.is_main:
+        run.say(f"{config.finetune}: {run.step_s * 1000:.1f} ms per step (last epoch), peak memory "
+                f"{FT.peak_memory_mb(info.device):.0f} MB")
         finetune = {"mode": config.finetune, "trainable_parameters": run.plan.trainable,
                     "parameters": run.plan.total, "step_s": run.step_s,
                     "peak_memory_mb": FT.peak_memory_mb(info.device)}
