@@ -277,7 +277,8 @@ def run_mode(out: Path, mode: str, epochs: int) -> dict[str, Any]:
 
 
 def _chance_note(accuracy: float, total: int, num_classes: int) -> str:
-    """", near chance: ..." when guessing could have scored `accuracy` on `total` clips (`demo.near_chance`)."""
+    """"; warning: near chance ..." to add to a run's line when guessing could have scored `accuracy` on `total`
+    clips (`ast_audio.demo.near_chance`), else ""."""
     from ..demo import near_chance
 
     if not near_chance(round(accuracy * total), total, num_classes):

@@ -533,8 +533,8 @@ def _finish(run: _Run, data: _Data) -> RunResult:
                              say=run.say) if info.is_main else {}
     selection = D.broadcast_object(info, selection)
     if info.is_main:
-        run.say(f"{config.finetune}: {run.step_s * 1000:.1f} ms per step (last epoch), peak memory "
-                f"{FT.peak_memory_mb(info.device):.0f} MB")
+        run.say(f"{config.finetune}: {run.step_s * 1000:.1f} ms per step, peak memory "
+                f"{FT.peak_memory_mb(info.device):.0f} MB (step: the last epoch's mean)")
         finetune = {"mode": config.finetune, "trainable_parameters": run.plan.trainable,
                     "parameters": run.plan.total, "step_s": run.step_s,
                     "peak_memory_mb": FT.peak_memory_mb(info.device)}
