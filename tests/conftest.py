@@ -69,7 +69,7 @@ def _graph_cache(tmp_path_factory):
         os.environ["AST_AUDIO_CACHE"] = old
 
 
-def run_demo_cli(out: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_demo_cli(out: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
     """A real `python -m ast_audio demo --out OUT` run (offline), with its output."""
     return subprocess.run([sys.executable, "-m", "ast_audio", "demo", "--out", str(out)], capture_output=True,
                           text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout)
