@@ -193,3 +193,15 @@ def test_bad_clips_are_counted_not_fatal(tmp_path):
     assert "broken.wav" in (tmp_path / "out" / "bad_clips.txt").read_text()
     assert math.isfinite(result.rows[0]["train_loss"])
     assert any("1 clips skipped" in m for m in messages)
+
+
+def test_a_time_budget_warns_but_never_stops_training(tmp_path):
+    """time_budget_s used to stop after the first epoch past it (the demo at chance on a busy machine): now every
+    epoch runs, whatever the clock says, and one warning line says the budget was passed."""
+    data = make_folder(tmp_path / "data", classes=("tone", "noise"), clips_per_class=4)
+    config = make_recipe("folder", data=str(data), epochs=3, batch_size=4, target_length=100, model_config=TINY,
+                         num_workers=0, progress=False, tensorboard=False, holdout=0.25, time_budget_s=1e-9)
+    messages: list[str] = []
+    result = E.run(config, tmp_path / "out", printer=messages.append)
+    assert [int(r["epoch"]) for r in result.rows] == [1, 2, 3]
+    assert sum("time budget" in m for m in messages) == 1

@@ -1,9 +1,10 @@
 """Fast-path accuracy behind `ast-audio bench --accuracy`: each precision against fp32 on the demo's task.
 
 `accuracy_report` trains the demo's small AST on generated labelled clips (`ast_audio.demo.train_demo_model`: the
-training engine with the folder recipe, a fixed epoch count so that the report does not depend on the machine's
-speed), then on held-out generated clips reports each precision's top-1 agreement with fp32, mean and max absolute
-logit difference, and its own accuracy.
+training engine with the folder recipe, a fixed epoch count and the demo's fixed thread count, so that the report
+does not depend on the machine's speed or load), then on held-out generated clips reports each precision's top-1
+agreement with fp32, mean and max absolute logit difference, and its own accuracy. A trained model near chance gets
+a warning (agreement between paths of a model that learned nothing says little).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from ..audio.features import FeatureExtractor
 from ..audio.io import load_audio
-from ..demo import CLASSES, INPUT_TDIM, MODEL, make_dataset, train_demo_model
+from ..demo import CLASSES, INPUT_TDIM, MODEL, THREADS, fixed_threads, make_dataset, near_chance, train_demo_model
 from ..export.backend import to_precision
 from ..model.ast import AST
 from ..model.precision import ORT_PRECISIONS, PRECISIONS, check_precision, choose_precision, onnxruntime_available
@@ -63,11 +64,18 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
     through the training engine), then compare each precision ("auto" = the one `choose_precision` picks here; the
     ONNX Runtime ones when onnxruntime is installed, else noted) to fp32 on `test_per_class` fresh clips per class.
 
-    A fixed epoch count (not a time budget) keeps the trained model, hence the report, the same on a busy
-    machine as on a quiet one (for a given seed and torch build)."""
+    A fixed epoch count (not a time budget) and a fixed thread count (`ast_audio.demo.THREADS`) keep the trained
+    model, hence the report, the same on a busy machine as on a quiet one (for a given seed and torch build)."""
+    with fixed_threads(THREADS):
+        return _accuracy_report(train_per_class, test_per_class, epochs, precisions, seed, log)
+
+
+def _accuracy_report(train_per_class: int, test_per_class: int, epochs: int, precisions: Sequence[str], seed: int,
+                     log: Callable[[str], None]) -> AccuracyReport:
     auto = choose_precision("auto")
     precisions = list(dict.fromkeys(auto.precision if p == "auto" else check_precision(p) for p in precisions))
-    notes: list[str] = [f"auto picks {auto.precision} on this CPU ({auto.reason})"]
+    notes: list[str] = [f"auto picks {auto.precision} on this CPU ({auto.reason})",
+                        f"trained and run on {THREADS} torch thread{'s' if THREADS > 1 else ''} (fixed)"]
     spec = MODEL["model_config"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -82,6 +90,12 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
         start = time.perf_counter()
         result, _ = train_demo_model(folder / "data", folder / "run", epochs=epochs, seed=seed, log=log)
         train_seconds = time.perf_counter() - start
+        correct = round(float(result.rows[-1]["acc"]) * len(test_items))
+        if near_chance(correct, len(test_items), len(CLASSES)):
+            notes.append(f"warning: the trained model is near chance ({correct}/{len(test_items)} right, chance "
+                         f"{1 / len(CLASSES):.2f}): agreement with fp32 says little about a model that learned "
+                         "nothing")
+            log(notes[-1])
         model = load_model(result.model_dir)
         rows = compare_precisions(model, test_items, precisions, notes=notes, log=log)
     described = f"{spec['embed_dim']} wide, {spec['depth']} blocks, {INPUT_TDIM} frames, {len(CLASSES)} classes"

@@ -11,7 +11,8 @@ Accuracy is measured on a fixed test set of the target task after the last epoch
 
 Every run goes through the training engine (`ast_audio.train.engine.run`) with the folder recipe, so the bench
 measures what `ast-audio train --finetune MODE` does. Each mode runs in its own process, so its peak memory (the
-peak resident set on CPU) is its own.
+peak resident set on CPU) is its own. Results do not depend on the machine's speed or load: fixed epoch counts, no
+time budget, and every process on the demo's fixed torch thread count (`ast_audio.demo.THREADS`).
 
     python -m ast_audio.bench.transfer --out runs/transfer            # the table of docs/training.md
     python -m ast_audio.bench.transfer --out /tmp/t --quick            # a smoke run: 1 seed, sizes 8, few epochs
@@ -165,10 +166,12 @@ def write_task(folder: Path, classes: tuple[str, ...], per_class: int, seed: int
 
 
 def write_manifest(path: Path, root: Path, rows: list[tuple[str, str]]) -> Path:
+    """A path,label CSV of the clips `rows` (paths relative to `root`) at `path`. Its paths are written relative to
+    the manifest's own folder, which is how the folder layout resolves them (whatever the working directory)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label"])
-        writer.writerows([(str(root / p), label) for p, label in rows])
+        writer.writerows([(Path(os.path.relpath(root / p, path.parent)).as_posix(), label) for p, label in rows])
     return path
 
 
@@ -231,10 +234,11 @@ def prepare(out: Path, sizes: tuple[int, ...], seeds: int, test_per_class: int, 
     cfg = _config(source, source_valid, epochs=source_epochs, lr=1e-3, seed=0, stats=(stats.mean, stats.std))
     result = run(cfg, out / "source_run", printer=lambda m: None)
     source_s = time.perf_counter() - started
-    log(f"  source accuracy {result.rows[-1]['acc']:.3f} on held-out source clips, {source_s:.0f} s")
+    log(f"  source accuracy {result.rows[-1]['acc']:.3f} on held-out source clips, {source_s:.0f} s"
+        + _chance_note(result.rows[-1]["acc"], len(src_valid), len(SOURCE_CLASSES)))
     plan = {"stats": [stats.mean, stats.std], "source_model": str(out / "source_run" / "model"), "test": str(test),
-            "trains": trains, "sizes": list(sizes), "seeds": seeds, "source_acc": result.rows[-1]["acc"],
-            "source_seconds": source_s}
+            "trains": trains, "sizes": list(sizes), "seeds": seeds, "test_per_class": test_per_class,
+            "source_acc": result.rows[-1]["acc"], "source_seconds": source_s}
     (out / "plan.json").write_text(json.dumps(plan, indent=2))
     return plan
 
@@ -264,11 +268,22 @@ def run_mode(out: Path, mode: str, epochs: int) -> dict[str, Any]:
             runs.append({"size": size, "seed": seed, "acc": result.rows[-1]["acc"],
                          "seconds": time.perf_counter() - started, "step_s": info["step_s"],
                          "trainable": info["trainable_parameters"], "parameters": info["parameters"]})
-            print(f"{mode} {size}/class seed {seed}: acc {runs[-1]['acc']:.3f} in {runs[-1]['seconds']:.1f} s",
+            print(f"{mode} {size}/class seed {seed}: acc {runs[-1]['acc']:.3f} in {runs[-1]['seconds']:.1f} s"
+                  + _chance_note(runs[-1]["acc"], len(TARGET_CLASSES) * plan["test_per_class"], len(TARGET_CLASSES)),
                   file=sys.stderr, flush=True)
     summary = {"mode": mode, "runs": runs, "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
     (out / f"mode_{mode.replace(':', '_')}.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _chance_note(accuracy: float, total: int, num_classes: int) -> str:
+    """"; warning: near chance ..." to add to a run's line when guessing could have scored `accuracy` on `total`
+    clips (`ast_audio.demo.near_chance`), else ""."""
+    from ..demo import near_chance
+
+    if not near_chance(round(accuracy * total), total, num_classes):
+        return ""
+    return f"; warning: near chance ({1 / num_classes:.2f} on {total} clips): this model learned nothing measurable"
 
 
 def table(out: Path, modes: tuple[str, ...]) -> str:
@@ -309,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 8 clips/class, 2 epochs")
     parser.add_argument("--worker", metavar="MODE", help=argparse.SUPPRESS)  # one mode, in its own process
     args = parser.parse_args(argv)
+    from ..demo import THREADS, fixed_threads
+
+    with fixed_threads(THREADS):  # in the workers too: every process of the bench on the same thread count
+        return _main(parser, args, THREADS)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, threads: int) -> int:
     if args.quick:
         args.seeds, args.sizes, args.epochs, args.source_epochs, args.source_per_class = 1, "8", 2, 2, 16
         args.test_per_class = 4
@@ -320,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown modes {unknown}; choose from {','.join(MODES)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    print(f"every process on {threads} torch thread(s) (fixed: results do not depend on the load)")
     began = time.perf_counter()
     prepare(args.out, tuple(int(s) for s in args.sizes.split(",")), args.seeds, args.test_per_class,
             args.source_per_class, args.source_epochs, print)

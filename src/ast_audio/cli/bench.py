@@ -38,7 +38,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help=f"timed interleaved rounds (default {DEFAULT_REPEATS})")
     bench.add_argument("--seconds", type=non_negative_float, default=60.0, metavar="S",
                        help="generated audio for auto's real-time factor, in seconds (default 60; 0 skips it)")
-    bench.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: one per core)")
+    bench.add_argument("--threads", type=positive_int,
+                       help="torch intra-op threads for timing (default: one per core); --accuracy always trains "
+                            "and runs on the demo's fixed thread count, so its report does not depend on the load")
     bench.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peaks")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON (atomically)")
     bench.add_argument("--accuracy", action="store_true",

@@ -74,7 +74,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_output_arg(demo, metavar="DIR", default="demo-output", deprecated=("--out",),
                    help="output folder (default ./demo-output)")
     demo.add_argument("--seconds-budget", type=positive_float, default=90.0, metavar="S",
-                      help="training time budget in seconds (default 90)")
+                      help="expected training time in seconds: a longer run prints a warning; training always "
+                           "runs its fixed number of epochs, so the model does not depend on the machine's speed "
+                           "(default 90)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(func=cmd_demo)
 

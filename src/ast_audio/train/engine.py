@@ -238,7 +238,7 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
     for note in notes:
         say(note)
     run = _start(config, data, out, resume, info, say)
-    budget, began = run.config.time_budget_s, time.perf_counter()
+    budget, began, warned = run.config.time_budget_s, time.perf_counter(), False
     for epoch in range(run.start_epoch, run.config.epochs + 1):
         started = time.perf_counter()
         train_loss, skipped = _train_epoch(run, epoch)
@@ -246,10 +246,11 @@ def train_run(config: TrainConfig, out: str | os.PathLike, *, resume: bool = Fal
         if info.is_main:
             _save_epoch(run, epoch, row)
         D.barrier(info)
-        over = D.broadcast_object(info, budget is not None and time.perf_counter() - began > budget)
-        if over and epoch < run.config.epochs:
-            say(f"time budget of {budget:g} s reached after epoch {epoch}, stopping")
-            break
+        if budget is not None and not warned and time.perf_counter() - began > budget:
+            # A budget never stops training: the model must not depend on how busy the machine is.
+            say(f"warning: training has taken over its time budget of {budget:g} s after epoch {epoch}; it runs "
+                f"all {run.config.epochs} epochs all the same (lower --epochs for a shorter run)")
+            warned = True
         if _stale(run.rows, run.config) and epoch < run.config.epochs:
             say(f"early stopping: no better {run.config.main_metric} for {run.config.patience} epochs")
             break
@@ -379,10 +380,17 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
         say(f"training {config.recipe}{fold}: {num_train} train / {len(data.splits.valid)} valid clips, "
             f"{run.num_classes} classes, loss {config.loss}, {config.epochs} epochs of "
             f"{len(loader)} steps x {config.batch_size} clips on {info.world_size} x {info.device}"
+            f"{_threads_note(info.device)}"
             f"{', ' + str(amp).removeprefix('torch.') if amp else ''}")
-        say(plan.describe())
+        say(plan.describe())  # static facts once here; each epoch then gets one line (`_save_epoch`)
     run.writer = tensorboard_writer(out, config, info.is_main)
     return run
+
+
+def _threads_note(device: torch.device) -> str:
+    """" (N torch threads)" on a CPU (what the speed of a CPU run, and its last bits, depend on), else ""."""
+    n = torch.get_num_threads()
+    return f" ({n} torch thread{'s' if n > 1 else ''})" if device.type == "cpu" else ""
 
 
 def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST
@@ -569,9 +577,7 @@ def _save_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     write_epoch_outputs(out, run.rows, run.writer, row)
     if run.bad_log:
         atomic_write_text(out / "bad_clips.txt", "\n".join(run.bad_log) + "\n")
-    run.say(format_row(row, config))
-    run.say(f"  {run.config.finetune}: {run.plan.trainable:,} trainable parameters, {run.step_s * 1000:.1f} ms per "
-            f"step, peak memory {FT.peak_memory_mb(run.info.device):.0f} MB")
+    run.say(format_row(row, config))  # one line per epoch; the run's static facts were said once in `_start`
 
 
 def _finish(run: _Run, data: _Data) -> RunResult:
@@ -583,6 +589,8 @@ def _finish(run: _Run, data: _Data) -> RunResult:
                              say=run.say) if info.is_main else {}
     selection = D.broadcast_object(info, selection)
     if info.is_main:
+        run.say(f"{config.finetune}: {run.step_s * 1000:.1f} ms per step, peak memory "
+                f"{FT.peak_memory_mb(info.device):.0f} MB (step: the last epoch's mean)")
         finetune = {"mode": config.finetune, "trainable_parameters": run.plan.trainable,
                     "parameters": run.plan.total, "step_s": run.step_s,
                     "peak_memory_mb": FT.peak_memory_mb(info.device)}

@@ -10,6 +10,7 @@ and class indices (spec §2.5-2.6):
 - "folder": a user's own data: class sub-folders (optionally under train/ valid/ test/), or a CSV/JSON manifest.
   A `_background` folder (or the label `_background` in a manifest) holds clips with no class at all: an all-zero
   target, so the data are multi-label (BCE: independent sigmoid scores) and the model learns to score quiet low.
+  Other folders whose name starts with `_` (the demo's `_mixture/`) are not classes: skipped, with a warning.
 
 Paths and labels are checked here (a missing file or an unknown label is a `ConfigError` naming the path);
 whether each file decodes is found when it is loaded (`ast_audio.train.data.ClipDataset`). Nothing here imports
@@ -21,11 +22,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import AstAudioWarning, ConfigError
 from ..labels import read_label_table
 from ..utils import one_line
 
@@ -335,8 +337,22 @@ class _Raw:
     key: str
 
 
+def _class_key(raw: _Raw) -> str:
+    """The class a clip counts under for splitting: its first label, or `BACKGROUND` for a clip of no class."""
+    return raw.names[0] if raw.names else BACKGROUND
+
+
 def _scan_class_folders(root: Path) -> list[_Raw]:
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # `_name` folders other than `_background` are not classes (the demo's `_mixture/`, whose labels live in its
+    # train.csv; Speech Commands' `_background_noise_/`): skipped, with one line saying so.
+    skipped = [p for p in folders if p.name.startswith("_") and p.name != BACKGROUND]
+    classes = [p for p in folders if p not in skipped]
+    if skipped:
+        counts = ", ".join(f"{p.name}/ ({len(_audio_files(p))} files)" for p in skipped)
+        warnings.warn(f"{root}: skipped {counts}: a folder whose name starts with '_' is not a class (only "
+                      f"{BACKGROUND}/ is read, as clips of no class); to train on such clips, list them with their "
+                      "labels in a CSV/JSON manifest and pass that as --data", AstAudioWarning, stacklevel=2)
     if not classes:
         raise ConfigError(f"{root}: no class sub-folders; expected one folder of audio files per class "
                           "(e.g. dog/*.wav, cat/*.wav), or a CSV/JSON manifest")
@@ -415,7 +431,7 @@ def _holdout(raws: list[_Raw], fraction: float, seed: int, origin: Path) -> tupl
         raise ConfigError(f"holdout must be a fraction in (0, 1), got {fraction}")
     groups: dict[str, list[int]] = {}
     for i, raw in enumerate(raws):
-        groups.setdefault(raw.names[0] if raw.names else BACKGROUND, []).append(i)
+        groups.setdefault(_class_key(raw), []).append(i)
     import torch  # only here: the holdout draws from torch's generator so that splits stay as they were
 
     generator = torch.Generator().manual_seed(seed)
@@ -448,7 +464,7 @@ def _load_folder(data: Path, eval_data: str | None, label_csv: str | None, holdo
     if valid_raw is None:
         per_class: dict[str, int] = {}
         for raw in train_raw:
-            per_class[raw.names[0]] = per_class.get(raw.names[0], 0) + 1
+            per_class[_class_key(raw)] = per_class.get(_class_key(raw), 0) + 1
         if min(per_class.values()) < MIN_SPLIT_CLIPS:
             valid_raw = list(train_raw)
         else:

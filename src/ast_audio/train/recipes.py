@@ -153,8 +153,8 @@ class TrainConfig:
     patience: early stopping: stop when the main validation metric has not improved for this many epochs (None:
         never).
     scale_augment: folder recipe: scale the frequency/time masks down for few clips per class (below 50).
-    time_budget_s: stop after the first epoch that ends more than this many seconds after training started (the
-        demo's budget); None runs every epoch.
+    time_budget_s: warn once when training has run longer than this many seconds; it never stops training (the
+        model must be the same on a busy machine as on an idle one); None: no warning.
     Run: seed, device ("auto" = cuda if available else cpu), num_workers (DataLoader processes per rank),
         eval_batch_factor (the reference evaluates with twice the batch), max_bad_batches (an epoch fails after
         this many batches with no readable clip), deterministic (torch.use_deterministic_algorithms), tensorboard,
