@@ -258,7 +258,7 @@ def test_hour_long_file_streams_with_bounded_memory(setup, tmp_path):
     short = write_noise_file(tmp_path / "ten.wav", 10)
     hour = write_noise_file(tmp_path / "hour.wav", 60)
     common = ("--checkpoint", setup["ckpt"], "--window", "1.28", "--hop", "1.28", "--batch-size", "16",
-              "--no-progress", "-o", tmp_path / "events.json")
+              "--no-progress", "-o", tmp_path / "events.json", "--force")
     rss_short, seconds_short = peak_rss("events", short, *common)
     rss_hour, seconds_hour = peak_rss("events", hour, *common)
     print(f"\npeak RSS: 10 min {rss_short:.0f} MB, 60 min {rss_hour:.0f} MB; audio seconds per wall second: "

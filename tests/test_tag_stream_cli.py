@@ -22,7 +22,7 @@ def test_hour_long_8k_file_is_tagged_with_bounded_memory(tmp_path):
     short = write_noise_file(tmp_path / "ten.wav", 10, sample_rate=8000)
     hour = write_noise_file(tmp_path / "hour.wav", 60, sample_rate=8000)
     common = ("--checkpoint", tmp_path / "ckpt", "--window", "1.28", "--hop", "1.28", "--batch-size", "16",
-              "--format", "json", "--top-k", "1", "-o", tmp_path / "tags.json")
+              "--format", "json", "--top-k", "1", "-o", tmp_path / "tags.json", "--force")
     rss_short, seconds_short = peak_rss("tag", short, *common)
     rss_hour, seconds_hour = peak_rss("tag", hour, *common)
     print(f"\npeak RSS: 10 min {rss_short:.0f} MB, 60 min {rss_hour:.0f} MB; audio seconds per wall second: "
