@@ -152,3 +152,18 @@ def test_terminal_view_redraws(ckpt):
     assert text.count("\x1b[H\x1b[J") == 4  # windows at 0, 0.5 and 1.0 s of a 2 s stream, then the end
     assert "recent: " in text and "0.00-2.00 s" in text  # the events the end closed, in the last view
     assert "█" in text and "open:" in text and "chirp" in text
+
+
+def test_s16_data_read_as_f32_suggests_the_dtype_and_empty_stdin_is_said(ckpt):
+    """Issue 21: 16-bit PCM read with --dtype f32le used to say "NaN ... repair or re-export the file" (there is no
+    file); now the one line names --dtype s16le. An empty stdin used to exit 0 with no output; now it says that no
+    audio arrived."""
+    rng = np.random.default_rng(1)
+    pcm = (rng.standard_normal(16000 * 3) * 8000).astype("<i2")
+    run = listen("--checkpoint", ckpt, "--input", "-", "--dtype", "f32le", "--format", "jsonl", stdin=pcm.tobytes())
+    err = run.stderr.decode().strip()
+    assert run.returncode != 0 and "--dtype s16le" in err and "\n" not in err and "Traceback" not in err, err
+    run = listen("--checkpoint", ckpt, "--input", "-", "--format", "jsonl", stdin=b"")
+    err = run.stderr.decode().strip()
+    assert run.returncode == 1 and "no audio arrived on standard input" in err and "\n" not in err, err
+    assert run.stdout == b""

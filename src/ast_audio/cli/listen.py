@@ -311,8 +311,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
             else:
                 view.show(hop_result)
 
+    received = 0  # samples that arrived: none at all is said, not a silent exit 0
     try:
         for block, arrived in blocks(q):
+            received += len(block)
             emit(streamer.feed(block, arrived))
     except KeyboardInterrupt:
         pass  # the microphone runs until Ctrl-C: close the stream and report what it closed
@@ -321,6 +323,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
         if mic is not None:
             mic.stop()
             mic.close()
+    if received == 0 and args.input is not None:
+        source = "standard input" if args.input == "-" else args.input
+        raise AstAudioError(f"no audio arrived on {source}; send {args.dtype} PCM at --rate {args.rate} (e.g. "
+                            "sox clip.wav -t raw -r 16000 -e signed -b 16 -c 1 - | ast-audio listen --input -)"
+                            if args.input == "-" else f"no audio arrived from {source}; expected an audio file "
+                            "with samples")
     emit(streamer.close())
     if streamer.skipped:
         print(f"ast-audio: skipped {streamer.skipped} of {streamer.index} {unit}s (scoring was slower than the hop)",

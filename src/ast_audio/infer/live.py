@@ -298,6 +298,10 @@ def to_float_block(block: Any, channels: int) -> np.ndarray:
     return data.astype(np.float32, copy=False)
 
 
+# A float sample beyond this is not float audio (decoded files are refused the same way, audio/io.py).
+INT_SCALED_PEAK = 2.0
+
+
 class PcmDecoder:
     """Raw interleaved PCM bytes (s16le or f32le, `channels` channels) -> (n, channels) float32 blocks; a partial
     frame at the end of one chunk is kept for the next (pipes and sockets split bytes anywhere)."""
@@ -318,7 +322,14 @@ class PcmDecoder:
         samples = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)  # (n * C,) -> (n, C)
         if self.dtype == np.dtype("<i2"):
             return samples.astype(np.float32) / 32768.0
-        return samples.astype(np.float32)
+        out = samples.astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            wild = out.size > 0 and not (np.isfinite(out).all() and float(np.abs(out).max()) <= INT_SCALED_PEAK)
+        if wild:  # 16-bit PCM read as floats gives NaN, inf and huge values: say which format it probably is
+            raise AudioInputError("PCM read as f32le holds NaN, infinite or out-of-range samples (far beyond "
+                                  "[-1, 1]): it is probably 16-bit PCM; use --dtype s16le (WebSocket: "
+                                  '"format": "s16le"), or send float32 samples in [-1, 1]')
+        return out
 
 
 def is_frame_model(tagger: Tagger) -> bool:
