@@ -258,17 +258,10 @@ def read_weak(path: str | os.PathLike, *, files: Collection[str] | None = None,
     for number, fields in rows:
         filename, text = fields[name_col], fields[labels_col]
         names = tuple(dict.fromkeys(x.strip() for x in text.split(","))) if text else ()
-        problem = None
-        if not filename:
-            problem = "the filename is empty"
-        elif not _known(filename, files):
-            assert files is not None
-            problem = _unknown_file(filename, files)
-        elif filename in out:
-            problem = f"file {filename!r} is listed twice; expected one row per file with its labels comma-separated"
-        elif "" in names:
+        problem = _file_problem(filename, files, out, "expected one row per file with its labels comma-separated")
+        if problem is None and "" in names:
             problem = f"event_labels {text[:60]!r} has an empty label; expected labels separated by single commas"
-        elif labels is not None and any(n not in labels for n in names):
+        elif problem is None and labels is not None and any(n not in labels for n in names):
             problem = _unknown_label(next(n for n in names if n not in labels), labels)
         if problem is not None:
             problems.add(number, problem)
@@ -276,6 +269,19 @@ def read_weak(path: str | os.PathLike, *, files: Collection[str] | None = None,
             out[filename] = names
     problems.raise_any()
     return out
+
+
+def _file_problem(filename: str, files: Collection[str] | None, seen: Collection[str], once: str) -> str | None:
+    """What is wrong with a per-file row's filename (empty, unknown given `files`, already in `seen`), or None;
+    `once` says what one row per file should hold. Shared by the weak-label and durations tables."""
+    if not filename:
+        return "the filename is empty"
+    if not _known(filename, files):
+        assert files is not None
+        return _unknown_file(filename, files)
+    if filename in seen:
+        return f"file {filename!r} is listed twice; {once}"
+    return None
 
 
 def read_durations(path: str | os.PathLike, *, files: Collection[str] | None = None) -> dict[str, float]:
@@ -289,13 +295,7 @@ def read_durations(path: str | os.PathLike, *, files: Collection[str] | None = N
     for number, fields in rows:
         filename = fields[name_col]
         value, problem = _seconds(fields[duration_col], "duration")
-        if not filename:
-            problem = "the filename is empty"
-        elif not _known(filename, files):
-            assert files is not None
-            problem = _unknown_file(filename, files)
-        elif filename in out:
-            problem = f"file {filename!r} is listed twice; expected one duration per file"
+        problem = _file_problem(filename, files, out, "expected one duration per file") or problem
         if problem is not None:
             problems.add(number, problem)
         else:
