@@ -417,7 +417,12 @@ class Walk:
                 self.outcomes[earlier.id] = self._run(earlier)
         if command.id not in self.outcomes:
             self.outcomes[command.id] = self._run(command)
-        return self.outcomes[command.id]
+        outcome = self.outcomes[command.id]
+        failed_before = [c.id for c in COMMANDS if c.file == command.file and c.line < command.line
+                         and c.id in self.outcomes and not self.outcomes[c.id].ok]
+        if outcome.ok or not failed_before:
+            return outcome
+        return Outcome(False, f"{outcome.report}\n(earlier commands of this page failed too: {failed_before})")
 
     def _run(self, command: DocCommand) -> Outcome:
         text, cwd, kind = substituted(command), self.folder(command.file), runner(command)
