@@ -3,7 +3,12 @@
 # with the full data pipeline, DataLoader throughput against step time, NCCL all-reduce. Under 5 minutes; without
 # CUDA it says so in one line and exits 0.
 #   bench/gpu_check.sh [--json gpu_check.json] [--workers N] [--quick]
-# PYTHON picks the interpreter (default: python3 on PATH, e.g. the project's venv activated).
+# The interpreter: $PYTHON if set, else the project's venv (.venv/bin/python, as setup.sh makes it; no need to
+# activate it), else python3 on PATH.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec timeout 300 "${PYTHON:-python3}" "$here/gpu_check.py" "$@"
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+    if [ -x "$here/../.venv/bin/python" ]; then python="$here/../.venv/bin/python"; else python=python3; fi
+fi
+exec timeout 300 "$python" "$here/gpu_check.py" "$@"
