@@ -9,9 +9,10 @@ validates. All tables are read by `ast_audio.infer.tsv` (one line naming file an
 
 Items (`SedDataset`): a random crop of the model's input length (`frontend.input_samples`) from a strongly
 labelled file (in training, a file gives one item per input length of its audio, `epoch_items`: an epoch sees
-about as much of a long recording as of short clips, not one crop of it), its start on the column grid (a multiple of `column_hop_samples`, 0.1 s for AST); a file shorter
-than the input is taken whole and padded (the front end pads in the log-mel domain, and the targets of the padded
-columns are 0). Weakly labelled clips are read from their start (their labels are the whole clip's). Each item
+about as much of a long recording as of short clips, not one crop of it), its start on the column grid (a multiple
+of `column_hop_samples`, 0.1 s for AST); a file shorter than the input is taken whole and padded (the front end
+pads in the log-mel domain, and the targets of the padded columns are 0). Weakly labelled clips are read from
+their start (their labels are the whole clip's). Each item
 holds the features (T, F), the frame targets (t_dim, C) on the columns of `ast_audio.config.column_span`, the
 clip target (C,), whether the frame targets are known (`strong`: False for weak clips, whose frame targets are
 zeros to be ignored), and the key (the file's name in its table).
