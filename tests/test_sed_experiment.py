@@ -1,5 +1,5 @@
 """bench/sed_experiment.py (issue 20's accuracy experiment) in its small preset, end to end through the real CLI:
-scenes in the harder conditions -> `train --recipe sed` from the demo model (2 epochs) -> the clip model through
+scenes in the harder conditions -> `train --recipe sed` from the demo model (6 short epochs) -> the clip model through
 `events` and the frame models through the frame path -> `eval-events` on held-out scenes."""
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "sed_experiment.py"
-# Measured margins of the small preset (seeds fixed, one thread; docs/events.md): the trained frame model's segment
-# F1 and PSDS1 over those of the same model with an untrained frame head. The asserted margins are well below them.
 CLASSES = ("tone", "chirp", "noise_burst", "click_train")
-SEGMENT_MARGIN = 0.1
-PSDS1_MARGIN = 0.05
+# The small preset trains 6 epochs of 100 scenes of 20 s (570 steps; best validation epoch 3). Measured (seeds fixed,
+# one thread, the demo model of seed 0): the trained frame model against the same model with an untrained frame
+# head, event F1 0.293 vs 0.000, segment F1 0.667 vs 0.520, PSDS2 0.560 vs 0.355 (PSDS1 0.000 for both: too early).
+# The asserted margins are about half of the measured ones.
+EVENT_F1_MIN = 0.15
+SEGMENT_MARGIN = 0.07
+PSDS2_MARGIN = 0.1
 
 
 @pytest.mark.slow
@@ -36,11 +39,12 @@ def test_small_experiment_frame_model_beats_an_untrained_frame_head(demo_run, tm
         header = (folder / "scores" / "scene_000.tsv").read_text().split("\n", 1)[0].split("\t")
         assert header[:2] == ["onset", "offset"] and sorted(header[2:]) == sorted(CLASSES)
         assert json.loads((folder / "eval.json").read_text())["files"] == 2
-    assert (work / "sed" / "model").is_dir() and (work / "sed" / "metrics.csv").read_text().count("\n") == 3
+    assert (work / "sed" / "model").is_dir() and (work / "sed" / "metrics.csv").read_text().count("\n") == 7
     results = json.loads((work / "results.json").read_text())
     clip, untrained, trained = results["rows"]
     assert "clip" in clip["model"] and "untrained" in untrained["model"] and "sed" in trained["model"]
     # one pass per window of the 2 s demo input for frame models; ten per window for the clip model's defaults
     assert trained["passes_per_s"] == untrained["passes_per_s"] < 0.6 < 5 < clip["passes_per_s"]
+    assert trained["event_f1"] >= EVENT_F1_MIN > untrained["event_f1"], results
     assert trained["segment_f1"] >= untrained["segment_f1"] + SEGMENT_MARGIN, results
-    assert trained["psds1"] >= untrained["psds1"] + PSDS1_MARGIN, results
+    assert trained["psds2"] >= untrained["psds2"] + PSDS2_MARGIN, results
