@@ -15,10 +15,12 @@ from ast_audio.config import ASTConfig, FrontendConfig
 from ast_audio.errors import ConfigError
 from ast_audio.train.recipes import AugmentConfig
 from ast_audio.train.sed import (
+    SedClip,
     SedDataset,
     balanced_sed_weights,
     column_spans,
     crop_events,
+    epoch_items,
     frame_targets,
     load_sed_folder,
     sed_collate,
@@ -129,6 +131,19 @@ def test_random_crops_start_on_the_column_grid(folder):
         assert matches, epoch
         starts.add(matches[0])
     assert len(starts) > 3  # the crops move
+
+
+def test_a_long_file_gives_one_training_item_per_input_length(folder):
+    """Training items: a strong file round(duration / input) times (at least once), a weak clip once; validation
+    (no random crops) keeps one item per file."""
+    input_s = FRONTEND.input_samples / RATE  # 1.295 s
+    long, short = SedClip("a.wav", "a.wav", 10 * input_s), SedClip("b.wav", "b.wav", 0.3)
+    weak = SedClip("w.wav", "w.wav", 10 * input_s, weak=(0,))
+    assert epoch_items([long, short, weak], input_s) == (long,) * 10 + (short, weak)
+    data = load_sed_folder(folder, holdout=0.0)
+    clips = sorted(data.train + data.valid, key=lambda c: c.key)  # long.wav is 4 s: 3 inputs
+    assert [c.key for c in SedDataset(clips, data.labels, MODEL, FRONTEND).clips].count("long.wav") == 3
+    assert len(SedDataset(clips, data.labels, MODEL, FRONTEND, random_crops=False)) == len(clips)
 
 
 def test_mixup_mixes_frame_and_clip_targets(folder):

@@ -8,9 +8,11 @@ names relative to `validation/`; without it, a share (`holdout`) of the strongly
 validates. All tables are read by `ast_audio.infer.tsv` (one line naming file and row for a bad row).
 
 Items (`SedDataset`): a random crop of the model's input length (`frontend.input_samples`) from a strongly
-labelled file, its start on the column grid (a multiple of `column_hop_samples`, 0.1 s for AST); a file shorter
-than the input is taken whole and padded (the front end pads in the log-mel domain, and the targets of the padded
-columns are 0). Weakly labelled clips are read from their start (their labels are the whole clip's). Each item
+labelled file (in training, a file gives one item per input length of its audio, `epoch_items`: an epoch sees
+about as much of a long recording as of short clips, not one crop of it), its start on the column grid (a multiple
+of `column_hop_samples`, 0.1 s for AST); a file shorter than the input is taken whole and padded (the front end
+pads in the log-mel domain, and the targets of the padded columns are 0). Weakly labelled clips are read from
+their start (their labels are the whole clip's). Each item
 holds the features (T, F), the frame targets (t_dim, C) on the columns of `ast_audio.config.column_span`, the
 clip target (C,), whether the frame targets are known (`strong`: False for weak clips, whose frame targets are
 zeros to be ignored), and the key (the file's name in its table).
@@ -252,8 +254,16 @@ def with_frame_head(model: torch.nn.Module, head: FrameHeadConfig) -> torch.nn.M
     return frame
 
 
+def epoch_items(clips: Sequence[SedClip], input_s: float) -> tuple[SedClip, ...]:
+    """The training items of one epoch: each strongly labelled file `round(duration / input_s)` times (at least
+    once), each weakly labelled clip once (it is read from its start). Random crops are drawn per item, so a 120 s
+    recording with a 2 s input gives 60 crops an epoch, as 60 clips of 2 s would, instead of one."""
+    return tuple(c for c in clips for _ in range(max(1, round(c.duration_s / input_s)) if c.strong else 1))
+
+
 class SedDataset(ClipDataset):
     """Crops of SED clips with frame and clip targets (module docstring), or a `BadClip` for an unreadable file.
+    With `random_crops` (training) the items are `epoch_items` (a long file several times), else the clips.
 
     A `ClipDataset` over the clips' classes (so balanced sampling, `features`, the masks and the per-(seed, epoch,
     index) generators are the clip datasets'); `__getitem__` builds SED items instead of clip items.
@@ -261,8 +271,9 @@ class SedDataset(ClipDataset):
 
     def __init__(self, clips: Sequence[SedClip], labels: Sequence[str], model: ASTConfig, frontend: FrontendConfig,
                  augment: AugmentConfig | None = None, *, seed: int = 0, random_crops: bool = True) -> None:
+        clips = epoch_items(clips, frontend.input_samples / frontend.sample_rate) if random_crops else tuple(clips)
         super().__init__(sed_manifest(clips, labels), frontend, augment, seed=seed)
-        self.clips = tuple(clips)
+        self.clips = clips
         self.spans = column_spans(model, frontend)  # (t_dim, 2)
         self.hop = column_hop_samples(model, frontend)
         self.random_crops = random_crops
