@@ -294,3 +294,23 @@ def test_unfinished_logits_are_refused_in_one_line(tmp_path, teacher, capsys):
                           "tiny", "--no-progress", "-o", tmp_path / "out")
     assert rc == 1
     _one_line_error(err, "2 of 4 clips", "--resume")
+
+
+def test_bench_times_the_students_beside_the_base(capsys):
+    """`student_speeds`: the base first, then tiny/mini/small at stride 16 with their parameters, tokens, GFLOP per
+    10 s (the FLOP count of `ast_flops`, scaled from the input's seconds) and speed-ups relative to the base."""
+    from ast_audio.bench.speed import format_students, student_speeds
+    from ast_audio.bench.timing import ast_flops
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    base = AST(config, frontend=FrontendConfig(target_length=128)).eval()
+    rows = student_speeds(base, batch=2, repeats=1, precision="fp32")
+    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small"]
+    assert [r["tokens"] for r in rows] == [12 * 12 + 2, 66, 66, 66]
+    assert rows[0]["speedup"] == 1.0 and all(r["s_per_clip"] > 0 for r in rows)
+    seconds = FrontendConfig(target_length=128).duration_s
+    assert rows[1]["gflop_per_10s"] == pytest.approx(ast_flops(DI.ASTConfig(
+        model_size="tiny224", fstride=16, tstride=16, input_tdim=128, num_classes=5))["total"] / 1e9 * 10 / seconds)
+    assert rows[3]["parameters"] > rows[2]["parameters"] > rows[1]["parameters"]
+    assert "small" in format_students(rows)
