@@ -146,7 +146,7 @@ def test_resume_after_a_kill_stores_each_clip_view_once(tmp_path, teacher):
     """A real SIGKILL after 2 of 5 clips, then --resume: every clip once, with the arrays of an uninterrupted run."""
     audio = clips(tmp_path / "audio", 5)
     args = ["distill", "logits", "--teacher", teacher, "--data", audio, "--views", "3", "--top-k", "2",
-            "--batch-size", "1", "--num-workers", "0", "--no-progress"]
+            "--batch-size", "1", "--chunk-size", "1", "--num-workers", "0", "--no-progress"]
     killed = _cli(*args, "-o", tmp_path / "logits", env={KILL_HOOK: "2"})
     assert killed.returncode == -9, killed.stderr
     assert len(L.chunk_files(tmp_path / "logits")) == 2
@@ -162,6 +162,23 @@ def test_resume_after_a_kill_stores_each_clip_view_once(tmp_path, teacher):
     for name in ("seed", "crc", "top_index", "top_prob"):
         np.testing.assert_array_equal(getattr(got, name)[np.argsort(got.clip)],
                                       getattr(want, name)[np.argsort(want.clip)])
+
+
+def test_unreadable_clips_are_listed_and_chunks_hold_chunk_size_clips(tmp_path, teacher, capsys):
+    """A clip that cannot be decoded: one stderr line, exit 1, stored as failed (not retried by --resume, left out of
+    training); chunk files hold --chunk-size clips."""
+    audio = clips(tmp_path / "audio", 4)
+    (audio / "broken.wav").write_bytes(b"RIFF not audio at all")
+    rc, _, err = run_main(capsys, "distill", "logits", "--teacher", teacher, "--data", audio, "--views", "1",
+                          "--top-k", "2", "--batch-size", "1", "--chunk-size", "2", "--num-workers", "0",
+                          "--no-progress", "-o", tmp_path / "logits")
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "broken.wav" in lines[0] and "1 unreadable" in lines[1]
+    stored = L.load_logits(tmp_path / "logits")
+    broken = stored.index["clips"].index(str(audio / "broken.wav"))
+    assert stored.failed.tolist() == [broken] and broken not in stored.clip.tolist() and len(stored.clip) == 4
+    assert len(L.chunk_files(tmp_path / "logits")) == 3  # 5 clips, 2 per chunk
 
 
 def test_shards_split_the_clips(tmp_path, teacher):

@@ -23,7 +23,7 @@ def cmd_logits(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..infer.archive import parse_shard, torchrun_shard
     from ..train.distill import extract_logits
-    from ..train.logits import INDEX_NAME
+    from ..train.logits import INDEX_NAME, chunk_files, done_path
     from .args import inference_device, report_file_error
 
     out = Path(require_output(args, "DIR"))
@@ -32,12 +32,17 @@ def cmd_logits(args: argparse.Namespace) -> int:
     if args.num_workers < 0:
         raise ConfigError(f"--num-workers must be 0 or more, got {args.num_workers}")
     shard = parse_shard(args.shard) if args.shard else torchrun_shard()
-    if args.force and (out / INDEX_NAME).is_file() and shard is None:
-        shutil.rmtree(out)  # only a logits folder is replaced (it has the index)
+    if args.force and (out / INDEX_NAME).is_file():  # only a logits folder is replaced (it has the index)
+        if shard is None:
+            shutil.rmtree(out)
+        else:  # this part only: the other parts may be running
+            for path in [*chunk_files(out, shard), done_path(out, *shard)]:
+                path.unlink(missing_ok=True)
     teachers = [t for t in args.teacher.split(",") if t]
     with progress_for(args, "logits", "clips") as progress:
         summary = extract_logits(teachers, args.data, out, views=args.views, top_k=args.top_k, seed=args.seed,
-                                 shard=shard, batch_size=args.batch_size, workers=args.num_workers,
+                                 shard=shard, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                                 workers=args.num_workers,
                                  resume=args.resume, device=inference_device(args.device), progress=progress,
                                  on_error=lambda message: report_file_error(str(args.data), Exception(message)))
     part = f" (part {shard[0]} of {shard[1]})" if shard else ""
@@ -71,7 +76,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     logits.add_argument("--top-k", type=positive_int, default=20, metavar="K", help="probabilities stored per view "
                         "(default 20, as CED; the other classes are filled with min(top-k) / (classes - k))")
     logits.add_argument("--seed", type=int, default=0, help="base seed of the views (default 0)")
-    logits.add_argument("--batch-size", type=positive_int, default=8, help="clips per chunk and teacher batch")
+    logits.add_argument("--batch-size", type=positive_int, default=8, help="clips per teacher batch (x --views "
+                        "inputs; default 8)")
+    logits.add_argument("--chunk-size", type=positive_int, default=256, metavar="CLIPS", help="clips per chunk file "
+                        "(default 256; a kill loses at most one chunk's work)")
     logits.add_argument("--num-workers", type=int, default=2, metavar="N", help="DataLoader processes decoding and "
                         "augmenting ahead of the teacher (default 2; 0 = in this process)")
     logits.add_argument("--resume", action="store_true", help="continue DIR: skip the clips it already holds")

@@ -246,15 +246,19 @@ def _top(scores: torch.Tensor, k: int, index_dtype: np.dtype) -> tuple[np.ndarra
 
 def _chunk_arrays(clips: list[int], seeds: list[list[int]], crcs: list[list[int]], failed: list[int],
                   probs: torch.Tensor | None, frames: torch.Tensor | None, views: int, k: int,
-                  index_dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The arrays of one chunk (see `ast_audio.train.logits`); probs (B*K, C), frames (B*K, t_dim, C)."""
+                  index_dtype: np.dtype, columns: int | None) -> dict[str, np.ndarray]:
+    """The arrays of one batch (see `ast_audio.train.logits`); probs (B*K, C), frames (B*K, t_dim, C); `columns`:
+    the frame teacher's t_dim (None without frame scores)."""
     b = len(clips)
     arrays = {"clip": np.asarray(clips, np.int64), "failed": np.asarray(failed, np.int64),
               "seed": np.asarray(seeds, np.int64).reshape(b, views),
               "crc": np.asarray(crcs, np.int64).reshape(b, views)}
-    if probs is None:  # a chunk of failed clips only
+    if probs is None:  # a batch of failed clips only
         arrays["top_index"] = np.zeros((0, views, k), index_dtype)
         arrays["top_prob"] = np.zeros((0, views, k), np.float16)
+        if columns is not None:
+            arrays["frame_index"] = np.zeros((0, views, k), index_dtype)
+            arrays["frame_prob"] = np.zeros((0, views, columns, k), np.float16)
         return arrays
     idx, prob = _top(probs, k, index_dtype)
     arrays["top_index"], arrays["top_prob"] = idx.reshape(b, views, k), prob.reshape(b, views, k)
@@ -281,13 +285,16 @@ def logits_index(teacher: Teacher, source: ClipSource, views: int, top_k: int, s
 
 def extract_logits(teachers: Sequence[str], data: str | os.PathLike, out: str | os.PathLike, *, views: int = 10,
                    top_k: int = 20, seed: int = 0, view_config: ViewConfig | None = None,
-                   shard: tuple[int, int] | None = None, batch_size: int = 8, workers: int = 0, resume: bool = False,
+                   shard: tuple[int, int] | None = None, batch_size: int = 8, chunk_size: int = 256,
+                   workers: int = 0, resume: bool = False,
                    device: str = "cpu", progress: Callable[[float, float | None], None] | None = None,
                    on_error: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Store `teachers`' outputs on `views` views of every clip of `data` (part k of n with `shard`) in `out`.
 
-    Returns {"output", "clips" (this part's), "written", "skipped" (already stored), "errors", "complete" (every part
-    done), "bytes"}. Without `resume`, a part that already has chunks in `out` is refused.
+    Clips are decoded and their views made in `workers` DataLoader processes, scored `batch_size` clips at a time
+    and written `chunk_size` clips per chunk file (a kill loses at most the chunk in flight). Returns {"output",
+    "clips" (this part's), "written", "skipped" (already stored), "errors", "complete" (every part done), "bytes"}.
+    Without `resume`, a part that already has chunks in `out` is refused.
     """
     if views < 1:
         raise ConfigError(f"--views must be at least 1, got {views}")
@@ -311,7 +318,17 @@ def extract_logits(teachers: Sequence[str], data: str | os.PathLike, out: str | 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list,
                                          prefetch_factor=2 if workers else None)
     index_dtype = L.index_dtype(len(teacher.labels))
+    columns = teacher.frame_model.config.grid[1] if teacher.frame_model is not None else None
     number, written, errors = len(existing), 0, 0
+    pending: list[dict[str, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal number, pending
+        if pending:
+            L.write_chunk(L.chunk_path(folder, k_part, n_parts, number),
+                          {name: np.concatenate([p[name] for p in pending]) for name in pending[0]})
+            number, pending = number + 1, []
+
     for batch in loader:
         good = [b for b in batch if b[1] is not None]
         failed = [b[0] for b in batch if b[1] is None]
@@ -324,14 +341,16 @@ def extract_logits(teachers: Sequence[str], data: str | os.PathLike, out: str | 
             x = torch.cat([b[1] for b in good])  # (B*K, T, F), clip-major
             probs, frames = teacher(x, batch_size)
         crcs = [[feature_crc(view) for view in b[1]] for b in good]
-        arrays = _chunk_arrays([b[0] for b in good], [b[2] for b in good], crcs, failed, probs, frames, views, k,
-                               index_dtype)
-        L.write_chunk(L.chunk_path(folder, k_part, n_parts, number), arrays)
-        number, written = number + 1, written + len(batch)
+        pending.append(_chunk_arrays([b[0] for b in good], [b[2] for b in good], crcs, failed, probs, frames, views,
+                                     k, index_dtype, columns))
+        written += len(batch)
+        if sum(len(p["clip"]) + len(p["failed"]) for p in pending) >= chunk_size:
+            flush()
         if progress is not None:
             progress(written, len(todo))
         if os.environ.get(KILL_HOOK) == str(written):  # tests: a real SIGKILL after this many clips
             os.kill(os.getpid(), 9)
+    flush()
     atomic_write_text(L.done_path(folder, k_part, n_parts), f'{{"clips": {len(mine)}}}\n')
     complete = all(L.done_path(folder, j, n_parts).exists() for j in range(n_parts))
     return {"output": str(folder), "clips": len(mine), "written": written, "skipped": len(mine) - len(todo),
