@@ -300,6 +300,13 @@ def test_label_mismatch_and_views_beyond_stored_are_one_line(tmp_path, teacher, 
                           "huge", "-o", tmp_path / "o3")
     assert rc == 1
     _one_line_error(err, "tiny, mini, small")
+    other = tiny_config()
+    save_model(AST(other, frontend=FrontendConfig(target_length=128), labels=list("vwxyz")), tmp_path / "other")
+    rc, _, err = run_main(capsys, "train", "--recipe", "distill", "--logits", tmp_path / "logits", "--student",
+                          "tiny", "--init", f"checkpoint:{tmp_path / 'other'}", "--num-workers", "0", "--device", "cpu",
+                          "--no-progress", "-o", tmp_path / "o4")
+    assert rc == 1
+    _one_line_error(err, "not the teacher's")
     with pytest.raises(ConfigError, match="input_tdim"):
         make_recipe("distill", logits=str(tmp_path / "logits"), student='{"input_tdim": 64}')
 

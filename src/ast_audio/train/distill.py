@@ -542,6 +542,12 @@ def build_student(config: TrainConfig, labels: Sequence[str], multi_label: bool)
     if kind not in ("imagenet", "checkpoint") or path is None:
         raise ConfigError(f"a student starts from --init none, imagenet:PATH (DeiT/ViT weights of its width) or "
                           f"checkpoint:PATH, got {config.init!r}")
+    if kind == "checkpoint":
+        given = load_model(path)
+        if list(given.labels) != list(labels):
+            raise ConfigError(f"--init {config.init}: its classes ({', '.join(given.labels[:4])} ...) are not the "
+                              f"teacher's ({', '.join(labels[:4])} ...); continue a student of this teacher, or start "
+                              "from --init none")
     model = load_model(path, model_size=target.model_size if kind == "imagenet" else None,
                        input_fdim=target.input_fdim, input_tdim=target.input_tdim, fstride=target.fstride,
                        tstride=target.tstride, num_classes=len(labels), labels=list(labels), multi_label=multi_label,
