@@ -8,7 +8,7 @@
 4. Held-out mAP of teacher and student on the demo's labelled test split, the top-1 agreement of the two on its
    clips with a class, parameters and GFLOP per input of each, storage per clip-view.
 
-Usage: OMP_NUM_THREADS=2 python bench/distill_demo.py WORKDIR [--views 8] [--teacher-epochs 15] [--epochs 30]
+Usage: OMP_NUM_THREADS=2 python bench/distill_demo.py WORKDIR [--views 8] [--teacher-epochs 15] [--epochs 60]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ast_audio.bench.timing import ast_flops
 from ast_audio.demo import make_dataset
 from ast_audio.train.evaluate import evaluate_checkpoints
 from ast_audio.train.layouts import load_splits
@@ -44,17 +45,6 @@ def sh(*args: object) -> float:
     return time.perf_counter() - start
 
 
-def gflop(model) -> float:
-    """GFLOP of one input: 2 x multiply-adds of the linear layers and the attention products (batch 1)."""
-    config = model.config
-    tokens = config.num_patches + 2
-    linear = 2 * tokens * sum(p.numel() for n, p in model.blocks.named_parameters() if n.endswith("weight")
-                              and p.dim() == 2)
-    attention = 2 * 2 * config.depth * tokens * tokens * config.embed_dim
-    patch = 2 * config.num_patches * config.embed_dim * config.fshape * config.tshape
-    return (linear + attention + patch) / 1e9
-
-
 @torch.no_grad()
 def top1_agreement(teacher, student, manifest) -> float:
     from ast_audio.train.data import ClipDataset
@@ -72,10 +62,17 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--teacher-epochs", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--evaluate-only", action="store_true", help="report on the runs already in WORKDIR")
+    parser.add_argument("--student-out", default="student", help="the student run's folder in WORKDIR")
     args = parser.parse_args()
     w = args.work
     data = w / "data"
+    times = {} if args.evaluate_only else run_all(w, data, args)
+    report(w, data, times, w / args.student_out)
+
+
+def run_all(w: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     make_dataset(data, seed=0)  # labelled: the teacher's training clips and the held-out test split
     make_dataset(w / "unlabelled", seed=1)  # another draw; its train/ folder is used without its labels
     times = {"teacher": sh("train", "--recipe", "folder", "--data", data / "train.csv", "--eval-data",
@@ -89,14 +86,19 @@ def main() -> None:
     times["logits"] = sh("distill", "logits", "--teacher", w / "teacher" / "model", "--data", unlabelled, "--views",
                          args.views, "--top-k", 20, "--num-workers", 1, "--no-progress", "--force", "-o", w / "logits")
     times["student"] = sh("train", "--recipe", "distill", "--logits", w / "logits", "--student", STUDENT,
-                          "--epochs", args.epochs, "--lr", "1e-3", "--num-workers", 1, "--device", "cpu",
+                          "--epochs", args.epochs, "--batch-size", 16, "--lr", "1e-3", "--set",
+                          f"lr_scheduler_start={args.epochs // 2}", "--num-workers", 1, "--device", "cpu",
                           "--no-progress", "--force", "--set", "tensorboard=false", "-o", w / "student")
+    return times
+
+
+def report(w: Path, data: Path, times: dict[str, float], student_run: Path) -> None:
     common = dict(layout="folder", data=str(data / "test.csv"), eval_data=str(data / "test.csv"),
                   label_csv=str(data / "class_labels_indices.csv"), split="valid", device="cpu")
     result = {}
-    for name, ckpt in (("teacher", w / "teacher" / "model"), ("student", w / "student" / "model")):
+    for name, ckpt in (("teacher", w / "teacher" / "model"), ("student", student_run / "model")):
         result[name] = evaluate_checkpoints([str(ckpt)], **common)["mAP"]
-    teacher, student = load_model(w / "teacher" / "model"), load_model(w / "student" / "model")
+    teacher, student = load_model(w / "teacher" / "model"), load_model(student_run / "model")
     held = load_splits("folder", data / "test.csv", eval_data=str(data / "test.csv"),
                        label_csv=str(data / "class_labels_indices.csv")).valid
     with_class = held.subset(i for i, e in enumerate(held.examples) if e.targets)
@@ -108,7 +110,8 @@ def main() -> None:
         "top1_agreement": top1_agreement(teacher, student, with_class),
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
         "student_params": sum(p.numel() for p in student.parameters()),
-        "teacher_gflop": gflop(teacher), "student_gflop": gflop(student),
+        "teacher_gflop": ast_flops(teacher.config)["total"] / 1e9,
+        "student_gflop": ast_flops(student.config)["total"] / 1e9,
         "clips": len(stored.clip), "views": stored.views,
         "bytes_per_clip_view": storage_bytes(w / "logits") / clip_views,
         "seconds": times,
