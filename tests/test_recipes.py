@@ -77,7 +77,7 @@ def test_folder_recipe_follows_the_data_and_readme_guidance():
     assert make_recipe("folder", timem=7).augment.timem == 7
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [r for r in RECIPES if r != "distill"])  # distill needs logits: test_distill.py
 def test_json_round_trip(name):
     config = make_recipe(name, model_config={"embed_dim": 32, "depth": 2}, init="none")
     again = TrainConfig.from_dict(json.loads(config.to_json()))

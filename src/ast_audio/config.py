@@ -24,13 +24,22 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-# Reference model sizes (spec §1.1): embed dim, heads, depth, ImageNet grid side.
+# Model sizes: embed dim, heads, depth, ImageNet grid side. The reference sizes (spec §1.1) and "mini256", the width
+# between DeiT-tiny and DeiT-small of CED's ViT-Mini student (no ImageNet model has it: its side is that of the others
+# of width <= 384, for a 256-wide ViT checkpoint a user brings).
 MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
     "tiny224": (192, 3, 12, 14),
+    "mini256": (256, 4, 12, 14),
     "small224": (384, 6, 12, 14),
     "base224": (768, 12, 12, 14),
     "base384": (768, 12, 12, 24),
 }
+# Distillation students (issue 22; CED's ViT Tiny/Mini/Small: 5.5/9.6/22 M parameters on 527 classes): name -> the
+# MODEL_SIZES entry of their width, heads and depth, with non-overlapping 16x16 patches (`STUDENT_STRIDE`): 512
+# tokens per 1024 x 128 input (248 at 64 mel bins and 10 s) instead of AST's 1212. A student built from one stores
+# that size in `ASTConfig.model_size` ("tiny224", "mini256", "small224").
+STUDENT_SIZES: dict[str, str] = {"tiny": "tiny224", "mini": "mini256", "small": "small224"}
+STUDENT_STRIDE = 16
 # `ASTConfig.model_size` of a width / head count / depth that is none of the MODEL_SIZES (a small test or demo model).
 CUSTOM_SIZE = "custom"
 

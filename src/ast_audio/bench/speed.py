@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..config import ASTConfig
+from ..config import STUDENT_SIZES, STUDENT_STRIDE, ASTConfig
 from ..errors import ConfigError
 from ..export.backend import to_precision
 from ..infer.tagger import Tagger
@@ -108,6 +108,50 @@ def realtime_factor(model: Any, seconds: float, batch: int, seed: int = 0, repea
     factor = seconds / wall
     return {"seconds": seconds, "windows": len(result.windows), "wall_s": wall, "realtime_factor": factor,
             "hour_s": 3600.0 / factor}
+
+
+def student_speeds(base: AST, *, batch: int = DEFAULT_BATCH, repeats: int = DEFAULT_REPEATS,
+                   precision: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
+    """Seconds per clip at batch `batch` (best of `repeats` interleaved rounds) of `base` and of the distillation
+    students (`STUDENT_SIZES`, random weights, 16x16 patches at stride 16, on `base`'s input and classes), all in
+    `precision` (auto: what `choose_precision` picks here), with GFLOP per 10 s of audio and the speed-up over
+    `base`: [{"model", "parameters", "tokens", "gflop_per_10s", "s_per_clip", "speedup"}], `base` first."""
+    torch.manual_seed(seed)
+    configs = {"base": base.config}
+    for name, size in STUDENT_SIZES.items():
+        configs[name] = ASTConfig(model_size=size, fstride=STUDENT_STRIDE, tstride=STUDENT_STRIDE,
+                                  input_fdim=base.config.input_fdim, input_tdim=base.config.input_tdim,
+                                  num_classes=base.config.num_classes)
+    models = {name: base if name == "base" else AST(config, frontend=base.frontend).eval()
+              for name, config in configs.items()}
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, base.config.input_tdim, base.config.input_fdim, generator=gen) * 0.5
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        runners = {name: to_precision(copy.deepcopy(model), precision, cache=tmp) for name, model in models.items()}
+        times = interleaved_times({name: (lambda fn=fn: fn(x)) for name, fn in runners.items()}, repeats)
+    seconds = base.frontend.duration_s
+    rows = []
+    for name, config in configs.items():
+        per_clip = min(times[name]) / batch
+        rows.append({"model": name if name != "base" else f"base ({base.config.model_size})",
+                     "precision": runners[name].precision, "parameters": config.num_parameters,
+                     "tokens": config.num_patches + 2, "gflop_per_10s": ast_flops(config)["total"] / 1e9 * 10 /
+                     seconds, "s_per_clip": per_clip})
+    for row in rows:
+        row["speedup"] = rows[0]["s_per_clip"] / row["s_per_clip"]
+    return rows
+
+
+def format_students(rows: list[dict[str, Any]]) -> str:
+    """The students' table of `ast-audio bench --students`."""
+    lines = ["distillation students beside the base model (random weights, batch throughput, "
+             f"{rows[0]['precision']} for the base):",
+             f"  {'model':<18} {'precision':<10} {'params M':>9} {'tokens':>7} {'GFLOP/10 s':>11} {'s/clip':>9} "
+             f"{'speed-up':>9}"]
+    for r in rows:
+        lines.append(f"  {r['model']:<18} {r['precision']:<10} {r['parameters'] / 1e6:>9.2f} {r['tokens']:>7} "
+                     f"{r['gflop_per_10s']:>11.1f} {r['s_per_clip']:>9.4g} {r['speedup']:>8.1f}x")
+    return "\n".join(lines) + "\n"
 
 
 def run_bench(model: AST | None = None, *, precisions: Sequence[str] = PRECISIONS, compare: bool = True,

@@ -43,6 +43,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                             "and runs on the demo's fixed thread count, so its report does not depend on the load")
     bench.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peaks")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON (atomically)")
+    bench.add_argument("--students", action="store_true", help="also time the distillation students tiny/mini/small "
+                       "(random weights) beside the model in --precision (s/clip, GFLOP per 10 s, speed-up)")
+    bench.add_argument("--students-precision", default="auto", choices=PRECISION_CHOICES, metavar="P",
+                       help="precision of the --students table (default auto)")
     bench.add_argument("--accuracy", action="store_true",
                        help="report the precisions' accuracy on generated clips instead of timing")
     bench.add_argument("--train-epochs", type=positive_int, default=40, metavar="N",
@@ -83,6 +87,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            batch=args.batch_size, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
                            peaks=not args.no_peak, log=log)
         text, data = format_bench(result), result.to_dict()
+        if args.students:
+            from ..bench.speed import format_students, random_base_model, student_speeds
+
+            rows = student_speeds(model or random_base_model(), batch=args.batch_size, repeats=args.repeats,
+                                  precision=args.students_precision)
+            text, data = text + "\n" + format_students(rows), {**data, "students": rows}
     sys.stdout.write(text)
     if args.json:
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")

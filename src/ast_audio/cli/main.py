@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "ast_audio.cli.bench",  # bench
     "ast_audio.cli.labels",  # labels
     "ast_audio.cli.archive",  # merge-parts (the archive options of tag and events live there too)
+    "ast_audio.cli.distill",  # distill logits
 )
 _PYTHON_SHOWWARNING = warnings.showwarning
 

@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace):
                                      fstride=args.fstride, tstride=args.tstride, init=args.init,
                                      num_workers=args.num_workers, target_length=args.target_length,
                                      finetune=args.finetune, lora_rank=args.lora_rank, lora_targets=args.lora_targets,
-                                     patience=args.patience)
+                                     patience=args.patience, logits=args.logits, student=args.student)
     if args.save_adapters:
         overrides["save_adapters"] = True
     if args.model_config:
@@ -92,6 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
 
+    if args.data is None and args.recipe != "distill":
+        raise ConfigError(f"--recipe {args.recipe} needs --data PATH (only the distill recipe reads its clips from "
+                          "--logits)")
     config = config_from_args(args)
     if args.print_config:
         sys.stdout.write(config.to_json() + "\n")
@@ -164,7 +167,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Train with a recipe (defaults = the reference's egs/*/run*.sh, spec §3.2). Run under "
         "`torchrun --nproc_per_node N -m ast_audio train ...` for several processes (DDP).")
     train.add_argument("--recipe", choices=RECIPES, required=True)
-    add_data_args(train, layout=None, shards=True)
+    add_data_args(train, layout=None, shards=True, data_required=False)
     add_output_arg(train, metavar="DIR", default="runs/train", deprecated=("--out",),
                    help="output folder (default runs/train); an existing run is refused without --resume (continue "
                    "it) or --force (start over)")
@@ -195,6 +198,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                        "to OUT/adapters/")
     train.add_argument("--patience", type=positive_int, metavar="EPOCHS", help="early stopping: stop after this "
                        "many epochs without a better validation score")
+    train.add_argument("--logits", metavar="DIR", help="distill recipe: the teacher's stored outputs (`ast-audio "
+                       "distill logits`)")
+    train.add_argument("--student", metavar="SIZE|JSON", help="distill recipe: tiny, mini or small (192/256/384 wide, "
+                       "12 blocks, 16x16 patches at stride 16) or a JSON object of ASTConfig fields; the input and "
+                       "classes come from the teacher")
     train.add_argument("--resume", action="store_true", help="continue the run in -o/--output from its last "
                        "checkpoint (up to --epochs, if given: more epochs extend a finished run)")
     train.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")

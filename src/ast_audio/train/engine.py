@@ -46,6 +46,7 @@ from ..weights.checkpoint import load_model, save_model
 from ..weights.hub import DEFAULT_MODEL
 from . import checkpointing as C
 from . import dist as D
+from . import distill as DI
 from . import finetune as FT
 from . import metrics as M
 from .data import ClipDataset, collate
@@ -96,6 +97,8 @@ def build_model(config: TrainConfig, labels: Sequence[str], multi_label: bool) -
     head row of every class it shares with the data, matched by name in any order (`match_classes`, `remap_head`),
     and starts fresh rows for the data's other classes.
     """
+    if config.recipe == "distill":  # a student: its size from --student, its input and classes from the teacher
+        return DI.build_student(config, labels, multi_label)
     kind, path = config.init_spec
     frontend, spec = config.frontend, config.model
     num_classes = len(labels)
@@ -181,6 +184,7 @@ class _Data:
     multi_label: bool
     shard_index: dict[str, Any] | None
     sed: SedData | None = None  # the sed recipe's clips (strong, weak, background; validation)
+    distill: DI.DistillData | None = None  # the distill recipe's stored teacher outputs
 
 
 @dataclass
@@ -267,6 +271,10 @@ def _load_data(config: TrainConfig, info: D.DistInfo) -> tuple[TrainConfig, _Dat
         splits = Splits(train=sed_manifest(sed.train, sed.labels), valid=sed_manifest(sed.valid, sed.labels),
                         test=None)
         return config.resolve(True), _Data(splits, sed.labels, True, None, sed)
+    if config.recipe == "distill":
+        distilled = DI.distill_splits(config)
+        return config.resolve(distilled.multi_label), _Data(distilled.splits, distilled.labels, distilled.multi_label,
+                                                            None, distill=distilled)
     shard_index = _shard_index(config)
     if shard_index is None:
         splits = load_splits(config.layout, config.data, fold=config.fold, eval_data=config.eval_data,
@@ -287,7 +295,7 @@ def _fit_to_data(config: TrainConfig, data: _Data) -> tuple[TrainConfig, list[st
     recipe's masks shrink with fewer than 50 clips per class (a 48-bin mask on 10 clips of a class hides most of
     what there is to learn). Returns the config to run and the lines to print."""
     counts = sorted(data.splits.train.class_counts())
-    if not counts or data.shard_index is not None:
+    if not counts or data.shard_index is not None or data.distill is not None:
         return config, []
     median = counts[len(counts) // 2]
     notes = [f"class balance (train clips per class): min {counts[0]}, median {median}, max {counts[-1]} over "
@@ -351,11 +359,15 @@ def _start(config: TrainConfig, data: _Data, out: Path, resume: bool, info: D.Di
     net: torch.nn.Module = model.mlp_head if linear else model  # the linear probe trains the head on features
     if data.sed is not None:
         net = SedForward(model)  # clip and frame logits and weak scores in one forward
+    elif data.distill is not None and model.has_frame_head and data.distill.stored.frame_prob is not None:
+        net = DI.BothHeads(model)  # clip and frame logits in one output, for the frame loss
     if info.distributed:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if linear:
         train_data, sampler, loader = _feature_loader(config, data, info, model, amp, say)
+    elif data.distill is not None:
+        train_data, sampler, loader = _distill_loader(config, data, info, model)
     else:
         train_data, sampler, loader = _train_loader(config, data, info, model)
     run = _Run(config=config, out=out, info=info, say=say, model=model, net=net, optimizer=optimizer,
@@ -426,6 +438,18 @@ def _train_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST
     return train_data, sampler, loader
 
 
+def _distill_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST
+                    ) -> tuple[DI.DistillDataset, EpochSampler, torch.utils.data.DataLoader]:
+    """The distill recipe's training data: one stored view per clip per epoch, regenerated from its seed."""
+    assert data.distill is not None
+    dataset = DI.train_dataset(config, data.distill, model)
+    sampler = EpochSampler(len(dataset), shuffle=True, seed=config.seed, num_replicas=info.world_size,
+                           rank=info.rank)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
+                                         collate_fn=collate, num_workers=config.num_workers)
+    return dataset, sampler, loader
+
+
 def _feature_loader(config: TrainConfig, data: _Data, info: D.DistInfo, model: AST, amp: torch.dtype | None,
                     say: Printer) -> tuple[FT.FeatureDataset, EpochSampler, torch.utils.data.DataLoader]:
     """The linear probe's training data: every training clip's pooled feature, computed once (no augmentation)."""
@@ -472,6 +496,8 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
         run.sampler.set_epoch(epoch)
     run.train_data.set_epoch(epoch)
     loss_fn = loss_function(config)
+    if isinstance(run.train_data, DI.DistillDataset):  # the frame columns of a frame student's targets, if any
+        loss_fn = DI.distill_loss(loss_fn, run.num_classes, config.frame_weight)
     loss_sum, loss_count, skipped, all_bad_run = 0.0, 0, 0, 0
     bar = progress_bar(len(run.loader), f"epoch {epoch}/{config.epochs}" if config.progress else None, info)
     clips_done, t_epoch, step_time, steps = 0, time.perf_counter(), 0.0, 0

@@ -22,11 +22,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import DATASET_FRAMES, DATASET_STATS, MODEL_SIZES, ASTConfig, FrameHeadConfig, FrontendConfig
+from ..config import (
+    DATASET_FRAMES,
+    DATASET_STATS,
+    MODEL_SIZES,
+    STUDENT_SIZES,
+    STUDENT_STRIDE,
+    ASTConfig,
+    FrameHeadConfig,
+    FrontendConfig,
+)
 from ..errors import ConfigError
 from .layouts import LAYOUTS
 
-RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder", "sed")
+RECIPES = ("audioset-full", "audioset-balanced", "esc50", "speechcommands", "folder", "sed", "distill")
 SED_LAYOUT = "sed"  # a folder with strong.tsv (ast_audio.train.sed), read by the sed recipe only
 INIT_KINDS = ("none", "imagenet", "audioset", "checkpoint")
 SELECTIONS = ("wa", "best", "last")
@@ -204,6 +213,13 @@ class TrainConfig:
     save_adapters: bool = False
     patience: int | None = None
     scale_augment: bool = True
+    # distill recipe (ast_audio.train.distill): the stored teacher outputs, the student, the mix of labels where the
+    # clips have them, the weight of the frame loss, how many stored views to use (None: all)
+    logits: str | None = None
+    student: str | None = None
+    label_weight: float = 0.0
+    frame_weight: float = 1.0
+    views: int | None = None
 
     seed: int = 0
     device: str = "auto"
@@ -253,6 +269,13 @@ class TrainConfig:
               f"lora_targets must be some of {','.join(LORA_TARGETS)}, got {','.join(map(str, self.lora_targets))}")
         check(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1),
               f"patience must be a positive number of epochs or null, got {self.patience!r}")
+        check(self.recipe != "distill" or (bool(self.logits) and bool(self.student)),
+              "the distill recipe needs --logits DIR (from `ast-audio distill logits`) and --student "
+              "tiny|mini|small|JSON")
+        check(0.0 <= self.label_weight <= 1.0, f"label_weight is a fraction in [0, 1], got {self.label_weight}")
+        check(self.frame_weight >= 0, f"frame_weight must be >= 0, got {self.frame_weight}")
+        check(self.views is None or (isinstance(self.views, int) and self.views >= 1),
+              f"views must be a positive number of stored views or null, got {self.views!r}")
         kind, _ = self.init_spec
         check(kind in INIT_KINDS, f"init must be none, imagenet[:PATH], audioset[:PATH] or checkpoint:PATH, got "
               f"{self.init!r}")
@@ -266,6 +289,11 @@ class TrainConfig:
         """("imagenet", "/path/deit.pth"), ("audioset", None), ("none", None), ..."""
         kind, _, path = self.init.partition(":")
         return kind, (path or None)
+
+    @property
+    def student_fields(self) -> dict[str, Any]:
+        """The distill recipe's `student` as ASTConfig fields (`student_fields`); {} without a student."""
+        return student_fields(self.student) if self.student else {}
 
     @property
     def multi_label(self) -> bool:
@@ -395,6 +423,13 @@ def recipe_defaults(name: str) -> dict[str, Any]:
                     lr_scheduler_start=5, lr_scheduler_step=1, lr_scheduler_decay=0.85, loss="bce", metric="psds1",
                     balanced_sampling=False, mixup=0.5, freqm=48, timem=20, noise=False, **_input_of("audioset"),
                     selection="best", init="audioset", frame_head=FrameHeadConfig())
+    if name == "distill":
+        # A student on stored teacher outputs (CED): the views carry the augmentation, so no masks or mixup here;
+        # the input comes from the teacher (`make_recipe`). Adam at 5e-4, decay from epoch 10.
+        return dict(recipe="distill", layout="folder", lr=5e-4, epochs=30, batch_size=32, warmup=False,
+                    lr_scheduler_start=10, lr_scheduler_step=1, lr_scheduler_decay=0.9, loss="auto", metric="map",
+                    balanced_sampling=False, mixup=0.0, freqm=0, timem=0, noise=False, selection="best",
+                    init="none", scale_augment=False)
     raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
 
 
@@ -411,6 +446,8 @@ def make_recipe(name: str, **overrides: Any) -> TrainConfig:
     values.update(overrides)
     if name == "esc50" and "lr" not in overrides and str(values.get("init", "")).partition(":")[0] != "audioset":
         values["lr"] = 1e-4
+    if name == "distill":
+        values.update(_distill_input(values.get("logits"), values.get("student")))
     if name == "folder":
         values.setdefault("num_mel_bins", FrontendConfig.num_mel_bins)
         if "timem" not in overrides:
@@ -418,6 +455,48 @@ def make_recipe(name: str, **overrides: Any) -> TrainConfig:
         if "freqm" not in overrides:
             values["freqm"] = round(48 * values["num_mel_bins"] / 128)
     return TrainConfig.from_dict(values)
+
+
+# Fields a --student JSON may set: the width and patches (`SCRATCH_FIELDS`), the size and strides, 64 mel bins
+# (input_fdim), the frame head (null: a clip student). The rest (input length, front end, labels) is the teacher's.
+STUDENT_FIELDS = ("model_size", "fstride", "tstride", "input_fdim", "frame_head", *SCRATCH_FIELDS)
+
+
+def student_fields(student: str) -> dict[str, Any]:
+    """--student tiny|mini|small (`STUDENT_SIZES`, 16x16 patches at stride 16) or a JSON object of
+    `STUDENT_FIELDS` (strides 16 unless given) -> ASTConfig fields."""
+    if student in STUDENT_SIZES:
+        return {"model_size": STUDENT_SIZES[student], "fstride": STUDENT_STRIDE, "tstride": STUDENT_STRIDE}
+    try:
+        given = json.loads(student)
+    except json.JSONDecodeError:
+        given = None
+    if not isinstance(given, dict):
+        raise ConfigError(f"--student must be one of {', '.join(STUDENT_SIZES)} or a JSON object of ASTConfig fields "
+                          f"such as '{{\"embed_dim\": 128, \"depth\": 6, \"num_heads\": 4}}', got {student!r}")
+    unknown = sorted(set(given) - set(STUDENT_FIELDS))
+    if unknown:
+        raise ConfigError(f"--student fields {unknown} are not allowed (the input length, front end and labels come "
+                          f"from the teacher); use some of {list(STUDENT_FIELDS)}")
+    return {"fstride": STUDENT_STRIDE, "tstride": STUDENT_STRIDE, **given}
+
+
+def _distill_input(logits: str | None, student: str | None) -> dict[str, Any]:
+    """The distill recipe's front end (the teacher's, from the logits index; mel bins from the student's
+    input_fdim) and model fields (from the student)."""
+    if not logits or not student:
+        raise ConfigError("the distill recipe needs --logits DIR (from `ast-audio distill logits`) and --student "
+                          "tiny|mini|small|JSON")
+    from .logits import read_logits_index  # numpy: only when the recipe is made
+
+    fields = student_fields(student)
+    frontend = dict(read_logits_index(logits)["frontend"])
+    if "input_fdim" in fields:
+        frontend["num_mel_bins"] = fields["input_fdim"]
+    model = {k: v for k, v in fields.items() if k in ("model_size", "fstride", "tstride")}
+    model.setdefault("model_size", "tiny224" if "embed_dim" in fields else "base384")
+    scratch = {k: v for k, v in fields.items() if k in SCRATCH_FIELDS}
+    return {"frontend": frontend, **model, **({"model_config": scratch} if scratch else {})}
 
 
 def parse_finetune(text: str) -> tuple[str, int | None]:

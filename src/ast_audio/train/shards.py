@@ -528,6 +528,10 @@ class ShardClips(torch.utils.data.Dataset):
     def mixup_fallbacks(self) -> int:
         return self.pipeline.mixup_fallbacks
 
+    def waveform(self, i: int) -> torch.Tensor:
+        """(N,) DC-removed waveform of clip i at the front end's rate (AstAudioError if it cannot be read)."""
+        return self._load(i)
+
     def _load(self, i: int) -> torch.Tensor:
         path = self.shard_paths[int(self.table["shard"][i])]
         try:
