@@ -211,3 +211,27 @@ def test_scripts_outside_the_package_import_names_that_exist():
                     f"{path.name}: {module} has no {name}"
                 checked += 1
     assert checked >= 5  # the scripts do import from the package
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_no_test_module_imports_another():
+    """Each test module stands alone: shared helpers live in conftest.py or a helper module (helpers.py,
+    serve_helpers.py, fake_datasets.py), never in a test_*.py another module imports (running one file alone, or
+    deleting one, must not break another)."""
+    found = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[-1].startswith("test_") or n.startswith("tests.test_")]
+    assert not found, found
+
+
+def test_one_cli_runner():
+    """One `run_cli` (conftest.py) starts `python -m ast_audio` for the tests; no test module defines its own."""
+    copies = [f"{p.name}: def {name}" for p in sorted(TESTS.glob("test_*.py"))
+              for name in ("run_cli", "_run", "_cli") if f"\ndef {name}(" in p.read_text(encoding="utf-8")]
+    assert not copies, copies

@@ -18,27 +18,13 @@ from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
 from ast_audio.weights.formats import stride_from_filename
 from conftest import LABELS_DIR, tiny_model
+from helpers import ref_model, save_reference
 
 
 def logits(model: AST, seed: int = 0) -> torch.Tensor:
     x = torch.randn(2, model.config.input_tdim, model.config.input_fdim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return model(x)
-
-
-def save_reference(model: AST, path, prefix: str = "module.") -> None:
-    """Write `model` the way the reference code saves it: DataParallel prefix plus the unused ImageNet heads."""
-    state = native_to_reference(model.state_dict(), prefix=prefix)
-    dim = model.config.embed_dim
-    for head in ("head", "head_dist"):
-        state[f"{prefix}v.{head}.weight"] = torch.randn(1000, dim)
-        state[f"{prefix}v.{head}.bias"] = torch.randn(1000)
-    torch.save(state, path)
-
-
-def ref_model(seed: int = 0, **changes) -> AST:
-    """A reference-shaped model with 64-dim heads, so the head count can be inferred from the file."""
-    return tiny_model(seed, **{"embed_dim": 128, "num_heads": 2, **changes})
 
 
 # ---------------------------------------------------------------------------------------------------------------

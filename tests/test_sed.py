@@ -5,9 +5,6 @@ and a hand count, and event-F1 calibration. (The trained demo model on generated
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +28,10 @@ from ast_audio.infer.stream import Timeline
 from ast_audio.train.layouts import load_splits
 from ast_audio.train.metrics import accuracy
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 
 sed_eval = _import_sed_eval()
 sse = _import_sed_scores_eval()
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def timeline(scores: np.ndarray, window_s: float, hop_s: float, duration_s: float,
