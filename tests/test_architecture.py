@@ -1,5 +1,6 @@
 """The layout's rules (docs/architecture.md), checked on the source: imports point down the layers, never in a
-circle; `ast-audio --help` does not import torch; the copies the torch-free command line keeps equal their sources."""
+circle; `ast-audio --help` does not import torch; the command line and the library share one object per decision;
+cli/ stays thin; test modules stand alone."""
 
 from __future__ import annotations
 
@@ -182,16 +183,52 @@ def test_import_ast_audio_is_lazy_and_complete():
     assert int(run.stdout) == len(ast_audio.__all__)
 
 
-def test_cli_copies_equal_their_sources():
-    """The command line keeps torch-free copies of a few tuples for its --help; they must equal the library's."""
-    from ast_audio.cli import args, events, listen, tag
-    from ast_audio.infer.formats import EVENT_FORMATS, TAG_FORMATS
-    from ast_audio.infer.live import PCM_DTYPES
-    from ast_audio.model.precision import PRECISION_CHOICES
+def test_cli_and_library_share_one_object_per_decision():
+    """The names and defaults the command line needs without torch live in light modules (`model/names.py`,
+    `infer/names.py`, `serve/defaults.py`, `config.py`) that the library and `ast_audio.cli` both import: the same
+    objects, not equal copies (`is`)."""
+    from ast_audio import config
+    from ast_audio.cli import bench, data, embed, events, listen, serve, tag
+    from ast_audio.cli.main import build_parser
+    from ast_audio.infer import embed as lib_embed
+    from ast_audio.infer import evaluate_events, formats, live, names
+    from ast_audio.infer import events as lib_events
+    from ast_audio.model import names as precision_names
+    from ast_audio.model import precision
+    from ast_audio.serve import defaults, limits
 
-    assert args.PRECISION_CHOICES == PRECISION_CHOICES
-    assert tag.TAG_FORMATS == TAG_FORMATS and events.EVENT_FORMATS == EVENT_FORMATS
-    assert listen.PCM_FORMATS == tuple(PCM_DTYPES)
+    assert bench.PRECISION_CHOICES is precision.PRECISION_CHOICES is precision_names.PRECISION_CHOICES
+    assert precision.PRECISIONS is precision_names.PRECISIONS
+    assert tag.TAG_FORMATS is formats.TAG_FORMATS is names.TAG_FORMATS
+    assert events.EVENT_FORMATS is formats.EVENT_FORMATS is names.EVENT_FORMATS
+    assert events.GRIDS is lib_events.GRIDS is names.GRIDS and events.REFINES is lib_events.REFINES is names.REFINES
+    assert embed.POOLS is lib_embed.POOLS is names.POOLS
+    assert listen.PCM_FORMATS is names.PCM_FORMATS and tuple(live.PCM_DTYPES) == names.PCM_FORMATS
+    assert listen.LIVE_FORMATS is names.LIVE_FORMATS
+    threshold = names.DEFAULT_THRESHOLD
+    assert lib_events.EventConfig.threshold is threshold and events.DEFAULT_THRESHOLD is threshold
+    assert listen.DEFAULT_THRESHOLD is threshold and evaluate_events.DEFAULT_THRESHOLD is threshold
+    assert lib_events.WINDOW_FRACTION is names.WINDOW_FRACTION and lib_events.HOP_FRACTION is names.HOP_FRACTION
+    assert config.FrontendConfig.sample_rate is config.SAMPLE_RATE and listen.SAMPLE_RATE is config.SAMPLE_RATE
+    assert data.SAMPLE_RATE is config.SAMPLE_RATE and serve.D is defaults
+    parsed = build_parser().parse_args(["serve"])
+    for name, option in {"max_upload_mb": "max_upload_mb", "threads": "workers_threads", "batch_size": "batch_size",
+                         "min_hop_fraction": "min_hop_fraction", "max_windows": "max_windows",
+                         "stream_max_speed": "stream_max_speed", "max_connections": "max_connections"}.items():
+        shared = getattr(defaults, name.upper())
+        assert getattr(limits.ServeSettings, name) is shared and getattr(parsed, option) is shared, name
+    parsed = build_parser().parse_args(["events", "x.wav"])
+    assert parsed.threshold is threshold and parsed.hysteresis is names.DEFAULT_HYSTERESIS
+
+
+def test_light_modules_import_no_torch_or_numpy():
+    """The modules the command line imports for its decisions stay light (a subprocess: nothing imported here
+    counts)."""
+    code = ("import sys; import ast_audio.model.names, ast_audio.infer.names, ast_audio.serve.defaults, "
+            "ast_audio.config; print([m for m in ('torch', 'numpy') if m in sys.modules])")
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", (run.stdout, run.stderr)
 
 
 def test_scripts_outside_the_package_import_names_that_exist():
@@ -231,7 +268,14 @@ def test_no_test_module_imports_another():
 
 
 def test_one_cli_runner():
-    """One `run_cli` (conftest.py) starts `python -m ast_audio` for the tests; no test module defines its own."""
-    copies = [f"{p.name}: def {name}" for p in sorted(TESTS.glob("test_*.py"))
-              for name in ("run_cli", "_run", "_cli") if f"\ndef {name}(" in p.read_text(encoding="utf-8")]
+    """One `run_cli` (conftest.py) starts `python -m ast_audio` for the tests; no test module defines its own helper
+    around `subprocess.run([... "-m", "ast_audio" ...])`."""
+    copies = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_"):
+                body = ast.get_source_segment(text, node) or ""
+                if "subprocess.run(" in body and '"-m", "ast_audio"' in body:
+                    copies.append(f"{path.name}: def {node.name}")
     assert not copies, copies

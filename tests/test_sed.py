@@ -345,13 +345,6 @@ def test_eval_events_and_calibrate_errors_are_one_line(cli_setup, tmp_path):
         assert run.stderr.startswith("ast-audio: error:")
 
 
-def test_cli_copies_of_grid_and_refine_names_match_the_library():
-    from ast_audio.cli import events as cli_events
-    from ast_audio.infer import events as lib_events
-
-    assert cli_events.GRIDS == lib_events.GRIDS and cli_events.REFINES == lib_events.REFINES
-
-
 def test_score_grid_type():
     assert ScoreGrid(np.array([0.0, 1.0]), np.zeros((1, 1)), ("a",)).centres_s.tolist() == [0.5]
 

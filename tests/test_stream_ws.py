@@ -284,12 +284,3 @@ def test_token_bucket_burst_then_rate():
     assert bucket.take(4.0, 101.0) and not bucket.take(0.1, 101.0)  # 4 s of audio a second
     assert bucket.take(30.0, 200.0) and not bucket.take(1.0, 200.0)  # a long pause refills up to the burst only
     assert not bucket.take(31.0, 1e6)  # more than the burst never passes at once
-
-
-def test_cli_stream_limits_default_to_serve_settings():
-    from ast_audio.cli.main import build_parser
-    from ast_audio.serve.limits import ServeSettings
-
-    args, defaults = build_parser().parse_args(["serve"]), ServeSettings()
-    assert (args.stream_max_speed, args.stream_burst_s, args.stream_max_messages_per_s) == \
-        (defaults.stream_max_speed, defaults.stream_burst_s, defaults.stream_max_messages_per_s) == (4.0, 30.0, 50)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .config import FrontendConfig
+from .config import SAMPLE_RATE, FrontendConfig
 from .infer.tagger import Tagger
 from .train.data import ClipDataset
 from .train.engine import RunResult, run
@@ -48,7 +48,6 @@ from .utils import atomic_path, atomic_write_text
 from .weights.checkpoint import load_model
 
 CLASSES = ("tone", "chirp", "noise_burst", "click_train")
-SAMPLE_RATE = 16000
 CLIPS_PER_CLASS = 80
 TEST_PER_CLASS = 20
 INPUT_TDIM = 200  # 2.005 s at 16 kHz: every generated clip fits one input

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..config import SAMPLE_RATE
+
 CLIP_S = 1.0
 TARGET_LENGTH = 100  # frames: a 1 s clip fits one input
 SOURCE_CLASSES = ("tone", "chirp_up", "noise_burst", "click_train", "harmonic")

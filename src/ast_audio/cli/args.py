@@ -21,9 +21,6 @@ from ..train.layouts import LAYOUTS
 from ..weights.hub import DEFAULT_MODEL
 
 DEFAULT_CHECKPOINT = DEFAULT_MODEL
-# ast_audio.model.precision.PRECISION_CHOICES, repeated so that --help needs no torch; tests/test_architecture.py
-# checks that the two are equal.
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8", "ort-fp32", "ort-int8")
 PRECISION_HELP = ("auto (the fastest measured path for this CPU: bf16 with AMX, ONNX Runtime int8 on other x86, fp32 "
                   "elsewhere; --verbose says which and why), fp32 (faithful), bf16, int8, ort-fp32 or ort-int8; see "
                   "docs/speed.md")

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ..config import SAMPLE_RATE
+from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, LIVE_FORMATS, PCM_FORMATS
 from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
@@ -28,8 +30,6 @@ from .args import (
 )
 from .events import odd_int
 
-LIVE_FORMATS = ("live", "jsonl")
-PCM_FORMATS = ("s16le", "f32le")  # ast_audio.infer.live.PCM_DTYPES (no torch import for --help)
 BAR = 24  # characters of a full score bar in the live view
 SPARK = " ▁▂▃▄▅▆▇█"  # a frame model's column scores in the live view: 0 .. 1 in eighths
 # Blocks a source that is not real time (stdin or a file without --realtime) may read ahead of the tagger; then its
@@ -52,8 +52,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_device_arg(listen)
     listen.add_argument("--input", metavar="SRC", help="'-' for raw PCM on stdin, or an audio file; default: the "
                         "microphone")
-    listen.add_argument("--rate", type=option_type("rate"), default=16000, help="--input -: sample rate in Hz "
-                        "(default 16000)")
+    listen.add_argument("--rate", type=option_type("rate"), default=SAMPLE_RATE,
+                        help=f"--input -: sample rate in Hz (default {SAMPLE_RATE})")
     listen.add_argument("--channels", type=option_type("channels"), default=1, help="--input -: interleaved channels "
                         "(default 1; averaged)")
     listen.add_argument("--dtype", choices=PCM_FORMATS, default="s16le", help="--input -: sample format "
@@ -69,11 +69,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument("--allow-skip", action="store_true", help="accept a --hop shorter than one window's "
                         "compute: windows are skipped (and counted) to stay current")
     group = listen.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T", help="event threshold for every "
-                       "class (default 0.5)")
+    group.add_argument("--threshold", type=unit_float, default=DEFAULT_THRESHOLD, metavar="T",
+                       help=f"event threshold for every class (default {DEFAULT_THRESHOLD})")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`")
-    listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=0.5, metavar="R",
-                        help="low threshold = R x high (default 0.5)")
+    listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=DEFAULT_HYSTERESIS, metavar="R",
+                        help=f"low threshold = R x high (default {DEFAULT_HYSTERESIS})")
     listen.add_argument("--median", type=odd_int, default=1, metavar="N", help="median filter over N windows (odd; "
                         "adds N // 2 hops of delay to events; default 1 = off)")
     listen.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",

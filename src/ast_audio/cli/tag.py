@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import AstAudioError, ConfigError
+from ..infer.names import TAG_FORMATS
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     DEFAULT_CHECKPOINT,
@@ -26,8 +27,6 @@ from .args import (
     require_output,
     unit_float,
 )
-
-TAG_FORMATS = ("table", "json", "csv")  # ast_audio.infer.formats.TAG_FORMATS (checked equal by a test)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

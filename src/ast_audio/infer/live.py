@@ -71,9 +71,10 @@ from ..errors import AudioInputError, ConfigError
 from ..labels import check_labels, selected_classes
 from .events import Event, EventConfig, median_smooth
 from .frames import score_frame_clips
+from .names import PCM_FORMATS
 from .tagger import Tagger
 
-PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_DTYPES = dict(zip(PCM_FORMATS, (np.dtype("<i2"), np.dtype("<f4")), strict=True))
 DEFAULT_FRAME_HOP_S = 1.0  # a frame model's live hop: its columns are final when it arrives (latency hop + one pass)
 
 

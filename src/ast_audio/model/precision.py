@@ -41,11 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import AstAudioWarning, ConfigError
-
-TORCH_PRECISIONS: Final = ("fp32", "bf16", "int8")
-ORT_PRECISIONS: Final = ("ort-fp32", "ort-int8")
-PRECISIONS: Final = (*TORCH_PRECISIONS, *ORT_PRECISIONS)  # what a model can compute in
-PRECISION_CHOICES: Final = ("auto", *PRECISIONS)  # what `precision=` / `--precision` accept
+from .names import ORT_PRECISIONS, PRECISION_CHOICES, PRECISIONS, TORCH_PRECISIONS
 
 
 def check_precision(precision: object, allow_auto: bool = True) -> str:
