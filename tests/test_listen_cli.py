@@ -23,9 +23,10 @@ from conftest import run_cli, run_main, tiny_model
 
 LABELS = ("chirp", "noise", "tone")
 # The untrained model's sigmoid scores sit near 0.5: these options give events (as in test_events_cli.py).
-def run_listen(*args: object, stdin: bytes | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """`ast-audio listen ARGS` with bytes on stdin."""
-    return run_cli("listen", *args, input=stdin, text=False, timeout=timeout, **kw)
+def run_listen(*args: object, stdin: bytes | None = None, timeout: float = 120,
+               text: bool = False) -> subprocess.CompletedProcess:
+    """`ast-audio listen ARGS` with bytes on stdin (text=True: str output, no stdin)."""
+    return run_cli("listen", *args, input=stdin, text=text, timeout=timeout)
 
 
 EVENTS = ("--threshold", "0.45", "--hysteresis", "0.9")

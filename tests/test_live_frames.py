@@ -277,7 +277,7 @@ def test_latency_bench_waits_under_one_hop_for_a_sounds_frame_scores(ckpt, tmp_p
 
 
 def test_terminal_view_draws_each_top_class_per_column(model):
-    from ast_audio.cli.listen import SPARK, LiveView
+    from ast_audio.infer.live_view import SPARK, LiveView
 
     (hop,) = frame_hops(StreamingTagger(Tagger(model), RATE, hop_s=0.5).feed(scene(RATE // 2, seed=11)))
     out = io.StringIO()
