@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("infer", ("infer",)),
     ("train", ("train",)),
     ("serve", ("serve",)),
-    ("tools", ("bench", "demo", "hear")),
+    ("tools", ("bench", "apps", "hear")),  # hear: the alias module of apps/hear.py
     ("cli", ("cli", "__main__")),
     ("api", ("",)),  # ast_audio/__init__.py: the public names, imported on first use
 ]

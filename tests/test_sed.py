@@ -352,7 +352,7 @@ def test_score_grid_type():
 def test_generated_scenes_match_their_truth(tmp_path):
     """`write_scenes`: audio of the asked length, truth the scorers accept (no connected events of one class), some
     sounds overlapping, and the truth's events where the audio is loud: each sound stands above the quiet bed."""
-    from ast_audio.demo import SAMPLE_RATE, write_scenes
+    from ast_audio.apps.demo import SAMPLE_RATE, write_scenes
 
     paths, truth_path, durations_path = write_scenes(tmp_path, count=2, duration_s=40.0, seed=3, overlap=0.3)
     truth = sse.io.read_ground_truth_events(truth_path)

@@ -187,8 +187,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
-    from ..demo import run_demo
+    """Generate data, train, evaluate, save and tag: see ast_audio.apps.demo.run_demo."""
+    from ..apps.demo import run_demo
 
     refuse_existing(args.output, args.force)
     clear_for_force(args.output, ("model", "training", "data"))
@@ -197,8 +197,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_scenes(args: argparse.Namespace) -> int:
-    """Write generated scenes and their truth: see ast_audio.demo.write_scenes."""
-    from ..demo import write_scenes
+    """Write generated scenes and their truth: see ast_audio.apps.demo.write_scenes."""
+    from ..apps.demo import write_scenes
 
     if args.snr is not None and args.snr[0] > args.snr[1]:
         raise ConfigError(f"--snr {args.snr[0]:g} {args.snr[1]:g}: LOW is above HIGH; give the range low first")
