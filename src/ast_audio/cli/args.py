@@ -122,13 +122,11 @@ def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str 
     """load_model for the inference commands: `precision` resolved for this machine and `device` (`torch_only`:
     explanations, which need the torch model), and with `verbose` one stderr line saying what runs and why. The model
     is loaded on the CPU; the Tagger (or the command) moves it to `device`."""
-    from ..model.precision import choose_precision
     from ..weights.checkpoint import load_model
 
-    choice = choose_precision(precision, torch_only=torch_only, device=device)
-    model = load_model(checkpoint, precision=choice, labels=labels)
+    model = load_model(checkpoint, precision=precision, labels=labels, device=device, torch_only=torch_only)
     if verbose:
-        print(f"ast-audio: {choice.describe()}", file=sys.stderr)
+        print(f"ast-audio: {model.precision_choice.describe()}", file=sys.stderr)
     return model
 
 
