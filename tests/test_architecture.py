@@ -288,7 +288,6 @@ LONG_CLI_FUNCTIONS: dict[str, str] = {
                          "ast_audio.infer.pipeline (outputs of an event run) next (issue 23 item 3)",
     "events.cmd_calibrate": "reads truth and scores and picks per-class thresholds; to move into "
                             "ast_audio.infer.calibrate with _calibrate_events (issue 23 item 3)",
-    "events._calibrate_events": "the event-F1 threshold search of calibrate; belongs in ast_audio.infer.calibrate",
 }
 
 

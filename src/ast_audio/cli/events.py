@@ -359,7 +359,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _calibrate_events(args: argparse.Namespace) -> int:
     """calibrate --truth: score every recording of the truth table through the events pipeline, then
     `calibrate_events`."""
-    from ..errors import AstAudioError, ConfigError
+    from ..errors import ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
     from ..infer.pipeline import EventPipeline
     from ..infer.tsv import read_strong
@@ -372,24 +372,17 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     truth, names = table.by_audio_id(), list(table.files)
     pipeline = EventPipeline(tagger, _event_config(args, tagger.labels), window_s=args.window, hop_s=args.hop,
                              batch_size=args.batch_size)
-    timelines, energies, failed = {}, {}, 0
+    failed = []
+
+    def skip(path: str, exc: Exception) -> None:  # a recording that cannot be decoded: one line, the rest go on
+        if args.debug:
+            raise exc
+        report_file_error(path, exc)
+        failed.append(path)
+
     progress = progress_for(args, "calibrate", "recordings")
-    for done, name in enumerate(names):
-        progress(done, len(names))
-        path = folder / name
-        key = name.rsplit(".", 1)[0]
-        try:
-            scored = pipeline.score(path)
-        except (AstAudioError, OSError) as exc:
-            if args.debug:
-                raise
-            report_file_error(str(path), exc)
-            failed += 1
-            continue
-        timelines[key] = scored.timeline
-        if scored.energy is not None:
-            energies[key] = scored.energy
-    progress(len(names), len(names))
+    timelines, energies = pipeline.score_files({name.rsplit(".", 1)[0]: folder / name for name in names},
+                                               on_error=skip, progress=progress)
     progress.close()
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")
