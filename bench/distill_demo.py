@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from ast_audio.demo import make_dataset
 
 from ast_audio.bench.timing import ast_flops
-from ast_audio.demo import make_dataset
 from ast_audio.train.evaluate import evaluate_checkpoints
 from ast_audio.train.layouts import load_splits
 from ast_audio.train.logits import load_logits, storage_bytes

@@ -69,10 +69,21 @@ def _graph_cache(tmp_path_factory):
         os.environ["AST_AUDIO_CACHE"] = old
 
 
+def run_cli(*args: object, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path | None = None,
+            umask: int | None = None, input: bytes | str | None = None,
+            text: bool = True) -> subprocess.CompletedProcess:
+    """A real `python -m ast_audio ARGS` run, offline (HF_HUB_OFFLINE=1), its output captured.
+
+    env: extra variables over os.environ; umask: the child's umask; input: its stdin (bytes with text=False)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    preexec = None if umask is None else (lambda: os.umask(umask))
+    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=text,
+                          env=full_env, timeout=timeout, cwd=cwd, preexec_fn=preexec, input=input)
+
+
 def run_demo_cli(out: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
     """A real `python -m ast_audio demo --out OUT` run (offline), with its output."""
-    return subprocess.run([sys.executable, "-m", "ast_audio", "demo", "--out", str(out)], capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=timeout)
+    return run_cli("demo", "--out", out, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -15,30 +15,7 @@ from ast_audio.model import AST
 from ast_audio.weights.adapt import HEAD_KEYS, adapt_input_conv, adapt_model, from_imagenet
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model
-
-DIM = 32
-
-
-def make_imagenet(side: int = 24, depth: int = 2, distilled: bool = True, kernel: int = 16, seed: int = 0,
-                  dim: int = DIM) -> dict[str, torch.Tensor]:
-    """A small random timm DeiT/ViT state dict with the real key names and an ImageNet head."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g)
-
-    prefix = 2 if distilled else 1
-    state = {"cls_token": rand(1, 1, dim), "pos_embed": rand(1, prefix + side * side, dim),
-             "patch_embed.proj.weight": rand(dim, 3, kernel, kernel), "patch_embed.proj.bias": rand(dim),
-             "norm.weight": rand(dim), "norm.bias": rand(dim), "head.weight": rand(1000, dim), "head.bias": rand(1000)}
-    if distilled:
-        state.update({"dist_token": rand(1, 1, dim), "head_dist.weight": rand(1000, dim), "head_dist.bias": rand(1000)})
-    for i in range(depth):
-        for name, shape in (("norm1", (dim,)), ("attn.qkv", (3 * dim, dim)), ("attn.proj", (dim, dim)),
-                            ("norm2", (dim,)), ("mlp.fc1", (4 * dim, dim)), ("mlp.fc2", (dim, 4 * dim))):
-            state[f"blocks.{i}.{name}.weight"] = rand(*shape)
-            state[f"blocks.{i}.{name}.bias"] = rand(shape[0])
-    return state
+from helpers import DIM, make_imagenet
 
 
 def config(**changes) -> ASTConfig:

@@ -8,10 +8,7 @@ adds the half-written line a kill during a write leaves, resumes, and counts eve
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,16 +17,10 @@ import pytest
 from ast_audio.errors import ConfigError
 from ast_audio.infer.archive import KILL_HOOK, list_files, merge_parts, parse_shard, share
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 
 NUM_GOOD = 11
 OPTIONS = ("--batch-size", "2", "--num-workers", "1", "--top-k", "2")
-
-
-def run_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=full_env)
 
 
 def rows(path: Path) -> list[dict]:

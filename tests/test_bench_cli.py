@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binom
 
 from ast_audio import save_model
-from ast_audio.demo import THREADS
+from ast_audio.apps.demo import THREADS
 from ast_audio.model.precision import choose_precision, cpu_info
 
 from .conftest import tiny_model

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from ast_audio import Tagger, load_model
+from helpers import CHROMIUM, WAIT_MS
 from serve_helpers import run_server, save_tiny_checkpoint, write_pattern
 
-CHROMIUM = Path("/usr/bin/chromium")
-WAIT_MS = 90_000  # the tiny model answers in well under a second; this only bounds a hung page
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")

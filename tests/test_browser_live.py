@@ -8,27 +8,18 @@ Set AST_AUDIO_SAVE_SCREENSHOT=1 to also write the live view to docs/images/live.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from ast_audio.infer.live import StreamingTagger
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model
+from helpers import CHROMIUM, WAIT_MS, known_sound
 from serve_helpers import ROOT, run_server, save_tiny_checkpoint
-from test_browser import CHROMIUM, WAIT_MS
+
+pytestmark = pytest.mark.browser
 
 HOP_S = 0.5
-
-
-def known_sound(path: Path, seconds: float = 4.0, rate: int = 48000) -> np.ndarray:
-    """A steady 440 Hz tone with a little noise (every window of it scores alike), 16-bit; returns the samples."""
-    t = np.arange(int(seconds * rate)) / rate
-    x = 0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.shape)
-    sf.write(str(path), x.astype(np.float32), rate, subtype="PCM_16")
-    return x.astype(np.float32)
 
 
 @pytest.mark.slow

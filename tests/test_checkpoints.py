@@ -18,27 +18,13 @@ from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
 from ast_audio.weights.formats import stride_from_filename
 from conftest import LABELS_DIR, tiny_model
+from helpers import make_fake_hub_cache, ref_model, save_reference
 
 
 def logits(model: AST, seed: int = 0) -> torch.Tensor:
     x = torch.randn(2, model.config.input_tdim, model.config.input_fdim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return model(x)
-
-
-def save_reference(model: AST, path, prefix: str = "module.") -> None:
-    """Write `model` the way the reference code saves it: DataParallel prefix plus the unused ImageNet heads."""
-    state = native_to_reference(model.state_dict(), prefix=prefix)
-    dim = model.config.embed_dim
-    for head in ("head", "head_dist"):
-        state[f"{prefix}v.{head}.weight"] = torch.randn(1000, dim)
-        state[f"{prefix}v.{head}.bias"] = torch.randn(1000)
-    torch.save(state, path)
-
-
-def ref_model(seed: int = 0, **changes) -> AST:
-    """A reference-shaped model with 64-dim heads, so the head count can be inferred from the file."""
-    return tiny_model(seed, **{"embed_dim": 128, "num_heads": 2, **changes})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,15 +216,6 @@ def test_read_label_csv_rejects_malformed(tmp_path, text, message):
 
 # ---------------------------------------------------------------------------------------------------------------
 # hub id through a fake Hugging Face cache
-
-
-def make_fake_hub_cache(root, repo_id: str, model: AST) -> None:
-    """The layout huggingface_hub writes: models--ORG--NAME/{refs/main, snapshots/<commit>/...}."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    save_hf(model, repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
 
 
 def test_hub_id_loads_from_cache_offline(tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +16,9 @@ from ast_audio import AST
 from ast_audio.cli.main import build_parser, main
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 
 LABELS = ("dog", "rain", "engine", "speech", "bird song")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from safetensors.torch import load_file
 from ast_audio.train.dist import FAIL_HOOK, TIMEOUT_ENV
 from fake_datasets import make_audioset
 
+pytestmark = pytest.mark.torchrun
+
 BIN = Path(sys.executable).parent
 TOL = 1e-5  # as tests/test_torchrun.py: DDP's averaged gradients equal one process's up to float32 summation order
 HANG_GUARD_S = 400

@@ -1,4 +1,4 @@
-"""The folder the demo writes (`ast_audio.demo.make_dataset`: train/ and test/ of class folders, `_background/`
+"""The folder the demo writes (`ast_audio.apps.demo.make_dataset`: train/ and test/ of class folders, `_background/`
 clips of no class, `train/_mixture/` two-class clips whose labels live in train.csv) is read by every command that
 takes a folder, through the real CLI: `_background` is no class, `_mixture` is skipped with a one-line warning
 (issue 19 item 4: each of these commands used to stop with `IndexError: tuple index out of range`)."""
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ast_audio.apps.demo import CLASSES, make_dataset
 from ast_audio.cli import main
-from ast_audio.demo import CLASSES, make_dataset
 from ast_audio.train.layouts import load_splits
 from ast_audio.weights.checkpoint import load_model
 from conftest import run_main, write_tone

@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file
 from scipy.stats import binom
 
-from ast_audio.demo import EPOCHS, EXPECTED_ACCURACY, THREADS, _result_warnings, near_chance
+from ast_audio.apps.demo import EPOCHS, EXPECTED_ACCURACY, THREADS, _result_warnings, near_chance
 from conftest import run_demo_cli
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import errno
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import namedtuple
@@ -28,17 +26,12 @@ from ast_audio.cli import main
 from ast_audio.errors import OutputError
 from ast_audio.utils import atomic_write_text, state_nbytes
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 from fake_datasets import make_folder
 
 TRAIN = ["--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}', "--init", "none", "--num-workers", "0",
          "--no-progress", "--recipe", "folder", "--epochs", "2", "--batch-size", "4", "--target-length", "100",
          "--seed", "7"]
-
-
-def run_cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -47,16 +47,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ast_audio.demo import CLASSES as DEMO_CLASSES
 
 import ast_audio
 from ast_audio.cli.main import build_parser
-from ast_audio.demo import CLASSES as DEMO_CLASSES
 from ast_audio.labels import builtin_labels
 from ast_audio.weights.checkpoint import save_model
 from ast_audio.weights.hub import DEFAULT_MODEL
 from conftest import tiny_model, write_tone
 from fake_datasets import ESC50_CATEGORIES, make_audioset, make_esc50, make_folder
-from test_checkpoints import make_fake_hub_cache, ref_model, save_reference
+from helpers import make_fake_hub_cache, ref_model, save_reference
 
 pytestmark = pytest.mark.slow  # the demo run plus ~50 commands: minutes, not seconds
 

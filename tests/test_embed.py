@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from ast_audio.audio.features import FeatureExtractor
-from ast_audio.infer.embed import POOLS, Embedder, write_embeddings
+from ast_audio.infer.embed import Embedder, write_embeddings
 from ast_audio.weights.checkpoint import save_model
 from conftest import tiny_model, write_tone
 
@@ -44,12 +44,6 @@ def clip(tmp_path) -> tuple[Path, np.ndarray]:
     samples, rate = sf.read(str(path), dtype="float32")
     assert rate == RATE
     return path, samples
-
-
-def test_cli_pools_match_library():
-    from ast_audio.cli import embed
-
-    assert embed.POOLS == POOLS
 
 
 @pytest.mark.parametrize("layer,pool", [(None, "tokens"), (1, "mean"), (-1, "tokens")])

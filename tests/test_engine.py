@@ -162,7 +162,7 @@ def test_build_model_inits(tmp_path):
 
 
 def test_build_model_from_imagenet(tmp_path):
-    from test_adapt import make_imagenet
+    from helpers import make_imagenet
 
     deit = make_imagenet(side=24, depth=2, dim=32)
     torch.save(deit, tmp_path / "deit.pth")

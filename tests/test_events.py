@@ -7,7 +7,6 @@ import io
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from ast_audio.infer.stream import Timeline
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.labels import parse_names
 from conftest import tiny_config, tiny_model
+from helpers import make_timeline, write_scene
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A model whose output is known without training
@@ -54,22 +54,6 @@ class ToneFractionAST(AST):
         tonal = ((band - x.mean(dim=-1)) > 0.3).float().mean(dim=1)  # (B,) fraction of tonal frames
         logit = 40.0 * (tonal - 0.5)
         return torch.stack([logit, -logit], dim=1)  # (B, 2)
-
-
-def write_scene(path: Path, seconds: float, tones: list[tuple[float, float]], sample_rate: int,
-                channels: int = 1, seed: int = 0) -> Path:
-    """Noise (std 0.05) with 1 kHz tones (amplitude 0.3) at the given [a, b] seconds, written block by block."""
-    rng = np.random.default_rng(seed)
-    block = sample_rate * 10
-    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=channels, subtype="PCM_16") as f:
-        for lo in range(0, int(seconds * sample_rate), block):
-            n = min(block, int(seconds * sample_rate) - lo)
-            t = (lo + np.arange(n)) / sample_rate
-            x = 0.05 * rng.standard_normal(n)
-            for a, b in tones:
-                x += np.where((t >= a) & (t < b), 0.3 * np.sin(2 * np.pi * 1000.0 * t), 0.0)
-            f.write(np.repeat(x[:, None], channels, axis=1).astype(np.float32))
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -170,16 +154,6 @@ def test_events_known_truth_tones_in_noise(tmp_path):
 
 # The nearest-centre cells rule of the module docstring (`EventConfig()` thresholds the overlap-add grid instead).
 CELLS = dict(grid="cells", interpolate=False)
-
-
-def make_timeline(scores: np.ndarray, window_s: float, hop_s: float, labels=None) -> Timeline:
-    n = scores.shape[0]
-    starts = np.arange(n) * hop_s
-    duration = starts[-1] + window_s
-    labels = labels or tuple(f"c{i}" for i in range(scores.shape[1]))
-    return Timeline(starts_s=torch.tensor(starts), ends_s=torch.tensor(starts + window_s),
-                    scores=torch.tensor(scores, dtype=torch.float32), labels=labels, duration_s=float(duration),
-                    hop_s=hop_s, window_s=window_s)
 
 
 def reference_active(x: np.ndarray, high: float, low: float) -> np.ndarray:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +19,10 @@ from ast_audio import AST
 from ast_audio.infer.events import Energy, EventConfig, detect_events
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.weights.checkpoint import load_model, save_model
-from conftest import run_main, tiny_model, write_tone
+from conftest import run_cli, run_main, tiny_model, write_tone
+from helpers import peak_rss, train_tone_detector, write_noise_file
 
 LABELS = ("chirp", "noise", "tone")  # the folder layout sorts class names
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -216,41 +208,6 @@ def test_explain_cli_png(setup, tmp_path, capsys):
 # Memory on long files
 
 
-def write_noise_file(path: Path, minutes: float, sample_rate: int = 16000) -> Path:
-    """Minutes of quiet noise, written 10 s at a time (the test never holds the file either)."""
-    rng = np.random.default_rng(0)
-    block = sample_rate * 10
-    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as f:
-        for _ in range(int(minutes * 60 * sample_rate) // block):
-            f.write((0.05 * rng.standard_normal(block)).astype(np.float32))
-    return path
-
-
-MEASURE = """
-import resource, sys, time
-from ast_audio.cli import main
-start = time.perf_counter()
-rc = main(sys.argv[1:])
-elapsed = time.perf_counter() - start
-# VmHWM is this process's own peak RSS; ru_maxrss also counts the memory of the parent it was forked from (the
-# test runner, gigabytes late in a full run), which survives exec.
-try:
-    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-except (OSError, StopIteration):
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(f"RSS_KB {peak_kb} SECONDS {elapsed:.2f} RC {rc}", file=sys.stderr)
-"""
-
-
-def peak_rss(*args: str) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of `ast-audio events ...` in a fresh process."""
-    run = subprocess.run([sys.executable, "-c", MEASURE, *map(str, args)], capture_output=True, text=True,
-                         timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    match = re.search(r"RSS_KB (\d+) SECONDS ([\d.]+) RC (\d+)", run.stderr)
-    assert match and match.group(3) == "0", run.stderr[-2000:]
-    return int(match.group(1)) / 1024, float(match.group(2))
-
-
 @pytest.mark.slow
 def test_hour_long_file_streams_with_bounded_memory(setup, tmp_path):
     """Peak RSS of `ast-audio events` on a 60 min file stays under 1.5 GB and within 100 MB of a 10 min file, while
@@ -273,48 +230,11 @@ def test_hour_long_file_streams_with_bounded_memory(setup, tmp_path):
 # Known truth with a real, trained AST
 
 
-def train_tone_detector(seed: int = 0) -> AST:
-    """A tiny AST trained (about 20 s of CPU) to say whether a 1 kHz tone fills at least half of a 1 s window
-    of noise, so its score crosses 0.5 where the events' definition expects it."""
-    from ast_audio import ASTConfig, FrontendConfig
-    from ast_audio.audio.features import FeatureExtractor
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    frontend = FrontendConfig(target_length=100)
-    n = frontend.input_samples
-    t = np.arange(n) / 16000
-
-    def window(fraction: float) -> np.ndarray:
-        x = 0.05 * rng.standard_normal(n)
-        k = int(fraction * n)
-        tone = 0.3 * np.sin(2 * np.pi * 1000 * t + rng.uniform(0, 2 * np.pi))
-        part = slice(0, k) if rng.random() < 0.5 else slice(n - k, n)  # the tone enters or leaves the window
-        x[part] += tone[part]
-        return x.astype(np.float32)
-
-    fractions = np.r_[rng.uniform(0, 1, 300), np.zeros(50), np.ones(50)]
-    x = FeatureExtractor(frontend)(torch.from_numpy(np.stack([window(f) for f in fractions])))
-    y = torch.from_numpy((fractions >= 0.5).astype(np.float32))[:, None]
-    config = ASTConfig(model_size="tiny224", input_tdim=100, embed_dim=32, depth=2, num_heads=4, num_classes=1)
-    model = AST(config, frontend=frontend, labels=("tone",), multi_label=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        order = torch.randperm(len(x))
-        for lo in range(0, len(x), 32):
-            index = order[lo:lo + 32]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
-
-
 @pytest.mark.slow
 def test_trained_tone_detector_events_within_one_hop(tmp_path):
     """`ast-audio events` with a trained AST on two minutes of noise (44.1 kHz stereo, so resampled and downmixed
     while streaming) with 1 kHz tones at known seconds: one event per tone, onset/offset within one hop."""
-    from test_events import write_scene
+    from helpers import write_scene
 
     save_model(train_tone_detector(), tmp_path / "tone-model")
     truth = [(12.0, 15.5), (47.3, 52.0), (90.6, 99.1)]

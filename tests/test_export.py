@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -30,10 +28,9 @@ from ast_audio.export.onnx import export_onnx
 from ast_audio.export.runtime import OnnxModel
 from ast_audio.infer.tagger import Tagger, load_onnx_tagger
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
-from test_fbank_batch import kaldi_numpy
+from conftest import run_cli, tiny_model, write_tone
+from helpers import kaldi_numpy
 
-CLI = str(Path(sys.executable).with_name("ast-audio"))
 GOLDEN = Path(__file__).parent / "assets" / "golden_fbank.safetensors"
 FP32_ATOL = 1e-4  # onnxruntime fp32 logits vs eager logits (measured ~5e-8 without, ~5e-7 with the front end)
 INT8_ATOL = 0.15  # int8 graph vs fp32 eager logits of O(5) (measured 0.04-0.05 on three seeds)
@@ -239,21 +236,17 @@ def test_dynamo_exporter_also_works(tmp_path):
     np.testing.assert_allclose(OnnxModel(report.path)(features), expected, atol=FP32_ATOL, rtol=0)
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=180)
-
-
 def test_cli_export_and_tag_onnx(tmp_path, capsys):
     save_model(_separated_model(seed=3), tmp_path / "ck")
     write_tone(tmp_path / "long.wav", seconds=3.0, freq=700)
     write_tone(tmp_path / "short.wav", seconds=0.6, freq=3000)
-    done = _run("export", "ck", "m.onnx", "--with-frontend", cwd=tmp_path)
+    done = run_cli("export", "ck", "m.onnx", "--with-frontend", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "max |logit diff| vs eager" in done.stdout and "top-1 agreement 100%" in done.stdout
     diff = float(done.stdout.split("max |logit diff| vs eager ")[1].split(",")[0])
     assert diff <= FP32_ATOL
 
-    again = _run("export", "ck", "m.onnx", cwd=tmp_path)
+    again = run_cli("export", "ck", "m.onnx", cwd=tmp_path)
     assert again.returncode == 1
     assert again.stderr.strip().splitlines() == [again.stderr.strip()]  # one line, no traceback
     assert again.stderr.startswith("ast-audio: error: m.onnx already exists")
@@ -263,8 +256,8 @@ def test_cli_export_and_tag_onnx(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
     files = ["long.wav", "short.wav", "missing.wav"]
-    onnx_run = _run("tag", "--onnx", "m.onnx", *files, "--format", "json", "--all-scores", cwd=tmp_path)
-    eager_run = _run("tag", "--checkpoint", "ck", *files, "--format", "json", "--all-scores", cwd=tmp_path)
+    onnx_run = run_cli("tag", "--onnx", "m.onnx", *files, "--format", "json", "--all-scores", cwd=tmp_path)
+    eager_run = run_cli("tag", "--checkpoint", "ck", *files, "--format", "json", "--all-scores", cwd=tmp_path)
     assert onnx_run.returncode == eager_run.returncode == 1  # the missing file is reported, the rest tagged
     assert "missing.wav" in onnx_run.stderr
     ours, ref = json.loads(onnx_run.stdout), json.loads(eager_run.stdout)

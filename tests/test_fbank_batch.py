@@ -19,38 +19,12 @@ from safetensors.torch import load_file
 
 from ast_audio.audio.fbank import KALDI_EPSILON, fbank, frame_transform
 from ast_audio.errors import AudioInputError
+from helpers import kaldi_numpy
 
 GOLDEN = Path(__file__).parent / "assets" / "golden_fbank.safetensors"
 TORCHAUDIO_ATOL = 1e-3  # the issue's bound against torchaudio's Kaldi fbank
 BATCH_ATOL = 1e-5  # a clip in a batch vs the same clip alone (the implementation makes them bit-equal)
 FLOAT64_ATOL = 1e-6  # float64 path vs the float64 numpy definition (log domain)
-
-
-def kaldi_numpy(wave: np.ndarray, remove_clip_dc: bool = True) -> np.ndarray:
-    """Kaldi fbank (AST settings) in numpy float64, written from the definition."""
-    x = np.asarray(wave, dtype=np.float64)
-    if remove_clip_dc:
-        x = x - x.mean()
-    window, hop, nfft, rate, bins = 400, 160, 512, 16000, 128
-    count = 1 + (len(x) - window) // hop
-    frames = np.stack([x[t * hop:t * hop + window] for t in range(count)])
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
-    frames = frames - 0.97 * previous
-    n = np.arange(window)
-    frames = frames * (0.5 - 0.5 * np.cos(2 * np.pi * n / (window - 1)))
-    power = np.abs(np.fft.rfft(frames, n=nfft)) ** 2  # (T, 257)
-    mel = lambda f: 1127.0 * np.log(1 + f / 700.0)  # noqa: E731
-    lo, hi = mel(20.0), mel(rate / 2)
-    delta = (hi - lo) / (bins + 1)
-    fft_mel = mel(np.arange(nfft // 2) * rate / nfft)
-    banks = np.zeros((nfft // 2 + 1, bins))
-    for j in range(bins):
-        left, centre, right = lo + j * delta, lo + (j + 1) * delta, lo + (j + 2) * delta
-        up = (fft_mel - left) / (centre - left)
-        down = (right - fft_mel) / (right - centre)
-        banks[: nfft // 2, j] = np.maximum(0.0, np.minimum(up, down))
-    return np.log(np.maximum(power @ banks, KALDI_EPSILON))
 
 
 def _wave(n: int, seed: int, dc: float = 0.0) -> torch.Tensor:

@@ -4,23 +4,14 @@ Every command runs as a real subprocess with its own umask."""
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 from fake_datasets import make_folder
-
-
-def run_cli(umask: int, *args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          preexec_fn=lambda: os.umask(umask))
 
 
 def modes(root: Path) -> dict[str, int]:
@@ -39,11 +30,11 @@ def test_convert_and_tag_outputs_have_the_umask_modes(tmp_path, umask):
     save_model(tiny_model(), tmp_path / "ckpt")
     clip = write_tone(tmp_path / "clip.wav", seconds=1.0)
     for fmt in ("native", "hf"):
-        run = run_cli(umask, "convert", tmp_path / "ckpt", tmp_path / fmt, "--format", fmt)
+        run = run_cli("convert", tmp_path / "ckpt", tmp_path / fmt, "--format", fmt, umask=umask)
         assert run.returncode == 0, run.stderr
         assert modes(tmp_path / fmt) == expected(tmp_path / fmt, umask)  # model.safetensors included
         assert any(name.endswith("model.safetensors") for name in modes(tmp_path / fmt))
-    run = run_cli(umask, "tag", clip, "--checkpoint", tmp_path / "native", "-o", tmp_path / "tags.txt")
+    run = run_cli("tag", clip, "--checkpoint", tmp_path / "native", "-o", tmp_path / "tags.txt", umask=umask)
     assert run.returncode == 0, run.stderr
     assert modes(tmp_path / "tags.txt") == {"tags.txt": 0o666 & ~umask}
 
@@ -52,9 +43,9 @@ def test_training_outputs_have_the_umask_modes(tmp_path):
     data = make_folder(tmp_path / "data", classes=("tone", "noise"), clips_per_class=4)
     out = tmp_path / "out"
     umask = 0o027  # group may read, others nothing: 0o640 files, 0o750 folders
-    run = run_cli(umask, "train", "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}', "--init", "none",
+    run = run_cli("train", "--model-config", '{"embed_dim": 32, "depth": 2, "num_heads": 4}', "--init", "none",
                   "--num-workers", "0", "--no-progress", "--recipe", "folder", "--data", data, "-o", out,
-                  "--epochs", "1", "--batch-size", "4", "--target-length", "64")
+                  "--epochs", "1", "--batch-size", "4", "--target-length", "64", umask=umask)
     assert run.returncode == 0, run.stderr
     got = modes(out)
     assert {"out/model/model.safetensors", "out/checkpoint/model.safetensors", "out/checkpoint/train_state.pt",

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from ast_audio.errors import AudioInputError, CheckpointError, ConfigError
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_hf, save_model
 from ast_audio.weights.convert import native_to_reference
-from conftest import tiny_model
+from conftest import run_cli, tiny_model
 from limits import allocation_limit
 
 Edit = Callable[[dict[str, Any]], None]
@@ -65,11 +63,6 @@ def one_line_error(error: type[Exception], call: Callable[[], Any]) -> str:
     message = str(info.value)
     assert "\n" not in message, message
     return message
-
-
-def run_cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,17 +19,17 @@ from ast_audio.infer.events import EventConfig
 from ast_audio.infer.live import StreamingTagger
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
-from conftest import run_main, tiny_model
+from conftest import run_cli, run_main, tiny_model
 
 LABELS = ("chirp", "noise", "tone")
 # The untrained model's sigmoid scores sit near 0.5: these options give events (as in test_events_cli.py).
+def run_listen(*args: object, stdin: bytes | None = None, timeout: float = 120,
+               text: bool = False) -> subprocess.CompletedProcess:
+    """`ast-audio listen ARGS` with bytes on stdin (text=True: str output, no stdin)."""
+    return run_cli("listen", *args, input=stdin, text=text, timeout=timeout)
+
+
 EVENTS = ("--threshold", "0.45", "--hysteresis", "0.9")
-
-
-def listen(*args: str, stdin: bytes | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ast_audio", "listen", *map(str, args)], input=stdin,
-                          capture_output=True, env=env, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_stdin_pcm_jsonl_equals_library(ckpt):
     API gives for the same samples (the CLI reads the pipe in whatever pieces it delivers)."""
     rng = np.random.default_rng(0)
     pcm = (rng.standard_normal((22050 * 4, 2)) * 3000).astype("<i2")  # (N, 2) interleaved on the wire
-    run = listen("--checkpoint", ckpt, "--precision", "fp32", "--input", "-", "--rate", "22050", "--channels", "2",
+    run = run_listen("--checkpoint", ckpt, "--precision", "fp32", "--input", "-", "--rate", "22050", "--channels", "2",
                  "--window", "1.0", "--hop", "0.5", "--format", "jsonl", *EVENTS, stdin=pcm.tobytes())
     assert run.returncode == 0, run.stderr.decode()
     got = [json.loads(line) for line in run.stdout.decode().splitlines()]
@@ -75,7 +75,7 @@ def test_realtime_file_and_plain_lines(ckpt, tmp_path):
     data = (0.2 * np.random.default_rng(1).standard_normal((16000 * 2, 1))).astype(np.float32)
     sf.write(str(tmp_path / "a.wav"), data, 16000, subtype="FLOAT")
     t0 = time.monotonic()
-    run = listen("--checkpoint", ckpt, "--precision", "fp32", "--input", tmp_path / "a.wav", "--realtime",
+    run = run_listen("--checkpoint", ckpt, "--precision", "fp32", "--input", tmp_path / "a.wav", "--realtime",
                  "--window", "1.0", "--hop", "0.5", "--only", "tone", *EVENTS, text=True)
     assert run.returncode == 0, run.stderr
     assert time.monotonic() - t0 >= 2.0  # paced: the last block is read no sooner than 2 s after the first
@@ -100,7 +100,7 @@ def test_tiny_hop_refused_then_skipped_windows_reported(ckpt, tmp_path, capsys):
     measured = float(err.split("here (")[1].split(" s measured")[0])
     assert measured > 0.0001
 
-    run = listen("--checkpoint", ckpt, "--input", tmp_path / "a.wav", "--realtime", "--window", "0.5",
+    run = run_listen("--checkpoint", ckpt, "--input", tmp_path / "a.wav", "--realtime", "--window", "0.5",
                  "--hop", "0.0001", "--allow-skip", "--format", "jsonl", text=True)
     assert run.returncode == 0, run.stderr
     hops = [json.loads(line) for line in run.stdout.splitlines()]
@@ -160,10 +160,10 @@ def test_s16_data_read_as_f32_suggests_the_dtype_and_empty_stdin_is_said(ckpt):
     audio arrived."""
     rng = np.random.default_rng(1)
     pcm = (rng.standard_normal(16000 * 3) * 8000).astype("<i2")
-    run = listen("--checkpoint", ckpt, "--input", "-", "--dtype", "f32le", "--format", "jsonl", stdin=pcm.tobytes())
+    run = run_listen("--checkpoint", ckpt, "--input", "-", "--dtype", "f32le", "--format", "jsonl", stdin=pcm.tobytes())
     err = run.stderr.decode().strip()
     assert run.returncode != 0 and "--dtype s16le" in err and "\n" not in err and "Traceback" not in err, err
-    run = listen("--checkpoint", ckpt, "--input", "-", "--format", "jsonl", stdin=b"")
+    run = run_listen("--checkpoint", ckpt, "--input", "-", "--format", "jsonl", stdin=b"")
     err = run.stderr.decode().strip()
     assert run.returncode == 1 and "no audio arrived on standard input" in err and "\n" not in err, err
     assert run.stdout == b""

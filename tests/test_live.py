@@ -16,7 +16,7 @@ from ast_audio.infer.events import EventConfig, detect_events
 from ast_audio.infer.live import CausalEvents, PcmDecoder, StreamingTagger
 from ast_audio.infer.tagger import Tagger, score_stream
 from conftest import tiny_model
-from test_events import make_timeline
+from helpers import make_timeline
 
 
 def feed_random_blocks(streamer: StreamingTagger, data: np.ndarray, seed: int, most: int = 20000) -> list:
@@ -182,8 +182,7 @@ def test_trained_detector_live_events_within_one_hop(tmp_path):
     at known seconds in random blocks: one event per tone, onset and offset within one hop of the truth, each
     opened while the tone is still sounding and closed within two hops of its end; the window scores equal
     `events`' (score_stream on the same file) to 1e-5."""
-    from test_events import write_scene
-    from test_events_cli import train_tone_detector
+    from helpers import train_tone_detector, write_scene
 
     truth = [(5.0, 8.5), (14.3, 18.0), (24.6, 27.1)]
     scene = write_scene(tmp_path / "scene.wav", 32.0, truth, 44100, channels=2, seed=5)

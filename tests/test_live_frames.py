@@ -277,7 +277,7 @@ def test_latency_bench_waits_under_one_hop_for_a_sounds_frame_scores(ckpt, tmp_p
 
 
 def test_terminal_view_draws_each_top_class_per_column(model):
-    from ast_audio.cli.listen import SPARK, LiveView
+    from ast_audio.infer.live_view import SPARK, LiveView
 
     (hop,) = frame_hops(StreamingTagger(Tagger(model), RATE, hop_s=0.5).feed(scene(RATE // 2, seed=11)))
     out = io.StringIO()
@@ -301,7 +301,7 @@ def test_stream_sends_frames_equal_to_the_library(server, ckpt):
     """22.05 kHz stereo over /v1/stream to a real `ast-audio serve` with a frame model: "ready" says frames and the
     column, every hop carries its frames; the hops scored on their own equal the library's (all of them, and the
     events, when the server did not fall behind), and the columns tile the grid."""
-    from test_stream_ws import pcm, stream
+    from helpers import pcm, stream
 
     data = pcm(3.0, seed=12)
     start = {"rate": 22050, "format": "s16le", "channels": 2, "hop_s": 0.6, "threshold": 0.6, "median": 3,
@@ -331,7 +331,7 @@ def test_stream_sends_frames_equal_to_the_library(server, ckpt):
 
 
 def test_stream_refuses_a_window_and_a_hop_below_the_limit_in_one_line(server):
-    from test_stream_ws import refused
+    from helpers import refused
 
     for first, expected in [({"rate": 16000, "window_s": 1.0}, "window_s does not apply to a frame model"),
                             ({"rate": 16000, "hop_s": 0.3}, "below the 0.6 s allowed for this frame model"),
@@ -346,9 +346,8 @@ def test_page_live_view_draws_a_frame_model_per_column(tmp_path, ckpt):
     hops arrive, the tags and the timeline are drawn, one timeline point per frame column, no console error."""
     from playwright.sync_api import sync_playwright
 
+    from helpers import CHROMIUM, WAIT_MS, known_sound
     from serve_helpers import run_server
-    from test_browser import CHROMIUM, WAIT_MS
-    from test_browser_live import known_sound
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install chromium` (setup.sh does this)")

@@ -28,9 +28,8 @@ from ast_audio.labels import (
 )
 from ast_audio.ontology import load_ontology, ontology_path
 from ast_audio.weights.checkpoint import load_model
-from conftest import write_tone
-from test_checkpoints import ref_model, save_reference
-from test_events_cli import run_cli, run_main
+from conftest import run_cli, run_main, write_tone
+from helpers import ref_model, save_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIOSET = builtin_labels("audioset")

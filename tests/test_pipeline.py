@@ -281,3 +281,24 @@ def test_frame_model_scores_dir_eval_events_calibrate_and_archive(setup, capsys,
     archived = json.loads((tmp_path / "out.jsonl").read_text())
     direct = cli_document(capsys, setup["scene"], "--checkpoint", setup["frame"])
     assert archived == direct and archived["frame_s"] == pytest.approx(0.1)
+
+
+def test_score_files_skips_what_cannot_be_decoded(tmp_path):
+    """EventPipeline.score_files (calibrate --truth): each readable recording's timeline by key, the unreadable one
+    reported to on_error and left out, progress from 0 to the count; without on_error the error is raised."""
+    from ast_audio.errors import AstAudioError
+
+    from .conftest import tiny_model, write_tone
+
+    pipeline = EventPipeline(Tagger(tiny_model(num_classes=3)), EventConfig())
+    good = write_tone(tmp_path / "a.wav", seconds=2.0)
+    (tmp_path / "b.wav").write_bytes(b"not audio")
+    errors, ticks = [], []
+    timelines, energies = pipeline.score_files({"a": good, "b": tmp_path / "b.wav"},
+                                               on_error=lambda path, exc: errors.append(path),
+                                               progress=lambda done, total: ticks.append((done, total)))
+    assert list(timelines) == ["a"] and set(energies) <= {"a"}
+    assert timelines["a"].duration_s == pytest.approx(2.0)
+    assert errors == [str(tmp_path / "b.wav")] and ticks == [(0, 2), (1, 2), (2, 2)]
+    with pytest.raises(AstAudioError):
+        pipeline.score_files({"b": tmp_path / "b.wav"})

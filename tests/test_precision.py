@@ -545,3 +545,63 @@ def test_server_start_up_line_says_what_auto_picked(tmp_path, random_tiny):
         startup = [line for line in server.lines if "listening on" in line]
         assert len(startup) == 1 and choice.describe() in startup[0]
         assert httpx.get(server.url + "/healthz", timeout=30).json()["precision"] == choice.precision
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Issue 23 item 1: the precision is chosen once, at the edge (load_model), for the device, and the choice travels down
+
+
+def test_auto_is_chosen_once_for_the_device(tmp_path):
+    """load_model(precision="auto", device="cuda") chooses for the GPU (never an ONNX Runtime path, which cannot run
+    there) and the choice records its device; the conversion does not choose again."""
+    from ast_audio.model.precision import PRECISIONS, choose_precision
+
+    save_model(tiny_model(), tmp_path / "model")
+    model = load_model(tmp_path / "model", precision="auto", device="cuda")
+    choice = model.precision_choice
+    expected = choose_precision("auto", device="cuda")  # bf16 on a GPU with bf16, else fp32
+    assert (choice.precision, choice.device) == (expected.precision, "cuda") and choice.precision in ("bf16", "fp32")
+    assert choice.precision in PRECISIONS and not choice.precision.startswith("ort-")
+    assert load_model(tmp_path / "model", precision="fp32").precision_choice.device == "cpu"
+
+
+def test_conversion_takes_a_choice_not_auto(random_tiny):
+    """to_precision / apply_precision receive a PrecisionChoice (or an explicit name); "auto" there is refused with
+    one line saying where it is resolved, and a given choice is kept as it is."""
+    import copy
+
+    from ast_audio.export.backend import to_precision
+    from ast_audio.model.precision import PrecisionChoice, apply_precision
+
+    for convert in (to_precision, apply_precision):
+        with pytest.raises(ConfigError, match="precision auto must be resolved first"):
+            convert(copy.deepcopy(random_tiny), "auto")
+    choice = PrecisionChoice("auto", "fp32", "a test", device="cuda")
+    assert to_precision(copy.deepcopy(random_tiny), choice).precision_choice is choice
+
+
+def test_tagger_from_checkpoint_chooses_for_its_device(tmp_path, monkeypatch):
+    """Tagger.from_checkpoint(device=...) hands the device to load_model, so "auto" is chosen for it (before: for
+    the CPU, and an ONNX Runtime module then refused .to("cuda"))."""
+    import ast_audio.weights.checkpoint as checkpoint
+    from ast_audio.infer.tagger import Tagger
+
+    seen = {}
+
+    def fake_load(source, **kwargs):
+        seen.update(kwargs)
+        return tiny_model()
+
+    monkeypatch.setattr(checkpoint, "load_model", fake_load)
+    Tagger.from_checkpoint(tmp_path / "model", device="cpu", precision="auto")
+    assert seen == {"device": "cpu", "precision": "auto"}
+
+
+def test_one_call_site_of_choose_precision_on_the_load_path():
+    """`grep -rn choose_precision src/`: outside model/precision.py (its definition) and bench/ (which reports what
+    auto picks), the one call is load_model's."""
+    src = Path(__file__).resolve().parents[1] / "src" / "ast_audio"
+    calls = [f"{p.relative_to(src)}:{i}" for p in sorted(src.rglob("*.py"))
+             if p.relative_to(src).parts[0] != "bench" and p.name != "precision.py"
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if "choose_precision(" in line]
+    assert len(calls) == 1 and calls[0].startswith("weights/checkpoint.py"), calls

@@ -5,9 +5,6 @@ and a hand count, and event-F1 calibration. (The trained demo model on generated
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +28,10 @@ from ast_audio.infer.stream import Timeline
 from ast_audio.train.layouts import load_splits
 from ast_audio.train.metrics import accuracy
 from ast_audio.weights.checkpoint import save_model
-from conftest import tiny_model, write_tone
+from conftest import run_cli, tiny_model, write_tone
 
 sed_eval = _import_sed_eval()
 sse = _import_sed_scores_eval()
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def timeline(scores: np.ndarray, window_s: float, hop_s: float, duration_s: float,
@@ -354,13 +345,6 @@ def test_eval_events_and_calibrate_errors_are_one_line(cli_setup, tmp_path):
         assert run.stderr.startswith("ast-audio: error:")
 
 
-def test_cli_copies_of_grid_and_refine_names_match_the_library():
-    from ast_audio.cli import events as cli_events
-    from ast_audio.infer import events as lib_events
-
-    assert cli_events.GRIDS == lib_events.GRIDS and cli_events.REFINES == lib_events.REFINES
-
-
 def test_score_grid_type():
     assert ScoreGrid(np.array([0.0, 1.0]), np.zeros((1, 1)), ("a",)).centres_s.tolist() == [0.5]
 
@@ -368,7 +352,7 @@ def test_score_grid_type():
 def test_generated_scenes_match_their_truth(tmp_path):
     """`write_scenes`: audio of the asked length, truth the scorers accept (no connected events of one class), some
     sounds overlapping, and the truth's events where the audio is loud: each sound stands above the quiet bed."""
-    from ast_audio.demo import SAMPLE_RATE, write_scenes
+    from ast_audio.apps.demo import SAMPLE_RATE, write_scenes
 
     paths, truth_path, durations_path = write_scenes(tmp_path, count=2, duration_s=40.0, seed=3, overlap=0.3)
     truth = sse.io.read_ground_truth_events(truth_path)

@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import struct
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ import soundfile as sf
 
 import ast_audio
 from ast_audio import Tagger, load_audio, load_model
-from serve_helpers import AST_AUDIO, LABELS, raw_http, run_server, save_tiny_checkpoint, write_pattern
+from conftest import run_cli
+from serve_helpers import LABELS, raw_http, run_server, save_tiny_checkpoint, write_pattern
 
 MAX_UPLOAD_MB = 1  # small limits so the tests can cross them with small files
 MAX_DURATION_S = 20
@@ -198,10 +198,9 @@ def test_events_json_equals_the_command_line(server, checkpoint, clip, tmp_path)
     assert response.status_code == 200, response.text
     served = {k: v for k, v in response.json().items() if k != "timeline"}
     out = tmp_path / "events.json"
-    proc = subprocess.run([str(AST_AUDIO), "events", str(clip), "--checkpoint", str(checkpoint), "--window", "1.0",
-                           "--hop", "0.25", "--median", "3", "--min-duration", "0.5", "--merge-gap", "0.3",
-                           "--thresholds", str(thresholds),
-                           "--format", "json", "--no-progress", "-o", str(out)], capture_output=True, text=True)
+    proc = run_cli("events", clip, "--checkpoint", checkpoint, "--window", "1.0", "--hop", "0.25", "--median", "3",
+                   "--min-duration", "0.5", "--merge-gap", "0.3", "--thresholds", thresholds, "--format", "json",
+                   "--no-progress", "-o", out)
     assert proc.returncode == 0, proc.stderr
     (listed,) = json.loads(out.read_text())
     assert served["events"], "the clip should have events at threshold 0.5"
@@ -452,10 +451,6 @@ def test_inference_does_not_block_the_event_loop(server, tagger, tmp_path):
 
 
 # ---- the command ------------------------------------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(AST_AUDIO), *args], capture_output=True, text=True, timeout=180)
 
 
 def test_cli_unloadable_checkpoint_is_one_line(tmp_path):

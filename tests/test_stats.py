@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +16,9 @@ from ast_audio.train.layouts import Example, Manifest, load_splits
 from ast_audio.train.recipes import AugmentConfig
 from ast_audio.train.shards import is_shard_folder
 from ast_audio.train.stats import compute_stats, norm_stats
+from conftest import run_cli
 from fake_datasets import make_folder
 
-AST_AUDIO = str(Path(sys.executable).with_name("ast-audio"))  # the venv running the tests
 FRONT = FrontendConfig(target_length=60)
 
 
@@ -68,12 +65,8 @@ def test_stats_skip_bad_clips_and_need_unnormalised_features(data_root, tmp_path
         compute_stats(ClipDataset(manifest, FRONT))
 
 
-def _cli(*args, cwd=None):
-    return subprocess.run([AST_AUDIO, *args], capture_output=True, text=True, timeout=120, cwd=cwd)
-
-
 def test_stats_command(data_root):
-    proc = _cli("stats", "--layout", "folder", "--data", str(data_root), "--mixup", "0", "--freqm", "10",
+    proc = run_cli("stats", "--layout", "folder", "--data", str(data_root), "--mixup", "0", "--freqm", "10",
                 "--timem", "8", "--target-length", "60", "--batch-size", "4", "--seed", "1")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -87,18 +80,18 @@ def test_stats_command(data_root):
 
 def test_prepare_command_and_stats_on_shards(data_root, tmp_path):
     out_dir = tmp_path / "shards"
-    proc = _cli("prepare", "--layout", "folder", "--data", str(data_root), "--split", "valid", "-o",
+    proc = run_cli("prepare", "--layout", "folder", "--data", str(data_root), "--split", "valid", "-o",
                 str(out_dir), "--shard-size", "1")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"out": str(out_dir), "clips": 2, "shards": 2, "skipped": 0}
     assert is_shard_folder(out_dir)
-    proc = _cli("stats", "--data", str(out_dir), "--recipe", "esc50", "--target-length", "60")
+    proc = run_cli("stats", "--data", str(out_dir), "--recipe", "esc50", "--target-length", "60")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["clips"] == 2
 
 
 def test_commands_report_bad_paths_in_one_line(data_root, tmp_path, capsys):
-    proc = _cli("stats", "--layout", "esc50", "--data", str(tmp_path / "nowhere"), "--fold", "1")
+    proc = run_cli("stats", "--layout", "esc50", "--data", str(tmp_path / "nowhere"), "--fold", "1")
     assert proc.returncode == 1 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ast-audio: error:") and str(tmp_path / "nowhere") in lines[0]

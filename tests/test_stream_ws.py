@@ -21,10 +21,8 @@ from ast_audio.infer.events import EventConfig
 from ast_audio.infer.live import StreamingTagger
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model
+from helpers import START, pcm, refused, stream
 from serve_helpers import run_server, save_tiny_checkpoint
-
-START = {"rate": 22050, "format": "s16le", "channels": 2, "window_s": 1.0, "hop_s": 0.5, "threshold": 0.5,
-         "median": 3, "top_k": 3}
 
 
 @pytest.fixture(scope="module")
@@ -34,38 +32,6 @@ def server(tmp_path_factory):
         srv.ckpt = ckpt  # type: ignore[attr-defined]
         srv.ws = srv.url.replace("http://", "ws://") + "/v1/stream"  # type: ignore[attr-defined]
         yield srv
-
-
-def pcm(seconds: float, seed: int) -> np.ndarray:
-    """(N, 2) int16 at 22.05 kHz: a tone in the first half, noise throughout (different windows score differently)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(22050 * seconds)) / 22050
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) * (t < seconds / 2) + 0.05 * rng.standard_normal(t.shape)
-    return (np.stack([x, 0.5 * x], axis=1) * 32767).astype("<i2")
-
-
-def stream(url: str, data: np.ndarray, start: dict = START, chunk_s: float = 0.1, pace: float = 0.5,
-           ready: threading.Event | None = None) -> list[dict]:
-    """Send the declaration, the PCM in chunks (each `pace` x its duration apart), then {"end": true}; return every
-    message the server sent, in order. `ready` is set once the server has accepted the declaration."""
-    messages: list[dict] = []
-    with connect(url, open_timeout=30) as ws:
-        ws.send(json.dumps(start))
-        messages.append(json.loads(ws.recv(timeout=30)))
-        if ready is not None:
-            ready.set()
-        step = int(22050 * chunk_s)
-        for i in range(0, data.shape[0], step):
-            ws.send(data[i:i + step].tobytes())
-            time.sleep(chunk_s * pace)
-        ws.send(json.dumps({"end": True}))
-        try:
-            while True:
-                messages.append(json.loads(ws.recv(timeout=60)))
-        except ConnectionClosed:
-            pass
-        assert ws.close_code == 1000
-    return messages
 
 
 def library(ckpt: Path, data: np.ndarray) -> list:
@@ -107,20 +73,6 @@ def test_good_stream_equals_library(server):
 
     labels = load_model(server.ckpt).labels  # the page colours live classes as the PNG does: tab10 by label index
     assert got[0]["colours"] == {label: to_hex(matplotlib.colormaps["tab10"](i % 10)) for i, label in enumerate(labels)}
-
-
-def refused(url: str, first: str | bytes, then: bytes | None = None) -> tuple[dict, int]:
-    """Send `first` (and `then`), return the server's error message and its close code."""
-    with connect(url, open_timeout=30) as ws:
-        ws.send(first)
-        if then is not None:
-            ready = json.loads(ws.recv(timeout=30))
-            assert ready.get("ready") is True, ready
-            ws.send(then)
-        message = json.loads(ws.recv(timeout=30))
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=30)
-        return message, ws.close_code
 
 
 def test_bad_first_messages_and_oversized_chunk(server):
@@ -332,12 +284,3 @@ def test_token_bucket_burst_then_rate():
     assert bucket.take(4.0, 101.0) and not bucket.take(0.1, 101.0)  # 4 s of audio a second
     assert bucket.take(30.0, 200.0) and not bucket.take(1.0, 200.0)  # a long pause refills up to the burst only
     assert not bucket.take(31.0, 1e6)  # more than the burst never passes at once
-
-
-def test_cli_stream_limits_default_to_serve_settings():
-    from ast_audio.cli.main import build_parser
-    from ast_audio.serve.limits import ServeSettings
-
-    args, defaults = build_parser().parse_args(["serve"]), ServeSettings()
-    assert (args.stream_max_speed, args.stream_burst_s, args.stream_max_messages_per_s) == \
-        (defaults.stream_max_speed, defaults.stream_burst_s, defaults.stream_max_messages_per_s) == (4.0, 30.0, 50)

@@ -10,7 +10,7 @@ from ast_audio.infer.stream import window_starts
 from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import tiny_model
-from test_events_cli import peak_rss, write_noise_file
+from helpers import peak_rss, write_noise_file
 
 
 @pytest.mark.slow

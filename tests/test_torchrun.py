@@ -19,6 +19,8 @@ from ast_audio.train.engine import build_model
 from ast_audio.train.recipes import make_recipe
 from fake_datasets import make_audioset
 
+pytestmark = pytest.mark.torchrun
+
 BIN = Path(sys.executable).parent
 TOL = 1e-5  # DDP averages the two ranks' mean-loss gradients; one process takes the mean over all 8 clips at once:
 # equal up to float32 summation order, which Adam then carries through 6 steps

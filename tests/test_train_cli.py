@@ -155,7 +155,7 @@ def test_esc50_all_folds_summary(tmp_path):
 
 
 def test_speechcommands_from_imagenet_schedule_and_test_split(tmp_path):
-    from test_adapt import make_imagenet
+    from helpers import make_imagenet
 
     data = make_speechcommands(tmp_path / "sc", clips_per_word=6)
     deit = make_imagenet(side=24, depth=2, dim=32)  # a small random DeiT with the real timm key names

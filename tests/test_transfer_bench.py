@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ast_audio.demo import THREADS
+from ast_audio.apps.demo import THREADS
 
 
 @pytest.mark.slow

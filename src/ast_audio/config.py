@@ -20,9 +20,12 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from .errors import ConfigError
+
+# The rate every AST checkpoint was trained at, and so the default everywhere audio is decoded, resampled or stored.
+SAMPLE_RATE: Final = 16000
 
 # Model sizes: embed dim, heads, depth, ImageNet grid side. The reference sizes (spec §1.1) and "mini256", the width
 # between DeiT-tiny and DeiT-small of CED's ViT-Mini student (no ImageNet model has it: its side is that of the others
@@ -434,7 +437,7 @@ class FrontendConfig:
         frame_shift_ms in (0, frame_length_ms] giving a hop of at least one sample.
     """
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     num_mel_bins: int = 128
     target_length: int = 1024
     mean: float = AUDIOSET_MEAN
@@ -500,7 +503,7 @@ def check_input_sizes(config: ASTConfig, frontend: FrontendConfig) -> None:
                           "input_fdim); make target_length/num_mel_bins match input_tdim/input_fdim")
 
 
-def default_frontend(config: ASTConfig, sample_rate: int = 16000) -> FrontendConfig:
+def default_frontend(config: ASTConfig, sample_rate: int = SAMPLE_RATE) -> FrontendConfig:
     """The reference recipe's front end for this model input: the statistics of the data set whose recipe uses
     `config.input_tdim` frames (`DATASET_FRAMES`: Speech Commands for 128, ESC-50 for 512), else AudioSet's."""
     dataset = next((name for name, frames in DATASET_FRAMES.items() if frames == config.input_tdim), "audioset")

@@ -20,7 +20,7 @@ import difflib
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -414,3 +414,65 @@ def filter_top(scores: Any, labels: Sequence[str], *, top_k: int, thresholds: Ma
         return [(labels[i], float(scores[i])) for i in index]
     index.sort(key=lambda i: -float(scores[i]))
     return [(labels[i], float(scores[i])) for i in index[:top_k]]
+
+
+def tag_label_filter(labels: Sequence[str], *, rollup_parents: bool = False,
+                     thresholds: Mapping[str, float] | None = None, thresholds_where: str = "",
+                     only: Sequence[str] | None = None, exclude: Sequence[str] | None = None,
+                     top_k: int = 5) -> Callable[[Any], None]:
+    """A function that rewrites a TagResult in place: with `rollup_parents` the clip's and each window's scores gain
+    the ontology's parent classes (`rollup`); `only` / `exclude` (option values, see `parse_names`) limit the top
+    labels of clip and windows; `thresholds` make the clip labels every listed class at or above its threshold,
+    best first. Names are checked now, before any audio is decoded (`thresholds_where`: the file, for the error)."""
+    groups = None
+    if rollup_parents:
+        labels, groups = rollup(labels)
+    kept_only = parse_names(only, labels) if only else None
+    kept_out = parse_names(exclude, labels) if exclude else ()
+    if thresholds is not None:
+        check_labels(list(thresholds), labels, where=thresholds_where)
+    if thresholds is None and kept_only is None and not kept_out and groups is None:
+        return lambda result: None
+    keep = selected_classes(labels, kept_only, kept_out)
+    names = tuple(labels)
+
+    def refine(result: Any) -> None:
+        if groups is not None:  # (C,) -> (C',): the model's classes, then the parents they roll up to
+            result.labels, result.scores = names, rollup_scores(result.scores, groups)
+            for window in result.windows:
+                window.scores = rollup_scores(window.scores, groups)
+        result.top = filter_top(result.scores, names, top_k=top_k, thresholds=thresholds, keep=keep)
+        for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
+            window.top = filter_top(window.scores, names, top_k=top_k, keep=keep)
+
+    return refine
+
+
+def label_rows(labels: tuple[str, ...], *, tree: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+    """What `ast-audio labels` lists, as rows of {"index", "name", "id"} (and "abstract"; "depth" in a tree):
+
+    - neither: the model's classes with their ontology ids (None where a name is not in the ontology);
+    - `tree`: the ontology below the class `tree` names (whatever the model), depth first;
+    - `search`: ontology classes whose name or description contains `search` (any case), after the model's own
+      names that contain it when the model's names are not AudioSet's.
+    "index" is the model output that scores the class (None for the ontology's other classes)."""
+    if tree and search:
+        raise ConfigError("--tree and --search are separate views; pass one of them")
+    cmap = class_map(labels)
+    index = {node: i for i, node in enumerate(cmap.node_of) if node is not None}  # ontology id -> output index
+
+    def entry(node: Any) -> dict[str, Any]:
+        return {"id": node.id, "name": node.name, "index": index.get(node.id), "abstract": node.abstract}
+
+    ontology = cmap.ontology or load_ontology()
+    if tree:
+        return [{"depth": depth, **entry(node)} for depth, node in ontology.subtree(tree)]
+    if search:
+        found = [entry(node) for node in ontology.search(search)]
+        if cmap.ontology is None:  # a model of its own names: search those too
+            needle = search.strip().casefold()
+            found = [{"id": None, "name": name, "index": i, "abstract": False}
+                     for i, name in enumerate(labels) if needle in name.casefold()] + found
+        return found
+    return [{"index": i, "name": name, "id": node} for i, (name, node) in enumerate(zip(labels, cmap.node_of,
+                                                                                       strict=True))]

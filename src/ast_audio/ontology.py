@@ -87,6 +87,22 @@ class Ontology:
                 todo.extend(self.classes[current].parents)
         return seen
 
+    def subtree(self, text: str) -> list[tuple[int, OntologyClass]]:
+        """(depth, class) of the class `text` names (`get`) and every class below it, depth first in file order; a
+        class of two parents appears under each (a cycle in a hand-edited file is not followed)."""
+        rows: list[tuple[int, OntologyClass]] = []
+
+        def walk(class_id: str, depth: int, path: tuple[str, ...]) -> None:
+            node = self.classes[class_id]
+            rows.append((depth, node))
+            for child in node.children:
+                if child not in path:
+                    walk(child, depth + 1, (*path, child))
+
+        root = self.get(text)
+        walk(root.id, 0, (root.id,))
+        return rows
+
     def search(self, text: str) -> list[OntologyClass]:
         """Classes whose name or description contains `text` (ignoring case); name matches first, in file order."""
         needle = text.strip().casefold()

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ..config import FrontendConfig
+from ..config import SAMPLE_RATE, FrontendConfig
 from ..errors import AudioInputError, ConfigError
 from ..utils import count_non_finite
 
@@ -57,7 +57,7 @@ def mel_banks(num_bins: int, fft_size: int, sample_rate: int, low_freq: float = 
     return banks.T.contiguous()
 
 
-def num_frames(num_samples: int, sample_rate: int = 16000, frame_length_ms: float = 25.0,
+def num_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, frame_length_ms: float = 25.0,
                frame_shift_ms: float = 10.0) -> int:
     """Frames Kaldi makes with snip_edges=True: 1 + (N - window) // hop, 0 if the clip is shorter than a window."""
     window = int(sample_rate * frame_length_ms / 1000)
@@ -95,7 +95,7 @@ def _constants(num_bins: int, fft_size: int, sample_rate: int, low_freq: float, 
     return hann, tuple(blocks)
 
 
-def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128,
+def fbank(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = 128,
           frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0, preemphasis: float = 0.97,
           low_freq: float = 20.0, high_freq: float = 0.0, remove_clip_dc: bool = True,
           chunk_frames: int = 512) -> torch.Tensor:
@@ -201,7 +201,7 @@ def fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 
     return out[0] if squeeze else out
 
 
-def frame_transform(sample_rate: int = 16000, num_mel_bins: int = 128, frame_length_ms: float = 25.0,
+def frame_transform(sample_rate: int = SAMPLE_RATE, num_mel_bins: int = 128, frame_length_ms: float = 25.0,
                     frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0,
                     high_freq: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The Kaldi fbank's linear part as one matrix, for graphs without an FFT (ONNX export).

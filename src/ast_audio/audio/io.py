@@ -37,6 +37,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from ..config import SAMPLE_RATE
 from ..errors import AudioInputError, ConfigError, TruncatedAudioWarning
 from .probe import Probe, decode_error, native_stderr_silenced, probe_bytes, probe_file
 
@@ -257,7 +258,8 @@ def _decode(source: Any, name: str, probe: Probe, sample_rate: int, max_duration
     return _finish(name, data, int(rate), sample_rate, max_duration_s, info.subtype)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000, max_duration_s: float | None = None) -> torch.Tensor:
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE,
+               max_duration_s: float | None = None) -> torch.Tensor:
     """Decode an audio file into a mono float32 waveform at `sample_rate`.
 
     Integer formats are scaled to [-1, 1]; float formats are passed through (a peak above 2.0 is rejected as
@@ -282,7 +284,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, max_duration_s
     return _decode(_os_path(path), str(path), probe, sample_rate, max_duration_s)
 
 
-def decode_bytes(data: bytes, sample_rate: int = 16000, max_duration_s: float | None = None,
+def decode_bytes(data: bytes, sample_rate: int = SAMPLE_RATE, max_duration_s: float | None = None,
                  name: str = "<bytes>") -> torch.Tensor:
     """`load_audio` for encoded audio held in memory (e.g. an upload); `name` prefixes error messages."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -293,7 +295,7 @@ def decode_bytes(data: bytes, sample_rate: int = 16000, max_duration_s: float | 
     return _decode(io.BytesIO(data), name, probe_bytes(data, name), sample_rate, max_duration_s)
 
 
-def stream_audio(path: str | os.PathLike, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+def stream_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Decode a file block by block into (n,) float32 mono chunks at `sample_rate`, never holding the whole file.
 
     The decoding of `load_audio` (channel mean, finite and peak checks, soxr HQ resampling, here with its streaming

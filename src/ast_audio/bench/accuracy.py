@@ -1,6 +1,6 @@
 """Fast-path accuracy behind `ast-audio bench --accuracy`: each precision against fp32 on the demo's task.
 
-`accuracy_report` trains the demo's small AST on generated labelled clips (`ast_audio.demo.train_demo_model`: the
+`accuracy_report` trains the demo's small AST on generated labelled clips (`ast_audio.apps.demo.train_demo_model`: the
 training engine with the folder recipe, a fixed epoch count and the demo's fixed thread count, so that the report
 does not depend on the machine's speed or load), then on held-out generated clips reports each precision's top-1
 agreement with fp32, mean and max absolute logit difference, and its own accuracy. A trained model near chance gets
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from ..apps.demo import CLASSES, INPUT_TDIM, MODEL, THREADS, fixed_threads, make_dataset, near_chance, train_demo_model
 from ..audio.features import FeatureExtractor
 from ..audio.io import load_audio
-from ..demo import CLASSES, INPUT_TDIM, MODEL, THREADS, fixed_threads, make_dataset, near_chance, train_demo_model
 from ..export.backend import to_precision
 from ..model.ast import AST
 from ..model.precision import ORT_PRECISIONS, PRECISIONS, check_precision, choose_precision, onnxruntime_available
@@ -64,7 +64,7 @@ def accuracy_report(*, train_per_class: int = 60, test_per_class: int = 100, epo
     through the training engine), then compare each precision ("auto" = the one `choose_precision` picks here; the
     ONNX Runtime ones when onnxruntime is installed, else noted) to fp32 on `test_per_class` fresh clips per class.
 
-    A fixed epoch count (not a time budget) and a fixed thread count (`ast_audio.demo.THREADS`) keep the trained
+    A fixed epoch count (not a time budget) and a fixed thread count (`ast_audio.apps.demo.THREADS`) keep the trained
     model, hence the report, the same on a busy machine as on a quiet one (for a given seed and torch build)."""
     with fixed_threads(THREADS):
         return _accuracy_report(train_per_class, test_per_class, epochs, precisions, seed, log)

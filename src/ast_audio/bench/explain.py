@@ -1,7 +1,7 @@
 """How well `explain` points at the evidence, on clips where the evidence is known (the demo model's sounds).
 
 `python -m ast_audio.bench.explain --checkpoint DEMO/model` (a model from `ast-audio demo -o DEMO`) generates
-`clips_per_class` clips per demo class with the demo's synthesis (`ast_audio.demo.synth_event`): 2 s of the demo's
+`clips_per_class` clips per demo class with the demo's synthesis (`ast_audio.apps.demo.synth_event`): 2 s of the demo's
 quiet background noise with one 0.5-1 s sound at a random time, so the sound covers a known part of the spectrogram.
 Its region is the ideal binary mask at a 0 dB local criterion: the (frame, mel bin) cells where the sound alone has
 more power than the background alone (both known, computed with the model's own front end).
@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..apps.demo import CLASSES, SAMPLE_RATE, background_noise, synth_event
 from ..audio.features import FeatureExtractor
-from ..demo import CLASSES, SAMPLE_RATE, background_noise, synth_event
 from ..infer.explain import (
     deletion_curve,
     model_input,

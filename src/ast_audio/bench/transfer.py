@@ -12,7 +12,7 @@ Accuracy is measured on a fixed test set of the target task after the last epoch
 Every run goes through the training engine (`ast_audio.train.engine.run`) with the folder recipe, so the bench
 measures what `ast-audio train --finetune MODE` does. Each mode runs in its own process, so its peak memory (the
 peak resident set on CPU) is its own. Results do not depend on the machine's speed or load: fixed epoch counts, no
-time budget, and every process on the demo's fixed torch thread count (`ast_audio.demo.THREADS`).
+time budget, and every process on the demo's fixed torch thread count (`ast_audio.apps.demo.THREADS`).
 
     python -m ast_audio.bench.transfer --out runs/transfer            # the table of docs/training.md
     python -m ast_audio.bench.transfer --out /tmp/t --quick            # a smoke run: 1 seed, sizes 8, few epochs
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..config import SAMPLE_RATE
+
 CLIP_S = 1.0
 TARGET_LENGTH = 100  # frames: a 1 s clip fits one input
 SOURCE_CLASSES = ("tone", "chirp_up", "noise_burst", "click_train", "harmonic")
@@ -278,8 +279,8 @@ def run_mode(out: Path, mode: str, epochs: int) -> dict[str, Any]:
 
 def _chance_note(accuracy: float, total: int, num_classes: int) -> str:
     """"; warning: near chance ..." to add to a run's line when guessing could have scored `accuracy` on `total`
-    clips (`ast_audio.demo.near_chance`), else ""."""
-    from ..demo import near_chance
+    clips (`ast_audio.apps.demo.near_chance`), else ""."""
+    from ..apps.demo import near_chance
 
     if not near_chance(round(accuracy * total), total, num_classes):
         return ""
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 8 clips/class, 2 epochs")
     parser.add_argument("--worker", metavar="MODE", help=argparse.SUPPRESS)  # one mode, in its own process
     args = parser.parse_args(argv)
-    from ..demo import THREADS, fixed_threads
+    from ..apps.demo import THREADS, fixed_threads
 
     with fixed_threads(THREADS):  # in the workers too: every process of the bench on the same thread count
         return _main(parser, args, THREADS)

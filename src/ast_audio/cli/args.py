@@ -21,9 +21,6 @@ from ..train.layouts import LAYOUTS
 from ..weights.hub import DEFAULT_MODEL
 
 DEFAULT_CHECKPOINT = DEFAULT_MODEL
-# ast_audio.model.precision.PRECISION_CHOICES, repeated so that --help needs no torch; tests/test_architecture.py
-# checks that the two are equal.
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8", "ort-fp32", "ort-int8")
 PRECISION_HELP = ("auto (the fastest measured path for this CPU: bf16 with AMX, ONNX Runtime int8 on other x86, fp32 "
                   "elsewhere; --verbose says which and why), fp32 (faithful), bf16, int8, ort-fp32 or ort-int8; see "
                   "docs/speed.md")
@@ -125,13 +122,11 @@ def load_for_inference(checkpoint: str, precision: str = "fp32", *, labels: str 
     """load_model for the inference commands: `precision` resolved for this machine and `device` (`torch_only`:
     explanations, which need the torch model), and with `verbose` one stderr line saying what runs and why. The model
     is loaded on the CPU; the Tagger (or the command) moves it to `device`."""
-    from ..model.precision import choose_precision
     from ..weights.checkpoint import load_model
 
-    choice = choose_precision(precision, torch_only=torch_only, device=device)
-    model = load_model(checkpoint, precision=choice, labels=labels)
+    model = load_model(checkpoint, precision=precision, labels=labels, device=device, torch_only=torch_only)
     if verbose:
-        print(f"ast-audio: {choice.describe()}", file=sys.stderr)
+        print(f"ast-audio: {model.precision_choice.describe()}", file=sys.stderr)
     return model
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .args import PRECISION_CHOICES, add_option, non_negative_float, positive_int
+from ..model.names import PRECISION_CHOICES
+from .args import add_option, non_negative_float, positive_int
 
 # ast_audio.bench.speed's defaults, repeated so that --help needs no torch (tests/test_bench_cli.py checks them).
 DEFAULT_BATCH = 4

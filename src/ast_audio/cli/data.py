@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from ..config import SAMPLE_RATE
 from .args import (
     add_data_args,
     add_option,
@@ -44,7 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_data_args(prepare, shards=False)
     add_output_arg(prepare, metavar="DIR", required=True, deprecated=("--out",), help="output folder for the shards")
     prepare.add_argument("--shard-size", type=positive_int, default=1000, help="clips per shard (default 1000)")
-    prepare.add_argument("--sample-rate", type=positive_int, default=16000, help="stored rate in Hz (default 16000)")
+    prepare.add_argument("--sample-rate", type=positive_int, default=SAMPLE_RATE,
+                         help=f"stored rate in Hz (default {SAMPLE_RATE})")
     add_option(prepare, "--audio-format", choices=("flac", "wav"), default="flac", deprecated=("--format",),
                help="how the clips are stored: flac, lossless 24-bit (default); wav, float32")
     add_option(prepare, "--num-workers", type=int, default=0, deprecated=("--workers",),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import AstAudioError
+from ..infer.names import POOLS
 from .args import (
     add_checkpoint_arg,
     add_device_arg,
@@ -22,8 +23,6 @@ from .args import (
     refuse_existing,
     report_file_error,
 )
-
-POOLS = ("tokens", "mean", "none")  # ast_audio.infer.embed.POOLS (checked equal by a test)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

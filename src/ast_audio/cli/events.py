@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..infer.explain_methods import DEFAULT_METHOD as DEFAULT_EXPLAIN_METHOD
 from ..infer.explain_methods import METHODS as EXPLAIN_METHODS
+from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, EVENT_FORMATS, GRIDS, REFINES
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     add_checkpoint_arg,
@@ -37,20 +38,15 @@ from .tag import emit
 if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help` must not import torch)
     from ..infer.events import EventConfig
 
-# Copies of ast_audio.infer.formats.EVENT_FORMATS, ast_audio.infer.events.GRIDS and REFINES (those import torch,
-# which `--help` must not; a test checks the copies equal).
-EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
-GRIDS = ("cells", "mean", "max")
-REFINES = ("auto", "none", "energy")
 odd_int = option_type("median")  # the same ranges as the server's fields (ast_audio.config.OPTION_RANGES)
 
 
 def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     """How window or frame scores become events (`ast_audio.infer.events.EventConfig`: its defaults are these
     options' defaults), for events and calibrate --truth."""
-    parser.add_argument("--hysteresis", type=option_type("hysteresis"), default=0.5, metavar="R",
+    parser.add_argument("--hysteresis", type=option_type("hysteresis"), default=DEFAULT_HYSTERESIS, metavar="R",
                         help="low threshold = R x high: an event continues while the score stays above it "
-                        "(default 0.5; 1 = no hysteresis)")
+                        f"(default {DEFAULT_HYSTERESIS}; 1 = no hysteresis)")
     parser.add_argument("--median", type=odd_int, default=1, metavar="N",
                         help="median filter over N windows (odd; default 1 = off)")
     parser.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
@@ -70,7 +66,7 @@ def _add_detection_args(parser: argparse.ArgumentParser) -> None:
                         "grid scores crosses the threshold (sub-hop boundaries, the default)")
 
 
-def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = 0.5,
+def _event_config(args: argparse.Namespace, labels: tuple[str, ...], threshold: float = DEFAULT_THRESHOLD,
                   thresholds: dict[str, float] | None = None) -> EventConfig:
     """The EventConfig of the detection arguments (and --only/--exclude where the command has them)."""
     from ..infer.events import EventConfig
@@ -98,10 +94,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "--files-from")
     add_checkpoint_arg(events)
     group = events.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T",
-                       help="high threshold for every class (default 0.5)")
+    group.add_argument("--threshold", type=unit_float, default=DEFAULT_THRESHOLD, metavar="T",
+                       help=f"high threshold for every class (default {DEFAULT_THRESHOLD})")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
-                       "(classes not in the file use 0.5)")
+                       f"(classes not in the file use {DEFAULT_THRESHOLD})")
     events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: "
                         "half a clip model's input length, ast_audio.infer.events.default_window_s; a frame model's "
                         "input)")
@@ -180,8 +176,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--durations", metavar="TSV", help="filename<TAB>duration (default: each score table's "
                           "end; with --pred only, sed_eval's default, the last event's offset)")
     group = evaluate.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T",
-                       help="--scores-dir without --pred: the decision threshold for the F1 values (default 0.5)")
+    group.add_argument("--threshold", type=unit_float, default=DEFAULT_THRESHOLD, metavar="T",
+                       help="--scores-dir without --pred: the decision threshold for the F1 values (default "
+                            f"{DEFAULT_THRESHOLD})")
     group.add_argument("--thresholds", metavar="CSV", help="per-class decision thresholds (`ast-audio calibrate`)")
     evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON (with the PSD-ROC points)")
     evaluate.add_argument("--plot", metavar="PNG", help="draw the PSD-ROC curves (needs --scores-dir)")
@@ -362,7 +359,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _calibrate_events(args: argparse.Namespace) -> int:
     """calibrate --truth: score every recording of the truth table through the events pipeline, then
     `calibrate_events`."""
-    from ..errors import AstAudioError, ConfigError
+    from ..errors import ConfigError
     from ..infer.calibrate import calibrate_events, write_thresholds
     from ..infer.pipeline import EventPipeline
     from ..infer.tsv import read_strong
@@ -375,24 +372,17 @@ def _calibrate_events(args: argparse.Namespace) -> int:
     truth, names = table.by_audio_id(), list(table.files)
     pipeline = EventPipeline(tagger, _event_config(args, tagger.labels), window_s=args.window, hop_s=args.hop,
                              batch_size=args.batch_size)
-    timelines, energies, failed = {}, {}, 0
+    failed = []
+
+    def skip(path: str, exc: Exception) -> None:  # a recording that cannot be decoded: one line, the rest go on
+        if args.debug:
+            raise exc
+        report_file_error(path, exc)
+        failed.append(path)
+
     progress = progress_for(args, "calibrate", "recordings")
-    for done, name in enumerate(names):
-        progress(done, len(names))
-        path = folder / name
-        key = name.rsplit(".", 1)[0]
-        try:
-            scored = pipeline.score(path)
-        except (AstAudioError, OSError) as exc:
-            if args.debug:
-                raise
-            report_file_error(str(path), exc)
-            failed += 1
-            continue
-        timelines[key] = scored.timeline
-        if scored.energy is not None:
-            energies[key] = scored.energy
-    progress(len(names), len(names))
+    timelines, energies = pipeline.score_files({name.rsplit(".", 1)[0]: folder / name for name in names},
+                                               on_error=skip, progress=progress)
     progress.close()
     if not timelines:
         raise ConfigError(f"none of the {len(names)} recordings of {args.truth} could be scored (looked in {folder})")

@@ -7,7 +7,6 @@ The lookups live in `ast_audio.ontology` and `ast_audio.labels`; this module onl
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from typing import Any
@@ -40,11 +39,6 @@ def _model_labels(checkpoint: str | None) -> tuple[str, ...]:
     return tuple(load_model(checkpoint).labels)
 
 
-def _entry(node: Any, index: dict[str, int], depth: int | None = None) -> dict[str, Any]:
-    entry = {"id": node.id, "name": node.name, "index": index.get(node.id), "abstract": node.abstract}
-    return entry if depth is None else {"depth": depth, **entry}
-
-
 def _emit(text: str) -> int:
     """Print `text` (a reader that stops early, `ast-audio labels | head`, is handled once for every command by
     `cli.main`)."""
@@ -52,68 +46,26 @@ def _emit(text: str) -> int:
     return 0
 
 
+def _text_row(row: dict[str, Any], view: str) -> str:
+    """One line of the text output of a `view` ("tree", "search" or "list") row."""
+    note = " (abstract)" if row.get("abstract") else ""
+    ident = f"  {row['id']}" if row["id"] else ""
+    if view == "tree":
+        mark = f"* {row['index']:>3} " if row["index"] is not None else "      "
+        return f"{mark}{'  ' * row['depth']}{row['name']}{ident}{note}"
+    mark = f"{row['index']:>3}" if row["index"] is not None else "  -"
+    return f"{mark}  {row['name']}{ident}{note}"
+
+
 def cmd_labels(args: argparse.Namespace) -> int:
-    """Print the classes, a subtree or search results (text or --json)."""
-    from ..labels import class_map
+    """Print the classes, a subtree or search results (text or --json): `ast_audio.labels.label_rows`."""
+    from ..labels import label_rows
 
-    if args.tree and args.search:
-        from ..errors import ConfigError
-
-        raise ConfigError("--tree and --search are separate views; pass one of them")
-    labels = _model_labels(args.checkpoint)
-    cmap = class_map(labels)
-    ontology = cmap.ontology
-    index = {node: i for i, node in enumerate(cmap.node_of) if node is not None}  # ontology id -> output index
-    out = io.StringIO()  # written at once by _emit
-
-    if args.tree:
-        from ..ontology import load_ontology
-
-        ontology = ontology or load_ontology()  # the tree is the ontology's, whatever the model
-        root = ontology.get(args.tree)
-        rows: list[dict[str, Any]] = []
-
-        def walk(class_id: str, depth: int, path: tuple[str, ...]) -> None:  # a class of two parents appears twice
-            node = ontology.classes[class_id]
-            rows.append(_entry(node, index, depth))
-            for child in node.children:
-                if child not in path:  # guard against a cycle in a hand-edited file
-                    walk(child, depth + 1, (*path, child))
-
-        walk(root.id, 0, (root.id,))
-        if args.json:
-            out.write(json.dumps(rows, indent=1) + "\n")
-        else:
-            for row in rows:
-                mark = f"* {row['index']:>3} " if row["index"] is not None else "      "
-                note = " (abstract)" if row["abstract"] else ""
-                out.write(f"{mark}{'  ' * row['depth']}{row['name']}  {row['id']}{note}\n")
-        return _emit(out.getvalue())
-
-    if args.search:
-        from ..ontology import load_ontology
-
-        needle = args.search.strip().casefold()
-        found = [_entry(node, index) for node in (ontology or load_ontology()).search(args.search)]
-        if ontology is None:  # a model of its own names: search those too
-            found = [{"id": None, "name": name, "index": i, "abstract": False}
-                     for i, name in enumerate(labels) if needle in name.casefold()] + found
-        if args.json:
-            out.write(json.dumps(found, indent=1) + "\n")
-        else:
-            for row in found:
-                mark = f"{row['index']:>3}" if row["index"] is not None else "  -"
-                note = " (abstract)" if row["abstract"] else ""
-                out.write(f"{mark}  {row['name']}{'  ' + row['id'] if row['id'] else ''}{note}\n")
-            if not found:
-                out.write(f"no class matches {args.search!r}\n")
-        return _emit(out.getvalue())
-
-    rows = [{"index": i, "name": name, "id": node} for i, (name, node) in enumerate(zip(labels, cmap.node_of,
-                                                                                       strict=True))]
+    rows = label_rows(_model_labels(args.checkpoint), tree=args.tree, search=args.search)
     if args.json:
-        out.write(json.dumps(rows, indent=1) + "\n")
-    else:
-        for row in rows:
-            out.write(f"{row['index']:>3}  {row['name']}{'  ' + row['id'] if row['id'] else ''}\n")
-    return _emit(out.getvalue())
+        return _emit(json.dumps(rows, indent=1) + "\n")
+    view = "tree" if args.tree else "search" if args.search else "list"
+    lines = [_text_row(row, view) for row in rows]
+    if args.search and not rows:
+        lines.append(f"no class matches {args.search!r}")
+    return _emit("".join(line + "\n" for line in lines))

@@ -1,21 +1,21 @@
 """`ast-audio listen`: tag the microphone, raw PCM on stdin or a file played in real time, hop by hop.
 
-A thin shell over `ast_audio.infer.live.StreamingTagger`: this module only opens the source, moves blocks from a
-reader thread to the tagger (so audio keeps arriving while a window is scored) and prints each hop.
+A thin shell: the sources and their reader thread are `ast_audio.audio.sources`, the tagging
+`ast_audio.infer.live.StreamingTagger`, the terminal view `ast_audio.infer.live_view`; this module parses the
+options, joins them and prints each hop.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-import queue
 import sys
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
+from ..config import SAMPLE_RATE
+from ..errors import AstAudioError
+from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, LIVE_FORMATS, PCM_FORMATS
 from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
@@ -27,14 +27,6 @@ from .args import (
     unit_float,
 )
 from .events import odd_int
-
-LIVE_FORMATS = ("live", "jsonl")
-PCM_FORMATS = ("s16le", "f32le")  # ast_audio.infer.live.PCM_DTYPES (no torch import for --help)
-BAR = 24  # characters of a full score bar in the live view
-SPARK = " ▁▂▃▄▅▆▇█"  # a frame model's column scores in the live view: 0 .. 1 in eighths
-# Blocks a source that is not real time (stdin or a file without --realtime) may read ahead of the tagger; then its
-# reader waits (back-pressure), so a fast pipe costs this much memory, not the whole stream (400 MB in: 2.8 GB).
-QUEUED_BLOCKS = 64
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -52,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_device_arg(listen)
     listen.add_argument("--input", metavar="SRC", help="'-' for raw PCM on stdin, or an audio file; default: the "
                         "microphone")
-    listen.add_argument("--rate", type=option_type("rate"), default=16000, help="--input -: sample rate in Hz "
-                        "(default 16000)")
+    listen.add_argument("--rate", type=option_type("rate"), default=SAMPLE_RATE,
+                        help=f"--input -: sample rate in Hz (default {SAMPLE_RATE})")
     listen.add_argument("--channels", type=option_type("channels"), default=1, help="--input -: interleaved channels "
                         "(default 1; averaged)")
     listen.add_argument("--dtype", choices=PCM_FORMATS, default="s16le", help="--input -: sample format "
@@ -69,11 +61,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument("--allow-skip", action="store_true", help="accept a --hop shorter than one window's "
                         "compute: windows are skipped (and counted) to stay current")
     group = listen.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=unit_float, default=0.5, metavar="T", help="event threshold for every "
-                       "class (default 0.5)")
+    group.add_argument("--threshold", type=unit_float, default=DEFAULT_THRESHOLD, metavar="T",
+                       help=f"event threshold for every class (default {DEFAULT_THRESHOLD})")
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`")
-    listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=0.5, metavar="R",
-                        help="low threshold = R x high (default 0.5)")
+    listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=DEFAULT_HYSTERESIS, metavar="R",
+                        help=f"low threshold = R x high (default {DEFAULT_HYSTERESIS})")
     listen.add_argument("--median", type=odd_int, default=1, metavar="N", help="median filter over N windows (odd; "
                         "adds N // 2 hops of delay to events; default 1 = off)")
     listen.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
@@ -94,165 +86,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 # stops early once `stop` is set (the output's reader went away, Ctrl-C).
 
 
-def _reader(put, produce) -> threading.Thread:
-    """Run `produce(put)` in a daemon thread; errors reach the consumer as the exception object."""
-    def target() -> None:
-        try:
-            produce(put)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which raises it
-            put(exc)
-        else:
-            put(None)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
-def open_microphone(rate: int, block: int, put) -> Any:
-    """Start the default input device (mono at the model rate); one-line errors when sounddevice, PortAudio or an
-    input device is missing."""
-    from ..errors import AstAudioError
-
-    hint = ("; install it with pip install 'ast-audio[live]' (and PortAudio, e.g. apt install libportaudio2), or "
-            "read raw PCM from stdin with --input -")
-    try:
-        import sounddevice
-    except ImportError:
-        raise AstAudioError("listening to the microphone needs the sounddevice package, which is not installed"
-                            + hint) from None
-    except OSError as exc:  # sounddevice is there but the PortAudio library is not
-        raise AstAudioError(f"listening to the microphone needs the PortAudio library ({exc})" + hint) from None
-    try:
-        sounddevice.query_devices(kind="input")
-        stream = sounddevice.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=block,
-                                         callback=lambda data, frames, t, status: put(data.copy()))
-        stream.start()
-    except Exception as exc:  # noqa: BLE001 - PortAudio's errors (no device, busy device) as one line
-        raise AstAudioError(f"cannot open a microphone: {exc}; check that an input device is connected, or read "
-                            "raw PCM from stdin with --input -") from None
-    return stream
-
-
-def read_stdin(decoder, block_bytes: int, stop: threading.Event):
-    def produce(put) -> None:
-        fd = sys.stdin.buffer.fileno()
-        while not stop.is_set():
-            data = os.read(fd, block_bytes)  # returns what the pipe holds (up to block_bytes): no waiting for more
-            if not data:
-                return
-            samples = decoder.decode(data)
-            if samples.shape[0]:
-                put(samples)
-    return produce
-
-
-def read_file(path: str, block_s: float, realtime: bool, stop: threading.Event):
-    import soundfile as sf
-
-    from ..audio.io import load_audio_info
-
-    # One-line errors for a missing or broken file before anything starts. The file is read at its own rate and
-    # channel count, so the tagger resamples and downmixes it as it would any other source.
-    info = load_audio_info(path)
-
-    def produce(put) -> None:
-        frames = max(1, round(block_s * info.sample_rate))
-        start = time.monotonic()
-        done = 0
-        with sf.SoundFile(path) as f:
-            while not stop.is_set():
-                data = f.read(frames, dtype="float32", always_2d=True)  # (n, channels)
-                if not data.shape[0]:
-                    return
-                done += data.shape[0]
-                if realtime:  # a block is "there" once its last sample would have been played
-                    stop.wait(max(0.0, start + done / info.sample_rate - time.monotonic()))
-                put(data)
-    return produce, info
-
-
-def blocks(q: queue.Queue) -> Iterator[tuple[Any, float]]:
-    """(block, arrival of its oldest samples) from the queue: every block waiting is taken at once (so the tagger
-    sees the newest audio and can skip what is too late), until the reader says the source ended."""
-    import numpy as np
-
-    while True:
-        first = q.get()
-        items = [first]
-        while True:
-            try:
-                items.append(q.get_nowait())
-            except queue.Empty:
-                break
-        arrived = min(t for _, t in items)
-        data = [x for x, _ in items]
-        end = next((i for i, x in enumerate(data) if x is None or isinstance(x, BaseException)), None)
-        good = data if end is None else data[:end]
-        if good:
-            yield np.concatenate(good), arrived
-        if end is not None:
-            if isinstance(data[end], BaseException):
-                raise data[end]
-            return
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Output
-
-
-class LiveView:
-    """The compact terminal view: redrawn in place on a terminal, one plain line per hop otherwise."""
-
-    def __init__(self, top_k: int, keep: list[int], tty: bool, out=sys.stdout) -> None:
-        self.top_k, self.keep, self.tty, self.out = top_k, keep, tty, out
-        self.recent: list[str] = []  # the last closed events, newest first
-
-    def show(self, hop) -> None:
-        for e in hop.closed:
-            self.recent.insert(0, f"{e.label} {e.onset_s:.2f}-{e.offset_s:.2f} s ({e.score:.2f})")
-        del self.recent[5:]
-        top = hop.top(self.top_k, self.keep)
-        if not self.tty:
-            parts = [f"{hop.end_s:8.2f} s"] + [f"{label} {score:.2f}" for label, score in top]
-            parts += [f"+{e.label} @{e.onset_s:.2f}" for e in hop.opened]
-            parts += [f"-{e.label} {e.onset_s:.2f}-{e.offset_s:.2f}" for e in hop.closed]
-            if hop.skipped:
-                parts.append(f"skipped {hop.skipped}")
-            self.out.write("  ".join(parts) + "\n")
-        else:
-            width = max((len(label) for label, _ in top), default=0)
-            lines = [f"ast-audio listen   {hop.end_s:8.2f} s   window {hop.end_s - hop.start_s:.2f} s   "
-                     f"compute {hop.compute_s * 1000:.0f} ms   skipped {hop.skipped}", ""]
-            lines += [f"  {label:<{width}} {'█' * round(score * BAR):<{BAR}} {score:.2f}{self.columns(hop, label)}"
-                      for label, score in top]
-            lines += ["", "  open:   " + (", ".join(hop.active) or "-"),
-                      "  recent: " + ("; ".join(self.recent) or "-")]
-            self.out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n")
-        self.out.flush()
-
-    @staticmethod
-    def columns(hop, label: str) -> str:
-        """A frame model's hop: the class's score in each of the hop's columns, one character each; else ''."""
-        if hop.frames is None:
-            return ""
-        scores = hop.frames[:, hop.labels.index(label)]
-        return "  " + "".join(SPARK[round(float(v) * (len(SPARK) - 1))] for v in scores)
-
-
-def cmd_listen(args: argparse.Namespace) -> int:
-    """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
-    from ..errors import AstAudioError
+def _event_config(args: argparse.Namespace, labels: tuple[str, ...]) -> Any:
+    """The EventConfig of listen's detection arguments (--thresholds names checked against the model)."""
     from ..infer.calibrate import read_thresholds
     from ..infer.events import EventConfig
-    from ..infer.live import PcmDecoder, StreamingTagger, is_frame_model, live_plan, measure_window_s
-    from ..labels import check_labels, parse_names, selected_classes
-    from .args import load_tagger
+    from ..labels import check_labels, parse_names
 
-    tagger = load_tagger(args)
-    window, hop = live_plan(tagger, args.window, args.hop)
-    unit = "hop" if is_frame_model(tagger) else "window"  # what one pass scores
-    labels = tagger.labels
     config = EventConfig(threshold=args.threshold,
                          thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
                          hysteresis=args.hysteresis, median_windows=args.median, min_duration_s=args.min_duration,
@@ -261,76 +100,62 @@ def cmd_listen(args: argparse.Namespace) -> int:
                          exclude=tuple(parse_names(args.exclude, labels)) if args.exclude else ())
     if config.thresholds:
         check_labels(list(config.thresholds), labels, where=args.thresholds)
-    keep = selected_classes(labels, config.only, config.exclude)
+    return config
+
+
+def _show_hops(hops: Any, args: argparse.Namespace, keep: list[int], view: Any) -> None:
+    """Print each hop: one JSON line (--format jsonl) or the terminal view; a hop's warning goes to stderr."""
+    for result in hops:
+        if result.warning:
+            print(f"ast-audio: warning: {result.warning}", file=sys.stderr)
+        if args.format == "jsonl":
+            sys.stdout.write(json.dumps(result.to_dict(args.top_k, keep)) + "\n")
+            sys.stdout.flush()
+        else:
+            view.show(result)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
+    from ..audio.sources import open_source
+    from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, is_frame_model, live_plan
+    from ..infer.live_view import LiveView
+    from ..labels import selected_classes
+    from .args import load_tagger
+
+    tagger = load_tagger(args)
+    window, hop = live_plan(tagger, args.window, args.hop)
+    config = _event_config(args, tagger.labels)
+    keep = selected_classes(tagger.labels, config.only, config.exclude)
     if args.hop is not None and not args.allow_skip:  # a hop the user chose: can this CPU score a window that fast?
-        took = measure_window_s(tagger, window)
-        if hop / tagger.sample_rate < took:
-            raise AstAudioError(f"--hop {args.hop:g} s is shorter than one window's compute here ({took:.3f} s "
-                                f"measured for a {window / tagger.sample_rate:g} s window, precision "
-                                f"{args.precision}); use --hop {took * 1.2:.3f} or more, a cheaper --precision, or "
-                                "--allow-skip to skip windows")
-
-    # Live sources (the microphone's callback must never block; --realtime) drop late windows instead of waiting.
-    q: queue.Queue = queue.Queue(maxsize=0 if args.input is None or args.realtime else QUEUED_BLOCKS)
-
-    def put(item: Any) -> None:
-        while True:  # a bounded queue waits for room, until the consumer stops (then the reader ends too)
-            try:
-                q.put((item, time.monotonic()), timeout=0.1)
-                return
-            except queue.Full:
-                if stop.is_set():
-                    return
-
-    mic = None
-    stop = threading.Event()  # set when the loop below ends for any reason: the reader threads end too
-    if args.input is None:
-        rate, channels, drop_late = tagger.sample_rate, 1, True
-        mic = open_microphone(rate, max(1, round(args.block * rate)), put)
-    elif args.input == "-":
-        rate, channels, drop_late = args.rate, args.channels, args.realtime
-        decoder = PcmDecoder(args.dtype, args.channels)
-        _reader(put, read_stdin(decoder, max(decoder.frame_bytes, round(args.block * rate) * decoder.frame_bytes),
-                                stop))
-    else:
-        produce, info = read_file(args.input, args.block, args.realtime, stop)
-        rate, channels, drop_late = info.sample_rate, info.channels, args.realtime
-        _reader(put, produce)
-
-    streamer = StreamingTagger(tagger, rate, channels, window_s=args.window, hop_s=args.hop, events=config,
-                               drop_late=drop_late)
+        check_hop_keeps_up(tagger, window, hop, args.precision, args.hop)
+    decoder = PcmDecoder(args.dtype, args.channels) if args.input == "-" else None
+    source = open_source(args.input, block_s=args.block, realtime=args.realtime, microphone_rate=tagger.sample_rate,
+                         decoder=decoder, pcm_rate=args.rate, pcm_channels=args.channels)
+    streamer = StreamingTagger(tagger, source.rate, source.channels, window_s=args.window, hop_s=args.hop,
+                               events=config, drop_late=source.drop_late)
     view = LiveView(args.top_k, keep, tty=sys.stdout.isatty())
 
-    def emit(hops) -> None:
-        for hop_result in hops:
-            if hop_result.warning:
-                print(f"ast-audio: warning: {hop_result.warning}", file=sys.stderr)
-            if args.format == "jsonl":
-                sys.stdout.write(json.dumps(hop_result.to_dict(args.top_k, keep)) + "\n")
-                sys.stdout.flush()
-            else:
-                view.show(hop_result)
+    emit = functools.partial(_show_hops, args=args, keep=keep, view=view)
 
     received = 0  # samples that arrived: none at all is said, not a silent exit 0
     try:
-        for block, arrived in blocks(q):
+        for block, arrived in source.blocks():
             received += len(block)
             emit(streamer.feed(block, arrived))
     except KeyboardInterrupt:
         pass  # the microphone runs until Ctrl-C: close the stream and report what it closed
     finally:  # also on BrokenPipeError (stdout's reader left), which cli.main turns into a quiet exit
-        stop.set()
-        if mic is not None:
-            mic.stop()
-            mic.close()
+        source.close()
     if received == 0 and args.input is not None:
-        source = "standard input" if args.input == "-" else args.input
-        raise AstAudioError(f"no audio arrived on {source}; send {args.dtype} PCM at --rate {args.rate} (e.g. "
+        where = "standard input" if args.input == "-" else args.input
+        raise AstAudioError(f"no audio arrived on {where}; send {args.dtype} PCM at --rate {args.rate} (e.g. "
                             "sox clip.wav -t raw -r 16000 -e signed -b 16 -c 1 - | ast-audio listen --input -)"
-                            if args.input == "-" else f"no audio arrived from {source}; expected an audio file "
+                            if args.input == "-" else f"no audio arrived from {where}; expected an audio file "
                             "with samples")
     emit(streamer.close())
     if streamer.skipped:
+        unit = "hop" if is_frame_model(tagger) else "window"  # what one pass scores
         print(f"ast-audio: skipped {streamer.skipped} of {streamer.index} {unit}s (scoring was slower than the hop)",
               file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..serve import defaults as D
 from .args import (
     add_checkpoint_arg,
     add_device_arg,
@@ -15,7 +16,7 @@ from .args import (
 )
 
 port_number = number(int, low=0, high=65535, what="a port number 0-65535")
-hop_fraction = number(float, low=0, high=0.5, low_open=True)
+hop_fraction = number(float, low=0, high=D.MAX_MIN_HOP_FRACTION, low_open=True)
 
 
 def name_list(text: str) -> list[str]:
@@ -39,56 +40,63 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=port_number, default=8000, help="TCP port (default 8000; 0 = any free port)")
     add_precision_arg(serve)
     add_device_arg(serve)
-    serve.add_argument("--max-upload-mb", type=positive_float, default=20.0, metavar="MB",
-                       help="largest request body in MiB; larger uploads get 413 (default 20)")
-    serve.add_argument("--max-duration-s", type=positive_float, default=600.0, metavar="S",
-                       help="longest audio in seconds, checked from the file header (default 600)")
-    serve.add_argument("--upload-timeout-s", type=positive_float, default=60.0, metavar="S",
-                       help="the request body must arrive within this many seconds, else 408 (default 60)")
-    serve.add_argument("--workers-threads", type=positive_int, default=2, metavar="N",
+    serve.add_argument("--max-upload-mb", type=positive_float, default=D.MAX_UPLOAD_MB, metavar="MB",
+                       help="largest request body in MiB; larger uploads get 413 (default %(default)g)")
+    serve.add_argument("--max-duration-s", type=positive_float, default=D.MAX_DURATION_S, metavar="S",
+                       help="longest audio in seconds, checked from the file header (default %(default)g)")
+    serve.add_argument("--upload-timeout-s", type=positive_float, default=D.UPLOAD_TIMEOUT_S, metavar="S",
+                       help="the request body must arrive within this many seconds, else 408 (default %(default)g)")
+    serve.add_argument("--workers-threads", type=positive_int, default=D.THREADS, metavar="N",
                        help="forward passes run at once; requests take turns batch by batch, round-robin between "
-                            "clients (default 2)")
-    serve.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
-    # Defaults kept equal to ServeSettings' (tests/test_serve_hardening.py checks it; no fastapi import here).
-    serve.add_argument("--min-hop-fraction", type=hop_fraction, default=0.1, metavar="F",
-                       help="smallest hop_s accepted, as a fraction of window_s, in (0, 0.5]; smaller gets 422 "
-                            "(default 0.1: each second of audio is analysed at most 10 times)")
-    serve.add_argument("--max-windows", type=positive_int, default=600, metavar="N",
+                            "clients (default %(default)g)")
+    serve.add_argument("--batch-size", type=positive_int, default=D.BATCH_SIZE,
+                       help="windows per forward pass (default %(default)g)")
+    # Defaults: ast_audio.serve.defaults, the objects ServeSettings uses (no fastapi import here).
+    serve.add_argument("--min-hop-fraction", type=hop_fraction, default=D.MIN_HOP_FRACTION, metavar="F",
+                       help=f"smallest hop_s accepted, as a fraction of window_s, in (0, "
+                             f"{D.MAX_MIN_HOP_FRACTION}]; smaller gets 422 "
+                            "(default %(default)g: each second of audio is analysed at most 1/F times)")
+    serve.add_argument("--max-windows", type=positive_int, default=D.MAX_WINDOWS, metavar="N",
                        help="most windows one request may ask for (duration, window_s and hop_s), checked from the "
-                            "file header before decoding; more gets 422 (default 600)")
-    serve.add_argument("--max-active-requests", type=positive_int, default=16, metavar="N",
-                       help="requests decoded and scored at once; the others wait their turn (default 16)")
-    serve.add_argument("--header-timeout-s", type=positive_float, default=10.0, metavar="S",
+                            "file header before decoding; more gets 422 (default %(default)g)")
+    serve.add_argument("--max-active-requests", type=positive_int, default=D.MAX_ACTIVE_REQUESTS, metavar="N",
+                       help="requests decoded and scored at once; the others wait their turn (default %(default)g)")
+    serve.add_argument("--header-timeout-s", type=positive_float, default=D.HEADER_TIMEOUT_S, metavar="S",
                        help="a connection's request headers must arrive within this many seconds, else it is "
-                            "closed (default 10)")
+                            "closed (default %(default)g)")
     serve.add_argument("--allowed-hosts", type=name_list, action="extend", default=[], metavar="NAME[,NAME]",
                        help="Host header names to serve besides IP addresses, localhost and the --host name "
                             "(repeatable; * = any); other names get 400 (DNS-rebinding protection)")
     serve.add_argument("--allow-origin", type=name_list, action="extend", default=[], metavar="ORIGIN",
                        help="origin (scheme://host[:port]) whose cross-origin requests are served, with CORS headers "
                             "(repeatable; * = any); other cross-origin requests get 403")
-    serve.add_argument("--stream-max-sessions", type=positive_int, default=4, metavar="N",
-                       help="live streams (WebSocket /v1/stream) open at once (default 4)")
-    serve.add_argument("--stream-max-message-kb", type=positive_float, default=256.0, metavar="KB",
-                       help="largest PCM message of a live stream, in KiB (default 256)")
-    serve.add_argument("--stream-max-messages-per-s", type=positive_int, default=50, metavar="N",
-                       help="messages a live stream may send per second, after a burst of as many (default 50)")
-    serve.add_argument("--stream-max-speed", type=positive_float, default=4.0, metavar="X",
-                       help="seconds of audio a live stream may send per second, i.e. x real time (default 4)")
-    serve.add_argument("--stream-burst-s", type=positive_float, default=30.0, metavar="S",
-                       help="seconds of audio a live stream may send at once beyond --stream-max-speed (default 30)")
-    serve.add_argument("--stream-max-session-s", type=positive_float, default=3600.0, metavar="S",
-                       help="longest a live stream may stay open, in seconds (default 3600)")
-    serve.add_argument("--stream-idle-timeout-s", type=positive_float, default=30.0, metavar="S",
-                       help="a live stream that sends no audio for this many seconds is closed (default 30)")
-    serve.add_argument("--stream-max-sessions-per-client", type=positive_int, default=2, metavar="N",
-                       help="live streams one client address may have open at once (default 2)")
-    serve.add_argument("--stream-max-text-kb", type=positive_float, default=64.0, metavar="KB",
+    serve.add_argument("--stream-max-sessions", type=positive_int, default=D.STREAM_MAX_SESSIONS, metavar="N",
+                       help="live streams (WebSocket /v1/stream) open at once (default %(default)g)")
+    serve.add_argument("--stream-max-message-kb", type=positive_float, default=D.STREAM_MAX_MESSAGE_KB, metavar="KB",
+                       help="largest PCM message of a live stream, in KiB (default %(default)g)")
+    serve.add_argument("--stream-max-messages-per-s", type=positive_int, default=D.STREAM_MAX_MESSAGES_PER_S,
+                       metavar="N",
+                       help="messages a live stream may send per second, after a burst of as many (default "
+                            "%(default)g)")
+    serve.add_argument("--stream-max-speed", type=positive_float, default=D.STREAM_MAX_SPEED, metavar="X",
+                       help="seconds of audio a live stream may send per second, i.e. x real time (default "
+                            "%(default)g)")
+    serve.add_argument("--stream-burst-s", type=positive_float, default=D.STREAM_BURST_S, metavar="S",
+                       help="seconds of audio a live stream may send at once beyond --stream-max-speed "
+                            "(default %(default)g)")
+    serve.add_argument("--stream-max-session-s", type=positive_float, default=D.STREAM_MAX_SESSION_S, metavar="S",
+                       help="longest a live stream may stay open, in seconds (default %(default)g)")
+    serve.add_argument("--stream-idle-timeout-s", type=positive_float, default=D.STREAM_IDLE_TIMEOUT_S, metavar="S",
+                       help="a live stream that sends no audio for this many seconds is closed (default %(default)g)")
+    serve.add_argument("--stream-max-sessions-per-client", type=positive_int, default=D.STREAM_MAX_SESSIONS_PER_CLIENT,
+                       metavar="N",
+                       help="live streams one client address may have open at once (default %(default)g)")
+    serve.add_argument("--stream-max-text-kb", type=positive_float, default=D.STREAM_MAX_TEXT_KB, metavar="KB",
                        help="largest text message of a live stream (the first one, with its class lists), in KiB "
-                            "(default 64)")
-    serve.add_argument("--max-connections", type=positive_int, default=512, metavar="N",
+                            "(default %(default)g)")
+    serve.add_argument("--max-connections", type=positive_int, default=D.MAX_CONNECTIONS, metavar="N",
                        help="open connections at once; one more closes the connection idle longest, or gets 503 "
-                            "when none is idle (default 512; the file-descriptor limit is raised to fit)")
+                            "when none is idle (default %(default)g; the file-descriptor limit is raised to fit)")
     serve.add_argument("--thresholds", metavar="CSV",
                        help="per-class event thresholds for /v1/events (a CSV from `ast-audio calibrate`); the "
                             "request's `threshold` applies to the other classes")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import AstAudioError, ConfigError
+from ..infer.names import TAG_FORMATS
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     DEFAULT_CHECKPOINT,
@@ -26,8 +29,6 @@ from .args import (
     require_output,
     unit_float,
 )
-
-TAG_FORMATS = ("table", "json", "csv")  # ast_audio.infer.formats.TAG_FORMATS (checked equal by a test)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -113,23 +114,28 @@ def emit(text: str, output: str | None) -> None:
         atomic_write_text(output, text)
 
 
+def _tagger(args: argparse.Namespace) -> Any:
+    """The Tagger of --onnx (which takes no --precision or --device) or of --checkpoint."""
+    if not getattr(args, "onnx", None):
+        return load_tagger(args, labels=args.labels)
+    from ..infer.tagger import load_onnx_tagger
+
+    if args.precision != "fp32":
+        raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
+                            "exported (`ast-audio export --precision int8`)")
+    if args.device not in ("auto", "cpu"):
+        raise AstAudioError("--device applies to checkpoints; an ONNX graph runs on the CPU with onnxruntime")
+    return load_onnx_tagger(args.onnx, labels=args.labels)
+
+
 def cmd_tag(args: argparse.Namespace) -> int:
     """Tag FILE...: bad files are reported one per line on stderr, the rest are still tagged; 1 if any failed."""
     from ..infer.formats import format_tags
-    from ..infer.tagger import load_onnx_tagger
 
     archive = archive_mode(args)
     if not archive and args.output is not None:
         refuse_existing(args.output, args.force)
-    if getattr(args, "onnx", None):
-        if args.precision != "fp32":
-            raise AstAudioError("--precision applies to checkpoints; an ONNX graph's precision is chosen when it is "
-                                "exported (`ast-audio export --precision int8`)")
-        if args.device not in ("auto", "cpu"):
-            raise AstAudioError("--device applies to checkpoints; an ONNX graph runs on the CPU with onnxruntime")
-        tagger = load_onnx_tagger(args.onnx, labels=args.labels)
-    else:
-        tagger = load_tagger(args, labels=args.labels)
+    tagger = _tagger(args)
     # Check the options before spending time decoding files.
     tagger.window_and_hop(args.window, args.hop)
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
@@ -157,36 +163,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]):
-    """A function that rewrites a TagResult according to --rollup (the clip's and each window's scores gain the
-    ontology's parent classes, `ast_audio.labels.rollup`), --only / --exclude (top labels of clip and windows) and
-    --thresholds (clip labels: every listed class at or above its threshold, best first). Names are checked now,
-    before any audio is decoded."""
+def tag_label_filter(args: argparse.Namespace, labels: tuple[str, ...]) -> Callable[[Any], None]:
+    """`ast_audio.labels.tag_label_filter` of --rollup, --thresholds, --only, --exclude and --top-k."""
     from ..infer.calibrate import read_thresholds
-    from ..labels import check_labels, filter_top, parse_names, rollup, rollup_scores, selected_classes
+    from ..labels import tag_label_filter as label_filter
 
-    groups = None
-    if getattr(args, "rollup", False):
-        labels, groups = rollup(labels)
-    thresholds = read_thresholds(args.thresholds) if args.thresholds else None
-    only = parse_names(args.only, labels) if args.only else None
-    exclude = parse_names(args.exclude, labels) if args.exclude else ()
-    if thresholds is not None:
-        check_labels(list(thresholds), labels, where=args.thresholds)
-    if thresholds is None and only is None and not exclude and groups is None:
-        return lambda result: None
-    keep = selected_classes(labels, only, exclude)
-
-    def refine(result) -> None:
-        if groups is not None:  # (C,) -> (C',): the model's classes, then the parents they roll up to
-            result.labels, result.scores = labels, rollup_scores(result.scores, groups)
-            for window in result.windows:
-                window.scores = rollup_scores(window.scores, groups)
-        result.top = filter_top(result.scores, labels, top_k=args.top_k, thresholds=thresholds, keep=keep)
-        for window in result.windows:  # windows keep their best kept classes (the table prints each one's top-1)
-            window.top = filter_top(window.scores, labels, top_k=args.top_k, keep=keep)
-
-    return refine
+    return label_filter(labels, rollup_parents=bool(getattr(args, "rollup", False)),
+                        thresholds=read_thresholds(args.thresholds) if args.thresholds else None,
+                        thresholds_where=args.thresholds or "", only=args.only, exclude=args.exclude,
+                        top_k=args.top_k)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -202,8 +187,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate data, train, evaluate, save and tag: see ast_audio.demo.run_demo."""
-    from ..demo import run_demo
+    """Generate data, train, evaluate, save and tag: see ast_audio.apps.demo.run_demo."""
+    from ..apps.demo import run_demo
 
     refuse_existing(args.output, args.force)
     clear_for_force(args.output, ("model", "training", "data"))
@@ -212,8 +197,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_scenes(args: argparse.Namespace) -> int:
-    """Write generated scenes and their truth: see ast_audio.demo.write_scenes."""
-    from ..demo import write_scenes
+    """Write generated scenes and their truth: see ast_audio.apps.demo.write_scenes."""
+    from ..apps.demo import write_scenes
 
     if args.snr is not None and args.snr[0] > args.snr[1]:
         raise ConfigError(f"--snr {args.snr[0]:g} {args.snr[1]:g}: LOW is above HIGH; give the range low first")

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ..model.precision import ORT_PRECISIONS, PrecisionChoice, apply_precision, choose_precision, cpu_info
+from ..model.precision import ORT_PRECISIONS, PrecisionChoice, apply_precision, as_choice, cpu_info
 from .onnx import check_exportable, export_onnx
 from .runtime import OnnxModel, OnnxModule
 
@@ -30,14 +30,15 @@ def to_precision(model: nn.Module, precision: str | PrecisionChoice = "fp32", *,
     `PrecisionChoice`: what was asked for, what runs, why). `cache`: where ONNX Runtime graphs are kept (default
     `cache_dir()`/onnx).
 
-    "auto" (or any name) is resolved for `device` by `choose_precision`; fp32/bf16/int8 convert the model in place
+    `precision`: an explicit name or a `PrecisionChoice` made once at the edge (`choose_precision`, which
+    `load_model` calls; "auto" is not chosen again here); fp32/bf16/int8 convert the model in place
     (`apply_precision`), "ort-fp32"/"ort-int8" return an `OnnxModule` running its ONNX Runtime graph
     (`runtime_model`).
 
     Raises:
         ConfigError: an unknown precision, ONNX Runtime on a GPU, or onnxruntime missing for an ort precision.
     """
-    choice = choose_precision(precision, device=device)
+    choice = as_choice(precision, device)
     if choice.precision not in ORT_PRECISIONS:
         return apply_precision(model, choice, device=device)
     runtime = runtime_model(model.eval(), choice.precision, cache=cache)

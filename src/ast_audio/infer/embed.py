@@ -31,12 +31,12 @@ from ..config import grid_size
 from ..errors import AudioInputError, ConfigError
 from ..model import AST
 from ..utils import atomic_path
+from .names import POOLS
 from .stream import AudioSource
 from .tagger import Tagger, as_items
 
 log = logging.getLogger(__name__)
 
-POOLS = ("tokens", "mean", "none")
 FORMATS = (".npz", ".parquet")
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .names import DEFAULT_THRESHOLD
 from .tsv import by_audio_id, read_strong
 from .tsv import read_durations as read_duration_table
 
@@ -213,15 +214,15 @@ def _collect(out: dict[str, Any], event_metrics: Any, segment_metrics: Any) -> N
 
 
 def scores_f1(scores: Mapping[str, Any], truth: Mapping[str, list], durations: Mapping[str, float],
-              threshold: float | Mapping[str, float] = 0.5) -> dict[str, Any]:
+              threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """Collar-based and segment-based F1 of score tables thresholded at `threshold` (one value or per class), with
     sed_scores_eval (same collars and segments as `sed_eval_f1`)."""
     sse = _import_sed_scores_eval()
     ids = sorted(scores)
     truth, durations = _fill(dict(truth), ids), {k: durations[k] for k in ids}
-    if isinstance(threshold, Mapping):  # classes the thresholds file does not name keep the default 0.5
+    if isinstance(threshold, Mapping):  # classes the thresholds file does not name keep the default threshold
         classes = [c for c in scores[ids[0]].columns if c not in ("onset", "offset")]
-        threshold = {c: float(threshold.get(c, 0.5)) for c in classes}
+        threshold = {c: float(threshold.get(c, DEFAULT_THRESHOLD)) for c in classes}
     out: dict[str, Any] = {}
     f, p, r, _ = sse.collar_based.fscore(scores, truth, threshold, onset_collar=ONSET_COLLAR_S,
                                           offset_collar=OFFSET_COLLAR_S, offset_collar_rate=OFFSET_COLLAR_RATE)
@@ -248,7 +249,7 @@ def psds(scores: Mapping[str, Any], truth: Mapping[str, list], durations: Mappin
 
 def evaluate_events(truth_path: str | Path, *, pred_path: str | Path | None = None,
                     scores_dir: str | Path | None = None, durations_path: str | Path | None = None,
-                    threshold: float | Mapping[str, float] = 0.5) -> EventEvaluation:
+                    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD) -> EventEvaluation:
     """Score `ast-audio events` output against a truth table: F1 from the event table `pred_path` (sed_eval) or,
     without one, from the score tables in `scores_dir` at `threshold` (sed_scores_eval); PSDS1/PSDS2 whenever
     `scores_dir` is given. Files are the ones in the predictions (score files, or the truth's files for an event

@@ -25,27 +25,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..labels import check_labels, selected_classes
+from .names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, GRIDS, HOP_FRACTION, REFINES, WINDOW_FRACTION
 from .stream import Timeline
 
-# How window scores are put on a time grid before thresholding (`EventConfig.grid`).
-GRIDS = ("cells", "mean", "max")
-# How boundaries are refined after thresholding (`EventConfig.refine`): "auto" is "energy" for a clip model's window
-# scores and "none" for a frame model's frame scores (`ast_audio.infer.pipeline` measures the energy only where it
-# is used; `detect_events` refines when it is given an Energy).
-REFINES = ("auto", "none", "energy")
 # Energy refinement: frame length, the noise floor's percentile, the shortest quiet gap that splits a sound (a click
 # train's clicks are up to 80 ms apart) and the shortest loud stretch that counts.
 ENERGY_FRAME_S = 0.01
 FLOOR_PERCENTILE = 10.0
 MIN_QUIET_S = 0.12
 MIN_LOUD_S = 0.03
-# `ast-audio events`' default window and hop, relative to the model's input length and to the window, so that they
-# suit a 2 s demo model and a 10.24 s AudioSet AST alike (docs/events.md has the measurements behind them). A window
-# of half the input halves how far a window-scale boundary can be off while the model still sees enough of a
-# sound (shorter inputs are zero-padded, as short training clips are); the hop sets how finely the overlap-added
-# scores ramp across a boundary.
-WINDOW_FRACTION = 0.5
-HOP_FRACTION = 0.1
 
 
 def default_window_s(input_s: float) -> float:
@@ -87,9 +75,9 @@ class EventConfig:
     refine_margin_db: "loud" is this many dB above the recording's noise floor (its 10th-percentile frame level).
     """
 
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     thresholds: Mapping[str, float] | None = None
-    hysteresis: float = 0.5
+    hysteresis: float = DEFAULT_HYSTERESIS
     median_windows: int = 1
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0

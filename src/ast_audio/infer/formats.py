@@ -25,14 +25,13 @@ import torch
 
 from ..errors import ConfigError
 from .events import Event, ScoreGrid
+from .names import EVENT_FORMATS, TAG_FORMATS
 from .plots import class_colour
 from .stream import Timeline
 from .tagger import TagResult
 from .tsv import DURATION_COLUMNS as DCASE_DURATION_COLUMNS
 from .tsv import EVENT_COLUMNS as DCASE_EVENT_COLUMNS
 
-TAG_FORMATS = ("table", "json", "csv")
-EVENT_FORMATS = ("json", "csv", "audacity", "srt", "dcase")
 _EVENT_CSV_HEADER = ("file", "label", "onset", "offset", "score")
 
 

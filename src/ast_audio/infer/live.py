@@ -67,13 +67,14 @@ import torch
 from ..audio.features import FeatureExtractor
 from ..audio.io import RESAMPLE_QUALITY, checked_mono
 from ..config import column_hop_samples
-from ..errors import AudioInputError, ConfigError
+from ..errors import AstAudioError, AudioInputError, ConfigError
 from ..labels import check_labels, selected_classes
 from .events import Event, EventConfig, median_smooth
 from .frames import score_frame_clips
+from .names import PCM_FORMATS
 from .tagger import Tagger
 
-PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_DTYPES = dict(zip(PCM_FORMATS, (np.dtype("<i2"), np.dtype("<f4")), strict=True))
 DEFAULT_FRAME_HOP_S = 1.0  # a frame model's live hop: its columns are final when it arrives (latency hop + one pass)
 
 
@@ -383,6 +384,18 @@ def measure_window_s(tagger: Tagger, window: int, repeats: int = 2) -> float:
             tagger.score_windows([silence])
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def check_hop_keeps_up(tagger: Tagger, window: int, hop: int, precision: str, hop_s: float) -> None:
+    """Refuse a hop of `hop` samples (the user's `hop_s`, for the message) shorter than one window's compute on
+    this machine (measured): the stream would fall further behind with every window. The message says what to use
+    instead."""
+    took = measure_window_s(tagger, window)
+    if hop / tagger.sample_rate < took:
+        raise AstAudioError(f"--hop {hop_s:g} s is shorter than one window's compute here "
+                            f"({took:.3f} s measured for a {window / tagger.sample_rate:g} s window, precision "
+                            f"{precision}); use --hop {took * 1.2:.3f} or more, a cheaper --precision, or "
+                            "--allow-skip to skip windows")
 
 
 class StreamingTagger:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,34 @@ class EventPipeline:
             timeline = dataclasses.replace(timeline, scores=rollup_scores(timeline.scores, self.groups),
                                            labels=self.labels)
         return ScoredFile(name, timeline, energy, passes)
+
+    def score_files(self, paths: Mapping[str, str | os.PathLike],
+                    on_error: Callable[[str, Exception], None] | None = None,
+                    progress: Callable[[float, float], None] | None = None,
+                    ) -> tuple[dict[str, Timeline], dict[str, Energy]]:
+        """Score several recordings ({key: path}): their timelines and energies by key. A recording that cannot
+        be decoded is passed to `on_error(path, error)` and left out (without `on_error` the error is raised).
+        progress: called as progress(recordings_done, total) before each one and at the end."""
+        from ..errors import AstAudioError
+
+        timelines: dict[str, Timeline] = {}
+        energies: dict[str, Energy] = {}
+        for done, (key, path) in enumerate(paths.items()):
+            if progress is not None:
+                progress(done, len(paths))
+            try:
+                scored = self.score(path)
+            except (AstAudioError, OSError) as exc:
+                if on_error is None:
+                    raise
+                on_error(str(path), exc)
+                continue
+            timelines[key] = scored.timeline
+            if scored.energy is not None:
+                energies[key] = scored.energy
+        if progress is not None:
+            progress(len(paths), len(paths))
+        return timelines, energies
 
     def _windows(self, source: AudioSource,
                  progress: Callable[[float, float], None] | None) -> tuple[Timeline, Energy | None, int]:

@@ -88,7 +88,7 @@ class Tagger:
         """Load any checkpoint `load_model` understands (folder, .pth, hub id) and wrap it."""
         from ..weights.checkpoint import load_model  # the weights layer is above this one: imported when used
 
-        return cls(load_model(source, **overrides), device=device)
+        return cls(load_model(source, device=device, **overrides), device=device)
 
     @property
     def sample_rate(self) -> int:

@@ -30,6 +30,7 @@ discard bits), so load again for another precision.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
 import warnings
@@ -41,11 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import AstAudioWarning, ConfigError
-
-TORCH_PRECISIONS: Final = ("fp32", "bf16", "int8")
-ORT_PRECISIONS: Final = ("ort-fp32", "ort-int8")
-PRECISIONS: Final = (*TORCH_PRECISIONS, *ORT_PRECISIONS)  # what a model can compute in
-PRECISION_CHOICES: Final = ("auto", *PRECISIONS)  # what `precision=` / `--precision` accept
+from .names import ORT_PRECISIONS, PRECISION_CHOICES, PRECISIONS, TORCH_PRECISIONS
 
 
 def check_precision(precision: object, allow_auto: bool = True) -> str:
@@ -187,11 +184,13 @@ AUTO_BY_CLASS: Final[dict[str, tuple[str, str, str]]] = {
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """Which precision runs, what was asked for, and why (one line)."""
+    """Which precision runs, what was asked for, why (one line), and the device it was chosen for: made once at the
+    edge (`choose_precision`, called by `load_model`) and passed down, so the conversion never picks again."""
 
     requested: str  # "auto" or an explicit precision
     precision: str  # one of PRECISIONS
     reason: str
+    device: str = "cpu"  # where the model runs ("cpu", "cuda", "cuda:1"); the choice is only valid there
 
     def describe(self) -> str:
         head = f"auto -> {self.precision}" if self.requested == "auto" else self.precision
@@ -212,12 +211,31 @@ def choose_precision(requested: str | PrecisionChoice = "auto", *, device: str |
     if isinstance(requested, PrecisionChoice):
         return requested
     requested = check_precision(requested)
-    device = torch.device(device)
     if requested != "auto":
-        if device.type != "cpu" and requested in ORT_PRECISIONS:
-            raise ConfigError(f"precision {requested} runs ONNX Runtime on the CPU; use --precision auto, fp32 or "
-                              f"bf16 on {device.type}")
-        return PrecisionChoice(requested, requested, "as requested")
+        return as_choice(requested, device)
+    return dataclasses.replace(_choose_auto(torch.device(device), cpu, onnxruntime, cuda_bf16, torch_only),
+                               device=str(torch.device(device)))
+
+
+def as_choice(precision: str | PrecisionChoice, device: str | torch.device = "cpu") -> PrecisionChoice:
+    """`precision` as a PrecisionChoice for `device` without choosing: a choice as it is, an explicit name as
+    requested. "auto" must have been resolved at the edge (`choose_precision`; `load_model` does it)."""
+    if isinstance(precision, PrecisionChoice):
+        return precision
+    precision = check_precision(precision)
+    if precision == "auto":
+        raise ConfigError("precision auto must be resolved first: pass choose_precision('auto', device=...) or load "
+                          "the model with load_model(precision='auto')")
+    device = torch.device(device)
+    if device.type != "cpu" and precision in ORT_PRECISIONS:
+        raise ConfigError(f"precision {precision} runs ONNX Runtime on the CPU; use --precision auto, fp32 or "
+                          f"bf16 on {device.type}")
+    return PrecisionChoice(precision, precision, "as requested", str(device))
+
+
+def _choose_auto(device: torch.device, cpu: CpuInfo | None, onnxruntime: bool | None, cuda_bf16: bool | None,
+                 torch_only: bool) -> PrecisionChoice:
+    """What "auto" runs on `device` (see `choose_precision`)."""
     if device.type == "cuda":
         if cuda_bf16 is None:
             cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -380,7 +398,8 @@ def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bo
     `model.precision` (what runs) and `model.precision_choice` (a `PrecisionChoice`: what was asked for, what runs,
     why).
 
-    "auto" first picks a precision for `device` (`choose_precision`); bf16 on a CPU without native bf16 works but
+    `precision`: an explicit name or a `PrecisionChoice` made at the edge (`choose_precision`); "auto" is refused
+    here (it is chosen once, by `load_model`). bf16 on a CPU without native bf16 works but
     warns that it is emulated. The ONNX Runtime precisions are not torch models: `ast_audio.export.backend.to_precision`
     is the dispatch that handles every precision (it calls this function for the torch ones).
 
@@ -392,7 +411,7 @@ def apply_precision(model: nn.Module, precision: str | PrecisionChoice, fuse: bo
     Raises:
         ConfigError: unknown precision, an ONNX Runtime one, or a model already converted to another precision.
     """
-    choice = choose_precision(precision, device=device)
+    choice = as_choice(precision, device)
     precision = choice.precision
     if precision not in TORCH_PRECISIONS:
         raise ConfigError(f"precision {precision} runs ONNX Runtime, not torch; convert with "

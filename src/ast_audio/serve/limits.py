@@ -18,6 +18,29 @@ import anyio
 from ..errors import ConfigError
 from ..model.precision import check_precision
 from ..utils import one_line
+from .defaults import (
+    BATCH_SIZE,
+    HEADER_TIMEOUT_S,
+    MAX_ACTIVE_REQUESTS,
+    MAX_CONNECTIONS,
+    MAX_DURATION_S,
+    MAX_MIN_HOP_FRACTION,
+    MAX_UPLOAD_MB,
+    MAX_WINDOWS,
+    MIN_HOP_FRACTION,
+    STREAM_BURST_S,
+    STREAM_IDLE_TIMEOUT_S,
+    STREAM_MAX_MESSAGE_KB,
+    STREAM_MAX_MESSAGES_PER_S,
+    STREAM_MAX_SESSION_S,
+    STREAM_MAX_SESSIONS,
+    STREAM_MAX_SESSIONS_PER_CLIENT,
+    STREAM_MAX_SPEED,
+    STREAM_MAX_TEXT_KB,
+    THREADS,
+    TOP_K,
+    UPLOAD_TIMEOUT_S,
+)
 from .guard import check_host_names, check_origins, send_json_error
 
 MIB = 1024 * 1024
@@ -72,32 +95,32 @@ class ServeSettings:
             `run_server`'s protocol (an app mounted in another server gets that server's connection limits).
     """
 
-    max_upload_mb: float = 20.0
-    max_duration_s: float = 600.0
-    upload_timeout_s: float = 60.0
-    threads: int = 2
-    batch_size: int = 8
+    max_upload_mb: float = MAX_UPLOAD_MB
+    max_duration_s: float = MAX_DURATION_S
+    upload_timeout_s: float = UPLOAD_TIMEOUT_S
+    threads: int = THREADS
+    batch_size: int = BATCH_SIZE
     precision: str = "fp32"
     device: str = "cpu"
-    top_k: int = 10
+    top_k: int = TOP_K
     debug: bool = False
     thresholds: Mapping[str, float] | None = None
-    min_hop_fraction: float = 0.1
-    max_windows: int = 600
-    max_active_requests: int = 16
-    header_timeout_s: float = 10.0
+    min_hop_fraction: float = MIN_HOP_FRACTION
+    max_windows: int = MAX_WINDOWS
+    max_active_requests: int = MAX_ACTIVE_REQUESTS
+    header_timeout_s: float = HEADER_TIMEOUT_S
     allowed_hosts: Sequence[str] = ()
     allow_origins: Sequence[str] = ()
-    stream_max_sessions: int = 4
-    stream_max_message_kb: float = 256.0
-    stream_max_messages_per_s: int = 50
-    stream_max_speed: float = 4.0
-    stream_burst_s: float = 30.0
-    stream_max_session_s: float = 3600.0
-    stream_idle_timeout_s: float = 30.0
-    stream_max_sessions_per_client: int = 2
-    stream_max_text_kb: float = 64.0
-    max_connections: int = 512
+    stream_max_sessions: int = STREAM_MAX_SESSIONS
+    stream_max_message_kb: float = STREAM_MAX_MESSAGE_KB
+    stream_max_messages_per_s: int = STREAM_MAX_MESSAGES_PER_S
+    stream_max_speed: float = STREAM_MAX_SPEED
+    stream_burst_s: float = STREAM_BURST_S
+    stream_max_session_s: float = STREAM_MAX_SESSION_S
+    stream_idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S
+    stream_max_sessions_per_client: int = STREAM_MAX_SESSIONS_PER_CLIENT
+    stream_max_text_kb: float = STREAM_MAX_TEXT_KB
+    max_connections: int = MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         for name in ("max_upload_mb", "max_duration_s", "upload_timeout_s", "header_timeout_s",
@@ -113,9 +136,10 @@ class ServeSettings:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         check_precision(self.precision)
         fraction = self.min_hop_fraction
-        if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 0.5):
-            raise ConfigError(f"min_hop_fraction must be in (0, 0.5] (0.5 still accepts the default half-window hop), "
-                              f"got {fraction!r}")
+        top = MAX_MIN_HOP_FRACTION
+        if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= top):
+            raise ConfigError(f"min_hop_fraction must be in (0, {top}] ({top} still accepts the default half-window "
+                              f"hop), got {fraction!r}")
         # Validated and normalised here, so a bad entry fails at start-up, not on the first request.
         object.__setattr__(self, "allowed_hosts", check_host_names(self.allowed_hosts))
         object.__setattr__(self, "allow_origins", check_origins(self.allow_origins))

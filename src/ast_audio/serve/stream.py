@@ -53,6 +53,7 @@ from ..config import check_option
 from ..errors import AstAudioError, ConfigError
 from ..infer.events import EventConfig
 from ..infer.live import PCM_DTYPES, LiveHop, PcmDecoder, StreamingTagger, frame_grid, is_frame_model, live_plan
+from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD
 from ..infer.plots import class_colour
 from ..labels import MAX_NAMES, parse_names, selected_classes
 from ..utils import one_line
@@ -149,8 +150,8 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
             check_frame_hop(service, hop_s)
         else:
             service.window_plan(window_s, hop_s)  # the Tagger's rules and min_hop_fraction, as for /v1/events
-        config = EventConfig(threshold=_number(doc, "threshold", 0.5),
-                             hysteresis=_number(doc, "hysteresis", 0.5),
+        config = EventConfig(threshold=_number(doc, "threshold", DEFAULT_THRESHOLD),
+                             hysteresis=_number(doc, "hysteresis", DEFAULT_HYSTERESIS),
                              median_windows=_number(doc, "median", 1),
                              min_duration_s=_number(doc, "min_duration", 0.0),
                              merge_gap_s=_number(doc, "merge_gap", 0.0),

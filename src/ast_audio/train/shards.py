@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 
 from ..audio.io import decode_bytes, load_audio
-from ..config import FrontendConfig
+from ..config import SAMPLE_RATE, FrontendConfig
 from ..errors import AstAudioError, ConfigError
 from ..utils import atomic_path, atomic_write_text, one_line
 from .augment import remove_dc
@@ -76,7 +76,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> int:
 
 
 def prepare_shards(manifest: Manifest, out_dir: str | os.PathLike, *, shard_size: int = 1000,
-                   sample_rate: int = 16000, audio_format: str = "flac", num_workers: int = 0,
+                   sample_rate: int = SAMPLE_RATE, audio_format: str = "flac", num_workers: int = 0,
                    force: bool = False) -> Path:
     """Pack `manifest` into tar shards under `out_dir` (written atomically: a failed run leaves nothing).
 

@@ -205,7 +205,8 @@ def load_model(source: str | os.PathLike, *,
                labels: str | os.PathLike | Sequence[str] | None = None, multi_label: bool | None = None,
                frontend: FrontendConfig | Mapping[str, Any] | None = None,
                in_chans_reduce: Literal["sum", "mean"] | None = None, frame_head: FrameHeadConfig | None = None,
-               precision: str | PrecisionChoice = "fp32", device: str | torch.device = "cpu") -> AST | OnnxModule:
+               precision: str | PrecisionChoice = "fp32", device: str | torch.device = "cpu",
+               torch_only: bool = False) -> AST | OnnxModule:
     """Load any supported checkpoint as an `AST` in eval mode, computing in `precision`.
 
     Every keyword left as None keeps what the checkpoint says.
@@ -236,7 +237,12 @@ def load_model(source: str | os.PathLike, *,
             measured path for this CPU or GPU; see `ast_audio.model.precision`), or a `PrecisionChoice` already
             made. The model records what runs in `model.precision` and why in `model.precision_choice`. The ort
             precisions return an `OnnxModule` (`ast_audio.export.backend.to_precision`).
-        device: where the model will run; only decides what "auto" picks (the model is loaded on the CPU).
+        device: where the model will run; decides what "auto" picks and travels with the choice
+            (`model.precision_choice.device`; the model is loaded on the CPU).
+        torch_only: "auto" picks only torch precisions (explanations need the torch model).
+
+    This is the one place a precision is chosen on the load path (`choose_precision`); the conversion below
+    receives the choice.
 
     For ImageNet checkpoints the keywords describe the AST to build (default: the size matching the checkpoint,
     527 classes, 1024 x 128 input, stride 10).
@@ -245,7 +251,7 @@ def load_model(source: str | os.PathLike, *,
         CheckpointError: missing, unreadable or unrecognised source, or weights that do not fit.
         ConfigError: overrides that cannot be applied (e.g. another patch kernel or width).
     """
-    choice = choose_precision(precision, device=device)  # fail before reading a large file
+    choice = choose_precision(precision, device=device, torch_only=torch_only)  # fail before reading a large file
     given = dict(input_tdim=input_tdim, input_fdim=input_fdim, fstride=fstride, tstride=tstride,
                  num_classes=num_classes, pooling=pooling, num_heads=num_heads, model_size=model_size,
                  layer_norm_eps=layer_norm_eps, head_norm_eps=head_norm_eps, labels=labels, multi_label=multi_label,

@@ -37,18 +37,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .config import FrontendConfig
-from .infer.tagger import Tagger
-from .train.data import ClipDataset
-from .train.engine import RunResult, run
-from .train.layouts import BACKGROUND, load_splits
-from .train.recipes import TrainConfig, make_recipe
-from .train.stats import norm_stats
-from .utils import atomic_path, atomic_write_text
-from .weights.checkpoint import load_model
+from ..config import SAMPLE_RATE, FrontendConfig
+from ..infer.tagger import Tagger
+from ..train.data import ClipDataset
+from ..train.engine import RunResult, run
+from ..train.layouts import BACKGROUND, load_splits
+from ..train.recipes import TrainConfig, make_recipe
+from ..train.stats import norm_stats
+from ..utils import atomic_path, atomic_write_text
+from ..weights.checkpoint import load_model
 
 CLASSES = ("tone", "chirp", "noise_burst", "click_train")
-SAMPLE_RATE = 16000
 CLIPS_PER_CLASS = 80
 TEST_PER_CLASS = 20
 INPUT_TDIM = 200  # 2.005 s at 16 kHz: every generated clip fits one input
@@ -313,7 +312,7 @@ def write_scenes(folder: str | Path, count: int = 5, duration_s: float = 120.0, 
     relative to `folder`) and every scene's length as folder/durations.tsv (`filename duration`): the layout of
     `train --recipe sed`, in which a scene without events (one too short for a sound) is background, present in
     durations.tsv only. Returns (audio paths, strong.tsv path, durations path)."""
-    from .infer.formats import dcase_durations, dcase_events
+    from ..infer.formats import dcase_durations, dcase_events
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
