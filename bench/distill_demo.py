@@ -1,6 +1,6 @@
 """Distillation on the demo classes, without labels (the measurement of docs/training.md, issue 22).
 
-1. Labelled demo clips (W/data, `ast_audio.demo.make_dataset`), and the teacher trained on them (`train --recipe
+1. Labelled demo clips (W/data, `ast_audio.apps.demo.make_dataset`), and the teacher trained on them (`train --recipe
    folder`: the demo's 64-wide 2-block model at 64 mel bins).
 2. Another draw of the demo classes (seed 1), its train/ folder used as unlabelled audio (labels ignored).
 3. `ast-audio distill logits` with the teacher on that folder; `ast-audio train --recipe distill` of a student
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import torch
-from ast_audio.demo import make_dataset
 
+from ast_audio.apps.demo import make_dataset
 from ast_audio.bench.timing import ast_flops
 from ast_audio.train.evaluate import evaluate_checkpoints
 from ast_audio.train.layouts import load_splits

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from ast_audio.demo import CLASSES as DEMO_CLASSES
 
 import ast_audio
+from ast_audio.apps.demo import CLASSES as DEMO_CLASSES
 from ast_audio.cli.main import build_parser
 from ast_audio.labels import builtin_labels
 from ast_audio.weights.checkpoint import save_model
