@@ -108,6 +108,25 @@ function sizeCanvas(canvas, defaultHeight) {
   return { ctx, cssWidth, cssHeight };
 }
 
+// The score axes of a timeline: the left and bottom lines, score ticks at `ticks`; leaves the text centred above
+// its anchor for the caller's time ticks.
+function drawAxes(ctx, pad, width, height, y, colour, ticks) {
+  ctx.strokeStyle = colour;
+  ctx.fillStyle = colour;
+  ctx.lineWidth = 1;
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.beginPath();
+  ctx.moveTo(pad.left, pad.top);
+  ctx.lineTo(pad.left, pad.top + height);
+  ctx.lineTo(pad.left + width, pad.top + height);
+  ctx.stroke();
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (const s of ticks) ctx.fillText(fmt(s, 1), pad.left - 6, y(s));
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+}
+
 function drawTimeline(data) {
   lastTimeline = data;
   const canvas = $("timeline");
@@ -144,20 +163,7 @@ function drawTimeline(data) {
   ctx.globalAlpha = 1;
 
   // Axes, ticks and labels.
-  ctx.strokeStyle = textColour;
-  ctx.fillStyle = textColour;
-  ctx.lineWidth = 1;
-  ctx.font = "12px system-ui, sans-serif";
-  ctx.beginPath();
-  ctx.moveTo(pad.left, pad.top);
-  ctx.lineTo(pad.left, pad.top + height);
-  ctx.lineTo(pad.left + width, pad.top + height);
-  ctx.stroke();
-  ctx.textAlign = "right";
-  ctx.textBaseline = "middle";
-  for (const s of [0, 0.5, 1]) ctx.fillText(fmt(s, 1), pad.left - 6, y(s));
-  ctx.textAlign = "center";
-  ctx.textBaseline = "top";
+  drawAxes(ctx, pad, width, height, y, textColour, [0, 0.5, 1]);
   const step = niceStep(duration / 8);
   for (let t = 0; t <= duration + 1e-9; t += step) {
     ctx.fillText(`${+t.toFixed(2)}`, x(t), pad.top + height + 4);
@@ -541,20 +547,7 @@ function drawLiveTimeline() {
     ctx.fillStyle = colour(e.label);
     ctx.fillRect(x0, 4 + eventLabels.indexOf(e.label) * lane, Math.max(2, x(offset) - x0), lane - 3);
   }
-  ctx.strokeStyle = style.color;
-  ctx.fillStyle = style.color;
-  ctx.lineWidth = 1;
-  ctx.font = "12px system-ui, sans-serif";
-  ctx.beginPath();
-  ctx.moveTo(pad.left, pad.top);
-  ctx.lineTo(pad.left, pad.top + height);
-  ctx.lineTo(pad.left + width, pad.top + height);
-  ctx.stroke();
-  ctx.textAlign = "right";
-  ctx.textBaseline = "middle";
-  for (const s of [0, 1]) ctx.fillText(fmt(s, 1), pad.left - 6, y(s));
-  ctx.textAlign = "center";
-  ctx.textBaseline = "top";
+  drawAxes(ctx, pad, width, height, y, style.color, [0, 1]);
   for (let t = Math.ceil(begin / 5) * 5; t <= end; t += 5) ctx.fillText(`${t} s`, x(t), pad.top + height + 4);
   ctx.lineWidth = 2;
   for (const label of labels) {
