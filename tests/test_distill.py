@@ -5,9 +5,6 @@ everywhere) and the one-line errors of bad input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +21,7 @@ from ast_audio.train import distill as DI
 from ast_audio.train import logits as L
 from ast_audio.train.recipes import make_recipe
 from ast_audio.weights.checkpoint import load_model, save_model
-
-from .conftest import run_main, tiny_config, write_tone
+from conftest import run_cli, run_main, tiny_config, write_tone
 
 LABELS = ["a", "b", "c", "d", "e"]
 FREQS = (220.0, 440.0, 880.0, 1760.0, 3000.0)
@@ -137,25 +133,20 @@ def test_ensemble_teacher_is_the_mean_of_its_members(tmp_path):
     assert not np.allclose(dense["a"], dense["b"], atol=1e-2)  # the members do differ
 
 
-def _cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ast_audio", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
-
-
 def test_resume_after_a_kill_stores_each_clip_view_once(tmp_path, teacher):
     """A real SIGKILL after 2 of 5 clips, then --resume: every clip once, with the arrays of an uninterrupted run."""
     audio = clips(tmp_path / "audio", 5)
     args = ["distill", "logits", "--teacher", teacher, "--data", audio, "--views", "3", "--top-k", "2",
             "--batch-size", "1", "--chunk-size", "1", "--num-workers", "0", "--no-progress"]
-    killed = _cli(*args, "-o", tmp_path / "logits", env={KILL_HOOK: "2"})
+    killed = run_cli(*args, "-o", tmp_path / "logits", env={KILL_HOOK: "2"})
     assert killed.returncode == -9, killed.stderr
     assert len(L.chunk_files(tmp_path / "logits")) == 2
-    refused = _cli(*args, "-o", tmp_path / "logits")
+    refused = run_cli(*args, "-o", tmp_path / "logits")
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1 and "--resume" in refused.stderr
-    resumed = _cli(*args, "-o", tmp_path / "logits", "--resume")
+    resumed = run_cli(*args, "-o", tmp_path / "logits", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "3 clips x 3 views" in resumed.stderr and "2 already there" in resumed.stderr
-    whole = _cli(*args, "-o", tmp_path / "whole")
+    whole = run_cli(*args, "-o", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     got, want = L.load_logits(tmp_path / "logits"), L.load_logits(tmp_path / "whole")
     assert sorted(got.clip.tolist()) == list(range(5)) and len(got.clip) == 5

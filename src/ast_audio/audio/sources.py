@@ -44,6 +44,7 @@ class LiveSource:
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUED_BLOCKS if bounded else 0)
         self.stop = threading.Event()  # set by close(): the reader threads end too
         self.microphone: Any = None
+        self.received = 0  # samples yielded so far: none at all is said, not a silent exit 0
 
     def put(self, item: Any) -> None:
         """Queue a block (or None at the end, or an exception); a bounded queue waits for room until close()."""
@@ -85,7 +86,9 @@ class LiveSource:
             end = next((i for i, x in enumerate(data) if x is None or isinstance(x, BaseException)), None)
             good = data if end is None else data[:end]
             if good:
-                yield np.concatenate(good), arrived
+                block = np.concatenate(good)
+                self.received += len(block)
+                yield block, arrived
             if end is not None:
                 if isinstance(data[end], BaseException):
                     raise data[end]
@@ -157,6 +160,14 @@ def read_file(path: str, block_s: float, realtime: bool, stop: threading.Event) 
                     stop.wait(max(0.0, start + done / info.sample_rate - time.monotonic()))
                 put(data)
     return produce, info
+
+
+def no_audio_message(path: str, dtype: str, rate: int) -> str:
+    """What to say when a file or stdin (`path` "-") gave no samples at all."""
+    if path == "-":
+        return (f"no audio arrived on standard input; send {dtype} PCM at --rate {rate} (e.g. sox clip.wav -t raw "
+                "-r 16000 -e signed -b 16 -c 1 - | ast-audio listen --input -)")
+    return f"no audio arrived from {path}; expected an audio file with samples"
 
 
 def open_source(path: str | None, *, block_s: float, realtime: bool, microphone_rate: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..model.names import PRECISION_CHOICES
 from .args import add_option, non_negative_float, positive_int
@@ -57,13 +58,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=cmd_bench)
 
 
+def _speed_report(args: argparse.Namespace, precisions: list, log: Any) -> tuple[str, dict]:
+    """The speed bench (and the students beside the base model with --students): text and JSON."""
+    from ..bench.speed import format_bench, format_students, random_base_model, run_bench, student_speeds
+    from ..weights.checkpoint import load_model
+
+    model = load_model(args.checkpoint) if args.checkpoint else None
+    result = run_bench(model, precisions=precisions, compare=args.compare == "transformers",
+                       batch=args.batch_size, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
+                       peaks=not args.no_peak, log=log)
+    text, data = format_bench(result), result.to_dict()
+    if args.students:
+        rows = student_speeds(model or random_base_model(), batch=args.batch_size, repeats=args.repeats,
+                              precision=args.students_precision)
+        text, data = text + "\n" + format_students(rows), {**data, "students": rows}
+    return text, data
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import sys
 
     import torch
 
     from ..bench.accuracy import accuracy_report, format_accuracy
-    from ..bench.speed import format_bench, run_bench
     from ..model.precision import parse_precisions
     from ..utils import atomic_write_text
 
@@ -79,21 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                  precisions=precisions, log=log)
         text, data = format_accuracy(report), report.to_dict()
     else:
-        model = None
-        if args.checkpoint:
-            from ..weights.checkpoint import load_model
-
-            model = load_model(args.checkpoint)
-        result = run_bench(model, precisions=precisions, compare=args.compare == "transformers",
-                           batch=args.batch_size, repeats=args.repeats, seconds=args.seconds, compile=args.compile,
-                           peaks=not args.no_peak, log=log)
-        text, data = format_bench(result), result.to_dict()
-        if args.students:
-            from ..bench.speed import format_students, random_base_model, student_speeds
-
-            rows = student_speeds(model or random_base_model(), batch=args.batch_size, repeats=args.repeats,
-                                  precision=args.students_precision)
-            text, data = text + "\n" + format_students(rows), {**data, "students": rows}
+        text, data = _speed_report(args, precisions, log)
     sys.stdout.write(text)
     if args.json:
         atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")

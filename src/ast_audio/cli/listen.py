@@ -56,8 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     listen.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: "
                         "the model's input length; not for a frame model, whose passes read its whole input)")
     listen.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: half "
-                        "the window; a frame model: 1 s, its frame scores final at each hop); refused when shorter "
-                        "than one window's measured compute")
+                        "the window; a frame model: 1 s, its frame scores final at each hop); at live pace (the "
+                        "microphone, --realtime) refused when shorter than one window's measured compute")
     listen.add_argument("--allow-skip", action="store_true", help="accept a --hop shorter than one window's "
                         "compute: windows are skipped (and counted) to stay current")
     group = listen.add_mutually_exclusive_group()
@@ -117,7 +117,7 @@ def _show_hops(hops: Any, args: argparse.Namespace, keep: list[int], view: Any) 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
-    from ..audio.sources import open_source
+    from ..audio.sources import no_audio_message, open_source
     from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, is_frame_model, live_plan
     from ..infer.live_view import LiveView
     from ..labels import selected_classes
@@ -127,7 +127,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     window, hop = live_plan(tagger, args.window, args.hop)
     config = _event_config(args, tagger.labels)
     keep = selected_classes(tagger.labels, config.only, config.exclude)
-    if args.hop is not None and not args.allow_skip:  # a hop the user chose: can this CPU score a window that fast?
+    if args.hop is not None and not args.allow_skip and (args.input is None or args.realtime):
+        # a hop the user chose at live pace (the microphone, --realtime): can this CPU score a window that fast?
         check_hop_keeps_up(tagger, window, hop, args.precision, args.hop)
     decoder = PcmDecoder(args.dtype, args.channels) if args.input == "-" else None
     source = open_source(args.input, block_s=args.block, realtime=args.realtime, microphone_rate=tagger.sample_rate,
@@ -138,21 +139,15 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     emit = functools.partial(_show_hops, args=args, keep=keep, view=view)
 
-    received = 0  # samples that arrived: none at all is said, not a silent exit 0
     try:
         for block, arrived in source.blocks():
-            received += len(block)
             emit(streamer.feed(block, arrived))
     except KeyboardInterrupt:
         pass  # the microphone runs until Ctrl-C: close the stream and report what it closed
     finally:  # also on BrokenPipeError (stdout's reader left), which cli.main turns into a quiet exit
         source.close()
-    if received == 0 and args.input is not None:
-        where = "standard input" if args.input == "-" else args.input
-        raise AstAudioError(f"no audio arrived on {where}; send {args.dtype} PCM at --rate {args.rate} (e.g. "
-                            "sox clip.wav -t raw -r 16000 -e signed -b 16 -c 1 - | ast-audio listen --input -)"
-                            if args.input == "-" else f"no audio arrived from {where}; expected an audio file "
-                            "with samples")
+    if source.received == 0 and args.input is not None:
+        raise AstAudioError(no_audio_message(args.input, args.dtype, args.rate))
     emit(streamer.close())
     if streamer.skipped:
         unit = "hop" if is_frame_model(tagger) else "window"  # what one pass scores
