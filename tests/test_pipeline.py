@@ -18,9 +18,10 @@ from ast_audio import AST, FrontendConfig
 from ast_audio.config import FrameHeadConfig
 from ast_audio.infer.events import Energy, EventConfig, detect_events, score_grid
 from ast_audio.infer.frames import score_frames
-from ast_audio.infer.pipeline import EventPipeline, event_windows
+from ast_audio.infer.pipeline import EventPipeline
 from ast_audio.infer.stream import Timeline
 from ast_audio.infer.tagger import Tagger, score_stream
+from ast_audio.infer.windowing import event_windowing
 from ast_audio.weights.checkpoint import load_model, save_model
 
 from .conftest import run_main, tiny_config
@@ -183,12 +184,13 @@ def test_frame_model_energy_refinement_and_half_hop_are_options(setup, capsys):
 
 def test_event_windows_by_model_kind(setup):
     clip, frame = Tagger(load_model(setup["clip"])), Tagger(load_model(setup["frame"]))
-    w = event_windows(clip)
+    w = event_windowing(clip.model)
     assert (w.window_s, w.hop_s, w.frames) == pytest.approx((0.6475, 0.06475, False))
-    assert event_windows(clip, 1.0, 0.5).hop_s == 0.5
-    w = event_windows(frame)
+    assert event_windowing(clip.model, 1.0, 0.5).hop_s == 0.5
+    w = event_windowing(frame.model)
     assert (w.window_s, w.hop_s, w.frames, w.overlap, w.frame_s) == pytest.approx((1.2, 1.2, True, False, 0.1))
-    assert event_windows(frame, hop_s=0.6).overlap and event_windows(frame, window_s=1.295).hop_s == 1.2
+    assert event_windowing(frame.model, hop_s=0.6).overlap
+    assert event_windowing(frame.model, window_s=1.295).hop_s == 1.2
 
 
 # ----------------------------------------------------------------------------------------------------------------
