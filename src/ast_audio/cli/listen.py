@@ -118,9 +118,8 @@ def _show_hops(hops: Any, args: argparse.Namespace, keep: list[int], view: Any) 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
     from ..audio.sources import open_source
-    from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up
+    from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, live_windowing
     from ..infer.live_view import LiveView
-    from ..infer.windowing import live_windowing
     from ..labels import selected_classes
     from .args import load_tagger
 
