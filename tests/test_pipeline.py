@@ -15,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from ast_audio import AST, FrontendConfig
+from ast_audio.audio.io import load_audio
 from ast_audio.config import FrameHeadConfig
 from ast_audio.infer.events import Energy, EventConfig, detect_events, score_grid
 from ast_audio.infer.frames import score_frames
@@ -23,6 +24,7 @@ from ast_audio.infer.stream import Timeline
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.infer.windowing import event_windowing
 from ast_audio.weights.checkpoint import load_model, save_model
+from helpers import brute_force_timeline
 
 from .conftest import run_main, tiny_config
 
@@ -112,11 +114,12 @@ def create_app_for(checkpoint):
 
 def test_clip_defaults_equal_cli_and_server(setup, capsys):
     """A clip model: half the input every tenth of that, overlap-add mean grid, interpolated and energy-refined
-    boundaries. The expectation is built from the pieces (score_stream, EventConfig(), Energy.from_file), with the
-    default window written out here: half of the 128-frame input (1.295 s), a tenth of that as hop."""
+    boundaries. The expectation is built from independent window scores (every window of the decoded file run
+    through the model on its own, `brute_force_timeline`), EventConfig() and Energy.from_file, with the default
+    window written out here: half of the 128-frame input (1.295 s), a tenth of that as hop."""
     tagger = Tagger(load_model(setup["clip"]))
     window = 0.5 * (127 * 0.01 + 0.025)
-    timeline = score_stream(tagger, setup["scene"], window_s=window, hop_s=window / 10)
+    timeline = brute_force_timeline(tagger.model, load_audio(setup["scene"]), window, window / 10)
     expected = detect_events(timeline, EventConfig(), Energy.from_file(setup["scene"], RATE))
     assert expected, "the centred model should give events with the defaults"
     assert EventConfig() == EventConfig(threshold=0.5, hysteresis=0.5, median_windows=1, grid="mean",
