@@ -27,8 +27,6 @@ from ..errors import ConfigError
 from .names import FRAME_LIVE_HOP_S, HOP_FRACTION, WINDOW_FRACTION
 from .stream import window_count
 
-Policy = Callable[[Any, "float | None", "float | None"], "Windowing"]
-
 
 @dataclass(frozen=True)
 class Windowing:
@@ -73,6 +71,10 @@ class Windowing:
     def count(self, num_samples: int) -> int:
         """Windows placed over `num_samples` samples (`ast_audio.infer.stream.window_count`)."""
         return window_count(num_samples, self.window, self.hop)
+
+
+# A policy: (model, window_s, hop_s) -> its checked Windowing.
+Policy = Callable[[Any, float | None, float | None], Windowing]
 
 
 def _as_float(value: Any) -> Any:
