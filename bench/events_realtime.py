@@ -103,7 +103,7 @@ def main() -> int:
             start = time.perf_counter()
             result = pipeline.run(audio)
             wall = time.perf_counter() - start
-            w = pipeline.windows
+            w = pipeline.windowing
             results["runs"][label] = {"wall_s": wall, "realtime_factor": seconds / wall, "passes": result.passes,
                                       "window_s": w.window_s, "hop_s": w.hop_s, "events": len(result.events)}
             print(f"{label} (window {w.window_s:g} s, hop {w.hop_s:g} s): {result.passes} passes, "

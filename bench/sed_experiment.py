@@ -128,19 +128,15 @@ def clip_passes(model_dir: Path, files: list[Path]) -> dict[str, float]:
     """Model passes of `ast-audio events` with a clip model's default window and hop on `files` (the windows that
     `ast_audio.infer.stream.window_starts` places)."""
     from ast_audio.audio.io import load_audio_info
-    from ast_audio.infer.events import default_hop_s, default_window_s
-    from ast_audio.infer.stream import window_starts
-    from ast_audio.infer.tagger import Tagger
+    from ast_audio.infer.windowing import event_windowing
     from ast_audio.weights.checkpoint import load_model
 
-    tagger = Tagger(load_model(model_dir))
-    window_s = default_window_s(tagger.max_window_s)
-    window, hop = tagger.window_and_hop(window_s, default_hop_s(window_s))
+    model = load_model(model_dir)
+    windowing = event_windowing(model)
     passes, seconds = 0, 0.0
     for path in files:
         info = load_audio_info(path)
-        samples = round(info.duration_s * tagger.sample_rate)
-        passes += len(window_starts(samples, window, hop))
+        passes += windowing.count(round(info.duration_s * windowing.rate))
         seconds += info.duration_s
     return {"passes": passes, "seconds": seconds}
 

@@ -83,6 +83,37 @@ def make_timeline(scores: np.ndarray, window_s: float, hop_s: float, labels=None
                     hop_s=hop_s, window_s=window_s)
 
 
+def brute_force_timeline(model: AST, waveform: torch.Tensor, window_s: float | None = None,
+                         hop_s: float | None = None) -> Timeline:
+    """Window scores the slow, obvious way, as an expectation independent of `ast_audio.infer.stream`: the whole
+    (N,) waveform at the model rate in memory; W = round(window_s x rate) samples (default: the model's input) and
+    H = round(hop_s x rate) (default W // 2); windows at 0, H, 2H, ... while start + W < N, then the last one
+    [N - W, N) (one window [0, N) when N <= W); each window featurised and run through the model on its own,
+    sigmoid (multi-label) or softmax."""
+    from ast_audio.audio.features import FeatureExtractor
+
+    rate = model.frontend.sample_rate
+    n = waveform.shape[0]
+    window = model.frontend.input_samples if window_s is None else round(window_s * rate)
+    hop = window // 2 if hop_s is None else round(hop_s * rate)
+    starts = []
+    start = 0
+    while start + window < n:
+        starts.append(start)
+        start += hop
+    starts.append(max(0, n - window))
+    extractor = FeatureExtractor(model.frontend)
+    rows = []
+    model = model.eval()
+    with torch.inference_mode():
+        for start in starts:
+            logits = model(extractor(waveform[start:start + window].float()[None]))[0].float()  # (1, T, F) -> (C,)
+            rows.append(torch.sigmoid(logits) if model.multi_label else torch.softmax(logits, dim=0))
+    starts_t = torch.tensor(starts, dtype=torch.float64)
+    return Timeline(starts_s=starts_t / rate, ends_s=(starts_t + min(window, n)) / rate, scores=torch.stack(rows),
+                    labels=tuple(model.labels), duration_s=n / rate, hop_s=hop / rate, window_s=window / rate)
+
+
 def kaldi_numpy(wave: np.ndarray, remove_clip_dc: bool = True) -> np.ndarray:
     """Kaldi fbank (AST settings) in numpy float64, written from the definition."""
     x = np.asarray(wave, dtype=np.float64)

@@ -191,7 +191,7 @@ def test_cli_and_library_share_one_object_per_decision():
     from ast_audio.cli import bench, data, embed, events, listen, serve, tag
     from ast_audio.cli.main import build_parser
     from ast_audio.infer import embed as lib_embed
-    from ast_audio.infer import evaluate_events, formats, live, names
+    from ast_audio.infer import evaluate_events, formats, live, names, windowing
     from ast_audio.infer import events as lib_events
     from ast_audio.model import names as precision_names
     from ast_audio.model import precision
@@ -208,7 +208,8 @@ def test_cli_and_library_share_one_object_per_decision():
     threshold = names.DEFAULT_THRESHOLD
     assert lib_events.EventConfig.threshold is threshold and events.DEFAULT_THRESHOLD is threshold
     assert listen.DEFAULT_THRESHOLD is threshold and evaluate_events.DEFAULT_THRESHOLD is threshold
-    assert lib_events.WINDOW_FRACTION is names.WINDOW_FRACTION and lib_events.HOP_FRACTION is names.HOP_FRACTION
+    assert windowing.WINDOW_FRACTION is names.WINDOW_FRACTION and windowing.HOP_FRACTION is names.HOP_FRACTION
+    assert windowing.FRAME_LIVE_HOP_S is names.FRAME_LIVE_HOP_S
     assert config.FrontendConfig.sample_rate is config.SAMPLE_RATE and listen.SAMPLE_RATE is config.SAMPLE_RATE
     assert data.SAMPLE_RATE is config.SAMPLE_RATE and serve.D is defaults
     parsed = build_parser().parse_args(["serve"])

@@ -16,7 +16,7 @@ from scipy.ndimage import median_filter
 from sklearn.metrics import f1_score, precision_score
 
 from ast_audio import AST, FrontendConfig
-from ast_audio.audio.io import read_window
+from ast_audio.audio.io import load_audio, read_window
 from ast_audio.errors import AudioInputError, ConfigError
 from ast_audio.infer.calibrate import calibrate, calibration_table, read_thresholds, write_thresholds
 from ast_audio.infer.events import Event, EventConfig, detect_events, median_smooth
@@ -25,7 +25,7 @@ from ast_audio.infer.stream import Timeline
 from ast_audio.infer.tagger import Tagger, score_stream
 from ast_audio.labels import parse_names
 from conftest import tiny_config, tiny_model
-from helpers import make_timeline, write_scene
+from helpers import brute_force_timeline, make_timeline, write_scene
 
 # ---------------------------------------------------------------------------------------------------------------------
 # A model whose output is known without training
@@ -61,22 +61,29 @@ class ToneFractionAST(AST):
 
 
 @pytest.mark.parametrize("window_s,hop_s,batch_size", [(None, None, 8), (0.5, 0.2, 3), (0.4, 0.4, 1), (1.0, 0.33, 5)])
-def test_stream_equals_tagger_windows(tmp_path, window_s, hop_s, batch_size):
-    """A 44.1 kHz stereo file: streamed (blocks + streaming soxr + downmix) window scores = Tagger.tag's (1e-5)."""
+def test_stream_and_tagger_equal_brute_force_windows(tmp_path, window_s, hop_s, batch_size):
+    """A 44.1 kHz stereo file: the streamed window scores (blocks + streaming soxr + downmix) of `score_stream` and of
+    `Tagger.tag` each equal a brute-force loop over the windows of the file decoded whole, calling the model on
+    each window alone (1e-5; the resamplers differ only in their block edges)."""
     rng = np.random.default_rng(1)
     data = (0.2 * rng.standard_normal((44100 * 7 + 321, 2))).astype(np.float32)
     data[:, 1] *= 0.5  # channels differ, so the downmix matters
     path = tmp_path / "a.wav"
     sf.write(str(path), data, 44100, subtype="FLOAT")
     tagger = Tagger(tiny_model())
+    expected = brute_force_timeline(tagger.model, load_audio(path, sample_rate=16000), window_s, hop_s)
     timeline = score_stream(tagger, path, window_s=window_s, hop_s=hop_s, batch_size=batch_size)
     result = tagger.tag(path, window_s=window_s, hop_s=hop_s)[0]
-    expected = torch.stack([w.scores for w in result.windows])  # (N, C)
-    assert timeline.scores.shape == expected.shape
-    torch.testing.assert_close(timeline.scores, expected, atol=1e-5, rtol=0)  # tolerance 1e-5 (brief)
-    np.testing.assert_allclose(timeline.starts_s.numpy(), [w.start_s for w in result.windows], atol=1e-9)
-    np.testing.assert_allclose(timeline.ends_s.numpy(), [w.end_s for w in result.windows], atol=1e-9)
-    assert timeline.duration_s == pytest.approx(result.duration_s, abs=1e-9)
+    tagged = torch.stack([w.scores for w in result.windows])  # (N, C)
+    for got, starts, ends in [(timeline.scores, timeline.starts_s.tolist(), timeline.ends_s.tolist()),
+                              (tagged, [w.start_s for w in result.windows], [w.end_s for w in result.windows])]:
+        assert got.shape == expected.scores.shape
+        torch.testing.assert_close(got, expected.scores, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(starts, expected.starts_s.numpy(), atol=1e-9)
+        np.testing.assert_allclose(ends, expected.ends_s.numpy(), atol=1e-9)
+    assert timeline.duration_s == pytest.approx(expected.duration_s, abs=1e-9)
+    assert result.duration_s == pytest.approx(expected.duration_s, abs=1e-9)
+    assert (timeline.window_s, timeline.hop_s) == pytest.approx((expected.window_s, expected.hop_s))
     assert timeline.labels == tagger.labels
 
 

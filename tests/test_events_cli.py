@@ -16,11 +16,12 @@ import torch
 from sklearn.metrics import f1_score
 
 from ast_audio import AST
+from ast_audio.audio.io import load_audio
 from ast_audio.infer.events import Energy, EventConfig, detect_events
-from ast_audio.infer.tagger import Tagger, score_stream
+from ast_audio.infer.tagger import Tagger
 from ast_audio.weights.checkpoint import load_model, save_model
 from conftest import run_cli, run_main, tiny_model, write_tone
-from helpers import peak_rss, train_tone_detector, write_noise_file
+from helpers import brute_force_timeline, peak_rss, train_tone_detector, write_noise_file
 
 LABELS = ("chirp", "noise", "tone")  # the folder layout sorts class names
 
@@ -52,13 +53,15 @@ OPTIONS = ("--window", "1.0", "--hop", "0.25", "--threshold", "0.45", "--hystere
 
 
 def library_events(setup, path: Path) -> list:
-    """The library's events with OPTIONS and the command's defaults for the rest (the overlap-add mean grid,
-    interpolated boundaries, energy refinement)."""
-    tagger = Tagger(load_model(setup["ckpt"]))
-    timeline = score_stream(tagger, path, window_s=1.0, hop_s=0.25)
+    """The events expected with OPTIONS and the command's defaults for the rest (the overlap-add mean grid,
+    interpolated boundaries, energy refinement), from window scores computed independently of the command's
+    pipeline: the file decoded whole and every window run through the model on its own (`brute_force_timeline`);
+    `detect_events` itself is checked against hand-made scores in test_events.py."""
+    model = load_model(setup["ckpt"])
+    timeline = brute_force_timeline(model, load_audio(path, sample_rate=model.frontend.sample_rate), 1.0, 0.25)
     config = EventConfig(threshold=0.45, hysteresis=0.9, median_windows=3, grid="mean", interpolate=True,
                          refine="energy")
-    return detect_events(timeline, config, Energy.from_file(path, tagger.sample_rate))
+    return detect_events(timeline, config, Energy.from_file(path, model.frontend.sample_rate))
 
 
 def test_events_json_csv_equal_library_and_bad_file_skipped(setup):

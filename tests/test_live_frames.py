@@ -139,8 +139,9 @@ def test_hop_equal_to_the_window_gives_the_file_paths_scores_of_the_audio_so_far
 def test_each_hops_columns_come_from_the_window_ending_at_the_hop(model, hop_s):
     """Any hop (whole columns or not, fed in random blocks, scored in batches of 3): each hop's columns equal the
     brute-force reference, the grid is gapless, each pass is one window, and a hop holds the columns completed in
-    it (a column straddling the hop's end waits for the next)."""
-    samples = 4 * RATE + 777
+    it (a column straddling the hop's end waits for the next). 2.5 s: two windows and a partial column, so every hop
+    size here has hops whose window slides past the stream's start and a last hop cut at the stream's end."""
+    samples = 5 * RATE // 2 + 777
     audio = scene(samples, seed=3)
     streamer = StreamingTagger(Tagger(model), RATE, hop_s=hop_s, batch_size=3)
     hops = frame_hops(feed(streamer, audio, seed=4))

@@ -15,13 +15,16 @@ import torch
 from fastapi.testclient import TestClient
 
 from ast_audio import AST, FrontendConfig
+from ast_audio.audio.io import load_audio
 from ast_audio.config import FrameHeadConfig
 from ast_audio.infer.events import Energy, EventConfig, detect_events, score_grid
 from ast_audio.infer.frames import score_frames
-from ast_audio.infer.pipeline import EventPipeline, event_windows
+from ast_audio.infer.pipeline import EventPipeline
 from ast_audio.infer.stream import Timeline
 from ast_audio.infer.tagger import Tagger, score_stream
+from ast_audio.infer.windowing import event_windowing
 from ast_audio.weights.checkpoint import load_model, save_model
+from helpers import brute_force_timeline
 
 from .conftest import run_main, tiny_config
 
@@ -62,7 +65,7 @@ def setup(tmp_path_factory) -> dict:
     scene = root / "scene.wav"
     write_scene(scene)
     clip = labelled(tiny_config(num_classes=3), seed=3)
-    timeline = score_stream(Tagger(clip), scene, window_s=0.5, hop_s=0.05)
+    timeline = score_stream(Tagger(clip), scene, window_s=0.5, hop_s=0.25)  # 23 windows give the median logit
     centred(clip, timeline.scores, clip.mlp_head[1].bias)
     frame = labelled(tiny_config(num_classes=3, frame_head=FrameHeadConfig(hidden=16)), seed=4)
     centred(frame, score_frames(frame, scene).scores, frame.frame_head.classifier.bias)
@@ -111,11 +114,12 @@ def create_app_for(checkpoint):
 
 def test_clip_defaults_equal_cli_and_server(setup, capsys):
     """A clip model: half the input every tenth of that, overlap-add mean grid, interpolated and energy-refined
-    boundaries. The expectation is built from the pieces (score_stream, EventConfig(), Energy.from_file), with the
-    default window written out here: half of the 128-frame input (1.295 s), a tenth of that as hop."""
+    boundaries. The expectation is built from independent window scores (every window of the decoded file run
+    through the model on its own, `brute_force_timeline`), EventConfig() and Energy.from_file, with the default
+    window written out here: half of the 128-frame input (1.295 s), a tenth of that as hop."""
     tagger = Tagger(load_model(setup["clip"]))
     window = 0.5 * (127 * 0.01 + 0.025)
-    timeline = score_stream(tagger, setup["scene"], window_s=window, hop_s=window / 10)
+    timeline = brute_force_timeline(tagger.model, load_audio(setup["scene"]), window, window / 10)
     expected = detect_events(timeline, EventConfig(), Energy.from_file(setup["scene"], RATE))
     assert expected, "the centred model should give events with the defaults"
     assert EventConfig() == EventConfig(threshold=0.5, hysteresis=0.5, median_windows=1, grid="mean",
@@ -183,12 +187,13 @@ def test_frame_model_energy_refinement_and_half_hop_are_options(setup, capsys):
 
 def test_event_windows_by_model_kind(setup):
     clip, frame = Tagger(load_model(setup["clip"])), Tagger(load_model(setup["frame"]))
-    w = event_windows(clip)
+    w = event_windowing(clip.model)
     assert (w.window_s, w.hop_s, w.frames) == pytest.approx((0.6475, 0.06475, False))
-    assert event_windows(clip, 1.0, 0.5).hop_s == 0.5
-    w = event_windows(frame)
+    assert event_windowing(clip.model, 1.0, 0.5).hop_s == 0.5
+    w = event_windowing(frame.model)
     assert (w.window_s, w.hop_s, w.frames, w.overlap, w.frame_s) == pytest.approx((1.2, 1.2, True, False, 0.1))
-    assert event_windows(frame, hop_s=0.6).overlap and event_windows(frame, window_s=1.295).hop_s == 1.2
+    assert event_windowing(frame.model, hop_s=0.6).overlap
+    assert event_windowing(frame.model, window_s=1.295).hop_s == 1.2
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ast_audio.train.layouts import load_splits
 from ast_audio.train.metrics import accuracy
 from ast_audio.weights.checkpoint import save_model
 from conftest import run_cli, tiny_model, write_tone
+from helpers import brute_force_timeline
 
 sed_eval = _import_sed_eval()
 sse = _import_sed_scores_eval()
@@ -379,20 +380,21 @@ def test_generated_scenes_match_their_truth(tmp_path):
 def test_calibrate_truth_cli_equals_the_library(cli_setup, tmp_path):
     """`calibrate --truth` scores the table's recordings with the events defaults (half-input window, tenth hop,
     mean grid, energy refinement) and writes what `calibrate_events` chooses on the same timelines."""
+    from ast_audio.audio.io import load_audio
     from ast_audio.infer.calibrate import read_thresholds
-    from ast_audio.infer.events import default_hop_s, default_window_s
-    from ast_audio.infer.tagger import Tagger, score_stream
     from ast_audio.weights.checkpoint import load_model
 
     truth = cli_setup["root"] / "truth.tsv"
     truth.write_text(dcase_events([("one.wav", 1.0, 2.5, "a"), ("two.flac", 1.0, 2.5, "b")]))
     run = run_cli("calibrate", "--checkpoint", cli_setup["ckpt"], "--truth", truth, "-o", tmp_path / "t.csv")
     assert run.returncode == 0, run.stderr
-    tagger = Tagger(load_model(cli_setup["ckpt"]))
-    window = default_window_s(tagger.max_window_s)
-    timelines = {name: score_stream(tagger, cli_setup[name], window_s=window, hop_s=default_hop_s(window))
+    model = load_model(cli_setup["ckpt"])
+    rate = model.frontend.sample_rate
+    window_s = model.frontend.input_samples / rate / 2  # the documented defaults, written out: half the input,
+    timelines = {name: brute_force_timeline(model, load_audio(cli_setup[name], sample_rate=rate), window_s,
+                                            window_s / 10)  # every tenth of the window; windows scored one by one
                  for name in ("one", "two")}
-    energies = {name: Energy.from_file(cli_setup[name], tagger.sample_rate) for name in ("one", "two")}
+    energies = {name: Energy.from_file(cli_setup[name], rate) for name in ("one", "two")}
     expected = calibrate_events(timelines, read_truth(truth), EventConfig(grid="mean", interpolate=True,
                                                                           refine="energy"), energies=energies)
     assert read_thresholds(tmp_path / "t.csv") == pytest.approx({k: v["threshold"] for k, v in expected.items()})

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from ast_audio.infer.evaluate_events import read_durations, read_truth, sed_eval_f1
-from ast_audio.infer.events import Energy, EventConfig, default_hop_s, detect_events
+from ast_audio.infer.events import Energy, EventConfig, detect_events
 from ast_audio.infer.tagger import Tagger, score_stream
+from ast_audio.infer.windowing import event_windowing
 from ast_audio.weights.checkpoint import load_model
 
 
@@ -26,8 +27,8 @@ def main(model_dir: str, scenes: str, *fractions: str) -> None:
     energy = {f.stem: Energy.from_file(f, tagger.sample_rate) for f in files}
     for fraction in [float(x) for x in fractions] or [0.25, 0.5, 1.0]:
         window = fraction * tagger.max_window_s
-        timelines = {f.stem: score_stream(tagger, f, window_s=window, hop_s=default_hop_s(window), batch_size=32)
-                     for f in files}
+        windowing = event_windowing(tagger.model, window)  # the events hop for this window: a tenth of it
+        timelines = {f.stem: score_stream(tagger, f, windowing=windowing, batch_size=32) for f in files}
         for grid in ("cells", "max", "mean"):
             for refine in ("none", "energy"):
                 config = EventConfig(threshold=0.5, hysteresis=0.5, grid=grid, interpolate=grid != "cells",

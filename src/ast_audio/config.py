@@ -597,7 +597,7 @@ class NumberRange:
         return number
 
 
-POSITIVE_SECONDS = NumberRange(float, low=0, low_open=True)  # window and hop: `Tagger.window_and_hop` adds the rest
+POSITIVE_SECONDS = NumberRange(float, low=0, low_open=True)  # window and hop: `infer/windowing.py` adds the rest
 OPTION_RANGES: dict[str, NumberRange] = {
     "window_s": POSITIVE_SECONDS,
     "hop_s": POSITIVE_SECONDS,

@@ -99,10 +99,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate` "
                        f"(classes not in the file use {DEFAULT_THRESHOLD})")
     events.add_argument("--window", type=positive_float, metavar="S", help="window length in seconds (default: "
-                        "half a clip model's input length, ast_audio.infer.events.default_window_s; a frame model's "
-                        "input)")
+                        "half a clip model's input length; a frame model's input; ast_audio.infer.windowing."
+                        "event_windowing)")
     events.add_argument("--hop", type=positive_float, metavar="S", help="seconds between windows (default: "
-                        "a tenth of the window for a clip model, ast_audio.infer.events.default_hop_s; the window "
+                        "a tenth of the window for a clip model; the window "
                         "for a frame model, or half of it for 50%% overlap; docs/events.md)")
     _add_detection_args(events)
     add_class_filter_args(events)
@@ -327,7 +327,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"this data set has no {args.split} split; use --split valid or train")
         manifests = [chosen]
     tagger = load_tagger(args)
-    tagger.window_and_hop(args.window, args.hop)
+    windowing = tagger.windowing(args.window, args.hop)  # checked before anything is decoded
     data_labels = manifests[0].labels
     clips = [(e.source, [data_labels[t] for t in e.targets]) for m in manifests for e in m.examples]
     failed = 0
@@ -340,7 +340,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         failed += 1
 
     with progress_for(args, "calibrate", "clips") as progress:
-        score_matrix, target_matrix = score_clips(tagger, clips, window_s=args.window, hop_s=args.hop,
+        score_matrix, target_matrix = score_clips(tagger, clips, windowing=windowing,
                                                   batch_size=args.batch_size, on_error=report,
                                                   progress=progress)  # (N, C) each
     table = calibration_table(score_matrix, target_matrix, tagger.labels, mode=args.mode,

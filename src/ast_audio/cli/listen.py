@@ -118,23 +118,23 @@ def _show_hops(hops: Any, args: argparse.Namespace, keep: list[int], view: Any) 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
     from ..audio.sources import no_audio_message, open_source
-    from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, is_frame_model, live_plan
+    from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, live_windowing
     from ..infer.live_view import LiveView
     from ..labels import selected_classes
     from .args import load_tagger
 
     tagger = load_tagger(args)
-    window, hop = live_plan(tagger, args.window, args.hop)
+    windowing = live_windowing(tagger.model, args.window, args.hop)
     config = _event_config(args, tagger.labels)
     keep = selected_classes(tagger.labels, config.only, config.exclude)
     if args.hop is not None and not args.allow_skip and (args.input is None or args.realtime):
         # a hop the user chose at live pace (the microphone, --realtime): can this CPU score a window that fast?
-        check_hop_keeps_up(tagger, window, hop, args.precision, args.hop)
+        check_hop_keeps_up(tagger, windowing, args.precision, args.hop)
     decoder = PcmDecoder(args.dtype, args.channels) if args.input == "-" else None
     source = open_source(args.input, block_s=args.block, realtime=args.realtime, microphone_rate=tagger.sample_rate,
                          decoder=decoder, pcm_rate=args.rate, pcm_channels=args.channels)
-    streamer = StreamingTagger(tagger, source.rate, source.channels, window_s=args.window, hop_s=args.hop,
-                               events=config, drop_late=source.drop_late)
+    streamer = StreamingTagger(tagger, source.rate, source.channels, windowing=windowing, events=config,
+                               drop_late=source.drop_late)
     view = LiveView(args.top_k, keep, tty=sys.stdout.isatty())
 
     emit = functools.partial(_show_hops, args=args, keep=keep, view=view)
@@ -150,7 +150,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         raise AstAudioError(no_audio_message(args.input, args.dtype, args.rate))
     emit(streamer.close())
     if streamer.skipped:
-        unit = "hop" if is_frame_model(tagger) else "window"  # what one pass scores
+        unit = "hop" if windowing.frames else "window"  # what one pass scores
         print(f"ast-audio: skipped {streamer.skipped} of {streamer.index} {unit}s (scoring was slower than the hop)",
               file=sys.stderr)
     return 0

@@ -136,13 +136,13 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if not archive and args.output is not None:
         refuse_existing(args.output, args.force)
     tagger = _tagger(args)
-    # Check the options before spending time decoding files.
-    tagger.window_and_hop(args.window, args.hop)
+    # The windows, decided once (and checked) before spending time decoding files.
+    windowing = tagger.windowing(args.window, args.hop)
     refine = tag_label_filter(args, tagger.labels)  # --thresholds/--only/--exclude, names checked up front
     if archive:
         from ..infer.archive import tag_job
 
-        job = tag_job(tagger, top_k=args.top_k, window_s=args.window, hop_s=args.hop, aggregate=args.aggregate,
+        job = tag_job(tagger, top_k=args.top_k, windowing=windowing, aggregate=args.aggregate,
                       batch_size=args.batch_size, all_scores=args.all_scores, refine=refine)
         return run_archive_command(args, job, tagger.sample_rate)
     failed = 0
@@ -155,7 +155,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         failed += 1
 
     # Files are streamed block by block (memory bounded by one batch of windows, whatever their length).
-    results = tagger.tag(args.files, top_k=args.top_k, window_s=args.window, hop_s=args.hop,
+    results = tagger.tag(args.files, top_k=args.top_k, windowing=windowing,
                          aggregate=args.aggregate, batch_size=args.batch_size, on_error=report)
     for result in results:
         refine(result)

@@ -42,6 +42,7 @@ import torch
 from ..audio.io import load_audio
 from ..errors import AstAudioError, AstAudioWarning, ConfigError
 from ..utils import atomic_path, atomic_write_text, one_line, remove_stale_temps
+from .windowing import Windowing, resolve, tag_windowing
 
 # Extensions taken from a folder given as the file list (what libsndfile decodes).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au",
@@ -428,14 +429,15 @@ def merge_parts(output: str | os.PathLike, n: int | None = None) -> Path:
 
 def tag_job(tagger: Any, *, top_k: int = 10, window_s: float | None = None, hop_s: float | None = None,
             aggregate: str = "max", batch_size: int = 8, all_scores: bool = False,
-            refine: Callable[[Any], None] | None = None) -> Job:
+            refine: Callable[[Any], None] | None = None, windowing: Windowing | None = None) -> Job:
     """`Tagger.tag` as a job: one `TagResult.to_dict` per file (`refine` rewrites a result's top labels first), or an
-    error line for a file the tagger refuses (e.g. shorter than one frame)."""
-    tagger.window_and_hop(window_s, hop_s)  # options checked before the first file is decoded
+    error line for a file the tagger refuses (e.g. shorter than one frame). The windows: `windowing`, or built from
+    window_s / hop_s (`tag_windowing`), once, before the first file is decoded."""
+    windowing = resolve(tag_windowing, tagger.model, windowing, window_s, hop_s)
 
     def job(names: Sequence[str], waves: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
         failed: dict[int, str] = {}
-        results = iter(tagger.tag(list(waves), top_k=top_k, window_s=window_s, hop_s=hop_s, aggregate=aggregate,
+        results = iter(tagger.tag(list(waves), top_k=top_k, windowing=windowing, aggregate=aggregate,
                                   batch_size=batch_size, names=list(names), sample_rate=tagger.sample_rate,
                                   on_error=lambda i, exc: failed.__setitem__(i, one_line(exc))))
         rows = []

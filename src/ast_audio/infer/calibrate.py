@@ -25,6 +25,7 @@ from ..utils import atomic_write_text
 from .events import Energy, EventConfig, detect_events
 from .stream import Timeline
 from .tagger import Tagger
+from .windowing import Windowing, resolve, tag_windowing
 
 
 def read_thresholds(path: str | os.PathLike) -> dict[str, float]:
@@ -130,12 +131,13 @@ def calibrate(scores: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Ten
 def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, window_s: float | None = None,
                 hop_s: float | None = None, batch_size: int = 8,
                 on_error: Callable[[str, AstAudioError], None] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                progress: Callable[[int, int], None] | None = None,
+                windowing: Windowing | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip scores and 0/1 targets of a labelled set, both (N, C) over the model's classes.
 
     Args:
         clips: (audio path, the clip's class names) pairs; every name must be one of the model's classes.
-        window_s, hop_s, batch_size: as in `Tagger.tag`; a clip's score is the max over its windows.
+        window_s, hop_s, windowing, batch_size: as in `Tagger.tag`; a clip's score is the max over its windows.
         on_error: called as on_error(path, error) for a clip that cannot be scored, which is then left out
             (default: raise).
         progress: called as progress(clips_done, clips) before each clip and at the end (e.g.
@@ -151,12 +153,13 @@ def score_clips(tagger: Tagger, clips: Sequence[tuple[str, Sequence[str]]], *, w
         raise ConfigError(f"data set classes {', '.join(repr(u) for u in unknown[:5])} are not classes of the model "
                           f"(which has e.g. {', '.join(repr(n) for n in tagger.labels[:5])}); calibrate a model "
                           "trained on this label set")
+    windowing = resolve(tag_windowing, tagger.model, windowing, window_s, hop_s)  # checked before any decoding
     scores, targets = [], []
     for done, (path, names) in enumerate(clips):
         if progress is not None:
             progress(done, len(clips))
         try:
-            result = tagger.tag(path, top_k=1, window_s=window_s, hop_s=hop_s, batch_size=batch_size)[0]
+            result = tagger.tag(path, top_k=1, windowing=windowing, batch_size=batch_size)[0]
         except AstAudioError as exc:
             if on_error is None:
                 raise

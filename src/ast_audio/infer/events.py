@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..labels import check_labels, selected_classes
-from .names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, GRIDS, HOP_FRACTION, REFINES, WINDOW_FRACTION
+from .names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, GRIDS, REFINES
 from .stream import Timeline
 
 # Energy refinement: frame length, the noise floor's percentile, the shortest quiet gap that splits a sound (a click
@@ -36,23 +36,13 @@ MIN_QUIET_S = 0.12
 MIN_LOUD_S = 0.03
 
 
-def default_window_s(input_s: float) -> float:
-    """The default window for event detection with a model whose input lasts `input_s` seconds."""
-    return WINDOW_FRACTION * input_s
-
-
-def default_hop_s(window_s: float) -> float:
-    """The default hop for event detection with `window_s`-second windows: `HOP_FRACTION` of the window."""
-    return HOP_FRACTION * window_s
-
-
 @dataclass(frozen=True)
 class EventConfig:
     """How window scores (a clip model) or frame scores (a frame model) become events.
 
     `EventConfig()` is what `ast-audio events`, the server's /v1/events and the archive job do when given no option
     (they all run `ast_audio.infer.pipeline.EventPipeline`); only the windows depend on the kind of model
-    (`ast_audio.infer.pipeline.event_windows`).
+    (`ast_audio.infer.windowing.event_windowing`).
 
     threshold: the high threshold for every class, unless `thresholds` names the class (e.g. from `calibrate`).
     hysteresis: the low threshold is hysteresis * high: an event starts at a window scoring >= high and goes on

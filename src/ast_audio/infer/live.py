@@ -29,7 +29,7 @@ Frame models (`ASTConfig.frame_head`; `ast_audio.infer.frames`) stream different
 of the patch grid (0.1 s for AST), on the file path's gapless grid (column g spans [g, g + 1) x the column hop c from
 the stream's first sample), and a hop's columns are final when the hop arrives, so latency = hop + one pass:
 - hop k (k = 1, 2, ...) ends at sample e_k = k H (H = hop samples, at least one column, at most the t_dim columns of
-  one model input; default `DEFAULT_FRAME_HOP_S`). It owns the grid columns completed since the previous hop:
+  one model input; default `FRAME_LIVE_HOP_S`). It owns the grid columns completed since the previous hop:
   [floor(e_{k-1} / c), floor(e_k / c)) (a column straddling a hop's end belongs to the next hop, whose end it has
   reached);
 - they are scored by one pass over the window that ends at the hop: the model input starting at grid column
@@ -53,7 +53,6 @@ columns stay on the grid unless more than a window's worth is waiting (then the 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,16 +65,17 @@ import torch
 
 from ..audio.features import FeatureExtractor
 from ..audio.io import RESAMPLE_QUALITY, checked_mono
-from ..config import column_hop_samples
 from ..errors import AstAudioError, AudioInputError, ConfigError
 from ..labels import check_labels, selected_classes
 from .events import Event, EventConfig, median_smooth
 from .frames import score_frame_clips
 from .names import PCM_FORMATS
 from .tagger import Tagger
+from .windowing import Windowing, live_windowing, resolve
+from .windowing import frame_grid as model_frame_grid
+from .windowing import is_frame_model as windowing_is_frame_model
 
 PCM_DTYPES = dict(zip(PCM_FORMATS, (np.dtype("<i2"), np.dtype("<f4")), strict=True))
-DEFAULT_FRAME_HOP_S = 1.0  # a frame model's live hop: its columns are final when it arrives (latency hop + one pass)
 
 
 @dataclass(frozen=True)
@@ -335,37 +335,12 @@ class PcmDecoder:
 
 def is_frame_model(tagger: Tagger) -> bool:
     """Whether the tagger's model has a frame head (then live streams are scored per column, module docstring)."""
-    return bool(getattr(tagger.model, "has_frame_head", False))
+    return windowing_is_frame_model(tagger.model)
 
 
 def frame_grid(tagger: Tagger) -> tuple[int, int]:
     """(column hop in samples, time columns per model input) of a frame model: (1600, 101) for AST at 16 kHz."""
-    model = tagger.model
-    return column_hop_samples(model.config, model.frontend), model.config.grid[1]
-
-
-def live_plan(tagger: Tagger, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:
-    """(window, hop) in samples of a live stream, checked (ConfigError in one line otherwise).
-
-    A clip model: `Tagger.window_and_hop` (defaults: the model's input, half of it). A frame model: the window is
-    the t_dim columns of one model input (`window_s` must be left out: every pass reads the model's input) and the
-    hop is at least one column and at most the window (default `DEFAULT_FRAME_HOP_S`, or the window if shorter).
-    """
-    if not is_frame_model(tagger):
-        return tagger.window_and_hop(window_s, hop_s)
-    column, t_dim = frame_grid(tagger)
-    rate, window = tagger.sample_rate, column * t_dim
-    if window_s is not None:
-        raise ConfigError(f"window_s does not apply to a frame model: every pass scores the model's input, whose "
-                          f"{t_dim} columns cover {window / rate:g} s; leave the window out and choose the hop")
-    if hop_s is None:
-        return window, min(window, round(DEFAULT_FRAME_HOP_S * rate))
-    ok = isinstance(hop_s, (int, float)) and not isinstance(hop_s, bool) and math.isfinite(hop_s)
-    hop = round(hop_s * rate) if ok and 0 < hop_s <= window / rate + 1 else -1
-    if not column <= hop <= window:
-        raise ConfigError(f"hop_s for a frame model must be between one column ({column / rate:g} s) and the "
-                          f"{t_dim} columns of the model's input ({window / rate:g} s), got {hop_s!r}")
-    return window, hop
+    return model_frame_grid(tagger.model)
 
 
 def measure_window_s(tagger: Tagger, window: int, repeats: int = 2) -> float:
@@ -386,14 +361,14 @@ def measure_window_s(tagger: Tagger, window: int, repeats: int = 2) -> float:
     return best
 
 
-def check_hop_keeps_up(tagger: Tagger, window: int, hop: int, precision: str, hop_s: float) -> None:
-    """Refuse a hop of `hop` samples (the user's `hop_s`, for the message) shorter than one window's compute on
-    this machine (measured): the stream would fall further behind with every window. The message says what to use
+def check_hop_keeps_up(tagger: Tagger, windowing: Windowing, precision: str, hop_s: float) -> None:
+    """Refuse `windowing`'s hop (the user's `hop_s`, for the message) shorter than one window's compute on this
+    machine (measured): the stream would fall further behind with every window. The message says what to use
     instead."""
-    took = measure_window_s(tagger, window)
-    if hop / tagger.sample_rate < took:
+    took = measure_window_s(tagger, windowing.window)
+    if windowing.hop_s < took:
         raise AstAudioError(f"--hop {hop_s:g} s is shorter than one window's compute here "
-                            f"({took:.3f} s measured for a {window / tagger.sample_rate:g} s window, precision "
+                            f"({took:.3f} s measured for a {windowing.window_s:g} s window, precision "
                             f"{precision}); use --hop {took * 1.2:.3f} or more, a cheaper --precision, or "
                             "--allow-skip to skip windows")
 
@@ -405,9 +380,10 @@ class StreamingTagger:
         tagger: the model, its front end and labels.
         sample_rate: rate of the blocks fed, in Hz (resampled to the model's rate when different).
         channels: channels of the blocks fed (averaged).
-        window_s, hop_s: window and hop in seconds, checked as `live_plan` does (clip models: as
-            `Tagger.window_and_hop`, defaults the model's input length and half of it; frame models: no window_s,
-            hop_s from one column to the input's columns, default `DEFAULT_FRAME_HOP_S`).
+        window_s, hop_s: window and hop in seconds, checked by `ast_audio.infer.windowing.live_windowing` (clip
+            models: defaults the model's input length and half of it; frame models: no window_s, hop_s from one
+            column to the input's columns, default `FRAME_LIVE_HOP_S`).
+        windowing: the window and hop as one value (`live_windowing`), instead of window_s / hop_s.
         events: the event rules (`EventConfig`, as `events` uses).
         drop_late: a real-time source: skip windows that are more than a hop old while a newer one is ready.
         batch_size: windows scored per forward pass when several are ready and none is skipped.
@@ -419,7 +395,7 @@ class StreamingTagger:
 
     def __init__(self, tagger: Tagger, sample_rate: int, channels: int = 1, *, window_s: float | None = None,
                  hop_s: float | None = None, events: EventConfig | None = None, drop_late: bool = False,
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, windowing: Windowing | None = None) -> None:
         if not (isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0):
             raise ConfigError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
         if not (isinstance(channels, int) and not isinstance(channels, bool) and channels >= 1):
@@ -429,9 +405,13 @@ class StreamingTagger:
         self.tagger = tagger
         self.input_rate, self.channels = sample_rate, channels
         self.rate = tagger.sample_rate
-        self.window, self.hop = live_plan(tagger, window_s, hop_s)
-        self.window_s, self.hop_s = self.window / self.rate, self.hop / self.rate
-        self.frames = is_frame_model(tagger)
+        self.windowing = resolve(live_windowing, tagger.model, windowing, window_s, hop_s)
+        self.window, self.hop = self.windowing.window, self.windowing.hop  # samples at the model rate
+        self.window_s, self.hop_s = self.windowing.window_s, self.windowing.hop_s
+        self.frames = self.windowing.frames
+        if self.frames != is_frame_model(tagger):
+            raise ConfigError("the windowing is for the other kind of model (frame vs clip); build it with "
+                              "ast_audio.infer.windowing.live_windowing from this model")
         if self.frames:
             self.column, self.t_dim = frame_grid(tagger)
             self.extractor = FeatureExtractor(tagger.model.frontend)

@@ -36,3 +36,6 @@ DEFAULT_HYSTERESIS: Final = 0.5
 # scores ramp across a boundary.
 WINDOW_FRACTION: Final = 0.5
 HOP_FRACTION: Final = 0.1
+# A frame model's live hop when the user gives none: its columns are final when the hop arrives (latency = hop + one
+# pass); `ast_audio.infer.windowing.live_windowing`.
+FRAME_LIVE_HOP_S: Final = 1.0

@@ -4,9 +4,9 @@
 `EventPipeline(tagger, config, window_s=, hop_s=, rollup=)` owns every step and every default:
 
 1. decode the file once (a path is streamed block by block; a waveform is used as it is);
-2. score it, by the kind of model (`event_windows` holds the windows' defaults):
-   - a clip model: sliding windows (default half the model's input, every tenth of that:
-     `ast_audio.infer.events.default_window_s` / `default_hop_s`), scored as `score_stream` streams them;
+2. score it, by the kind of model (the windows: one `Windowing`, `ast_audio.infer.windowing.event_windowing`):
+   - a clip model: sliding windows (default half the model's input, every tenth of that), scored as
+     `score_stream` streams them;
    - a frame model (`ASTConfig.frame_head`): windows of the model's input with hop = window (each sample scored
      once; `hop_s` of half the window keeps each window's centre), frame scores stitched on one gapless grid of
      frame columns (`ast_audio.infer.frames.score_frames`), one pass per window;
@@ -23,76 +23,20 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..config import column_hop_samples
 from ..errors import ConfigError
 from ..labels import check_labels, rollup_scores, selected_classes
 from ..labels import rollup as rollup_labels
-from .events import Energy, EnergyMeter, Event, EventConfig, default_hop_s, default_window_s, detect_events
+from .events import Energy, EnergyMeter, Event, EventConfig, detect_events
 from .frames import score_frames
 from .stream import Timeline
 from .tagger import Tagger, score_stream
+from .windowing import Windowing, event_windowing, resolve
 
 AudioSource = str | os.PathLike | torch.Tensor
-
-
-def is_frame_model(model: Any) -> bool:
-    """True for a model with a frame head (an `AST` or an ONNX graph of one)."""
-    return bool(getattr(model, "has_frame_head", False))
-
-
-@dataclass(frozen=True)
-class EventWindows:
-    """The model passes of event detection, in seconds.
-
-    Clip model: windows of `window_s` every `hop_s` (their scores are overlap-added, `EventConfig.grid`).
-    Frame model (`frames`): windows of the model's input placed on its frame grid every `hop_s` = `window_s`
-    columns' worth of time (the columns one input scores), or with `overlap` every half of that, each window keeping
-    its centre; `frame_s` is one column (0.1 s for AST).
-    """
-
-    window_s: float
-    hop_s: float
-    frames: bool = False
-    overlap: bool = False
-    frame_s: float | None = None
-
-
-def event_windows(tagger: Tagger, window_s: float | None = None, hop_s: float | None = None) -> EventWindows:
-    """The windows for events with `tagger`'s model: the given ones, checked, else the defaults of its kind.
-
-    Clip model: `default_window_s` (half the input), `default_hop_s` (a tenth of the window); checked by
-    `Tagger.window_and_hop`. Frame model: its input, hop = window; `hop_s` may instead be half the window (50%
-    overlap). Raises ConfigError (one line) for values the model cannot use.
-    """
-    if not is_frame_model(tagger.model):
-        window_s = default_window_s(tagger.max_window_s) if window_s is None else window_s
-        hop_s = default_hop_s(window_s) if hop_s is None else hop_s
-        tagger.window_and_hop(window_s, hop_s)
-        return EventWindows(window_s, hop_s)
-    model, rate = tagger.model, tagger.sample_rate
-    column = column_hop_samples(model.config, model.frontend)  # samples per frame column
-    t_dim = model.config.grid[1]
-    frame_s, full, half = column / rate, t_dim * column / rate, max(1, t_dim // 2) * column / rate
-    near = frame_s / 2  # values within half a column mean that column count
-
-    def refuse(what: str) -> ConfigError:
-        return ConfigError(f"{what}: a frame model scores windows of its input ({tagger.max_window_s:g} s, "
-                           f"{t_dim} frame columns of {frame_s:g} s) every {full:g} s (hop = window, the default) or "
-                           f"every {half:g} s (50% overlap, each window's centre kept); leave out --window and give "
-                           f"--hop {full:g} or {half:g}")
-
-    if window_s is not None and min(abs(window_s - full), abs(window_s - tagger.max_window_s)) > near:
-        raise refuse(f"window {window_s:g} s")
-    if hop_s is None or abs(hop_s - full) <= near:
-        return EventWindows(full, full, frames=True, frame_s=frame_s)
-    if abs(hop_s - half) <= near:
-        return EventWindows(full, half, frames=True, overlap=True, frame_s=frame_s)
-    raise refuse(f"hop {hop_s:g} s")
 
 
 @dataclass
@@ -124,18 +68,20 @@ class EventPipeline:
         tagger: the loaded model (a `Tagger`).
         config: the detection rule (`EventConfig()`: the events command's defaults). Its class names (thresholds,
             only, exclude) are checked here against the labels scored (rolled up where `rollup`).
-        window_s, hop_s: the passes (`event_windows`; None = the defaults of the model's kind).
+        window_s, hop_s: the passes in seconds (`event_windowing`; None = the defaults of the model's kind).
+        windowing: the passes as one value (`event_windowing`), instead of window_s / hop_s.
         rollup: add the AudioSet parents' scores (max over their subtree) after the model's classes.
         batch_size: windows per forward pass.
     """
 
     def __init__(self, tagger: Tagger, config: EventConfig | None = None, *, window_s: float | None = None,
-                 hop_s: float | None = None, rollup: bool = False, batch_size: int = 8) -> None:
+                 hop_s: float | None = None, rollup: bool = False, batch_size: int = 8,
+                 windowing: Windowing | None = None) -> None:
         if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.tagger = tagger
         self.config = config if config is not None else EventConfig()
-        self.windows = event_windows(tagger, window_s, hop_s)
+        self.windowing = resolve(event_windowing, tagger.model, windowing, window_s, hop_s)
         self.batch_size = batch_size
         self.labels, self.groups = rollup_labels(tagger.labels) if rollup else (tagger.labels, None)
         if self.config.thresholds:
@@ -145,7 +91,7 @@ class EventPipeline:
     @property
     def frames(self) -> bool:
         """True when the model is a frame model (frame scores, one pass per window)."""
-        return self.windows.frames
+        return self.windowing.frames
 
     @property
     def uses_energy(self) -> bool:
@@ -215,8 +161,8 @@ class EventPipeline:
         """A clip model: window scores, streamed; the energy from the same blocks as they pass."""
         meter = EnergyMeter(self.tagger.sample_rate) if self.uses_energy else None
         rate = self.tagger.sample_rate if isinstance(source, torch.Tensor) else None  # `score` resampled it
-        timeline = score_stream(self.tagger, source, window_s=self.windows.window_s, hop_s=self.windows.hop_s,
-                                batch_size=self.batch_size, progress=progress, sample_rate=rate,
+        timeline = score_stream(self.tagger, source, windowing=self.windowing, batch_size=self.batch_size,
+                                progress=progress, sample_rate=rate,
                                 on_chunk=meter.add if meter is not None else None)
         return timeline, meter.energy() if meter is not None else None, int(timeline.scores.shape[0])
 
@@ -227,12 +173,12 @@ class EventPipeline:
 
         rate = self.tagger.sample_rate
         waveform = load_audio(source, sample_rate=rate) if not isinstance(source, torch.Tensor) else source
-        frames = score_frames(self.tagger.model, waveform, overlap=self.windows.overlap, batch_size=self.batch_size,
+        frames = score_frames(self.tagger.model, waveform, overlap=self.windowing.overlap, batch_size=self.batch_size,
                               device=self.tagger.device)
         spans = torch.from_numpy(np.ascontiguousarray(frames.spans, dtype=np.float64))  # (num_columns, 2)
         timeline = Timeline(starts_s=spans[:, 0].clone(), ends_s=spans[:, 1].clone(), scores=frames.scores.float(),
-                            labels=frames.labels, duration_s=frames.duration_s, hop_s=self.windows.hop_s,
-                            window_s=self.windows.window_s, frame_s=self.windows.frame_s)
+                            labels=frames.labels, duration_s=frames.duration_s, hop_s=self.windowing.hop_s,
+                            window_s=self.windowing.window_s, frame_s=self.windowing.frame_s)
         energy = Energy.from_chunks([waveform.detach().float().cpu().numpy()], rate) if self.uses_energy else None
         if progress is not None:
             progress(frames.duration_s, frames.duration_s)

@@ -144,7 +144,7 @@ def stream_scores(score_windows: Callable[[Sequence[torch.Tensor]], torch.Tensor
         frontend: the model's front end (its rate and analysis window decide what is too short).
         inputs: paths (any rate and channel count libsndfile reads) or (N,) float waveforms (numpy arrays or torch
             tensors) at `sample_rate`.
-        window, hop: window length and hop in samples (see `window_and_hop`).
+        window, hop: window length and hop in samples (`ast_audio.infer.windowing.Windowing`).
         batch_size: windows per forward pass.
         names: one name per input for results and messages (default: the path, or "waveform_<i>").
         on_error: called as on_error(index, error) for an input that fails (unreadable, damaged, too short, bad

@@ -9,7 +9,6 @@ block by block, never held whole (`ast_audio.infer.stream.stream_scores`).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..labels import resolve_labels, top_labels
 from ..model import AST
 from ..model.scores import probabilities
 from .stream import AudioSource, ScoredWindows, Timeline, stream_scores
+from .windowing import Windowing, resolve, tag_windowing
 
 
 @dataclass
@@ -116,45 +116,15 @@ class Tagger:
                                   "that overflow) or the input is far out of range; try another checkpoint")
         return probabilities(logits, self.model.multi_label)
 
+    def windowing(self, window_s: float | None = None, hop_s: float | None = None) -> Windowing:
+        """Tagging's windows for window_s / hop_s (seconds; None = defaults: the model's input, half of it), checked
+        (`ast_audio.infer.windowing.tag_windowing`)."""
+        return tag_windowing(self.model, window_s, hop_s)
+
     def window_and_hop(self, window_s: float | None = None, hop_s: float | None = None) -> tuple[int, int]:
-        """Validate window_s / hop_s (seconds; None = defaults) and return them as sample counts (window, hop)."""
-        rate, frontend = self.sample_rate, self.model.frontend
-
-        def as_float(value: Any) -> Any:
-            """Numbers as float, an int beyond float range as inf (refused below instead of overflowing in
-            math.isfinite or a message's format); anything else unchanged, for the checks below to name."""
-            if isinstance(value, int) and not isinstance(value, bool):
-                try:
-                    return float(value)
-                except OverflowError:
-                    return math.inf
-            return value
-
-        window_s, hop_s = as_float(window_s), as_float(hop_s)
-        if window_s is None:
-            window = frontend.input_samples  # exactly fills target_length frames
-            window_s = window / rate
-        else:
-            if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
-                raise ConfigError(f"window_s must be a positive number of seconds, got {window_s!r}")
-            # Range-check in samples *before* rounding: a huge finite window_s (1e308) times the rate is inf, and
-            # round(inf) raises OverflowError. Anything that would round above the model's input is refused here.
-            if window_s * rate >= round(self.max_window_s * rate) + 0.5:
-                raise ConfigError(f"window_s={window_s:g} s is longer than the model's input of "
-                                  f"{self.max_window_s:g} s ({frontend.target_length} frames), so audio would be cut "
-                                  f"off; use window_s <= {self.max_window_s:g}")
-            window = round(window_s * rate)
-            if window < frontend.window_samples:
-                raise ConfigError(f"window_s={window_s:g} s is shorter than one {frontend.frame_length_ms:g} ms "
-                                  "analysis frame; use a longer window")
-        if hop_s is None:
-            hop = max(1, window // 2)  # 50% overlap: an event cut by one window boundary is centred in another
-        else:
-            if not (isinstance(hop_s, (int, float)) and math.isfinite(hop_s) and 0 < hop_s <= window_s):
-                raise ConfigError(f"hop_s must be in (0, window_s = {window_s:g}] seconds (a larger hop would skip "
-                                  f"audio), got {hop_s!r}")
-            hop = max(1, round(hop_s * rate))
-        return window, hop
+        """`windowing(window_s, hop_s)` as sample counts (window, hop)."""
+        windowing = self.windowing(window_s, hop_s)
+        return windowing.window, windowing.hop
 
     def score_windows(self, windows: Sequence[torch.Tensor]) -> torch.Tensor:
         """B windows (W_i,) at the model rate -> (B, C) probabilities (the model input from `featurize`, or the
@@ -172,7 +142,7 @@ class Tagger:
         same = all(w.shape[0] == windows[0].shape[0] for w in windows)
         return self.features(torch.stack(list(windows)) if same else list(windows))  # (B, W) | B x (W_i,) -> (B, T, F)
 
-    def stream_scores(self, inputs: Sequence[AudioSource], window: int, hop: int, batch_size: int = 8, *,
+    def stream_scores(self, inputs: Sequence[AudioSource], windowing: Windowing, batch_size: int = 8, *,
                       names: Sequence[str] | None = None,
                       on_error: Callable[[int, AudioInputError], None] | None = None,
                       progress: Callable[[int, int], None] | None = None,
@@ -181,17 +151,19 @@ class Tagger:
         """Score every window of every input with this model; yields one ScoredWindows per input, in input order.
 
         `ast_audio.infer.stream.stream_scores` with this Tagger's `score_windows` and front end (see it for the
-        arguments); `window` and `hop` are sample counts at the model rate (`window_and_hop`); `sample_rate` is the
-        rate of the waveforms among `inputs`.
+        arguments), placing the windows `windowing` says (`ast_audio.infer.windowing`); `sample_rate` is the rate of
+        the waveforms among `inputs`.
         """
-        return stream_scores(self.score_windows, self.model.frontend, inputs, window, hop, batch_size, names=names,
+        windowing = resolve(tag_windowing, self.model, windowing, None, None)  # checks it is at this model's rate
+        return stream_scores(self.score_windows, self.model.frontend, inputs, windowing.window, windowing.hop,
+                             batch_size, names=names,
                              on_error=on_error, progress=progress, sample_rate=sample_rate, on_chunk=on_chunk)
 
     def tag(self, inputs: AudioSource | Sequence[AudioSource], top_k: int = 10, window_s: float | None = None,
             hop_s: float | None = None, aggregate: Literal["max", "mean"] = "max", batch_size: int = 8,
             names: Sequence[str] | None = None,
             on_error: Callable[[int, AudioInputError], None] | None = None, *,
-            sample_rate: int | None = None) -> list[TagResult]:
+            sample_rate: int | None = None, windowing: Windowing | None = None) -> list[TagResult]:
         """Tag files or waveforms.
 
         Args:
@@ -208,6 +180,8 @@ class Tagger:
                 the results (default: raise).
             sample_rate: the waveforms' rate in Hz, required when `inputs` holds any (as transformers' pipelines
                 take `sampling_rate`); they are resampled to `self.sample_rate` with soxr (`as_waveform`).
+            windowing: the windows as one value (`ast_audio.infer.windowing.tag_windowing`), instead of window_s /
+                hop_s (e.g. built once by a caller that checks it before decoding).
 
         Returns:
             One TagResult per input (per good input with `on_error`), in order.
@@ -218,14 +192,14 @@ class Tagger:
             raise ConfigError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
         if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        window, hop = self.window_and_hop(window_s, hop_s)
+        windowing = resolve(tag_windowing, self.model, windowing, window_s, hop_s)
 
         items = as_items(inputs)
         if names is not None and len(names) != len(items):
             raise ConfigError(f"got {len(names)} names for {len(items)} inputs")
         rate = self.sample_rate
         results = []
-        for scored in self.stream_scores(items, window, hop, batch_size, names=names, on_error=on_error,
+        for scored in self.stream_scores(items, windowing, batch_size, names=names, on_error=on_error,
                                          sample_rate=sample_rate):
             per_window = scored.scores  # (W_i, C)
             clip = per_window.max(dim=0).values if aggregate == "max" else per_window.mean(dim=0)
@@ -251,7 +225,8 @@ def as_items(inputs: AudioSource | Sequence[AudioSource]) -> list[AudioSource]:
 def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None = None,
                  hop_s: float | None = None, batch_size: int = 8,
                  progress: Callable[[float, float], None] | None = None,
-                 sample_rate: int | None = None, on_chunk: Callable[[Any], None] | None = None) -> Timeline:
+                 sample_rate: int | None = None, on_chunk: Callable[[Any], None] | None = None,
+                 windowing: Windowing | None = None) -> Timeline:
     """Score every window of a file (streamed) or a (N,) waveform: the recording's `Timeline`.
 
     The windows, and their scores, are those of `Tagger.tag` (both run `Tagger.stream_scores`).
@@ -266,10 +241,12 @@ def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None 
         sample_rate: the waveform's rate in Hz (required for a waveform; resampled to the model's rate).
         on_chunk: called with each decoded (n,) block of samples at the model rate, in order (e.g.
             `EnergyMeter.add`: the energy from the same decoding as the scores).
+        windowing: the windows as one value instead of window_s / hop_s (`ast_audio.infer.windowing`; e.g.
+            `event_windowing` for event detection).
     """
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    window, hop = tagger.window_and_hop(window_s, hop_s)
+    windowing = resolve(tag_windowing, tagger.model, windowing, window_s, hop_s)
     rate = tagger.sample_rate
     if is_waveform(source):
         name, total_s = "waveform", source.shape[-1] / require_sample_rate(sample_rate)
@@ -279,7 +256,7 @@ def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None 
         name, total_s = str(source), load_audio_info(source).duration_s  # the header's length, for progress
     report = None if progress is None else (lambda _index, done: progress(min(done / rate, total_s), total_s))
     see = None if on_chunk is None else (lambda _index, chunk: on_chunk(chunk))
-    (scored,) = tagger.stream_scores([source], window, hop, batch_size, names=[name], progress=report,
+    (scored,) = tagger.stream_scores([source], windowing, batch_size, names=[name], progress=report,
                                      sample_rate=sample_rate, on_chunk=see)
     duration_s = scored.num_samples / rate
     if progress is not None:
@@ -287,7 +264,7 @@ def score_stream(tagger: Tagger, source: AudioSource, *, window_s: float | None 
     return Timeline(starts_s=torch.tensor(scored.starts, dtype=torch.float64) / rate,
                     ends_s=torch.tensor(scored.ends, dtype=torch.float64) / rate,
                     scores=scored.scores.float(), labels=tuple(tagger.labels), duration_s=duration_s,
-                    hop_s=hop / rate, window_s=window / rate)
+                    hop_s=windowing.hop_s, window_s=windowing.window_s)
 
 
 def load_onnx_tagger(path: str | os.PathLike, threads: int | None = None,

@@ -10,7 +10,7 @@ Endpoints (JSON errors are always `{"error": "<one line>"}`):
     POST /v1/events    multipart `file` (+ window_s, hop_s, threshold, median, min_duration, merge_gap, top_k
                        (top_n: its deprecated spelling), only, exclude) -> {"events": [...], "timeline": {...}}:
                        `EventPipeline`, the pipeline of `ast-audio events`, whose defaults (`EventConfig()`,
-                       `event_windows`) fill the fields left out; a frame model's timeline is its frame scores
+                       `event_windowing`) fill the fields left out; a frame model's timeline is its frame scores
     POST /v1/explain   multipart `file` (+ method, class, start_s)            -> image/png
     WS   /v1/stream    live PCM in, one JSON object per hop out (`stream.py`)
     GET  /             the page (index.html, app.js, style.css, all served from memory)
@@ -68,8 +68,8 @@ from ..infer.events import EventConfig
 from ..infer.explain import check_method
 from ..infer.explain_methods import DEFAULT_METHOD
 from ..infer.formats import events_document, timeline_view
-from ..infer.pipeline import EventPipeline, event_windows
-from ..infer.stream import window_count
+from ..infer.pipeline import EventPipeline
+from ..infer.windowing import Windowing, event_windowing, tag_windowing
 from ..labels import check_labels, parse_names, selected_classes
 from ..model import AST
 from ..utils import one_line
@@ -158,22 +158,29 @@ class Service:
                 "computing_batches": turns["computing"], "waiting_batches": turns["waiting"],
                 "batches_done": turns["granted"], "abandoned_requests": self.abandoned_requests}
 
-    def window_plan(self, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
-        """Check window_s / hop_s (Tagger rules, then min_hop_fraction) -> (window, hop) in samples; bad -> 422."""
-        window, hop = self.tagger.window_and_hop(window_s, hop_s)  # ConfigError -> 422
-        fraction, rate = self.settings.min_hop_fraction, self.tagger.sample_rate
-        if hop + 0.5 < fraction * window:  # half a sample of slack: hop_s was rounded to samples
-            least = fraction * window / rate
-            raise ApiError(422, f"hop_s={hop / rate:g} s is below the {least:g} s allowed for window_s="
-                                f"{window / rate:g} s (min_hop_fraction {fraction:g} x window_s): more overlap "
+    def check_hop(self, windowing: Windowing) -> None:
+        """422 if the hop is below `min_hop_fraction` of the window (a frame model's: of its columns, rounded down to
+        whole columns, since each hop is one pass; AST's 101 columns at 0.1 give 1 s)."""
+        fraction, rate = self.settings.min_hop_fraction, windowing.rate
+        if windowing.column is not None:
+            columns = windowing.window // windowing.column
+            least = max(1, math.floor(fraction * columns + 1e-9)) * windowing.column
+            if windowing.hop < least:
+                raise ApiError(422, f"hop_s={windowing.hop_s:g} s is below the {least / rate:g} s allowed for this "
+                                    f"frame model (min_hop_fraction {fraction:g} x its {columns} columns): each hop "
+                                    f"is one pass; use hop_s >= {least / rate:g}, or start the server with a "
+                                    "smaller --min-hop-fraction")
+        elif windowing.hop + 0.5 < fraction * windowing.window:  # half a sample of slack: hop_s was rounded
+            least = fraction * windowing.window_s
+            raise ApiError(422, f"hop_s={windowing.hop_s:g} s is below the {least:g} s allowed for window_s="
+                                f"{windowing.window_s:g} s (min_hop_fraction {fraction:g} x window_s): more overlap "
                                 f"multiplies the work; use hop_s >= {least:g}, or start the server with a smaller "
                                 "--min-hop-fraction")
-        return window, hop
 
-    def check_windows(self, name: str, num_samples: int, window: int, hop: int) -> None:
+    def check_windows(self, name: str, num_samples: int, windowing: Windowing) -> None:
         """422 if `num_samples` at the model rate give more than `max_windows` windows, naming a hop that fits."""
-        limit, rate = self.settings.max_windows, self.tagger.sample_rate
-        count = window_count(num_samples, window, hop)
+        limit, rate, window = self.settings.max_windows, windowing.rate, windowing.window
+        count = windowing.count(num_samples)
         if count <= limit:
             return
         fix = "a shorter file"
@@ -181,19 +188,18 @@ class Service:
             least_hop = -(-(num_samples - window) // (limit - 1))  # ceil: the smallest hop giving <= limit windows
             if least_hop <= window:
                 fix = f"hop_s >= {math.ceil(least_hop / rate * 1000) / 1000:g}, " + fix
-        raise ApiError(422, f"{name}: {num_samples / rate:.2f} s with window_s={window / rate:g} s and hop_s="
-                            f"{hop / rate:g} s gives {count} windows, more than the {limit} allowed per request "
+        raise ApiError(422, f"{name}: {num_samples / rate:.2f} s with window_s={windowing.window_s:g} s and hop_s="
+                            f"{windowing.hop_s:g} s gives {count} windows, more than the {limit} allowed per request "
                             f"(max_windows); use {fix}, or start the server with a larger --max-windows")
 
-    def decode_windowed(self, upload: Upload, window: int, hop: int) -> torch.Tensor:
+    def decode_windowed(self, upload: Upload, windowing: Windowing) -> torch.Tensor:
         """Check the window count from the header (before decoding), decode, check it again on the samples."""
         info = bytes_info(upload.data, upload.name)  # undecodable -> AudioInputError -> 422
         if info.sample_rate > 0 and info.frames > 0:  # mp3 headers estimate frames: checked exactly below too
-            self.check_windows(upload.name, round(info.frames * self.tagger.sample_rate / info.sample_rate),
-                               window, hop)
+            self.check_windows(upload.name, round(info.frames * windowing.rate / info.sample_rate), windowing)
         waveform = self.decode(upload)
         self.tagger.check_abandoned()
-        self.check_windows(upload.name, waveform.shape[0], window, hop)
+        self.check_windows(upload.name, waveform.shape[0], windowing)
         return waveform
 
     def decode(self, upload: Upload) -> torch.Tensor:
@@ -202,16 +208,15 @@ class Service:
 
     # -- work done in worker threads ----------------------------------------------------------------------------
 
-    def tag(self, upload: Upload, top_k: int, window_s: float | None, hop_s: float | None,
-            plan: tuple[int, int]) -> bytes:
-        waveform = self.decode_windowed(upload, *plan)
-        result = self.tagger.tag(waveform, top_k=top_k, window_s=window_s, hop_s=hop_s,
+    def tag(self, upload: Upload, top_k: int, windowing: Windowing) -> bytes:
+        waveform = self.decode_windowed(upload, windowing)
+        result = self.tagger.tag(waveform, top_k=top_k, windowing=windowing,
                                  batch_size=self.settings.batch_size, names=[upload.name],
                                  sample_rate=self.tagger.sample_rate)[0]
         return _json_bytes(result.to_dict())
 
-    def events(self, upload: Upload, pipeline: EventPipeline, plan: tuple[int, int], top_k: int) -> bytes:
-        waveform = self.decode_windowed(upload, *plan)
+    def events(self, upload: Upload, pipeline: EventPipeline, top_k: int) -> bytes:
+        waveform = self.decode_windowed(upload, pipeline.windowing)
         if pipeline.frames:  # frame scoring runs the model directly: the request's passes are one turn
             with self.turns.turn(self._local.client):
                 result = pipeline.run(waveform, name=upload.name, sample_rate=self.tagger.sample_rate)
@@ -323,21 +328,21 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     async def tag(request: Request) -> Response:
         upload = await read_upload(request)
         top_k = form_number(upload.fields, "top_k", settings.top_k)
-        window_s = form_number(upload.fields, "window_s")
-        hop_s = form_number(upload.fields, "hop_s")
-        plan = service.window_plan(window_s, hop_s)
-        body = await service.run_request(request, service.tag, upload, top_k, window_s, hop_s, plan)
+        windowing = tag_windowing(service.tagger.model, form_number(upload.fields, "window_s"),
+                                  form_number(upload.fields, "hop_s"))  # ConfigError -> 422
+        service.check_hop(windowing)
+        body = await service.run_request(request, service.tag, upload, top_k, windowing)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/events")
     async def events(request: Request) -> Response:
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
-        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windows); every number is
+        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windowing); every number is
         # checked against its range in ast_audio.config.OPTION_RANGES, as the CLI and the WebSocket check it.
-        windows = event_windows(service.tagger, form_number(fields, "window_s"), form_number(fields, "hop_s"))
-        # The passes in samples, for the work limits (a frame model's windows are its input).
-        plan = service.window_plan(None if windows.frames else windows.window_s, windows.hop_s)
+        windowing = event_windowing(service.tagger.model, form_number(fields, "window_s"),
+                                    form_number(fields, "hop_s"))
+        service.check_hop(windowing)
         default = EventConfig()
         config = dataclasses.replace(
             default, threshold=form_number(fields, "threshold", default.threshold),
@@ -347,10 +352,9 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
             thresholds=settings.thresholds,
             only=tuple(parse_names(upload.lists["only"], labels)) if "only" in fields else default.only,
             exclude=tuple(parse_names(upload.lists.get("exclude", []), labels)))
-        pipeline = EventPipeline(service.tagger, config, window_s=windows.window_s, hop_s=windows.hop_s,
-                                 batch_size=settings.batch_size)
+        pipeline = EventPipeline(service.tagger, config, windowing=windowing, batch_size=settings.batch_size)
         top_k = form_number(fields, "top_k", 5, deprecated=("top_n",))  # classes in the timeline
-        body = await service.run_request(request, service.events, upload, pipeline, plan, top_k)
+        body = await service.run_request(request, service.events, upload, pipeline, top_k)
         return Response(body, media_type="application/json")
 
     @app.post("/v1/explain")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from typing import Any
 
@@ -52,9 +51,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from ..config import check_option
 from ..errors import AstAudioError, ConfigError
 from ..infer.events import EventConfig
-from ..infer.live import PCM_DTYPES, LiveHop, PcmDecoder, StreamingTagger, frame_grid, is_frame_model, live_plan
+from ..infer.live import PCM_DTYPES, LiveHop, PcmDecoder, StreamingTagger
 from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD
 from ..infer.plots import class_colour
+from ..infer.windowing import live_windowing
 from ..labels import MAX_NAMES, parse_names, selected_classes
 from ..utils import one_line
 from .limits import ApiError, ServeSettings, TokenBucket
@@ -144,12 +144,9 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
     hop_s = _number(doc, "hop_s", None)
     top_k = _number(doc, "top_k", service.settings.top_k)
     labels = service.tagger.labels
-    frames = is_frame_model(service.tagger)
     try:
-        if frames:  # its own window and hop rules (`live_plan`), min_hop_fraction counted in columns
-            check_frame_hop(service, hop_s)
-        else:
-            service.window_plan(window_s, hop_s)  # the Tagger's rules and min_hop_fraction, as for /v1/events
+        windowing = live_windowing(service.tagger.model, window_s, hop_s)  # as `ast-audio listen` builds it
+        service.check_hop(windowing)  # min_hop_fraction, as for /v1/tag and /v1/events
         config = EventConfig(threshold=_number(doc, "threshold", DEFAULT_THRESHOLD),
                              hysteresis=_number(doc, "hysteresis", DEFAULT_HYSTERESIS),
                              median_windows=_number(doc, "median", 1),
@@ -158,27 +155,13 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
                              thresholds=service.settings.thresholds,
                              only=_names(doc, "only", labels), exclude=_names(doc, "exclude", labels) or ())
         keep = selected_classes(labels, config.only, config.exclude)
-        streamer = StreamingTagger(service.tagger, rate, channels, window_s=window_s, hop_s=hop_s, events=config,
+        streamer = StreamingTagger(service.tagger, rate, channels, windowing=windowing, events=config,
                                    drop_late=True, batch_size=service.settings.batch_size)
     except ApiError as exc:
         raise StreamRefused(1008, f"first message: {exc.message}") from None
     except AstAudioError as exc:
         raise StreamRefused(1008, f"first message: {one_line(exc)}") from None
     return streamer, PcmDecoder(pcm, channels), top_k, keep
-
-
-def check_frame_hop(service: Any, hop_s: float | None) -> None:
-    """A frame model's hop against min_hop_fraction: at least that fraction of the input's columns, rounded down to
-    whole columns (one pass per hop; AST's 101 columns at 0.1 give 1 s). ApiError (422) otherwise."""
-    column, t_dim = frame_grid(service.tagger)
-    hop = live_plan(service.tagger, None, hop_s)[1]
-    least = max(1, math.floor(service.settings.min_hop_fraction * t_dim + 1e-9)) * column
-    if hop < least:
-        rate = service.tagger.sample_rate
-        raise ApiError(422, f"hop_s={hop / rate:g} s is below the {least / rate:g} s allowed for this frame model "
-                            f"(min_hop_fraction {service.settings.min_hop_fraction:g} x its {t_dim} columns): each hop "
-                            f"is one pass; use hop_s >= {least / rate:g}, or start the server with a smaller "
-                            "--min-hop-fraction")
 
 
 class Sessions:
