@@ -338,3 +338,25 @@ def test_bench_times_the_students_beside_the_base(capsys):
         model_size="tiny224", fstride=16, tstride=16, input_tdim=128, num_classes=5))["total"] / 1e9 * 10 / seconds)
     assert rows[3]["parameters"] > rows[2]["parameters"] > rows[1]["parameters"]
     assert "small" in format_students(rows)
+
+
+def test_bench_students_in_auto_precision_through_the_cli(tmp_path, capsys, monkeypatch):
+    """`ast-audio bench --students` with its default `--students-precision auto` resolves auto once and times
+    every student in what it picked (it stopped with "precision auto must be resolved first"). onnxruntime is
+    hidden from the choice so that auto is a torch precision: fast here, and the same on every CPU of the tests."""
+    from ast_audio.bench import speed
+    from ast_audio.model.precision import choose_precision
+
+    monkeypatch.setattr(speed, "choose_precision",
+                        lambda requested="auto", **kw: choose_precision(requested, onnxruntime=False, **kw))
+    torch.manual_seed(0)
+    base = save_model(AST(tiny_config(), frontend=FrontendConfig(target_length=128)), tmp_path / "base")
+    rc, out, err = run_main(capsys, "bench", "--checkpoint", base, "--students", "--precisions", "fp32",
+                            "--compare", "none", "--seconds", "0", "--no-peak", "--repeats", "1", "--batch-size", "1",
+                            "--json", tmp_path / "bench.json")
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "bench.json").read_text())["students"]
+    expected = choose_precision("auto", onnxruntime=False).precision
+    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small"]
+    assert {r["precision"] for r in rows} == {expected}
+    assert "mini" in out

@@ -126,8 +126,9 @@ def student_speeds(base: AST, *, batch: int = DEFAULT_BATCH, repeats: int = DEFA
               for name, config in configs.items()}
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, base.config.input_tdim, base.config.input_fdim, generator=gen) * 0.5
+    choice = choose_precision(precision)  # "auto" resolved once, here at the edge: every model runs the same
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        runners = {name: to_precision(copy.deepcopy(model), precision, cache=tmp) for name, model in models.items()}
+        runners = {name: to_precision(copy.deepcopy(model), choice, cache=tmp) for name, model in models.items()}
         times = interleaved_times({name: (lambda fn=fn: fn(x)) for name, fn in runners.items()}, repeats)
     seconds = base.frontend.duration_s
     rows = []
