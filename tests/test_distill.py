@@ -330,8 +330,8 @@ def test_bench_times_the_students_beside_the_base(capsys):
     config = tiny_config()
     base = AST(config, frontend=FrontendConfig(target_length=128)).eval()
     rows = student_speeds(base, batch=2, repeats=1, precision="fp32")
-    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small"]
-    assert [r["tokens"] for r in rows] == [12 * 12 + 2, 66, 66, 66]
+    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small", "tiny@64", "mini@64", "small@64"]
+    assert [r["tokens"] for r in rows] == [12 * 12 + 2, 66, 66, 66, 34, 34, 34]  # 8 x 8 patches; 4 x 8 at 64 bins
     assert rows[0]["speedup"] == 1.0 and all(r["s_per_clip"] > 0 for r in rows)
     seconds = FrontendConfig(target_length=128).duration_s
     assert rows[1]["gflop_per_10s"] == pytest.approx(ast_flops(DI.ASTConfig(
@@ -357,6 +357,6 @@ def test_bench_students_in_auto_precision_through_the_cli(tmp_path, capsys, monk
     assert rc == 0, err
     rows = json.loads((tmp_path / "bench.json").read_text())["students"]
     expected = choose_precision("auto", onnxruntime=False).precision
-    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small"]
+    assert [r["model"] for r in rows][:4] == ["base (custom)", "tiny", "mini", "small"]
     assert {r["precision"] for r in rows} == {expected}
     assert "mini" in out
