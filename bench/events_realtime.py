@@ -75,8 +75,7 @@ def main() -> int:
 
     import torch
 
-    from ast_audio import AST, ASTConfig, save_model
-    from ast_audio import FrontendConfig
+    from ast_audio import AST, ASTConfig, FrontendConfig, save_model
     from ast_audio.config import STUDENT_SIZES, STUDENT_STRIDE, FrameHeadConfig
     from ast_audio.infer.pipeline import EventPipeline
     from ast_audio.infer.tagger import Tagger

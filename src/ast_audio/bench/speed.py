@@ -137,9 +137,9 @@ def student_speeds(base: AST, *, batch: int = DEFAULT_BATCH, repeats: int = DEFA
     choice = choose_precision(precision)  # "auto" resolved once, here at the edge: every model runs the same
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         runners = {name: to_precision(copy.deepcopy(model), choice, cache=tmp) for name, model in models.items()}
-        calls = {name: (lambda fn=fn, xi=x[..., :configs[name].input_fdim].contiguous(): fn(xi))
-                 for name, fn in runners.items()}
-        times = interleaved_times(calls, repeats)
+        inputs = {name: x[..., :config.input_fdim].contiguous() for name, config in configs.items()}
+        times = interleaved_times({name: (lambda fn=fn, xi=inputs[name]: fn(xi)) for name, fn in runners.items()},
+                                  repeats)
     seconds = base.frontend.duration_s
     rows = []
     for name, config in configs.items():
