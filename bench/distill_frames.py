@@ -2,6 +2,7 @@
 labels into a frame student; event F1 of both on the held-out test scenes.
 
     OMP_NUM_THREADS=1 python bench/distill_frames.py SED_WORK WORK [--scenes 120] [--views 4] [--epochs 30]
+        [--logits-only | --evaluate-only]
 
 SED_WORK is a finished `bench/sed_experiment.py` folder (its frame model SED_WORK/sed/model is the teacher, its
 SED_WORK/test scenes and strong labels the held-out evaluation). In WORK:
@@ -53,18 +54,22 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=120)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--logits-only", action="store_true", help="stop after the teacher's outputs")
+    parser.add_argument("--evaluate-only", action="store_true", help="report on the student already trained")
     args = parser.parse_args()
     from ast_audio.weights.checkpoint import load_model
 
     w, teacher = args.work, args.sed_work / "sed" / "model"
     w.mkdir(parents=True, exist_ok=True)
-    if not args.evaluate_only:
+    if not (w / "logits" / "index.json").exists():  # steps 1-2 once (a rerun goes on with the student)
         cli("scenes", w / "scenes", "--count", args.scenes, "--seconds", 20, *HARD, "--seed", UNLABELLED_SEED)
         clips = cut_clips(w / "scenes", w / "clips", load_model(teacher).frontend.duration_s)
         print(f"{clips} unlabelled clips", flush=True)
         cli("distill", "logits", "--teacher", teacher, "--data", w / "clips", "--views", args.views, "--top-k", 20,
             "--num-workers", 0, "--no-progress", "--force", "-o", w / "logits")
+    if args.logits_only:
+        return
+    if not args.evaluate_only:
         cli("train", "--recipe", "distill", "--logits", w / "logits", "--student", json.dumps(STUDENT), "--epochs",
             args.epochs, "--batch-size", 16, "--lr", "1e-3", "--set", f"lr_scheduler_start={args.epochs // 2}",
             "--num-workers", 0, "--device", "cpu", "--no-progress", "--force", "--set", "tensorboard=false",
