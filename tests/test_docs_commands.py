@@ -97,7 +97,7 @@ EXCLUDED: dict[str, str] = {
     # long benchmarks (minutes of AST-base384 on CPU)
     r"^\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on an idle machine",
     # the distillation measurements of docs/training.md: tens of minutes of training each
-    r"python bench/(distill_demo|distill_frames|sed_experiment)\.py": "a distillation measurement: 10-30 min of training",
+    r"python bench/(distill_demo|distill_frames|sed_experiment)\.py": "a distillation measurement: 10-30 min",
     r"(--teacher|--logits) (WORK|SED)/": "a step of a distillation measurement, in the folder its script made",
     r"^ast-audio distill logits \.\.\. ": "`...` stands for the options of the distill logits line above it",
 }
