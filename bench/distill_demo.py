@@ -2,13 +2,15 @@
 
 1. Labelled demo clips (W/data, `ast_audio.apps.demo.make_dataset`), and the teacher trained on them (`train --recipe
    folder`: the demo's 64-wide 2-block model at 64 mel bins).
-2. Another draw of the demo classes (seed 1), its train/ folder used as unlabelled audio (labels ignored).
+2. Other draws of the demo classes (seeds 1..--draws), their train/ folders used as unlabelled audio (labels
+   ignored; 340 clips per draw).
 3. `ast-audio distill logits` with the teacher on that folder; `ast-audio train --recipe distill` of a student
    (label-free validation: held-out clips scored against the teacher's plain answer).
 4. Held-out mAP of teacher and student on the demo's labelled test split, the top-1 agreement of the two on its
    clips with a class, parameters and GFLOP per input of each, storage per clip-view.
 
-Usage: OMP_NUM_THREADS=2 python bench/distill_demo.py WORKDIR [--views 8] [--teacher-epochs 15] [--epochs 60]
+Usage: OMP_NUM_THREADS=1 python bench/distill_demo.py WORKDIR [--draws 6] [--views 8] [--teacher-epochs 15]
+           [--epochs 100] [--decay-from 40] [--decay 0.95] [--holdout 0.1]
 """
 
 from __future__ import annotations
@@ -60,9 +62,13 @@ def top1_agreement(teacher, student, manifest) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work", type=Path)
+    parser.add_argument("--draws", type=int, default=6, help="unlabelled draws of the demo classes (340 clips each)")
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--teacher-epochs", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--decay-from", type=int, default=40, help="the student's lr decays from this epoch")
+    parser.add_argument("--decay", type=float, default=0.95, help="the student's lr factor per epoch")
+    parser.add_argument("--holdout", type=float, default=0.1, help="stored clips held out for label-free validation")
     parser.add_argument("--evaluate-only", action="store_true", help="report on the runs already in WORKDIR")
     parser.add_argument("--student-out", default="student", help="the student run's folder in WORKDIR")
     args = parser.parse_args()
@@ -74,7 +80,7 @@ def main() -> None:
 
 def run_all(w: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
     make_dataset(data, seed=0)  # labelled: the teacher's training clips and the held-out test split
-    make_dataset(w / "unlabelled", seed=1)  # another draw; its train/ folder is used without its labels
+    unlabelled = unlabelled_list(w, args.draws)  # other draws; their train/ folders are used without labels
     times = {"teacher": sh("train", "--recipe", "folder", "--data", data / "train.csv", "--eval-data",
                            data / "test.csv", "--labels", data / "class_labels_indices.csv", "--init", "none",
                            "--model-config", TEACHER, "--target-length", 200, "--set", "num_mel_bins=64", "--set",
@@ -82,14 +88,26 @@ def run_all(w: Path, data: Path, args: argparse.Namespace) -> dict[str, float]:
                            "selection=last", "--epochs", args.teacher_epochs, "--batch-size", 16, "--lr", "1e-3",
                            "--num-workers", 1, "--device", "cpu", "--no-progress", "--force", "--set",
                            "tensorboard=false", "-o", w / "teacher")}
-    unlabelled = w / "unlabelled" / "train"
     times["logits"] = sh("distill", "logits", "--teacher", w / "teacher" / "model", "--data", unlabelled, "--views",
                          args.views, "--top-k", 20, "--num-workers", 1, "--no-progress", "--force", "-o", w / "logits")
     times["student"] = sh("train", "--recipe", "distill", "--logits", w / "logits", "--student", STUDENT,
                           "--epochs", args.epochs, "--batch-size", 16, "--lr", "1e-3", "--set",
-                          f"lr_scheduler_start={args.epochs // 2}", "--num-workers", 1, "--device", "cpu",
+                          f"lr_scheduler_start={args.decay_from}", "--set", f"lr_scheduler_decay={args.decay}",
+                          "--set", f"holdout={args.holdout}", "--num-workers", 1, "--device", "cpu",
                           "--no-progress", "--force", "--set", "tensorboard=false", "-o", w / "student")
     return times
+
+
+def unlabelled_list(w: Path, draws: int) -> Path:
+    """Draws 1..`draws` of the demo classes (W/unlabelled, W/unlabelled2, ...); the list of their training clips."""
+    files = []
+    for seed in range(1, draws + 1):
+        folder = w / ("unlabelled" if seed == 1 else f"unlabelled{seed}")
+        make_dataset(folder, seed=seed)
+        files += sorted(str(p) for p in (folder / "train").rglob("*.wav"))
+    listing = w / "unlabelled.txt"
+    listing.write_text("\n".join(files) + "\n")
+    return listing
 
 
 def report(w: Path, data: Path, times: dict[str, float], student_run: Path) -> None:

@@ -321,11 +321,33 @@ def test_bench_times_the_students_beside_the_base(capsys):
     config = tiny_config()
     base = AST(config, frontend=FrontendConfig(target_length=128)).eval()
     rows = student_speeds(base, batch=2, repeats=1, precision="fp32")
-    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small"]
-    assert [r["tokens"] for r in rows] == [12 * 12 + 2, 66, 66, 66]
+    assert [r["model"] for r in rows] == ["base (custom)", "tiny", "mini", "small", "tiny@64", "mini@64", "small@64"]
+    assert [r["tokens"] for r in rows] == [12 * 12 + 2, 66, 66, 66, 34, 34, 34]  # 8 x 8 patches; 4 x 8 at 64 bins
     assert rows[0]["speedup"] == 1.0 and all(r["s_per_clip"] > 0 for r in rows)
     seconds = FrontendConfig(target_length=128).duration_s
     assert rows[1]["gflop_per_10s"] == pytest.approx(ast_flops(DI.ASTConfig(
         model_size="tiny224", fstride=16, tstride=16, input_tdim=128, num_classes=5))["total"] / 1e9 * 10 / seconds)
     assert rows[3]["parameters"] > rows[2]["parameters"] > rows[1]["parameters"]
     assert "small" in format_students(rows)
+
+
+def test_bench_students_in_auto_precision_through_the_cli(tmp_path, capsys, monkeypatch):
+    """`ast-audio bench --students` with its default `--students-precision auto` resolves auto once and times
+    every student in what it picked (it stopped with "precision auto must be resolved first"). onnxruntime is
+    hidden from the choice so that auto is a torch precision: fast here, and the same on every CPU of the tests."""
+    from ast_audio.bench import speed
+    from ast_audio.model.precision import choose_precision
+
+    monkeypatch.setattr(speed, "choose_precision",
+                        lambda requested="auto", **kw: choose_precision(requested, onnxruntime=False, **kw))
+    torch.manual_seed(0)
+    base = save_model(AST(tiny_config(), frontend=FrontendConfig(target_length=128)), tmp_path / "base")
+    rc, out, err = run_main(capsys, "bench", "--checkpoint", base, "--students", "--precisions", "fp32",
+                            "--compare", "none", "--seconds", "0", "--no-peak", "--repeats", "1", "--batch-size", "1",
+                            "--json", tmp_path / "bench.json")
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "bench.json").read_text())["students"]
+    expected = choose_precision("auto", onnxruntime=False).precision
+    assert [r["model"] for r in rows][:4] == ["base (custom)", "tiny", "mini", "small"]
+    assert {r["precision"] for r in rows} == {expected}
+    assert "mini" in out

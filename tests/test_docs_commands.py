@@ -96,6 +96,10 @@ EXCLUDED: dict[str, str] = {
     r"^ast-audio tag --files-from /data/archive": "an archive of audio files on a cluster's disk",
     # long benchmarks (minutes of AST-base384 on CPU)
     r"^\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on an idle machine",
+    # the distillation measurements of docs/training.md: tens of minutes of training each
+    r"python bench/(distill_demo|distill_frames|sed_experiment)\.py": "a distillation measurement: 10-30 min",
+    r"(--teacher|--logits) (WORK|SED)/": "a step of a distillation measurement, in the folder its script made",
+    r"^ast-audio distill logits \.\.\. ": "`...` stands for the options of the distill logits line above it",
 }
 
 # (pattern, replacement): applied in order with re.sub to a runnable command before it runs; each says what the

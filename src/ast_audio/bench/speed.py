@@ -18,6 +18,7 @@ are timing.py, the peers peers.py.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -110,25 +111,35 @@ def realtime_factor(model: Any, seconds: float, batch: int, seed: int = 0, repea
             "hour_s": 3600.0 / factor}
 
 
+STUDENT_MEL_BINS = 64  # CED's students' input: half AST's 128 mel bins, half the tokens
+
+
 def student_speeds(base: AST, *, batch: int = DEFAULT_BATCH, repeats: int = DEFAULT_REPEATS,
                    precision: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
     """Seconds per clip at batch `batch` (best of `repeats` interleaved rounds) of `base` and of the distillation
-    students (`STUDENT_SIZES`, random weights, 16x16 patches at stride 16, on `base`'s input and classes), all in
-    `precision` (auto: what `choose_precision` picks here), with GFLOP per 10 s of audio and the speed-up over
-    `base`: [{"model", "parameters", "tokens", "gflop_per_10s", "s_per_clip", "speedup"}], `base` first."""
+    students (`STUDENT_SIZES`, random weights, 16x16 patches at stride 16, on `base`'s input length and classes; each
+    on `base`'s mel bins, then, named "<size>@64", on CED's 64 mel bins where `base` has more), all in `precision`
+    (auto: what `choose_precision` picks here, once), with GFLOP per 10 s of audio and the speed-up over `base`:
+    [{"model", "precision", "parameters", "tokens", "gflop_per_10s", "s_per_clip", "speedup"}], `base` first."""
     torch.manual_seed(seed)
+    fdim, tdim = base.config.input_fdim, base.config.input_tdim
     configs = {"base": base.config}
-    for name, size in STUDENT_SIZES.items():
-        configs[name] = ASTConfig(model_size=size, fstride=STUDENT_STRIDE, tstride=STUDENT_STRIDE,
-                                  input_fdim=base.config.input_fdim, input_tdim=base.config.input_tdim,
-                                  num_classes=base.config.num_classes)
-    models = {name: base if name == "base" else AST(config, frontend=base.frontend).eval()
+    for bins in [fdim] + ([STUDENT_MEL_BINS] if fdim > STUDENT_MEL_BINS else []):
+        for name, size in STUDENT_SIZES.items():
+            configs[name if bins == fdim else f"{name}@{bins}"] = ASTConfig(
+                model_size=size, fstride=STUDENT_STRIDE, tstride=STUDENT_STRIDE, input_fdim=bins, input_tdim=tdim,
+                num_classes=base.config.num_classes)
+    models = {name: base if name == "base" else
+              AST(config, frontend=dataclasses.replace(base.frontend, num_mel_bins=config.input_fdim)).eval()
               for name, config in configs.items()}
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, base.config.input_tdim, base.config.input_fdim, generator=gen) * 0.5
+    x = torch.randn(batch, tdim, fdim, generator=gen) * 0.5  # (B, T, F); a 64-bin student reads its first 64
+    choice = choose_precision(precision)  # "auto" resolved once, here at the edge: every model runs the same
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        runners = {name: to_precision(copy.deepcopy(model), precision, cache=tmp) for name, model in models.items()}
-        times = interleaved_times({name: (lambda fn=fn: fn(x)) for name, fn in runners.items()}, repeats)
+        runners = {name: to_precision(copy.deepcopy(model), choice, cache=tmp) for name, model in models.items()}
+        inputs = {name: x[..., :config.input_fdim].contiguous() for name, config in configs.items()}
+        times = interleaved_times({name: (lambda fn=fn, xi=inputs[name]: fn(xi)) for name, fn in runners.items()},
+                                  repeats)
     seconds = base.frontend.duration_s
     rows = []
     for name, config in configs.items():

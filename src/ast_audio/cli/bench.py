@@ -46,7 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peaks")
     bench.add_argument("--json", metavar="OUT", help="also write the results as JSON (atomically)")
     bench.add_argument("--students", action="store_true", help="also time the distillation students tiny/mini/small "
-                       "(random weights) beside the model in --precision (s/clip, GFLOP per 10 s, speed-up)")
+                       "(random weights; on the model's mel bins and on 64) beside the model in "
+                       "--students-precision (s/clip, GFLOP per 10 s, speed-up)")
     bench.add_argument("--students-precision", default="auto", choices=PRECISION_CHOICES, metavar="P",
                        help="precision of the --students table (default auto)")
     bench.add_argument("--accuracy", action="store_true",
