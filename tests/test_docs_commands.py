@@ -27,7 +27,7 @@ How it works:
 
 Subprocesses get OMP_NUM_THREADS=1 and HF_HUB_OFFLINE=1, and `ast-audio`/`python` on PATH are the interpreter
 running the tests (with the package it imports), whatever the docs' `.venv/bin/` prefix. The walk takes minutes
-(the demo's training, then ~50 commands of a few seconds each): it is marked slow.
+(the demo's training, then ~110 commands of a few seconds each, each a fresh interpreter): it is marked slow.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from conftest import tiny_model, write_tone
 from fake_datasets import ESC50_CATEGORIES, make_audioset, make_esc50, make_folder
 from helpers import make_fake_hub_cache, ref_model, save_reference
 
-pytestmark = pytest.mark.slow  # the demo run plus ~50 commands: minutes, not seconds
+pytestmark = pytest.mark.slow  # the demo run plus ~110 commands: minutes, not seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -113,9 +113,10 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"^(ast-audio serve\b(?!.*--port).*)$", r"\1 --port 0"),  # 8000 may be taken on a shared machine
     (r"--port 8000\b", "--port 0"),
     # the scenes of docs/events.md (5 x 120 s test, 3 x 120 s calibration, 120 x 20 s training, 6 x 20 s
-    # validation), README.md (100 x 20 s) and docs/training.md (20 x 10 s): 2 x 20 s each
+    # validation), README.md (100 x 20 s) and docs/training.md (20 of the default length): 2 x 20 s each
     (r"^(ast-audio scenes \S+) --count (?:[3-9]|\d{2,})(?: --seconds \d+)?", r"\1 --count 2 --seconds 20"),
     (r"^(ast-audio train --recipe (?:sed|distill)\b.*)$", r"\1 --epochs 1"),  # these recipes' 30 (or 40) epochs: 1
+    (r"^(ast-audio train --recipe folder\b.*--finetune linear\b.*)$", r"\1 --epochs 2"),  # the linear probes: 2
     # docs/cli.md's resume example: the demo's small model instead of AST-base384 from scratch, in a folder of its
     # own (WORKSPACE's runs/mine holds the finished model other pages use)
     (r"^(ast-audio train --recipe folder --data my_sounds/ --epochs [24]) -o runs/mine\b",
@@ -125,7 +126,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"^ast-audio distill logits \.\.\.", "ast-audio distill logits --teacher MIT/ast-finetuned-audioset-10-10-0.4593 "
      "--data my_recordings/ --views 10 --top-k 20"),
     # bench/distill_demo.py's work folder, and its runs (teacher 15 epochs, 8 views, student 60 epochs) made short
-    (r"^(python bench/distill_demo\.py) WORK\b(?!/)(?! --evaluate-only)", r"\1 WORK --views 1 --teacher-epochs 1 --epochs 2"),
+    (r"^(python bench/distill_demo\.py) WORK\b(?!/)(?! --evaluate-only)",
+     r"\1 WORK --views 1 --teacher-epochs 1 --epochs 2"),
     (r"^(ast-audio distill logits --teacher WORK/teacher/model .*)--views 8\b", r"\1--views 1"),
     (r"\bWORK\b", "work"),
     # docs/training.md: the distillation students timed beside the demo's model instead of AST-base384 (minutes)
@@ -472,8 +474,8 @@ class Walk:
         text, cwd, kind = substituted(command), self.folder(command.file), runner(command)
         if kind == "synopsis":
             unknown = unknown_options(text)
-            return Outcome(not unknown, f"the synopsis names options `{text.split()[0]}` does not take (or takes only as a "
-                       f"deprecated spelling): {unknown}")
+            return Outcome(not unknown, f"the synopsis names options `{text.split()[0]}` does not take (or takes "
+                           f"only as a deprecated spelling): {unknown}")
         if kind == "demo":
             return self._demo(text, cwd)
         if kind == "server":
@@ -570,6 +572,12 @@ def test_the_walk_finds_the_docs_commands():
     assert not any(c.text.startswith("ast-audio fp32") for c in COMMANDS)  # bench output tables are not commands
     assert not any(c.text.startswith("ast-audio serve:") for c in COMMANDS)  # nor a server's log line
     assert len(COMMANDS) > 60
+
+
+def test_synopses_name_no_deprecated_spelling():
+    """A synopsis that names an old spelling (a hidden alias such as train's --out) fails like an unknown option."""
+    assert unknown_options("ast-audio train --recipe sed --data FOLDER [--out OUT]") == ["--out"]
+    assert unknown_options("ast-audio train --recipe sed --data FOLDER [-o OUT] [--labels CSV]") == []
 
 
 def test_every_command_is_classified():
