@@ -27,7 +27,7 @@ How it works:
 
 Subprocesses get OMP_NUM_THREADS=1 and HF_HUB_OFFLINE=1, and `ast-audio`/`python` on PATH are the interpreter
 running the tests (with the package it imports), whatever the docs' `.venv/bin/` prefix. The walk takes minutes
-(the demo's training, then ~50 commands of a few seconds each): it is marked slow.
+(the demo's training, then ~110 commands of a few seconds each, each a fresh interpreter): it is marked slow.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 import ast_audio
 from ast_audio.apps.demo import CLASSES as DEMO_CLASSES
 from ast_audio.cli.main import build_parser
+from ast_audio.config import FrameHeadConfig
 from ast_audio.labels import builtin_labels
 from ast_audio.weights.checkpoint import save_model
 from ast_audio.weights.hub import DEFAULT_MODEL
@@ -58,7 +60,7 @@ from conftest import tiny_model, write_tone
 from fake_datasets import ESC50_CATEGORIES, make_audioset, make_esc50, make_folder
 from helpers import make_fake_hub_cache, ref_model, save_reference
 
-pytestmark = pytest.mark.slow  # the demo run plus ~50 commands: minutes, not seconds
+pytestmark = pytest.mark.slow  # the demo run plus ~110 commands: minutes, not seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -82,24 +84,28 @@ EXCLUDED: dict[str, str] = {
     # real data sets and the paper's recipes: hours of AST-base training or data that is not here
     r"--recipe audioset-(full|balanced) --data (unbal|balanced_train|bal)\S* --eval":
         "AudioSet and AST-base: days of GPU time",
-    r"--recipe esc50 --data ESC-50-master( --fold 3)? --out": "5 (or 1) folds of AST-base384 training: hours",
+    r"--recipe esc50 --data ESC-50-master( --fold 3)? -o": "5 (or 1) folds of AST-base384 training: hours",
     r"--recipe esc50 --data ESC-50-master --init audioset:":
         "5 folds x 25 epochs of ESC-50 from the AudioSet model: hours (over 5 min even from a tiny stand-in)",
     r"--recipe esc50 --data ESC-50-master --finetune last:2": "fine-tuning AST-base384 on ESC-50: hours",
     r"--recipe speechcommands": "Speech Commands with AST-base384: hours",
     r"--init audioset --finetune lora": "30 epochs of LoRA on the 1024-frame AudioSet model: over 5 min even from "
         "the small stand-in of the default checkpoint (tests/test_finetune.py tests LoRA)",
-    r"^ast-audio train --recipe folder --data my_sounds/ --out runs/mine$":
+    r"^ast-audio train --recipe folder --data my_sounds/ -o runs/mine$":
         "the folder recipe trains AST-base384 from scratch: hours on CPU",
     r"^ast-audio train \.\.\. --resume": "continues a killed run of the paper's recipes (see above)",
     r"^ast-audio eval --checkpoint runs/as(-full)?/model --ensemble": "AudioSet evaluation with AST-base models",
     r"^ast-audio tag --files-from /data/archive": "an archive of audio files on a cluster's disk",
     # long benchmarks (minutes of AST-base384 on CPU)
     r"^\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on an idle machine",
-    # the distillation measurements of docs/training.md: tens of minutes of training each
-    r"python bench/(distill_demo|distill_frames|sed_experiment)\.py": "a distillation measurement: 10-30 min",
-    r"(--teacher|--logits) (WORK|SED)/": "a step of a distillation measurement, in the folder its script made",
-    r"^ast-audio distill logits \.\.\. ": "`...` stands for the options of the distill logits line above it",
+    # the frame-distillation measurement of docs/training.md: the 18-min sed experiment, then 30 min of training
+    r"python bench/(distill_frames|sed_experiment)\.py": "a frame-distillation measurement: 10-30 min",
+    r"(--teacher|--logits) SED/|--logits WORK/logits .*frame_head": "a step of the frame-distillation measurement, "
+        "in the folders its scripts made",
+    r"--device cuda": "a CUDA GPU",
+    r"--checkpoint runs/mini/model": "the student that the `--device cuda` run above it trains",
+    r"^OMP_NUM_THREADS=1 \.venv/bin/python bench/sed_experiment\.py -o": "issue 20's whole experiment: 18 min "
+        "(tests/test_sed_experiment.py runs its small preset; the commands it runs are walked below it)",
 }
 
 # (pattern, replacement): applied in order with re.sub to a runnable command before it runs; each says what the
@@ -110,8 +116,26 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"/tmp/audioset_10_10\.pth", "audioset_10_10.pth"),  # a small 527-output reference checkpoint
     (r"^(ast-audio serve\b(?!.*--port).*)$", r"\1 --port 0"),  # 8000 may be taken on a shared machine
     (r"--port 8000\b", "--port 0"),
-    # the 5 x 120 s test scenes and 3 x 120 s calibration scenes of docs/events.md: 2 x 20 s each
-    (r"^(ast-audio scenes \w+) --count [35] --seconds 120", r"\1 --count 2 --seconds 20"),
+    # the scenes of docs/events.md (5 x 120 s test, 3 x 120 s calibration, 120 x 20 s training, 6 x 20 s
+    # validation), README.md (100 x 20 s) and docs/training.md (20 of the default length): 2 x 20 s each
+    (r"^(ast-audio scenes \S+) --count (?:[3-9]|\d{2,})(?: --seconds \d+)?", r"\1 --count 2 --seconds 20"),
+    (r"^(ast-audio train --recipe (?:sed|distill)\b.*)$", r"\1 --epochs 1"),  # these recipes' 30 (or 40) epochs: 1
+    (r"^(ast-audio train --recipe folder\b.*--finetune linear\b.*)$", r"\1 --epochs 2"),  # the linear probes: 2
+    # docs/cli.md's resume example: the demo's small model instead of AST-base384 from scratch, in a folder of its
+    # own (WORKSPACE's runs/mine holds the finished model other pages use)
+    (r"^(ast-audio train --recipe folder --data my_sounds/ --epochs [24]) -o runs/mine\b",
+     r"\1 --init checkpoint:demo/model -o runs/mine-resume"),
+    (r"--checkpoint runs/sed/model\b", "--checkpoint frame/model"),  # docs/live.md: a tiny frame model
+    # docs/training.md's distillation: `...` is the teacher and data of the command above it
+    (r"^ast-audio distill logits \.\.\.", "ast-audio distill logits --teacher MIT/ast-finetuned-audioset-10-10-0.4593 "
+     "--data my_recordings/ --views 10 --top-k 20"),
+    # bench/distill_demo.py's work folder, and its runs (teacher 15 epochs, 8 views, student 60 epochs) made short
+    (r"^((?:OMP_NUM_THREADS=1 )?python bench/distill_demo\.py) WORK\b(?!/)(?! --evaluate-only)",
+     r"\1 WORK --draws 1 --views 1 --teacher-epochs 1 --epochs 2"),
+    (r"^(ast-audio distill logits --teacher WORK/teacher/model .*)--views 8\b", r"\1--views 1"),
+    (r"\bWORK\b", "work"),
+    # docs/training.md: the distillation students timed beside the demo's model instead of AST-base384 (minutes)
+    (r"^(ast-audio bench --students\b.*)$", r"\1 --checkpoint demo/model"),
 ]
 
 
@@ -127,6 +151,13 @@ def _clips(path: Path, assets: Assets) -> None:
     path.mkdir()
     _tone(path / "one.wav", assets)
     _tone(path / "two.wav", assets)
+
+
+def _s16le(path: Path, assets: Assets) -> None:
+    wav = path.with_suffix(".wav")
+    write_tone(wav, seconds=3.0, freq=880.0)
+    path.write_bytes(sf.read(wav, dtype="int16")[0].tobytes())
+    wav.unlink()
 
 
 def _link(target: Callable[[Assets], Path]) -> Callable[[Path, Assets], None]:
@@ -155,6 +186,14 @@ WORKSPACE: dict[str, Callable[[Path, Assets], None]] = {
     "class_labels_indices.csv": _link(lambda a: a.audioset / "class_labels_indices.csv"),
     "audioset_10_10.pth": _link(lambda a: a.audioset_pth),
     "list.txt": lambda path, assets: path.write_text("clip.wav\na.wav\nlong.flac\n"),  # `--files-from LIST`
+    "frame/model": _link(lambda a: a.frame_model),  # a model with a frame head (`train --recipe sed`'s output)
+    "audio.s16le": _s16le,  # `listen --input - < audio.s16le`: raw 16 kHz mono int16
+    "demo-output": _link(lambda a: a.demo),  # `ast-audio demo`'s default output folder
+    "rec.wav": _tone,
+    "my_recordings": _clips,  # unlabelled audio for `distill logits`
+    "runs/a/model": _link(lambda a: a.demo / "model"),  # an ensemble of teachers with the same classes
+    "runs/b/model": _link(lambda a: a.demo / "model"),
+    "labelled_clips": _link(lambda a: a.labelled),  # classes of the default (AudioSet) teacher
     "bench": _link(lambda a: ROOT / "bench"),
     "docs/images": lambda path, assets: path.mkdir(),  # pictures the docs regenerate land here, not in the repo
 }
@@ -169,6 +208,7 @@ RUNNERS: dict[str, str] = {
 # ---------------------------------------------------------------------------------------------------------------
 # Reading the docs
 
+DEPRECATED = "is deprecated; use"  # the warning of an old option spelling (cli/args.py: `warn_deprecated`)
 PROGRAM = re.compile(r"^(?:[A-Za-z_]\w*=\S*\s+)*(\S+)")  # the program of a command, after VAR=value settings
 PLACEHOLDER = re.compile(r"(?<![\w./-])(?:[A-Z][A-Z0-9_]*(?:\.\.\.)?|\.\.\.)(?![\w./=-])|\[-")
 
@@ -316,11 +356,13 @@ def unclassified(command: DocCommand) -> list[str]:
 
 
 def unknown_options(synopsis: str) -> list[str]:
-    """The options a synopsis names that its command does not take (ast-audio's own options before it count)."""
+    """The options a synopsis names that its command does not take, or takes only as a deprecated spelling
+    (ast-audio's own options before it count)."""
     name = next((w for w in synopsis.split()[1:] if w in SUBCOMMANDS), None)
     if name is None:
         return [f"no ast-audio command in {synopsis!r}"]
-    known = {o for a in [*PARSERS[""]._actions, *PARSERS[name]._actions] for o in a.option_strings}
+    actions = [*PARSERS[""]._actions, *PARSERS[name]._actions]
+    known = {o for a in actions if type(a).__name__ != "DeprecatedAlias" for o in a.option_strings}
     named = re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", synopsis.split(" " + name, 1)[1])
     return [option for option in named if option not in known]
 
@@ -338,6 +380,8 @@ class Assets:
     folder: Path  # class sub-folders named as the demo's classes (3 short clips each)
     esc50: Path  # the ESC-50 release layout, 4 classes
     esc50_model: Path  # a tiny native model whose labels are those 4 ESC-50 classes
+    frame_model: Path  # a tiny native model with a frame head (what `train --recipe sed` writes)
+    labelled: Path  # class sub-folders named as AudioSet classes (the default checkpoint's)
     audioset: Path  # train.json, eval.json, class_labels_indices.csv
     audioset_pth: Path  # a small 527-output checkpoint in the reference's .pth format
     hub: Path  # HF_HUB_CACHE holding the default checkpoint's stand-in (see `_default_model_stand_in`)
@@ -373,6 +417,8 @@ def make_assets(root: Path, demo: Path) -> Assets:
     return Assets(root=root, demo=demo, folder=make_folder(root / "folder", classes=DEMO_CLASSES, clips_per_class=3),
                   esc50=make_esc50(root / "esc50", classes=4, clips_per_class_per_fold=1),
                   esc50_model=save_model(model, root / "esc50-model"), audioset=root / "audioset",
+                  labelled=make_folder(root / "labelled", classes=("Speech", "Music"), clips_per_class=3),
+                  frame_model=save_model(tiny_model(6, frame_head=FrameHeadConfig(hidden=16)), root / "frame-model"),
                   audioset_pth=root / "audioset_10_10.pth", hub=_default_model_stand_in(root / "hub"),
                   bin=_make_bin(root / "bin"))
 
@@ -432,7 +478,8 @@ class Walk:
         text, cwd, kind = substituted(command), self.folder(command.file), runner(command)
         if kind == "synopsis":
             unknown = unknown_options(text)
-            return Outcome(not unknown, f"the synopsis names options `{text.split()[0]}` does not take: {unknown}")
+            return Outcome(not unknown, f"the synopsis names options `{text.split()[0]}` does not take (or takes "
+                           f"only as a deprecated spelling): {unknown}")
         if kind == "demo":
             return self._demo(text, cwd)
         if kind == "server":
@@ -445,6 +492,8 @@ class Walk:
             return Outcome(False, f"`{text}` did not finish within {TIMEOUT_S} s")
         report = (f"`{text}` in {cwd} exited {proc.returncode} after {time.monotonic() - started:.1f} s\n"
                   f"stdout (end):\n{proc.stdout[-1500:]}\nstderr (end):\n{proc.stderr[-3000:]}")
+        if DEPRECATED in proc.stderr:
+            return Outcome(False, f"the docs use a deprecated spelling (write the new one)\n{report}")
         if command.expect_error is None:
             return Outcome(proc.returncode == 0, report)
         documented = command.expect_error[:40]
@@ -452,13 +501,15 @@ class Walk:
                        f"expected the documented error 'ast-audio: error: {documented}...'\n{report}")
 
     def _demo(self, text: str, cwd: Path) -> Outcome:
-        """`ast-audio demo [--out DIR]` is the session's demo_run (the same command, run once for the suite)."""
-        out = re.fullmatch(r"ast-audio demo(?: --out (\S+))?", text)
+        """`ast-audio demo [-o DIR]` is the session's demo_run (the same command, run once for the suite)."""
+        out = re.fullmatch(r"ast-audio demo(?: (?:-o|--output) (\S+))?(?: --seed 0)?(?: --seconds-budget \S+)?", text)
         if out is None:
-            return Outcome(False, f"`{text}`: only `ast-audio demo [--out DIR]` is the session's demo run; run other "
-                           "options as a command of their own or exclude them")
+            return Outcome(False, f"`{text}`: only `ast-audio demo [-o DIR] [--seed 0] [--seconds-budget S]` (the "
+                           "budget only warns) is the session's demo run; run other options as a command of their "
+                           "own or exclude them")
         target = cwd / (out.group(1) or "demo-output")
         if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(self.assets.demo, target_is_directory=True)
         return Outcome(target.resolve() == self.assets.demo.resolve(), f"`{text}`: the session's demo run, "
                        f"{self.assets.demo}; {target} is not it")
@@ -482,6 +533,8 @@ class Walk:
                 if line is None:
                     break
                 seen.append(line)
+                if DEPRECATED in line:
+                    return Outcome(False, f"`{text}`: the docs use a deprecated spelling: {line}")
                 if "listening on" in line:
                     return Outcome(True, "".join(seen))
             return Outcome(False, f"`{text}` exited {proc.poll()} without listening:\n{''.join(seen)[-3000:]}")
@@ -523,6 +576,12 @@ def test_the_walk_finds_the_docs_commands():
     assert not any(c.text.startswith("ast-audio fp32") for c in COMMANDS)  # bench output tables are not commands
     assert not any(c.text.startswith("ast-audio serve:") for c in COMMANDS)  # nor a server's log line
     assert len(COMMANDS) > 60
+
+
+def test_synopses_name_no_deprecated_spelling():
+    """A synopsis that names an old spelling (a hidden alias such as train's --out) fails like an unknown option."""
+    assert unknown_options("ast-audio train --recipe sed --data FOLDER [--out OUT]") == ["--out"]
+    assert unknown_options("ast-audio train --recipe sed --data FOLDER [-o OUT] [--labels CSV]") == []
 
 
 def test_every_command_is_classified():
