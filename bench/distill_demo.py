@@ -104,8 +104,8 @@ def unlabelled_list(w: Path, draws: int) -> Path:
     for seed in range(1, draws + 1):
         folder = w / ("unlabelled" if seed == 1 else f"unlabelled{seed}")
         make_dataset(folder, seed=seed)
-        files += sorted(str(p) for p in (folder / "train").rglob("*.wav"))
-    listing = w / "unlabelled.txt"
+        files += sorted(str(p.relative_to(w)) for p in (folder / "train").rglob("*.wav"))
+    listing = w / "unlabelled.txt"  # paths relative to the list's folder, as --data LIST reads them
     listing.write_text("\n".join(files) + "\n")
     return listing
 

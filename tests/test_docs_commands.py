@@ -100,8 +100,6 @@ EXCLUDED: dict[str, str] = {
     r"^\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on an idle machine",
     # the frame-distillation measurement of docs/training.md: the 18-min sed experiment, then 30 min of training
     r"python bench/(distill_frames|sed_experiment)\.py": "a frame-distillation measurement: 10-30 min",
-    r"(--teacher|--logits) SED/|--logits WORK/logits .*frame_head": "a step of the frame-distillation measurement, "
-        "in the folders its scripts made",
     r"--device cuda": "a CUDA GPU",
     r"--checkpoint runs/mini/model": "the student that the `--device cuda` run above it trains",
     r"^OMP_NUM_THREADS=1 \.venv/bin/python bench/sed_experiment\.py -o": "issue 20's whole experiment: 18 min "
@@ -132,7 +130,6 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     # bench/distill_demo.py's work folder, and its runs (teacher 15 epochs, 8 views, student 60 epochs) made short
     (r"^((?:OMP_NUM_THREADS=1 )?python bench/distill_demo\.py) WORK\b(?!/)(?! --evaluate-only)",
      r"\1 WORK --draws 1 --views 1 --teacher-epochs 1 --epochs 2"),
-    (r"^(ast-audio distill logits --teacher WORK/teacher/model .*)--views 8\b", r"\1--views 1"),
     (r"\bWORK\b", "work"),
     # docs/training.md: the distillation students timed beside the demo's model instead of AST-base384 (minutes)
     (r"^(ast-audio bench --students\b.*)$", r"\1 --checkpoint demo/model"),
