@@ -54,6 +54,7 @@ TRAIN_SETTINGS = ["--lr", "1e-3", "--set", "mixup=0", "--set", "freqm=0", "--set
 # Sizes: test scenes (count, seconds), training scenes, validation scenes, training epochs; seeds are fixed below.
 PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(test=(3, 120), train=(120, 20), valid=(6, 20), epochs=30),
+    "full240": dict(test=(3, 120), train=(240, 20), valid=(6, 20), epochs=30),  # twice the training scenes
     "small": dict(test=(2, 20), train=(100, 20), valid=(2, 10), epochs=6),
 }
 SEEDS = dict(test=101, train=100, valid=102, train_run=0, head=0, demo=0)
@@ -251,7 +252,8 @@ def sweep(model_dir: Path, scenes: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("sed-experiment"), help="work folder (replaced)")
-    parser.add_argument("--small", action="store_true", help="the small preset (tiny scenes, 2 epochs): the test's")
+    parser.add_argument("--small", action="store_true", help="the small preset (tiny scenes, 6 epochs): the test's")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset by name (default: full, or small)")
     parser.add_argument("--demo-model", type=Path, help="use this demo model instead of training one")
     parser.add_argument("--sweep", nargs=2, type=Path, metavar=("MODEL", "SCENES"),
                         help="print detection settings' event/segment F1 on SCENES with the frame model MODEL")
@@ -262,7 +264,7 @@ def main() -> None:
     if args.output.exists():
         shutil.rmtree(args.output)
     args.output.mkdir(parents=True)
-    rows = run(args.output, PRESETS["small" if args.small else "full"], args.demo_model)
+    rows = run(args.output, PRESETS[args.preset or ("small" if args.small else "full")], args.demo_model)
     print(table(rows))
 
 
