@@ -332,3 +332,14 @@ def test_score_files_skips_what_cannot_be_decoded(tmp_path):
     assert errors == [str(tmp_path / "b.wav")] and ticks == [(0, 2), (1, 2), (2, 2)]
     with pytest.raises(AstAudioError):
         pipeline.score_files({"b": tmp_path / "b.wav"})
+
+
+def test_help_says_which_defaults_apply_to_which_kind(capsys):
+    """`events --help` and `listen --help` state both rules (the values tests above check in use)."""
+    for command in ("events", "listen"):
+        rc, out, _ = run_main(capsys, command, "--help")
+        text = " ".join(out.split())  # argparse wraps lines
+        assert rc == 0
+        assert ("a clip model threshold 0.5, hysteresis 0.5, median 1, min duration 0 s, merge gap 0 s" in text and
+                "a frame model threshold 0.5, hysteresis 0.5, median 3, min duration 0.2 s, merge gap 0.2 s" in text)
+        assert "default: 1 for a clip model, 3 frame columns for a frame model" in text or command == "listen"

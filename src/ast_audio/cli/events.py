@@ -50,16 +50,16 @@ if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help`
 odd_int = option_type("median")  # the same ranges as the server's fields (ast_audio.config.OPTION_RANGES)
 
 
-def kind_defaults() -> str:
-    """The detection defaults by kind of model, in words (events', calibrate's and listen's help)."""
-    clip, frame = CLIP_DETECTION, FRAME_DETECTION
+def kind_defaults(refinement: bool = True) -> str:
+    """The detection defaults by kind of model, in words (events' and listen's help); `refinement`: say which kind
+    refines boundaries with the recording's energy (not for listen, which never does)."""
 
     def rule(d: DetectionDefaults, refine: str) -> str:
         return (f"threshold {DEFAULT_THRESHOLD:g}, hysteresis {DEFAULT_HYSTERESIS:g}, median {d.median_windows}, "
-                f"min duration {d.min_duration_s:g} s, merge gap {d.merge_gap_s:g} s, {refine}")
+                f"min duration {d.min_duration_s:g} s, merge gap {d.merge_gap_s:g} s" + (refine if refinement else ""))
 
-    return (f"Defaults by kind of model: a clip model {rule(clip, 'energy refinement')}; a frame model "
-            f"{rule(frame, 'no refinement')} (its median in frame columns)")
+    return (f"Defaults by kind of model: a clip model {rule(CLIP_DETECTION, ', energy refinement')}; a frame model "
+            f"{rule(FRAME_DETECTION, ', no refinement')} (its median in frame columns)")
 
 
 def _add_detection_args(parser: argparse.ArgumentParser) -> None:

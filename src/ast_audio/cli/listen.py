@@ -45,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "the frame scores of the columns they completed. Latency = the hop plus one window's "
         "compute. Sources: the default microphone (needs the `live` extra: sounddevice + PortAudio), "
         "`--input -` raw PCM on stdin (e.g. ffmpeg -i rtsp://... -f s16le -ac 1 -ar 16000 - | ast-audio listen "
-        "--input -), or `--input FILE [--realtime]`. " + kind_defaults() + ".")
+        "--input -), or `--input FILE [--realtime]`. " + kind_defaults(refinement=False) + ".")
     add_checkpoint_arg(listen)
     add_precision_arg(listen, default="auto")
     add_device_arg(listen)
