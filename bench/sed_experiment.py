@@ -1,6 +1,6 @@
 """Clip model vs frame model on generated scenes in the harder conditions (issue 20), end to end from nothing.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/sed_experiment.py [-o WORKDIR] [--small] [--demo-model DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/sed_experiment.py [-o WORKDIR] [--small | --preset NAME] [--demo-model DIR]
     OMP_NUM_THREADS=1 .venv/bin/python bench/sed_experiment.py --sweep MODEL SCENES   # detection settings
 
 Every step runs the real CLI with fixed seeds and `THREADS` torch/BLAS threads (numbers do not depend on the
@@ -15,20 +15,20 @@ machine's load; nothing stops on a time budget), in a fresh WORKDIR (default ./s
    length and normalisation), with the recipe's defaults but `TRAIN_SETTINGS` and the preset's epochs;
 4. the clip model: `ast-audio events` with its defaults, then `ast-audio eval-events`;
 5. the frame model, and as a reference the demo model with an untrained frame head (what training starts from):
-   frame scores and events by `frame_events` (below), then `ast-audio eval-events`;
+   `ast-audio events` with its defaults too (for a frame model: one pass per window, hop = window, the frame scores
+   stitched on one gapless grid, the frame rule `ast_audio.infer.names.FRAME_DETECTION`, no energy refinement; the
+   score tables are the columns), then `ast-audio eval-events`;
 6. the table: event F1, segment F1 (sed_eval, collar 0.2 s / 20 %, 1 s segments), PSDS1 and passes per second of
    audio, printed and written to WORKDIR/results.json.
 
-`frame_events` is the frame-model path of `ast-audio events` until the events command takes frame models: one pass
-per window (hop = window), frame scores stitched on one gapless grid (`ast_audio.infer.frames.score_frames`), the
-columns as a `Timeline`, and `detect_events` with `FRAME_DETECTION` (no energy refinement); the score tables are the
-columns (what `--scores-dir` writes for a frame model). `--sweep` prints event/segment F1 of detection settings on a
-scenes folder (the validation scenes chose `FRAME_DETECTION`; never the test scenes).
+`--preset full240` is `full` with twice the training scenes (240). `--sweep` prints event/segment F1 of detection
+settings on a scenes folder (the validation scenes chose the frame rule, `FRAME_DETECTION`; never the test scenes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -39,14 +39,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ast_audio.infer.names import FRAME_DETECTION  # torch-free: events' default rule for frame models
+
 THREADS = 1
 CLI = str(Path(sys.executable).with_name("ast-audio"))
 HARD = ["--swell", "12", "--snr", "0", "10", "--overlap", "0.33"]  # issue 20's harder conditions (docs/events.md)
-# The frame-model detection (what `ast-audio events` should do by default with a frame model): threshold 0.5 with
-# hysteresis 0.5, a median filter over 3 frame columns (0.3 s), events shorter than 0.2 s dropped, events of a class
-# at most 0.2 s apart merged; scores on the columns themselves, interpolated boundaries, no energy refinement. Chosen
-# with `--sweep` on the validation scenes (docs/events.md).
-FRAME_DETECTION = dict(threshold=0.5, hysteresis=0.5, median_windows=3, min_duration_s=0.2, merge_gap_s=0.2)
 # The training run's settings beyond the sed recipe's defaults, for the demo's tiny model (64 wide, 2 blocks, 2 s
 # input): the demo's own order of learning rate (its schedule uses 5e-4 where the folder recipe has 1e-4), and no
 # mixup or masks (with the few steps of this experiment they slowed learning: docs/events.md).
@@ -54,6 +51,7 @@ TRAIN_SETTINGS = ["--lr", "1e-3", "--set", "mixup=0", "--set", "freqm=0", "--set
 # Sizes: test scenes (count, seconds), training scenes, validation scenes, training epochs; seeds are fixed below.
 PRESETS: dict[str, dict[str, Any]] = {
     "full": dict(test=(3, 120), train=(120, 20), valid=(6, 20), epochs=30),
+    "full240": dict(test=(3, 120), train=(240, 20), valid=(6, 20), epochs=30),  # twice the training scenes
     "small": dict(test=(2, 20), train=(100, 20), valid=(2, 10), epochs=6),
 }
 SEEDS = dict(test=101, train=100, valid=102, train_run=0, head=0, demo=0)
@@ -79,49 +77,34 @@ def cli(*args: Any, log: Path | None = None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The frame-model path of `events` (until the events command takes frame models)
+# Events and their cost
 
 
-def frame_timeline(model: Any, path: Path) -> tuple[Any, int]:
-    """(the frame scores of `path` as a `Timeline` whose rows are the frame columns, model passes)."""
-    import torch
+def events_of(model_dir: Path, files: list[Path], out: Path) -> None:
+    """`ast-audio events` of `model_dir` (a clip or frame model) with its defaults on `files`: out/events.tsv (DCASE),
+    out/scores/ (the score tables: a frame model's columns) and out/durations.tsv."""
+    out.mkdir(parents=True, exist_ok=True)
+    cli("events", *files, "--checkpoint", model_dir, "--format", "dcase", "-o", out / "events.tsv",
+        "--durations", out / "durations.tsv", "--scores-dir", out / "scores", "--no-progress")
 
+
+def frame_passes(model_dir: Path, files: list[Path]) -> dict[str, float]:
+    """Model passes of `ast-audio events` with a frame model's default windows (hop = window) on `files`: the
+    windows `ast_audio.infer.frames.frame_windows` places on each file's grid of frame columns."""
+    from ast_audio.audio.io import load_audio_info
     from ast_audio.config import column_hop_samples
-    from ast_audio.infer.frames import score_frames
-    from ast_audio.infer.stream import Timeline
-
-    frames = score_frames(model, path)  # hop = window: one pass per window
-    window_s = model.config.grid[1] * column_hop_samples(model.config, model.frontend) / model.frontend.sample_rate
-    spans = torch.from_numpy(frames.spans.astype("float64"))  # (num_columns, 2)
-    timeline = Timeline(starts_s=spans[:, 0].clone(), ends_s=spans[:, 1].clone(), scores=frames.scores.float(),
-                        labels=frames.labels, duration_s=frames.duration_s, hop_s=window_s, window_s=window_s)
-    return timeline, frames.windows
-
-
-def frame_events(model_dir: Path, files: list[Path], out: Path, detection: dict[str, Any]) -> dict[str, float]:
-    """Events (out/events.tsv, DCASE), score tables (out/scores/) and durations (out/durations.tsv) of a frame model
-    on `files`. Returns {"passes": model passes, "seconds": audio seconds}."""
-    import torch
-
-    from ast_audio.infer.events import EventConfig, detect_events, score_grid
-    from ast_audio.infer.formats import dcase_durations, dcase_events, dcase_name, scores_tsv
-    from ast_audio.utils import atomic_write_text
+    from ast_audio.infer.frames import frame_windows, grid_columns
     from ast_audio.weights.checkpoint import load_model
 
-    torch.set_num_threads(THREADS)
     model = load_model(model_dir)
-    config = EventConfig(grid="mean", interpolate=True, refine="none", **detection)
-    (out / "scores").mkdir(parents=True, exist_ok=True)
-    rows, durations, passes = [], {}, 0
+    column, t_dim = column_hop_samples(model.config, model.frontend), model.config.grid[1]
+    passes, seconds = 0, 0.0
     for path in files:
-        timeline, windows = frame_timeline(model, path)
-        passes += windows
-        rows += [(dcase_name(str(path)), e.onset_s, e.offset_s, e.label) for e in detect_events(timeline, config)]
-        durations[str(path)] = timeline.duration_s
-        atomic_write_text(out / "scores" / f"{path.stem}.tsv", scores_tsv(score_grid(timeline, "mean")))
-    atomic_write_text(out / "events.tsv", dcase_events(rows))
-    atomic_write_text(out / "durations.tsv", dcase_durations(durations))
-    return {"passes": passes, "seconds": sum(durations.values())}
+        info = load_audio_info(path)
+        columns = grid_columns(round(info.duration_s * model.frontend.sample_rate), column)
+        passes += len(frame_windows(columns, t_dim, t_dim))
+        seconds += info.duration_s
+    return {"passes": passes, "seconds": seconds}
 
 
 def clip_passes(model_dir: Path, files: list[Path]) -> dict[str, float]:
@@ -188,18 +171,17 @@ def run(work: Path, preset: dict[str, Any], demo_model: Path | None) -> list[dic
         "--no-progress", "--set", "tensorboard=false", log=work / "train.log")
     files = sorted((work / "test").glob("scene_*.wav"))
     truth = work / "test" / "strong.tsv"
-    (work / "clip").mkdir()
-    cli("events", *files, "--checkpoint", demo_model, "--format", "dcase", "-o", work / "clip" / "events.tsv",
-        "--durations", work / "clip" / "durations.tsv", "--scores-dir", work / "clip" / "scores", "--no-progress")
+    events_of(demo_model, files, work / "clip")
     rows = [row("clip model (demo), `events` defaults", evaluate(truth, work / "clip"), clip_passes(demo_model, files))]
     untrained_frame_model(demo_model, work / "sed", work / "untrained" / "model")
-    for name, model in (("frame model, untrained head", work / "untrained" / "model"),
-                        ("frame model (`train --recipe sed`)", work / "sed" / "model")):
-        folder = model.parent / "eval" if model.parent.name == "untrained" else work / "frame"
-        cost = frame_events(model, files, folder, FRAME_DETECTION)
-        rows.append(row(name, evaluate(truth, folder), cost))
-    summary = {"rows": rows, "preset": preset, "seeds": SEEDS, "threads": THREADS, "detection": FRAME_DETECTION,
-               "wall_s": time.perf_counter() - started}
+    for name, model, folder in (("frame model, untrained head, `events` defaults", work / "untrained" / "model",
+                                 work / "untrained" / "eval"),
+                                ("frame model (`train --recipe sed`), `events` defaults", work / "sed" / "model",
+                                 work / "frame")):
+        events_of(model, files, folder)
+        rows.append(row(name, evaluate(truth, folder), frame_passes(model, files)))
+    summary = {"rows": rows, "preset": preset, "seeds": SEEDS, "threads": THREADS,
+               "frame_detection": dataclasses.asdict(FRAME_DETECTION), "wall_s": time.perf_counter() - started}
     (work / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     return rows
 
@@ -227,12 +209,14 @@ def sweep(model_dir: Path, scenes: Path) -> None:
 
     from ast_audio.infer.evaluate_events import read_durations, read_truth, sed_eval_f1
     from ast_audio.infer.events import EventConfig, detect_events
+    from ast_audio.infer.pipeline import EventPipeline
+    from ast_audio.infer.tagger import Tagger
     from ast_audio.weights.checkpoint import load_model
 
     torch.set_num_threads(THREADS)
-    model = load_model(model_dir)
+    pipeline = EventPipeline(Tagger(load_model(model_dir)))  # the frame scores `events` detects on
     truth, durations = read_truth(scenes / "strong.tsv"), read_durations(scenes / "durations.tsv")
-    timelines = {f.stem: frame_timeline(model, f)[0] for f in sorted(scenes.glob("scene_*.wav"))}
+    timelines = {f.stem: pipeline.score(f).timeline for f in sorted(scenes.glob("scene_*.wav"))}
     grid = itertools.product((0.4, 0.5, 0.6), (0.5, 1.0), (1, 3, 5, 7), (0.0, 0.2), (0.0, 0.2))
     for threshold, hysteresis, median, min_duration, gap in grid:
         config = EventConfig(threshold=threshold, hysteresis=hysteresis, median_windows=median,
@@ -247,7 +231,8 @@ def sweep(model_dir: Path, scenes: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("sed-experiment"), help="work folder (replaced)")
-    parser.add_argument("--small", action="store_true", help="the small preset (tiny scenes, 2 epochs): the test's")
+    parser.add_argument("--small", action="store_true", help="the small preset (tiny scenes, 6 epochs): the test's")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a preset by name (default: full, or small)")
     parser.add_argument("--demo-model", type=Path, help="use this demo model instead of training one")
     parser.add_argument("--sweep", nargs=2, type=Path, metavar=("MODEL", "SCENES"),
                         help="print detection settings' event/segment F1 on SCENES with the frame model MODEL")
@@ -258,7 +243,7 @@ def main() -> None:
     if args.output.exists():
         shutil.rmtree(args.output)
     args.output.mkdir(parents=True)
-    rows = run(args.output, PRESETS["small" if args.small else "full"], args.demo_model)
+    rows = run(args.output, PRESETS[args.preset or ("small" if args.small else "full")], args.demo_model)
     print(table(rows))
 
 

@@ -169,9 +169,11 @@ def test_a_resampled_stereo_stream_gives_the_grid_of_its_model_rate_samples(mode
 # Events
 
 
-@pytest.mark.parametrize("rules", [dict(), dict(median_windows=3), dict(hysteresis=0.98, min_duration_s=0.25),
+@pytest.mark.parametrize("rules", [dict(median_windows=1, min_duration_s=0.0, merge_gap_s=0.0), dict(),
+                                   dict(median_windows=3), dict(hysteresis=0.98, min_duration_s=0.25),
                                    dict(median_windows=5, merge_gap_s=0.3, exclude=("noise",))],
-                         ids=["plain", "median 3", "hysteresis min duration", "median 5 merge gap exclude"])
+                         ids=["plain", "frame defaults", "median 3", "hysteresis min duration",
+                              "median 5 merge gap exclude"])
 def test_live_frame_events_equal_detect_events_on_the_same_frame_scores(model, rules):
     """The events closed hop by hop are `detect_events` on the stitched live frame scores as a Timeline whose windows
     are the columns (each column its own cell; the stream's end closes the last one), and each is opened once.
@@ -185,7 +187,8 @@ def test_live_frame_events_equal_detect_events_on_the_same_frame_scores(model, r
     frames = check_gapless(frame_hops(hops), samples)
     starts = torch.arange(frames.shape[0], dtype=torch.float64) * COLUMN / RATE
     timeline = Timeline(starts_s=starts, ends_s=starts + COLUMN / RATE, scores=torch.from_numpy(frames).float(),
-                        labels=LABELS, duration_s=samples / RATE, hop_s=COLUMN / RATE, window_s=COLUMN / RATE)
+                        labels=LABELS, duration_s=samples / RATE, hop_s=COLUMN / RATE, window_s=COLUMN / RATE,
+                        frame_s=COLUMN / RATE)  # frame scores: rules left unset take the frame defaults, as live
     # Live decides per column, on the column's own cell (no interpolation between columns): the cells rule.
     offline = detect_events(timeline, dataclasses.replace(config, grid="cells", interpolate=False))
     closed = sorted((e for h in hops for e in h.closed), key=lambda e: (e.onset_s, e.label))
@@ -195,6 +198,17 @@ def test_live_frame_events_equal_detect_events_on_the_same_frame_scores(model, r
     np.testing.assert_allclose([e.score for e in closed], [e.score for e in offline], atol=1e-6)
     opened = [(o.label, o.onset_s) for h in hops for o in h.opened]
     assert sorted(opened) == sorted((e.label, e.onset_s) for e in closed)
+
+
+def test_live_rules_left_unset_take_the_model_kinds_defaults(model):
+    """listen and /v1/stream leave median, min duration and merge gap unset (None) unless given: a frame model then
+    uses the frame rule of `events` (3 columns, 0.2 s, 0.2 s), a clip model none of them; a value given is kept."""
+    clip = AST(tiny_config(), frontend=FrontendConfig(num_mel_bins=128, target_length=128), labels=list(LABELS))
+    for tagger, expected in [(Tagger(model), (3, 0.2, 0.2)), (Tagger(clip.eval()), (1, 0.0, 0.0))]:
+        c = StreamingTagger(tagger, RATE).events.config
+        assert (c.median_windows, c.min_duration_s, c.merge_gap_s, c.threshold, c.hysteresis) == (*expected, 0.5, 0.5)
+    c = StreamingTagger(Tagger(model), RATE, events=EventConfig(median_windows=1, merge_gap_s=0.0)).events.config
+    assert (c.median_windows, c.min_duration_s, c.merge_gap_s) == (1, 0.2, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------

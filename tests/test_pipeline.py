@@ -4,6 +4,7 @@ archive path; frame models run one pass per window and their frame scores go thr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -53,6 +54,17 @@ def centred(model: AST, probabilities: torch.Tensor, bias: torch.Tensor) -> None
         bias -= torch.log(p / (1 - p)).median(dim=0).values.float()
 
 
+def spread(probabilities: torch.Tensor, head: torch.nn.Linear, std: float = 4.0) -> None:
+    """Scale a centred head so that each class's logits on the scene have standard deviation `std`: the random
+    model's frame scores then swing across both thresholds (not all ~0.5), so short events come and go and the
+    frame rule (median, minimum duration, merge gap) changes the events."""
+    p = probabilities.double().clamp(1e-6, 1 - 1e-6)
+    scale = (std / torch.log(p / (1 - p)).std(dim=0)).float()  # (C,)
+    with torch.no_grad():
+        head.weight.mul_(scale[:, None])
+        head.bias.mul_(scale)
+
+
 def labelled(config, seed: int) -> AST:
     torch.manual_seed(seed)
     frontend = FrontendConfig(num_mel_bins=config.input_fdim, target_length=config.input_tdim)
@@ -69,6 +81,7 @@ def setup(tmp_path_factory) -> dict:
     centred(clip, timeline.scores, clip.mlp_head[1].bias)
     frame = labelled(tiny_config(num_classes=3, frame_head=FrameHeadConfig(hidden=16)), seed=4)
     centred(frame, score_frames(frame, scene).scores, frame.frame_head.classifier.bias)
+    spread(score_frames(frame, scene).scores, frame.frame_head.classifier)
     save_model(clip, root / "clip")
     save_model(frame, root / "frame")
     return {"root": root, "scene": scene, "clip": root / "clip", "frame": root / "frame"}
@@ -120,10 +133,12 @@ def test_clip_defaults_equal_cli_and_server(setup, capsys):
     tagger = Tagger(load_model(setup["clip"]))
     window = 0.5 * (127 * 0.01 + 0.025)
     timeline = brute_force_timeline(tagger.model, load_audio(setup["scene"]), window, window / 10)
-    expected = detect_events(timeline, EventConfig(), Energy.from_file(setup["scene"], RATE))
+    clip_rule = EventConfig(threshold=0.5, hysteresis=0.5, median_windows=1, min_duration_s=0.0, merge_gap_s=0.0,
+                            grid="mean", interpolate=True, refine="auto")  # written out: no median, gap or minimum
+    expected = detect_events(timeline, clip_rule, Energy.from_file(setup["scene"], RATE))
     assert expected, "the centred model should give events with the defaults"
-    assert EventConfig() == EventConfig(threshold=0.5, hysteresis=0.5, median_windows=1, grid="mean",
-                                        interpolate=True, refine="auto")
+    assert EventConfig().for_kind(frames=False) == clip_rule
+    assert_same_events(detect_events(timeline, EventConfig(), Energy.from_file(setup["scene"], RATE)), expected)
 
     assert_same_events(EventPipeline(tagger).run(setup["scene"]).events, expected)
     doc = cli_document(capsys, setup["scene"], "--checkpoint", setup["clip"])
@@ -149,17 +164,32 @@ def test_frame_defaults_equal_cli_and_server_and_detect_events_on_hand_built_sco
     grid = score_grid(by_hand)  # gapless columns: the overlap-add grid is the columns themselves
     np.testing.assert_allclose(grid.bounds_s, np.arange(columns + 1) * 0.1, atol=1e-9)
     np.testing.assert_allclose(grid.scores, frames.scores.double().numpy(), atol=0)
-    expected = detect_events(by_hand, EventConfig(refine="none"))
+    # The frame model's rule, written out (docs/events.md): median over 3 columns, events under 0.2 s dropped and
+    # those 0.2 s apart merged, no energy refinement; threshold and hysteresis as for clip models.
+    frame_rule = EventConfig(threshold=0.5, hysteresis=0.5, median_windows=3, min_duration_s=0.2, merge_gap_s=0.2,
+                             grid="mean", interpolate=True, refine="none")
+    expected = detect_events(by_hand, frame_rule)
     assert expected, "the centred frame model should give events with the defaults"
+    assert expected != detect_events(by_hand, dataclasses.replace(frame_rule, median_windows=1, min_duration_s=0,
+                                                                  merge_gap_s=0)), "the frame rule must matter here"
+    assert EventConfig().for_kind(frames=True) == dataclasses.replace(frame_rule, refine="auto")
 
-    result = EventPipeline(Tagger(model)).run(setup["scene"])
-    assert result.passes == frames.windows
+    pipeline = EventPipeline(Tagger(model))
+    result = pipeline.run(setup["scene"])
+    assert result.passes == frames.windows and not pipeline.uses_energy
     assert_same_events(result.events, expected)
     doc = cli_document(capsys, setup["scene"], "--checkpoint", setup["frame"])
     assert (doc["window_s"], doc["hop_s"], doc["frame_s"]) == pytest.approx((1.2, 1.2, 0.1))
     assert_same_events(doc["events"], expected)
     served = server_events(setup["frame"], setup["scene"])
     assert_same_events(served["events"], expected)
+    # An option given is kept for a frame model too: --median 1 --min-duration 0 --merge-gap 0 = the bare rule.
+    bare = dataclasses.replace(frame_rule, median_windows=1, min_duration_s=0.0, merge_gap_s=0.0)
+    doc = cli_document(capsys, setup["scene"], "--checkpoint", setup["frame"], "--median", "1", "--min-duration",
+                       "0", "--merge-gap", "0")
+    assert_same_events(doc["events"], detect_events(by_hand, bare))
+    served = server_events(setup["frame"], setup["scene"], median=1, min_duration=0, merge_gap=0)
+    assert_same_events(served["events"], detect_events(by_hand, bare))
     view = served["timeline"]  # the page draws the frame scores: one point per column
     np.testing.assert_allclose(view["starts_s"], np.arange(columns) * 0.1, atol=TOL, rtol=0)
     top = view["classes"][0]
@@ -172,7 +202,7 @@ def test_frame_model_energy_refinement_and_half_hop_are_options(setup, capsys):
     frames = score_frames(model, waveform, overlap=True)
     spans = torch.tensor(frames.spans, dtype=torch.float64)
     by_hand = Timeline(starts_s=spans[:, 0], ends_s=spans[:, 1], scores=frames.scores, labels=LABELS,
-                       duration_s=6.0, hop_s=0.6, window_s=1.2)
+                       duration_s=6.0, hop_s=0.6, window_s=1.2, frame_s=0.1)  # the frame rule but refine
     expected = detect_events(by_hand, EventConfig(refine="energy"), Energy.from_chunks([waveform.numpy()], RATE))
     doc = cli_document(capsys, setup["scene"], "--checkpoint", setup["frame"], "--hop", "0.6", "--refine", "energy")
     assert doc["hop_s"] == pytest.approx(0.6)
@@ -307,3 +337,14 @@ def test_score_files_skips_what_cannot_be_decoded(tmp_path):
     assert errors == [str(tmp_path / "b.wav")] and ticks == [(0, 2), (1, 2), (2, 2)]
     with pytest.raises(AstAudioError):
         pipeline.score_files({"b": tmp_path / "b.wav"})
+
+
+def test_help_says_which_defaults_apply_to_which_kind(capsys):
+    """`events --help` and `listen --help` state both rules (the values tests above check in use)."""
+    for command in ("events", "listen"):
+        rc, out, _ = run_main(capsys, command, "--help")
+        text = " ".join(out.split())  # argparse wraps lines
+        assert rc == 0
+        assert ("a clip model threshold 0.5, hysteresis 0.5, median 1, min duration 0 s, merge gap 0 s" in text and
+                "a frame model threshold 0.5, hysteresis 0.5, median 3, min duration 0.2 s, merge gap 0.2 s" in text)
+        assert "default: 1 for a clip model, 3 frame columns for a frame model" in text or command == "listen"

@@ -1,6 +1,6 @@
 """bench/sed_experiment.py (issue 20's accuracy experiment) in its small preset, end to end through the real CLI:
 scenes in the harder conditions -> `train --recipe sed` from the demo model (6 short epochs) -> the clip model through
-`events` and the frame models through the frame path -> `eval-events` on held-out scenes."""
+`events` and the frame models through `events` too, each with its defaults -> `eval-events` on held-out scenes."""
 
 from __future__ import annotations
 

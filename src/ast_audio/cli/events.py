@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 from ..infer.explain_methods import DEFAULT_METHOD as DEFAULT_EXPLAIN_METHOD
 from ..infer.explain_methods import METHODS as EXPLAIN_METHODS
-from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, EVENT_FORMATS, GRIDS, REFINES
+from ..infer.names import (
+    CLIP_DETECTION,
+    DEFAULT_HYSTERESIS,
+    DEFAULT_THRESHOLD,
+    EVENT_FORMATS,
+    FRAME_DETECTION,
+    GRIDS,
+    REFINES,
+    DetectionDefaults,
+)
 from .archive import add_archive_args, archive_mode, run_archive_command
 from .args import (
     add_checkpoint_arg,
@@ -41,18 +50,36 @@ if TYPE_CHECKING:  # torch-importing modules: only for the annotations (`--help`
 odd_int = option_type("median")  # the same ranges as the server's fields (ast_audio.config.OPTION_RANGES)
 
 
+def kind_defaults(refinement: bool = True) -> str:
+    """The detection defaults by kind of model, in words (events' and listen's help); `refinement`: say which kind
+    refines boundaries with the recording's energy (not for listen, which never does)."""
+
+    def rule(d: DetectionDefaults, refine: str) -> str:
+        return (f"threshold {DEFAULT_THRESHOLD:g}, hysteresis {DEFAULT_HYSTERESIS:g}, median {d.median_windows}, "
+                f"min duration {d.min_duration_s:g} s, merge gap {d.merge_gap_s:g} s" + (refine if refinement else ""))
+
+    return (f"Defaults by kind of model: a clip model {rule(CLIP_DETECTION, ', energy refinement')}; a frame model "
+            f"{rule(FRAME_DETECTION, ', no refinement')} (its median in frame columns)")
+
+
 def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     """How window or frame scores become events (`ast_audio.infer.events.EventConfig`: its defaults are these
-    options' defaults), for events and calibrate --truth."""
+    options' defaults; --median, --min-duration and --merge-gap left out stay None, the model kind's default), for
+    events and calibrate --truth."""
     parser.add_argument("--hysteresis", type=option_type("hysteresis"), default=DEFAULT_HYSTERESIS, metavar="R",
                         help="low threshold = R x high: an event continues while the score stays above it "
                         f"(default {DEFAULT_HYSTERESIS}; 1 = no hysteresis)")
-    parser.add_argument("--median", type=odd_int, default=1, metavar="N",
-                        help="median filter over N windows (odd; default 1 = off)")
-    parser.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
-                        help="drop events shorter than S seconds (default 0)")
-    parser.add_argument("--merge-gap", type=option_type("merge_gap"), default=0.0, metavar="S",
-                        help="merge events of a class at most S seconds apart (default 0)")
+    clip, frame = CLIP_DETECTION, FRAME_DETECTION  # the defaults by kind of model (EventConfig.for_kind)
+    parser.add_argument("--median", type=odd_int, metavar="N",
+                        help="median filter over N grid pieces (odd; 1 = off; default: "
+                        f"{clip.median_windows} for a clip model, {frame.median_windows} frame columns for a frame "
+                        "model)")
+    parser.add_argument("--min-duration", type=option_type("min_duration"), metavar="S",
+                        help=f"drop events shorter than S seconds (default: {clip.min_duration_s:g} for a clip model, "
+                        f"{frame.min_duration_s:g} for a frame model)")
+    parser.add_argument("--merge-gap", type=option_type("merge_gap"), metavar="S",
+                        help=f"merge events of a class at most S seconds apart (default: {clip.merge_gap_s:g} for a "
+                        f"clip model, {frame.merge_gap_s:g} for a frame model)")
     parser.add_argument("--grid", choices=GRIDS, default="mean",
                         help="where window scores are thresholded: mean (default) or max of the windows covering "
                         "each stretch between window edges (overlap-add), or cells (each window's score on the "
@@ -88,8 +115,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "every tenth of a window) and average the overlapping windows' scores onto a gapless grid. A frame model: "
         "one pass per window of its input (hop = window), its frame scores stitched on one gapless grid. Then per "
         "class: median smoothing, hysteresis thresholding with boundaries interpolated between grid points, "
-        "boundaries snapped to the recording's loud stretches (clip models), merge gap, minimum duration "
-        "(docs/events.md).")
+        "boundaries snapped to the recording's loud stretches (clip models), merge gap, minimum duration. "
+        f"{kind_defaults()} (docs/events.md).")
     events.add_argument("files", nargs="*", metavar="FILE", help="audio files (any length, rate, channels); or "
                         "--files-from")
     add_checkpoint_arg(events)

@@ -15,7 +15,14 @@ from typing import Any
 
 from ..config import SAMPLE_RATE
 from ..errors import AstAudioError
-from ..infer.names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, LIVE_FORMATS, PCM_FORMATS
+from ..infer.names import (
+    CLIP_DETECTION,
+    DEFAULT_HYSTERESIS,
+    DEFAULT_THRESHOLD,
+    FRAME_DETECTION,
+    LIVE_FORMATS,
+    PCM_FORMATS,
+)
 from .args import (
     add_checkpoint_arg,
     add_class_filter_args,
@@ -26,7 +33,7 @@ from .args import (
     positive_int,
     unit_float,
 )
-from .events import odd_int
+from .events import kind_defaults, odd_int
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "the frame scores of the columns they completed. Latency = the hop plus one window's "
         "compute. Sources: the default microphone (needs the `live` extra: sounddevice + PortAudio), "
         "`--input -` raw PCM on stdin (e.g. ffmpeg -i rtsp://... -f s16le -ac 1 -ar 16000 - | ast-audio listen "
-        "--input -), or `--input FILE [--realtime]`.")
+        "--input -), or `--input FILE [--realtime]`. " + kind_defaults(refinement=False) + ".")
     add_checkpoint_arg(listen)
     add_precision_arg(listen, default="auto")
     add_device_arg(listen)
@@ -66,12 +73,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--thresholds", metavar="CSV", help="per-class thresholds from `ast-audio calibrate`")
     listen.add_argument("--hysteresis", type=option_type("hysteresis"), default=DEFAULT_HYSTERESIS, metavar="R",
                         help=f"low threshold = R x high (default {DEFAULT_HYSTERESIS})")
-    listen.add_argument("--median", type=odd_int, default=1, metavar="N", help="median filter over N windows (odd; "
-                        "adds N // 2 hops of delay to events; default 1 = off)")
-    listen.add_argument("--min-duration", type=option_type("min_duration"), default=0.0, metavar="S",
-                        help="events shorter than S seconds are never reported (default 0)")
-    listen.add_argument("--merge-gap", type=option_type("merge_gap"), default=0.0, metavar="S",
-                        help="merge events of a class at most S seconds apart (closing waits S; default 0)")
+    clip, frame = CLIP_DETECTION, FRAME_DETECTION  # the defaults by kind of model (EventConfig.for_kind)
+    listen.add_argument("--median", type=odd_int, metavar="N", help="median filter over N windows (a frame model: "
+                        f"columns; odd; adds N // 2 of them of delay to events; default {clip.median_windows} for a "
+                        f"clip model, {frame.median_windows} for a frame model)")
+    listen.add_argument("--min-duration", type=option_type("min_duration"), metavar="S",
+                        help="events shorter than S seconds are never reported (default "
+                        f"{clip.min_duration_s:g} for a clip model, {frame.min_duration_s:g} for a frame model)")
+    listen.add_argument("--merge-gap", type=option_type("merge_gap"), metavar="S",
+                        help="merge events of a class at most S seconds apart (closing waits S; default "
+                        f"{clip.merge_gap_s:g} for a clip model, {frame.merge_gap_s:g} for a frame model)")
     add_class_filter_args(listen, rollup=False)
     listen.add_argument("--top-k", type=positive_int, default=5, help="labels shown per hop (default 5)")
     listen.add_argument("--format", choices=LIVE_FORMATS, default="live", help="live (a redrawn view on a "

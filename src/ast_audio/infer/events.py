@@ -16,6 +16,7 @@ within half a hop of a and b; a model that fires on less of the window gives ear
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..labels import check_labels, selected_classes
-from .names import DEFAULT_HYSTERESIS, DEFAULT_THRESHOLD, GRIDS, REFINES
+from .names import (
+    CLIP_DETECTION,
+    DEFAULT_HYSTERESIS,
+    DEFAULT_THRESHOLD,
+    FRAME_DETECTION,
+    GRIDS,
+    REFINES,
+)
 from .stream import Timeline
 
 # Energy refinement: frame length, the noise floor's percentile, the shortest quiet gap that splits a sound (a click
@@ -34,6 +42,10 @@ ENERGY_FRAME_S = 0.01
 FLOOR_PERCENTILE = 10.0
 MIN_QUIET_S = 0.12
 MIN_LOUD_S = 0.03
+# Durations and gaps within this many seconds of `min_duration_s` / `merge_gap_s` count as equal to them: a frame
+# model's defaults (0.2 s) are whole columns, and two column edges 0.2 s apart may differ by 0.19999999999999996 in
+# floating point (the live path, `ast_audio.infer.live.CausalEvents`, compares with the same tolerance).
+TIME_TOLERANCE_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -41,15 +53,20 @@ class EventConfig:
     """How window scores (a clip model) or frame scores (a frame model) become events.
 
     `EventConfig()` is what `ast-audio events`, the server's /v1/events and the archive job do when given no option
-    (they all run `ast_audio.infer.pipeline.EventPipeline`); only the windows depend on the kind of model
-    (`ast_audio.infer.windowing.event_windowing`).
+    (they all run `ast_audio.infer.pipeline.EventPipeline`), and `ast-audio listen` and /v1/stream
+    (`ast_audio.infer.live.StreamingTagger`). What depends on the kind of model: the windows
+    (`ast_audio.infer.windowing.event_windowing`), the refinement ("auto") and the three options left None here
+    (median_windows, min_duration_s, merge_gap_s), which `for_kind` fills with `names.CLIP_DETECTION` (1, 0 s, 0 s)
+    or `names.FRAME_DETECTION` (3 columns, 0.2 s, 0.2 s); a value given is kept for either kind. `detect_events`
+    fills them by the scores it is given (frame scores: `Timeline.frame_s` set).
 
     threshold: the high threshold for every class, unless `thresholds` names the class (e.g. from `calibrate`).
     hysteresis: the low threshold is hysteresis * high: an event starts at a window scoring >= high and goes on
         while the (smoothed) score stays >= low. 1.0 = a single threshold.
     median_windows: odd median-filter length over windows (edges padded with the nearest window); 1 = off.
-    min_duration_s: events shorter than this are dropped (after merging).
-    merge_gap_s: events of the same class with at most this gap between them are merged.
+        None: the kind's default (clip 1, frame 3).
+    min_duration_s: events shorter than this are dropped (after merging). None: clip 0, frame 0.2 s.
+    merge_gap_s: events of the same class with at most this gap between them are merged. None: clip 0, frame 0.2 s.
     only / exclude: class names to keep / drop (checked against the model's labels).
     grid: where the scores live before thresholding. "mean" (default) / "max": `score_grid`, the mean / max of the
         windows covering each piece of time between consecutive window edges (overlap-add); `median_windows` then
@@ -68,9 +85,9 @@ class EventConfig:
     threshold: float = DEFAULT_THRESHOLD
     thresholds: Mapping[str, float] | None = None
     hysteresis: float = DEFAULT_HYSTERESIS
-    median_windows: int = 1
-    min_duration_s: float = 0.0
-    merge_gap_s: float = 0.0
+    median_windows: int | None = None
+    min_duration_s: float | None = None
+    merge_gap_s: float | None = None
     only: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     grid: str = "mean"
@@ -91,14 +108,24 @@ class EventConfig:
         if not 0.0 < self.hysteresis <= 1.0:
             raise ConfigError(f"hysteresis must be in (0, 1] (low threshold = hysteresis * high), got "
                               f"{self.hysteresis}")
-        if not (isinstance(self.median_windows, int) and self.median_windows >= 1 and self.median_windows % 2 == 1):
-            raise ConfigError(f"median_windows must be an odd integer >= 1, got {self.median_windows!r}")
-        if not self.min_duration_s >= 0 or not self.merge_gap_s >= 0:
-            raise ConfigError(f"min_duration_s and merge_gap_s must be >= 0, got {self.min_duration_s} and "
-                              f"{self.merge_gap_s}")
+        median = self.median_windows
+        if median is not None and not (isinstance(median, int) and median >= 1 and median % 2 == 1):
+            raise ConfigError(f"median_windows must be an odd integer >= 1 (or None: the model kind's default), got "
+                              f"{median!r}")
+        if any(v is not None and not v >= 0 for v in (self.min_duration_s, self.merge_gap_s)):
+            raise ConfigError(f"min_duration_s and merge_gap_s must be >= 0 (or None: the model kind's default), "
+                              f"got {self.min_duration_s} and {self.merge_gap_s}")
         for label, value in (self.thresholds or {}).items():
             if not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"threshold for {label!r} must be in [0, 1], got {value}")
+
+    def for_kind(self, frames: bool) -> EventConfig:
+        """This rule with the options left None filled by the defaults of the model's kind: `FRAME_DETECTION` for
+        a frame model's frame scores (`frames`), else `CLIP_DETECTION`. Options given are kept."""
+        defaults = FRAME_DETECTION if frames else CLIP_DETECTION
+        unset = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
+                 if getattr(self, f.name) is None}
+        return dataclasses.replace(self, **unset) if unset else self
 
 
 @dataclass(frozen=True)
@@ -306,7 +333,9 @@ def detect_events(timeline: Timeline, config: EventConfig = EventConfig(), energ
     """Per-class events from window scores (see EventConfig and the module docstring); sorted by onset, label.
 
     `energy` (the recording's `Energy`) is needed by `config.refine == "energy"`, used by "auto" when given and
-    ignored by "none"."""
+    ignored by "none". Options of `config` left None take the defaults of the scores' kind (`EventConfig.for_kind`:
+    frame scores when `timeline.frame_s` is set)."""
+    config = config.for_kind(frames=timeline.frame_s is not None)
     if config.refine == "energy" and energy is None:
         raise ConfigError("refine='energy' needs the recording's Energy (Energy.from_file)")
     runs = energy.loud_runs(config.refine_margin_db) if config.refine != "none" and energy is not None else None
@@ -343,12 +372,12 @@ def detect_events(timeline: Timeline, config: EventConfig = EventConfig(), energ
         if runs is not None:
             found = refine_with_energy(found, runs, search_s)
         for e in sorted(found, key=lambda e: e.onset_s):
-            if merged and e.onset_s - merged[-1][1] <= config.merge_gap_s:
+            if merged and e.onset_s - merged[-1][1] <= config.merge_gap_s + TIME_TOLERANCE_S:
                 merged[-1][1] = max(merged[-1][1], e.offset_s)
                 merged[-1][2] = max(merged[-1][2], e.score)
             else:
                 merged.append([e.onset_s, e.offset_s, e.score])
         events.extend(Event(labels[c], on, off, peak) for on, off, peak in merged
-                      if off - on >= config.min_duration_s)
+                      if off - on >= config.min_duration_s - TIME_TOLERANCE_S)
     events.sort(key=lambda e: (e.onset_s, e.label))
     return events

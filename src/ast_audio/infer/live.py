@@ -67,7 +67,7 @@ from ..audio.features import FeatureExtractor
 from ..audio.io import RESAMPLE_QUALITY, checked_mono
 from ..errors import AstAudioError, AudioInputError, ConfigError
 from ..labels import check_labels, selected_classes
-from .events import Event, EventConfig, median_smooth
+from .events import TIME_TOLERANCE_S, Event, EventConfig, median_smooth
 from .frames import score_frame_clips
 from .names import PCM_FORMATS
 from .tagger import Tagger
@@ -173,11 +173,13 @@ class CausalEvents:
     push(centre_s, raw (C,)) for every scored window in order, then finish(duration_s) at the end of the stream.
     Both return (opened, closed, smoothed, smoothed_centre). `hop_s` is the smallest distance between two window
     centres (the grid's hop): it bounds how soon the next cell can start, which decides when an onset is certain to
-    survive `min_duration_s` and when an offset can no longer be merged with a later onset.
+    survive `min_duration_s` and when an offset can no longer be merged with a later onset. `frames`: the scores
+    are a frame model's columns (options of `config` left None take that kind's defaults, `EventConfig.for_kind`).
     """
 
-    def __init__(self, labels: Sequence[str], config: EventConfig, hop_s: float) -> None:
+    def __init__(self, labels: Sequence[str], config: EventConfig, hop_s: float, *, frames: bool = False) -> None:
         self.labels = tuple(labels)
+        config = config.for_kind(frames)  # options left None: the defaults of the kind of scores (`frames`)
         self.config = config
         self.hop_s = hop_s
         if config.thresholds:
@@ -209,7 +211,7 @@ class CausalEvents:
         opened: list[OpenedEvent] = []
         closed: list[Event] = []
         while self.decided < self.pushed:
-            o, c, _, _ = self._decide()
+            o, c, _, _ = self._decide(end_s=duration_s)
             opened += o
             closed += c
         for c in sorted(self.tracks):
@@ -226,7 +228,8 @@ class CausalEvents:
         """Labels of the events reported open and not closed yet."""
         return [self.labels[c] for c, t in sorted(self.tracks.items()) if t.reported and t.offset is None]
 
-    def _decide(self) -> tuple[list[OpenedEvent], list[Event], np.ndarray, float]:
+    def _decide(self, end_s: float | None = None) -> tuple[list[OpenedEvent], list[Event], np.ndarray, float]:
+        """Decide the next window; `end_s`: the stream's end, known once it has ended (no cell starts after it)."""
         i = self.decided
         rows = list(self.rows)  # windows max(0, i - half) .. min(pushed - 1, i + half)
         first = self.pushed - len(rows)  # index of rows[0]
@@ -240,8 +243,12 @@ class CausalEvents:
         self.previous_centre = centre
         self.decided += 1
         earliest_next_cell = centre + self.hop_s / 2  # the next window's centre is at least a hop later
+        if end_s is not None:  # ... unless the stream ends first (a last partial column is shorter than a hop)
+            earliest_next_cell = min(earliest_next_cell, end_s)
         opened: list[OpenedEvent] = []
         closed: list[Event] = []
+        gap = self.config.merge_gap_s + TIME_TOLERANCE_S  # as `detect_events` compares
+        shortest = self.config.min_duration_s - TIME_TOLERANCE_S
         for k, c in enumerate(self.classes):
             v, track = smooth_row[c], self.tracks.get(c)
             if track is not None and track.offset is None:  # in a run: continue while >= low
@@ -250,7 +257,7 @@ class CausalEvents:
                 else:
                     track.offset = cell_start
             elif v >= self.high[k]:  # a run starts: merged into the last event if it ended at most merge_gap ago
-                if track is not None and cell_start - track.offset <= self.config.merge_gap_s:
+                if track is not None and cell_start - track.offset <= gap:
                     track.offset = None
                     track.peak = max(track.peak, float(raw[c]))
                 else:
@@ -263,10 +270,10 @@ class CausalEvents:
             if track is None:
                 continue
             if track.offset is None:
-                if not track.reported and earliest_next_cell - track.onset >= self.config.min_duration_s:
+                if not track.reported and earliest_next_cell - track.onset >= shortest:
                     track.reported = True  # it lasts at least to the next cell: it survives min_duration_s
                     opened.append(OpenedEvent(self.labels[c], track.onset, track.peak))
-            elif earliest_next_cell - track.offset > self.config.merge_gap_s:  # no later onset can merge with it
+            elif earliest_next_cell - track.offset > gap:  # no later onset can merge with it
                 o, e = self._close(c, track)
                 opened += o
                 closed += e
@@ -276,7 +283,7 @@ class CausalEvents:
     def _close(self, c: int, track: _Track) -> tuple[list[OpenedEvent], list[Event]]:
         """The finished event of class c, if it is long enough (opened too if its onset was not reported yet)."""
         assert track.offset is not None
-        if track.offset - track.onset < self.config.min_duration_s:
+        if track.offset - track.onset < self.config.min_duration_s - TIME_TOLERANCE_S:
             return [], []
         event = Event(self.labels[c], track.onset, track.offset, track.peak)
         opened = [] if track.reported else [OpenedEvent(self.labels[c], track.onset, track.peak)]
@@ -384,7 +391,8 @@ class StreamingTagger:
             models: defaults the model's input length and half of it; frame models: no window_s, hop_s from one
             column to the input's columns, default `FRAME_LIVE_HOP_S`).
         windowing: the window and hop as one value (`live_windowing`), instead of window_s / hop_s.
-        events: the event rules (`EventConfig`, as `events` uses).
+        events: the event rules (`EventConfig`, as `events` uses; options left None take the model kind's
+            defaults, `EventConfig.for_kind`).
         drop_late: a real-time source: skip windows that are more than a hop old while a newer one is ready.
         batch_size: windows scored per forward pass when several are ready and none is skipped.
 
@@ -418,7 +426,7 @@ class StreamingTagger:
             self.columns_done = 0  # grid columns emitted (or dropped) so far
         # A frame model's events are decided per column (one cell each), a clip model's per window.
         self.events = CausalEvents(tagger.labels, events or EventConfig(),
-                                   self.column / self.rate if self.frames else self.hop_s)
+                                   self.column / self.rate if self.frames else self.hop_s, frames=self.frames)
         self.drop_late, self.batch_size = drop_late, batch_size
         self.resampler = (None if sample_rate == self.rate else
                           soxr.ResampleStream(sample_rate, self.rate, 1, dtype="float32", quality=RESAMPLE_QUALITY))

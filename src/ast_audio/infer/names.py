@@ -5,6 +5,7 @@ event windowing policy. The library modules (`formats.py`, `events.py`, `embed.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 TAG_FORMATS: Final = ("table", "json", "csv")
@@ -28,6 +29,26 @@ PCM_FORMATS: Final = ("s16le", "f32le")
 # (low threshold = ratio x high) when the user gives none.
 DEFAULT_THRESHOLD: Final = 0.5
 DEFAULT_HYSTERESIS: Final = 0.5
+
+
+@dataclass(frozen=True)
+class DetectionDefaults:
+    """The detection options whose default depends on the kind of model (`EventConfig`'s fields left None):
+    median filter length (odd, in grid pieces: overlap-added window pieces or frame columns), the shortest event
+    kept and the largest gap merged, in seconds."""
+
+    median_windows: int
+    min_duration_s: float
+    merge_gap_s: float
+
+
+# A clip model's overlap-added window scores are already smooth (each piece averages ten windows), and its energy
+# refinement places the boundaries: nothing more by default. A frame model's 0.1 s columns are scored one by one:
+# a median over 3 columns (0.3 s) removes single-column flickers, events under 0.2 s are dropped and those of a class
+# at most 0.2 s apart merged (the settings chosen on the validation scenes of bench/sed_experiment.py, with
+# threshold and hysteresis 0.5 as above; docs/events.md, "Clip models vs frame models").
+CLIP_DETECTION: Final = DetectionDefaults(median_windows=1, min_duration_s=0.0, merge_gap_s=0.0)
+FRAME_DETECTION: Final = DetectionDefaults(median_windows=3, min_duration_s=0.2, merge_gap_s=0.2)
 
 # Event detection's default window and hop, relative to the model's input length and to the window, so that they
 # suit a 2 s demo model and a 10.24 s AudioSet AST alike (docs/events.md has the measurements behind them). A window

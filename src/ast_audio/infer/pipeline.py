@@ -11,7 +11,9 @@
      once; `hop_s` of half the window keeps each window's centre), frame scores stitched on one gapless grid of
      frame columns (`ast_audio.infer.frames.score_frames`), one pass per window;
 3. roll the scores up to the AudioSet parents (`rollup=True`, `ast_audio.labels.rollup`);
-4. detect events with `config` (`EventConfig()` by default: the command's rule). Frame scores enter `detect_events`
+4. detect events with `config` (`EventConfig()` by default: the command's rule), its options left unset filled by
+   the model's kind (`EventConfig.for_kind`: median 3 columns, min duration and merge gap 0.2 s for a frame model;
+   off for a clip model). Frame scores enter `detect_events`
    as a `Timeline` whose rows are the frame columns, so one detector serves both kinds: its overlap-add grid over
    gapless columns is the columns themselves. The energy refinement ("auto": clip models only) reads the
    recording's `Energy`, measured from the same decoded samples (`EnergyMeter`), never from a second read.
@@ -66,8 +68,9 @@ class EventPipeline:
 
     Args:
         tagger: the loaded model (a `Tagger`).
-        config: the detection rule (`EventConfig()`: the events command's defaults). Its class names (thresholds,
-            only, exclude) are checked here against the labels scored (rolled up where `rollup`).
+        config: the detection rule (`EventConfig()`: the events command's defaults). Options left None take the
+            defaults of the model's kind (`EventConfig.for_kind`; `self.config` holds the resolved rule). Its class
+            names (thresholds, only, exclude) are checked here against the labels scored (rolled up where `rollup`).
         window_s, hop_s: the passes in seconds (`event_windowing`; None = the defaults of the model's kind).
         windowing: the passes as one value (`event_windowing`), instead of window_s / hop_s.
         rollup: add the AudioSet parents' scores (max over their subtree) after the model's classes.
@@ -80,8 +83,8 @@ class EventPipeline:
         if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.tagger = tagger
-        self.config = config if config is not None else EventConfig()
         self.windowing = resolve(event_windowing, tagger.model, windowing, window_s, hop_s)
+        self.config = (config if config is not None else EventConfig()).for_kind(self.windowing.frames)
         self.batch_size = batch_size
         self.labels, self.groups = rollup_labels(tagger.labels) if rollup else (tagger.labels, None)
         if self.config.thresholds:

@@ -338,7 +338,8 @@ def create_app(model_or_checkpoint: AST | str | os.PathLike, settings: ServeSett
     async def events(request: Request) -> Response:
         upload = await read_upload(request)
         fields, labels = upload.fields, service.tagger.labels
-        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windowing); every number is
+        # A field left out keeps the default of `ast-audio events` (EventConfig(), event_windowing; median, min_duration
+        # and merge_gap by the model's kind, EventConfig.for_kind, in the pipeline); every number is
         # checked against its range in ast_audio.config.OPTION_RANGES, as the CLI and the WebSocket check it.
         windowing = event_windowing(service.tagger.model, form_number(fields, "window_s"),
                                     form_number(fields, "hop_s"))

@@ -149,9 +149,9 @@ def start_session(service: Any, text: str | None) -> tuple[StreamingTagger, PcmD
         service.check_hop(windowing)  # min_hop_fraction, as for /v1/tag and /v1/events
         config = EventConfig(threshold=_number(doc, "threshold", DEFAULT_THRESHOLD),
                              hysteresis=_number(doc, "hysteresis", DEFAULT_HYSTERESIS),
-                             median_windows=_number(doc, "median", 1),
-                             min_duration_s=_number(doc, "min_duration", 0.0),
-                             merge_gap_s=_number(doc, "merge_gap", 0.0),
+                             median_windows=_number(doc, "median", None),  # None: the kind's default
+                             min_duration_s=_number(doc, "min_duration", None),
+                             merge_gap_s=_number(doc, "merge_gap", None),
                              thresholds=service.settings.thresholds,
                              only=_names(doc, "only", labels), exclude=_names(doc, "exclude", labels) or ())
         keep = selected_classes(labels, config.only, config.exclude)
