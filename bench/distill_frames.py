@@ -1,7 +1,7 @@
 """Frame distillation (issue 22): a frame teacher (`train --recipe sed`, bench/sed_experiment.py) distilled without
 labels into a frame student; event F1 of both on the held-out test scenes.
 
-    OMP_NUM_THREADS=1 python bench/distill_frames.py SED_WORK WORK [--scenes 120] [--views 4] [--epochs 60]
+    OMP_NUM_THREADS=1 python bench/distill_frames.py SED_WORK WORK [--scenes 240] [--views 4] [--epochs 60]
         [--student JSON] [--logits-only | --evaluate-only]
 
 SED_WORK is a finished `bench/sed_experiment.py` folder (its frame model SED_WORK/sed/model is the teacher, its
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sed_work", type=Path)
     parser.add_argument("work", type=Path)
-    parser.add_argument("--scenes", type=int, default=120)
+    parser.add_argument("--scenes", type=int, default=240)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--student", type=json.loads, default=STUDENT, help="the student's ASTConfig fields (JSON)")
