@@ -173,12 +173,17 @@ def test_unreadable_clips_are_listed_and_chunks_hold_chunk_size_clips(tmp_path, 
 
 
 def test_shards_split_the_clips(tmp_path, teacher):
-    """--shard 0/2 and 1/2 into one folder store every clip once; the folder is complete when both are done."""
+    """--shard 0/2 and 1/2 into one folder store every clip once; the folder is complete when both are done; a
+    part of another split (0/3) is refused."""
     audio = clips(tmp_path / "audio", 5)
     for k in (0, 1):
         summary = DI.extract_logits([str(teacher)], audio, tmp_path / "logits", views=1, top_k=2, shard=(k, 2))
     assert summary["complete"]
     assert sorted(L.load_logits(tmp_path / "logits").clip.tolist()) == list(range(5))
+    # another split into the same folder would store some clips twice: refused in one line
+    with pytest.raises(ConfigError, match="split into 2 part") as info:
+        DI.extract_logits([str(teacher)], audio, tmp_path / "logits", views=1, top_k=2, shard=(0, 3))
+    assert "\n" not in str(info.value) and not L.chunk_files(tmp_path / "logits", (0, 3))
 
 
 # ----------------------------------------------------------------------------------------------------------------

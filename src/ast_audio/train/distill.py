@@ -306,6 +306,11 @@ def extract_logits(teachers: Sequence[str], data: str | os.PathLike, out: str | 
     config = view_config or ViewConfig.for_input(teacher.frontend)
     k = min(top_k, len(teacher.labels))
     k_part, n_parts = shard or (0, 1)
+    other_splits = sorted({L.chunk_part(p)[1] for p in L.chunk_files(folder)} - {n_parts})
+    if other_splits:  # a clip would be stored once per split: refuse rather than hold it twice
+        raise ConfigError(f"{folder} holds logits split into {other_splits[0]} part(s), not {n_parts}; give every "
+                          f"part the same --shard K/{other_splits[0]}, or start over with --force and no --shard "
+                          "(or another -o/--output)")
     existing = L.chunk_files(folder, (k_part, n_parts))
     if existing and not resume:
         raise ConfigError(f"{folder} already holds logits of part {k_part} of {n_parts}; pass --resume to continue, "

@@ -86,6 +86,14 @@ def done_path(folder: Path, k: int, n: int) -> Path:
     return folder / CHUNK_DIR / f"part{k}-of-{n}.done"
 
 
+def chunk_part(path: Path) -> tuple[int, int]:
+    """(k, n) of a chunk file named by `chunk_path`."""
+    match = _CHUNK.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a chunk file name")
+    return int(match[1]), int(match[2])
+
+
 def chunk_files(folder: Path, part: tuple[int, int] | None = None) -> list[Path]:
     """The finished chunk files (of part (k, n) only, if given), in name order."""
     found = []
