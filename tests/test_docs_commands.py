@@ -97,7 +97,10 @@ EXCLUDED: dict[str, str] = {
     r"^ast-audio eval --checkpoint runs/as(-full)?/model --ensemble": "AudioSet evaluation with AST-base models",
     r"^ast-audio tag --files-from /data/archive": "an archive of audio files on a cluster's disk",
     # long benchmarks (minutes of AST-base384 on CPU)
-    r"^\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on an idle machine",
+    r"^(OMP_NUM_THREADS=\d+ )?\.venv/bin/python bench/live_latency\.py": "AST-base384 latency benchmark: ~1 min on "
+        "an idle machine",
+    r"^(OMP_NUM_THREADS=\d+ )?\.venv/bin/python bench/events_realtime\.py": "AST-base384 with the clip defaults on "
+        "minutes of audio: several minutes on an idle machine",
     # the frame-distillation measurement of docs/training.md: the 18-min sed experiment, then 30 min of training
     r"python bench/(distill_frames|sed_experiment)\.py": "a frame-distillation measurement: 10-30 min",
     r"--device cuda": "a CUDA GPU",
@@ -109,7 +112,7 @@ EXCLUDED: dict[str, str] = {
 # (pattern, replacement): applied in order with re.sub to a runnable command before it runs; each says what the
 # placeholder stands for here. Only names and sizes change: the command and its options stay the doc's.
 SUBSTITUTIONS: list[tuple[str, str]] = [
-    (r"^\.venv/bin/", ""),  # the interpreter running the tests is first on PATH
+    (r"^((?:[A-Z_]+=\S+ )*)\.venv/bin/", r"\1"),  # the interpreter running the tests is first on PATH
     (r"--checkpoint (C|\./my-model|/tmp/demo/model)\b", "--checkpoint demo/model"),  # the demo's model
     (r"/tmp/audioset_10_10\.pth", "audioset_10_10.pth"),  # a small 527-output reference checkpoint
     (r"^(ast-audio serve\b(?!.*--port).*)$", r"\1 --port 0"),  # 8000 may be taken on a shared machine
