@@ -162,6 +162,12 @@ def read_file(path: str, block_s: float, realtime: bool, stop: threading.Event) 
     return produce, info
 
 
+def is_live(path: str | None, realtime: bool) -> bool:
+    """Whether the source runs at live pace (the microphone, `realtime`): its consumer must keep up or skip windows;
+    a file or stdin read as fast as it comes only takes longer."""
+    return path is None or realtime
+
+
 def no_audio_message(path: str, dtype: str, rate: int) -> str:
     """What to say when a file or stdin (`path` "-") gave no samples at all."""
     if path == "-":
@@ -175,20 +181,20 @@ def open_source(path: str | None, *, block_s: float, realtime: bool, microphone_
     """Start the source: the microphone (`path` None, mono at `microphone_rate`), PCM on stdin (`path` "-", decoded
     by `decoder` at `pcm_rate`) or a file. Live sources (the microphone's callback must never block; `realtime`)
     drop late windows instead of waiting; the others are read ahead at most QUEUED_BLOCKS blocks."""
-    bounded = path is not None and not realtime
+    live = is_live(path, realtime)
     if path is None:
-        source = LiveSource(microphone_rate, 1, drop_late=True, bounded=False)
+        source = LiveSource(microphone_rate, 1, drop_late=live, bounded=not live)
         source.microphone = open_microphone(microphone_rate, max(1, round(block_s * microphone_rate)), source.put)
     elif path == "-":
         if decoder is None:
             raise AstAudioError("reading PCM from stdin needs a decoder")
-        source = LiveSource(pcm_rate, pcm_channels, drop_late=realtime, bounded=bounded)
+        source = LiveSource(pcm_rate, pcm_channels, drop_late=live, bounded=not live)
         block_bytes = max(decoder.frame_bytes, round(block_s * pcm_rate) * decoder.frame_bytes)
         source.start(read_stdin(decoder, block_bytes, source.stop))
     else:
         stop = threading.Event()
         produce, info = read_file(path, block_s, realtime, stop)
-        source = LiveSource(info.sample_rate, info.channels, drop_late=realtime, bounded=bounded)
+        source = LiveSource(info.sample_rate, info.channels, drop_late=live, bounded=not live)
         source.stop = stop
         source.start(produce)
     return source

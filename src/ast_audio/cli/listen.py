@@ -128,7 +128,7 @@ def _show_hops(hops: Any, args: argparse.Namespace, keep: list[int], view: Any) 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Stream the source through the tagger until it ends (or Ctrl-C), printing each hop."""
-    from ..audio.sources import no_audio_message, open_source
+    from ..audio.sources import is_live, no_audio_message, open_source
     from ..infer.live import PcmDecoder, StreamingTagger, check_hop_keeps_up, live_windowing
     from ..infer.live_view import LiveView
     from ..labels import selected_classes
@@ -138,7 +138,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     windowing = live_windowing(tagger.model, args.window, args.hop)
     config = _event_config(args, tagger.labels)
     keep = selected_classes(tagger.labels, config.only, config.exclude)
-    if args.hop is not None and not args.allow_skip and (args.input is None or args.realtime):
+    if args.hop is not None and not args.allow_skip and is_live(args.input, args.realtime):
         # a hop the user chose at live pace (the microphone, --realtime): can this CPU score a window that fast?
         check_hop_keeps_up(tagger, windowing, args.precision, args.hop)
     decoder = PcmDecoder(args.dtype, args.channels) if args.input == "-" else None
